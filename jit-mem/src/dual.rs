@@ -1,0 +1,148 @@
+//! The dual-mapped slab manager, the default on Linux: slabs backed by one `memfd`, each code
+//! or read-only slab mapped twice, an RW working view where the linker writes and an R/RX
+//! target view where the code runs. Finalize changes no protection, so it never disturbs
+//! another allocation sharing a slab or page, and no mapping is ever writable and executable.
+//!
+//! Layout: the memfd is as large as the reservation and sparse; reservation offset `o` is file
+//! offset `o`, mapped at `target_base + o` and, for R/RX slabs, at `working_base + o` in a
+//! mirror reservation. Adjacent slabs of one protection are therefore contiguous in both the
+//! address space and the file, and the kernel merges their mappings. RW slabs need no second
+//! view: they are written where they run.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::alloc::OnDone;
+use crate::slab::{SlabBacking, Slabs};
+use crate::sys::{Memfd, Reservation, map_anonymous, map_shared};
+use crate::{
+    AllocRequest, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig, ManagerId, ManagerKind,
+    MemError, MemStats, MemoryManager, Prot, RawFinalizedAlloc, TargetAddr,
+};
+
+pub(crate) struct DualBacking {
+    // Dropped first: the working views go before the file they map.
+    working: Reservation,
+    file: Memfd,
+}
+
+impl SlabBacking for DualBacking {
+    const SEALS: bool = false;
+
+    unsafe fn map_slab(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
+        let (at, n) = (offset as usize, len as usize);
+        // SAFETY: the caller hands over an unused range of the target reservation.
+        unsafe { map_shared(base + at, n, prot, &self.file, offset)? };
+        if prot != Prot::RW {
+            let mirror = self.working.base() + at;
+            // SAFETY: the mirror range in the working reservation is unused exactly when the
+            // target range is.
+            let mapped = unsafe { map_shared(mirror, n, Prot::RW, &self.file, offset) };
+            if let Err(e) = mapped {
+                // SAFETY: undoing the mapping made just above, which nobody uses yet.
+                let _ = unsafe { map_anonymous(base + at, n, None) };
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    unsafe fn unmap_slab(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
+        let (at, n) = (offset as usize, len as usize);
+        // SAFETY: the caller guarantees nothing lives in the slab.
+        unsafe { map_anonymous(base + at, n, None)? };
+        if prot != Prot::RW {
+            // SAFETY: as above, for the working view.
+            unsafe { map_anonymous(self.working.base() + at, n, None)? };
+        }
+        self.file.punch_hole(offset, len)
+    }
+
+    unsafe fn discard_pages(
+        &self,
+        _base: usize,
+        offset: u64,
+        len: u64,
+        _prot: Prot,
+    ) -> io::Result<()> {
+        self.file.punch_hole(offset, len)
+    }
+
+    fn working(&self, base: usize, offset: u64, prot: Prot) -> *mut u8 {
+        let at = if prot == Prot::RW {
+            base
+        } else {
+            self.working.base()
+        };
+        (at + offset as usize) as *mut u8
+    }
+
+    fn other_ranges(&self) -> Vec<Range<u64>> {
+        let base = self.working.base() as u64;
+        std::iter::once(base..base + self.working.len() as u64).collect()
+    }
+}
+
+/// Creates the memfd and the working reservation, and proves an executable view of the file
+/// is allowed here (it is not on `noexec` shm mounts or under some SELinux policies).
+fn dual_backing(id: ManagerId, target: &Reservation) -> Result<DualBacking, MemError> {
+    let refused = |op, source| MemError::DualMappingRefused {
+        manager: id,
+        op,
+        source,
+    };
+    let file =
+        Memfd::create(c"orcjit-jit-mem", target.len() as u64).map_err(|(op, e)| refused(op, e))?;
+    let working = Reservation::new(target.len(), MAX_ALIGN as usize)
+        .map_err(|e| refused("reserve working view", e))?;
+    let page = crate::sys::page_size();
+    // SAFETY: the first page of the fresh target reservation is unused; the probe maps it and
+    // puts the reservation back.
+    unsafe {
+        map_shared(target.base(), page, Prot::RX, &file, 0)
+            .map_err(|e| refused("mmap executable view", e))?;
+        map_anonymous(target.base(), page, None)
+            .map_err(|e| refused("restore reservation after probe", e))?;
+    }
+    Ok(DualBacking { working, file })
+}
+
+/// Dual-mapped slab manager: see the module documentation.
+pub struct DualMappedManager {
+    inner: Arc<Slabs<DualBacking>>,
+}
+
+impl DualMappedManager {
+    /// A manager with its own reservation. Fails with [`MemError::DualMappingRefused`] where
+    /// memfd or an executable shared mapping is not allowed; [`crate::default_manager`] then
+    /// falls back to the mprotect slab manager.
+    pub fn new(config: ManagerConfig) -> Result<DualMappedManager, MemError> {
+        let id = ManagerId::next(ManagerKind::DualMapped);
+        let inner = Slabs::new(id, &config, |target| dual_backing(id, target))?;
+        Ok(DualMappedManager {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+impl MemoryManager for DualMappedManager {
+    fn id(&self) -> ManagerId {
+        self.inner.id()
+    }
+    fn allocate(&self, request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
+        self.inner.allocate(request)
+    }
+    fn deallocate(&self, allocs: Vec<FinalizedAlloc>, on_done: OnDone) {
+        on_done(crate::alloc::deallocate_all(&*self.inner, allocs))
+    }
+    fn adopt_raw(&self, raw: RawFinalizedAlloc) -> Result<FinalizedAlloc, MemError> {
+        self.inner.adopt(raw)
+    }
+    fn stats(&self) -> MemStats {
+        self.inner.stats()
+    }
+    fn reservation(&self) -> Range<TargetAddr> {
+        self.inner.range()
+    }
+}

@@ -1,0 +1,269 @@
+//! The operating system beneath the managers: page size, address-space reservations, fixed
+//! mappings, protections, memfd and the instruction cache. Nothing here knows about slabs.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
+
+use crate::Prot;
+
+/// The host page size, read once.
+pub(crate) fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions; it only reads a system parameter.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        // A kernel that reports nonsense gets the smallest page any supported target has.
+        usize::try_from(size)
+            .ok()
+            .filter(|s| s.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}
+
+pub(crate) const fn align_up(value: u64, align: u64) -> u64 {
+    (value + align - 1) & !(align - 1)
+}
+
+/// A range of address space that belongs to one manager: mapped `PROT_NONE` and
+/// `MAP_NORESERVE`, so it costs neither memory nor commit charge until parts of it are
+/// remapped with [`map_anonymous`] or [`map_shared`]. Unmapped, whole, on drop.
+pub(crate) struct Reservation {
+    base: usize,
+    len: usize,
+}
+
+impl Reservation {
+    /// Reserves `len` bytes (a page multiple) whose base is aligned to `align` (a power of
+    /// two, at least a page).
+    pub(crate) fn new(len: usize, align: usize) -> io::Result<Reservation> {
+        let page = page_size();
+        let align = align.max(page);
+        let padded = len
+            .checked_add(align - page)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        // SAFETY: a fresh anonymous PROT_NONE mapping at a kernel-chosen address touches no
+        // existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                padded,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let raw = raw as usize;
+        let base = (raw + align - 1) & !(align - 1);
+        // Trim the alignment padding on both sides so the reservation is exactly [base, base+len).
+        let head = base - raw;
+        let tail = padded - head - len;
+        // SAFETY: both ranges lie inside the mapping made above and belong to nobody else.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw as *mut libc::c_void, head);
+            }
+            if tail > 0 {
+                libc::munmap((base + len) as *mut libc::c_void, tail);
+            }
+        }
+        Ok(Reservation { base, len })
+    }
+
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: the reservation owns [base, base+len); whoever placed mappings inside it
+        // (the managers) is being dropped with it, so nothing refers to these pages any more.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Replaces `[addr, addr+len)` with fresh zeroed private memory of protection `prot`
+/// (`None`: back to an inaccessible, uncommitted reservation).
+///
+/// # Safety
+/// The range must lie inside a [`Reservation`] and be owned by the caller: no live
+/// allocation, working view or running code may use it.
+pub(crate) unsafe fn map_anonymous(addr: usize, len: usize, prot: Option<Prot>) -> io::Result<()> {
+    let (prot, extra) = match prot {
+        Some(p) => (p.to_libc(), 0),
+        None => (libc::PROT_NONE, libc::MAP_NORESERVE),
+    };
+    // SAFETY: MAP_FIXED replaces only the caller-owned range (the function's contract).
+    let ret = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | extra,
+            -1,
+            0,
+        )
+    };
+    if ret == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Maps `len` bytes of `file` at `offset` over `[addr, addr+len)`, shared, with `prot`.
+///
+/// # Safety
+/// As for [`map_anonymous`].
+pub(crate) unsafe fn map_shared(
+    addr: usize,
+    len: usize,
+    prot: Prot,
+    file: &Memfd,
+    offset: u64,
+) -> io::Result<()> {
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    // SAFETY: MAP_FIXED replaces only the caller-owned range (the function's contract); the
+    // file descriptor is open for as long as `file` lives.
+    let ret = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot.to_libc(),
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            file.fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if ret == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Changes the protection of `[addr, addr+len)`.
+///
+/// # Safety
+/// The range must be mapped, inside a reservation, and no access that the new protection
+/// forbids may be in progress or expected (no running code on pages made non-executable, no
+/// writer on pages made read-only).
+pub(crate) unsafe fn protect(addr: usize, len: usize, prot: Prot) -> io::Result<()> {
+    // SAFETY: the caller guarantees the range is owned and the change disturbs nobody.
+    check(unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot.to_libc()) })
+}
+
+/// Zeroes `len` bytes at `ptr`.
+///
+/// # Safety
+/// `[ptr, ptr+len)` must be writable memory owned by the caller.
+pub(crate) unsafe fn zero(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller owns the writable range.
+    unsafe { std::ptr::write_bytes(ptr, 0, len) }
+}
+
+/// An anonymous in-memory file (`memfd_create`): the physical pages that both views of the
+/// dual-mapped manager share. Sparse: pages exist only once written.
+pub(crate) struct Memfd {
+    fd: OwnedFd,
+}
+
+impl Memfd {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn create(
+        name: &std::ffi::CStr,
+        len: u64,
+    ) -> Result<Memfd, (&'static str, io::Error)> {
+        // SAFETY: `name` is a valid NUL-terminated string; the call creates a new descriptor.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(("memfd_create", io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| ("ftruncate", io::Error::from_raw_os_error(libc::EFBIG)))?;
+        // SAFETY: ftruncate on an owned, open descriptor.
+        check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map_err(|e| ("ftruncate", e))?;
+        Ok(Memfd { fd })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn create(
+        _name: &std::ffi::CStr,
+        _len: u64,
+    ) -> Result<Memfd, (&'static str, io::Error)> {
+        // memfd is Linux-only; elsewhere the dual-mapped manager falls back to mprotect.
+        Err(("memfd_create", io::Error::from(io::ErrorKind::Unsupported)))
+    }
+
+    /// Gives the pages of `[offset, offset+len)` back to the kernel; they read as zero after.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
+        };
+        // SAFETY: fallocate on an owned, open descriptor; punching a hole keeps the file size.
+        check(unsafe {
+            libc::fallocate(
+                self.fd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn punch_hole(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Makes the instruction cache coherent with freshly written code in `[ptr, ptr+len)`.
+///
+/// x86-64 keeps instruction and data caches coherent in hardware (Intel SDM vol. 3A §11.6,
+/// "Self-Modifying Code"): cross-modifying code only needs the serializing event that the
+/// later call or `mprotect` already provides, so this is a no-op there. Other targets must
+/// clean the data cache and invalidate the instruction cache for the range.
+pub fn flush_icache(ptr: *const u8, len: usize) {
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    {
+        unsafe extern "C" {
+            fn __clear_cache(start: *mut libc::c_char, end: *mut libc::c_char);
+        }
+        // SAFETY: __clear_cache only performs cache maintenance over the range; it reads no
+        // memory and is valid for any mapped range, which the caller's code range is.
+        unsafe {
+            __clear_cache(
+                ptr as *mut libc::c_char,
+                ptr.wrapping_add(len) as *mut libc::c_char,
+            )
+        }
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    {
+        let _ = (ptr, len);
+    }
+}

@@ -1,0 +1,344 @@
+//! Allocate, write through the working view, finalize, run through the target view,
+//! deallocate, reuse: on every manager, with real mappings and real x86-64 code.
+#![cfg(target_arch = "x86_64")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use jit_mem::*;
+
+fn write_small_object(alloc: &mut InFlightAlloc, addend: u32) -> TargetAddr {
+    let code_target = alloc.target(0).unwrap();
+    let rodata_target = alloc.target(1).unwrap();
+    let mut views = alloc.working_views();
+    assert!(
+        views.iter().all(|v| v.bytes.iter().all(|&b| b == 0)),
+        "working views start zero-filled"
+    );
+    let code = add_rodata_fn(code_target, rodata_target);
+    views[0].bytes[..code.len()].copy_from_slice(&code);
+    views[1].bytes[..4].copy_from_slice(&addend.to_le_bytes());
+    views[2].bytes[..8].copy_from_slice(b"data!!!!");
+    code_target
+}
+
+#[test]
+fn code_written_through_the_working_view_runs_at_the_target_address() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        let mut alloc = mem.allocate(&small_object()).unwrap();
+        for seg in alloc.segments() {
+            let range = mem.reservation();
+            assert!(
+                range.start <= seg.target && seg.target.offset(seg.size) <= range.end,
+                "{name}: inside the reservation"
+            );
+        }
+        let code = write_small_object(&mut alloc, 1000);
+        let data = alloc.target(2).unwrap();
+        let done = alloc.finalize_blocking(Vec::new()).unwrap();
+        // SAFETY: finalized code of signature fn(u32) -> u32.
+        assert_eq!(unsafe { call1(code, 7) }, 1007, "{name}");
+        // SAFETY: the RW segment of a live allocation.
+        assert_eq!(unsafe { read_target(data, 8) }, b"data!!!!", "{name}");
+        let stats = mem.stats();
+        assert_eq!(stats.in_use, 352, "{name}");
+        assert_eq!(stats.allocations, 1, "{name}");
+        assert!(
+            stats.committed >= 352 && stats.mappings > 0 && stats.reserved >= 1 << 30,
+            "{name}: {stats:?}"
+        );
+        mem.deallocate_blocking(vec![done]).unwrap();
+        let stats = mem.stats();
+        assert_eq!((stats.in_use, stats.allocations), (0, 0), "{name}");
+    }
+}
+
+#[test]
+fn freed_memory_is_reused_and_comes_back_zeroed() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        let mut first = mem.allocate(&small_object()).unwrap();
+        let code = write_small_object(&mut first, 1);
+        first.working_mut(1).unwrap().fill(0xAB);
+        let done = first.finalize_blocking(Vec::new()).unwrap();
+        mem.deallocate_blocking(vec![done]).unwrap();
+
+        let mut second = mem.allocate(&small_object()).unwrap();
+        assert_eq!(
+            second.target(0),
+            Some(code),
+            "{name}: the freed code space is reused"
+        );
+        let again = write_small_object(&mut second, 2);
+        let done = second.finalize_blocking(Vec::new()).unwrap();
+        // SAFETY: finalized code of signature fn(u32) -> u32.
+        assert_eq!(unsafe { call1(again, 40) }, 42, "{name}");
+        drop(done);
+        assert_eq!(
+            mem.stats().allocations,
+            0,
+            "{name}: dropping a handle deallocates it"
+        );
+    }
+}
+
+#[test]
+fn many_small_objects_share_slabs_and_pages() {
+    for name in ["dual", "mprotect"] {
+        let mem = manager(name, ManagerConfig::default());
+        let mut inflight: Vec<_> = (0..64)
+            .map(|_| mem.allocate(&small_object()).unwrap())
+            .collect();
+        let code_pages: std::collections::HashSet<u64> = inflight
+            .iter()
+            .map(|a| a.target(0).unwrap().0 / 4096)
+            .collect();
+        assert!(
+            code_pages.len() <= 5,
+            "{name}: 64 x 256 B of code fit in 4-5 pages, got {}",
+            code_pages.len()
+        );
+        let mut done = Vec::new();
+        let mut codes = Vec::new();
+        for (i, mut a) in inflight.drain(..).enumerate() {
+            codes.push((write_small_object(&mut a, i as u32), i as u32));
+            done.push(a);
+        }
+        // Finalize all from this thread: with mprotect sealing, each finalize completes when
+        // the last neighbour on its pages finalizes, so collect results asynchronously.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for a in done {
+            let tx = tx.clone();
+            a.finalize(Vec::new(), Box::new(move |r| tx.send(r).unwrap()));
+        }
+        let finalized: Vec<FinalizedAlloc> = (0..64)
+            .map(|_| {
+                rx.recv_timeout(std::time::Duration::from_secs(30))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        for (code, i) in codes {
+            // SAFETY: finalized code of signature fn(u32) -> u32.
+            assert_eq!(unsafe { call1(code, 5) }, 5 + i, "{name}");
+        }
+        let stats = mem.stats();
+        assert!(
+            stats.committed as f64 / stats.in_use as f64 <= 1.25,
+            "{name}: {stats:?}"
+        );
+        mem.deallocate_blocking(finalized).unwrap();
+    }
+}
+
+#[test]
+fn finalize_actions_run_in_order_and_deallocate_actions_in_reverse() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        let log = Arc::new(parking_lot_free_log::Log::default());
+        let mut alloc = mem.allocate(&small_object()).unwrap();
+        let code = write_small_object(&mut alloc, 3);
+        let actions = (0..3)
+            .map(|i| {
+                let (a, b) = (log.clone(), log.clone());
+                FinalizeAction::new(
+                    move || {
+                        // The memory is final when actions run: the code can be called.
+                        // SAFETY: finalized code of signature fn(u32) -> u32.
+                        assert_eq!(unsafe { call1(code, 0) }, 3);
+                        a.push(format!("fin{i}"));
+                        Ok(())
+                    },
+                    move || {
+                        b.push(format!("dealloc{i}"));
+                        Ok(())
+                    },
+                )
+            })
+            .collect();
+        let done = alloc.finalize_blocking(actions).unwrap();
+        assert_eq!(log.take(), ["fin0", "fin1", "fin2"], "{name}");
+        mem.deallocate_blocking(vec![done]).unwrap();
+        assert_eq!(log.take(), ["dealloc2", "dealloc1", "dealloc0"], "{name}");
+    }
+}
+
+#[test]
+fn a_failing_finalize_action_releases_the_allocation_and_unwinds_earlier_actions() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        let undone = Arc::new(AtomicUsize::new(0));
+        let mut alloc = mem.allocate(&small_object()).unwrap();
+        write_small_object(&mut alloc, 0);
+        let u = undone.clone();
+        let actions = vec![
+            FinalizeAction::new(
+                || Ok(()),
+                move || {
+                    u.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                },
+            ),
+            FinalizeAction::on_finalize(|| Err("eh_frame registration refused".into())),
+            FinalizeAction::on_finalize(|| panic!("actions after a failure must not run")),
+        ];
+        let err = alloc.finalize_blocking(actions).unwrap_err();
+        assert!(
+            matches!(err, MemError::FinalizeAction { index: 1, .. }),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string().contains("eh_frame registration refused"),
+            "{name}: {err}"
+        );
+        assert_eq!(undone.load(Ordering::SeqCst), 1, "{name}");
+        let stats = mem.stats();
+        assert_eq!((stats.in_use, stats.allocations), (0, 0), "{name}");
+    }
+}
+
+#[test]
+fn finalize_only_segments_are_released_after_finalization() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        let mut req = small_object();
+        req.segments.push(
+            SegmentRequest::new(Prot::R, 512, 8).with_lifetime(SegmentLifetime::FinalizeOnly),
+        );
+        let mut alloc = mem.allocate(&req).unwrap();
+        write_small_object(&mut alloc, 0);
+        let init = alloc.target(3).unwrap();
+        alloc.working_mut(3).unwrap()[0] = 0x5A;
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = seen.clone();
+        let action = FinalizeAction::on_finalize(move || {
+            // SAFETY: finalize-only segments live until the finalize actions have run.
+            s.store(
+                unsafe { read_target(init, 1) }[0] as usize,
+                Ordering::SeqCst,
+            );
+            Ok(())
+        });
+        let done = alloc.finalize_blocking(vec![action]).unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 0x5A, "{name}");
+        assert_eq!(
+            mem.stats().in_use,
+            352,
+            "{name}: the finalize-only segment is gone"
+        );
+        drop(done);
+    }
+}
+
+#[test]
+fn a_segment_of_several_mebibytes_works() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        let size = 6 << 20;
+        let req = AllocRequest::new(vec![
+            SegmentRequest::new(Prot::RX, size, 4096),
+            SegmentRequest::new(Prot::RW, 3 << 20, 64),
+        ]);
+        let mut alloc = mem.allocate(&req).unwrap();
+        let code = return_imm_fn(0xC0DE);
+        let tail = size as usize - 4096;
+        alloc.working_mut(0).unwrap()[tail..tail + code.len()].copy_from_slice(&code);
+        let entry = alloc.target(0).unwrap().offset(tail as u64);
+        let done = alloc.finalize_blocking(Vec::new()).unwrap();
+        // SAFETY: finalized code of signature fn() -> u32 (the argument is ignored).
+        assert_eq!(unsafe { call1(entry, 0) }, 0xC0DE, "{name}");
+        drop(done);
+        // Another small object still fits after the large one is gone.
+        let small = mem.allocate(&small_object()).unwrap();
+        small.abandon(Box::new(|r| r.unwrap()));
+    }
+}
+
+#[test]
+fn running_out_of_the_reservation_is_an_error_and_recoverable() {
+    for name in ALL {
+        let mem = manager(
+            name,
+            ManagerConfig {
+                reservation: 4 << 20,
+                slab: 1 << 20,
+            },
+        );
+        assert!(mem.reservation().end.0 - mem.reservation().start.0 == 4 << 20);
+        let too_big = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 5 << 20, 16)]);
+        assert!(
+            matches!(
+                mem.allocate(&too_big),
+                Err(MemError::SegmentTooLarge { .. })
+            ),
+            "{name}"
+        );
+        let chunk = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 1 << 20, 16)]);
+        let mut held = Vec::new();
+        let err = loop {
+            match mem.allocate(&chunk) {
+                Ok(a) => held.push(a),
+                Err(e) => break e,
+            }
+            assert!(
+                held.len() <= 4,
+                "{name}: more 1 MiB chunks than a 4 MiB reservation holds"
+            );
+        };
+        assert!(
+            matches!(err, MemError::ReservationExhausted { .. }),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("exhausted"), "{name}: {err}");
+        held.clear();
+        mem.allocate(&chunk).expect("room again after freeing");
+    }
+}
+
+#[test]
+fn bad_requests_and_configurations_are_errors() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        for align in [0, 3, 1 << 20] {
+            let req = AllocRequest::new(vec![SegmentRequest::new(Prot::R, 8, align)]);
+            assert!(
+                matches!(mem.allocate(&req), Err(MemError::InvalidAlignment { .. })),
+                "{name} align {align}"
+            );
+        }
+        let big = AllocRequest::new(vec![SegmentRequest::new(Prot::RW, 100, MAX_ALIGN)]);
+        let a = mem.allocate(&big).unwrap();
+        assert_eq!(a.target(0).unwrap().0 % MAX_ALIGN, 0, "{name}");
+        let empty = mem.allocate(&AllocRequest::default()).unwrap();
+        assert!(empty.is_empty());
+        empty.finalize_blocking(Vec::new()).unwrap();
+        match manager_by_name(name, ManagerConfig::with_reservation(3 << 30)) {
+            Some(Err(MemError::InvalidReservation { .. })) => {}
+            other => panic!(
+                "{name}: a 3 GiB reservation must be refused, got {:?}",
+                other.map(|r| r.map(|m| m.id()))
+            ),
+        }
+    }
+}
+
+/// A tiny thread-safe log for ordering checks.
+mod parking_lot_free_log {
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct Log(Mutex<Vec<String>>);
+
+    impl Log {
+        pub fn push(&self, s: String) {
+            self.0.lock().unwrap().push(s);
+        }
+        pub fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+}
