@@ -191,7 +191,7 @@ pub(crate) fn run_deallocate_actions(
 /// memory alive.
 ///
 /// Finalizing twice, or abandoning after finalizing, does not compile:
-/// ```compile_fail
+/// ```compile_fail,E0382
 /// # use jit_mem::*;
 /// # fn f(mem: &dyn MemoryManager, req: &AllocRequest) -> Result<(), MemError> {
 /// let alloc = mem.allocate(req)?;
@@ -409,7 +409,7 @@ impl fmt::Display for RawFinalizedAlloc {
 /// never leaks; [`into_raw`](Self::into_raw) keeps the memory without a handle.
 ///
 /// Using it after deallocation does not compile:
-/// ```compile_fail
+/// ```compile_fail,E0382
 /// # use jit_mem::*;
 /// # fn f(mem: &dyn MemoryManager, done: FinalizedAlloc) -> Result<(), MemError> {
 /// mem.deallocate_blocking(vec![done])?;

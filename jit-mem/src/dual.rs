@@ -146,3 +146,68 @@ impl MemoryManager for DualMappedManager {
         self.inner.range()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SegmentRequest, maps};
+
+    #[test]
+    fn code_is_written_through_a_separate_rw_view_of_the_same_memfd_pages() {
+        let mem = DualMappedManager::new(ManagerConfig::default()).unwrap();
+        let req = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 64, 16)]);
+        let mut alloc = mem.allocate(&req).unwrap();
+        let target = alloc.target(0).unwrap().0;
+        let working = alloc.working(0).unwrap().as_ptr() as u64;
+        assert_ne!(target, working, "two views");
+        alloc.working_mut(0).unwrap()[0] = 0xC3;
+        let done = alloc.finalize_blocking(Vec::new()).unwrap();
+        // SAFETY: the target view of a live allocation is readable.
+        let seen = unsafe { *(target as *const u8) };
+        assert_eq!(seen, 0xC3, "the target view shows the write");
+        let find = |addr: u64| {
+            maps::process_mappings()
+                .unwrap()
+                .into_iter()
+                .find(|m| m.range.contains(&addr))
+                .unwrap()
+        };
+        let (run, write) = (find(target), find(working));
+        assert!(
+            run.exec && !run.write && run.shared && run.name.contains("orcjit-jit-mem"),
+            "{run:?}"
+        );
+        assert!(
+            write.write && !write.exec && write.shared && write.name.contains("orcjit-jit-mem"),
+            "{write:?}"
+        );
+        drop(done);
+    }
+
+    #[test]
+    fn mappings_stay_few_however_many_objects_are_packed() {
+        let mem = DualMappedManager::new(ManagerConfig::default()).unwrap();
+        let req = AllocRequest::new(vec![
+            SegmentRequest::new(Prot::RX, 256, 16),
+            SegmentRequest::new(Prot::R, 64, 8),
+            SegmentRequest::new(Prot::RW, 32, 8),
+        ]);
+        let held: Vec<_> = (0..20_000)
+            .map(|_| {
+                mem.allocate(&req)
+                    .unwrap()
+                    .finalize_blocking(Vec::new())
+                    .unwrap()
+            })
+            .collect();
+        let stats = mem.stats();
+        assert!(stats.mappings < 64, "{stats:?}");
+        assert!(stats.committed * 4 <= stats.in_use * 5, "{stats:?}");
+        drop(held);
+        assert_eq!(
+            mem.stats().committed,
+            0,
+            "every slab's pages were given back"
+        );
+    }
+}

@@ -82,3 +82,72 @@ pub fn manager_by_name(
     };
     Some(made)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts `WARN` events; enough of a subscriber to see the fallback speak.
+    #[derive(Default)]
+    struct WarnCounter(Arc<AtomicUsize>);
+
+    impl tracing::Subscriber for WarnCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn the_default_is_dual_mapped_where_allowed() {
+        let mem = default_manager(ManagerConfig::default()).unwrap();
+        assert_eq!(mem.id().kind, ManagerKind::DualMapped);
+    }
+
+    #[test]
+    fn refused_dual_mapping_falls_back_to_mprotect_slabs_with_a_warning() {
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let subscriber = WarnCounter(warnings.clone());
+        let mem = tracing::subscriber::with_default(subscriber, || {
+            default_manager_with(ManagerConfig::default(), |_| {
+                Err(MemError::DualMappingRefused {
+                    manager: ManagerId::next(ManagerKind::DualMapped),
+                    op: "mmap executable view",
+                    source: std::io::Error::from_raw_os_error(libc::EACCES),
+                })
+            })
+        })
+        .unwrap();
+        assert_eq!(mem.id().kind, ManagerKind::MprotectSlab);
+        assert_eq!(warnings.load(Ordering::SeqCst), 1);
+        let req = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 16, 16)]);
+        mem.allocate(&req)
+            .unwrap()
+            .finalize_blocking(Vec::new())
+            .unwrap();
+    }
+
+    #[test]
+    fn other_dual_mapping_errors_are_not_hidden_by_the_fallback() {
+        let result = default_manager_with(ManagerConfig::default(), |_| {
+            Err(MemError::InvalidReservation {
+                manager: ManagerId::NONE,
+                requested: 0,
+                max: MAX_RESERVATION,
+            })
+        });
+        assert!(matches!(result, Err(MemError::InvalidReservation { .. })));
+    }
+}
