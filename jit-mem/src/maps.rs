@@ -60,11 +60,24 @@ pub(crate) fn count_in(ranges: &[Range<u64>]) -> u64 {
     }
 }
 
-/// The number of mappings the whole process holds.
+/// The number of mappings the whole process holds. Reads through a stack buffer: this is
+/// asked when the kernel just refused a mapping, when a heap buffer big enough for the whole
+/// file may itself need one.
 pub(crate) fn process_total() -> u64 {
-    std::fs::read("/proc/self/maps")
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
-        .unwrap_or(0)
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open("/proc/self/maps") else {
+        return 0;
+    };
+    let mut buf = [0u8; 8192];
+    let mut lines = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return lines,
+            Ok(n) => lines += buf[..n].iter().filter(|&&c| c == b'\n').count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return lines,
+        }
+    }
 }
 
 /// The kernel's per-process mapping limit (`vm.max_map_count`).

@@ -32,6 +32,11 @@ use crate::{
 /// Segments are placed at multiples of this, and sized in multiples of it.
 pub(crate) const GRANULE: u64 = 16;
 
+/// An empty spare slab keeps up to this many dirty bytes instead of giving its pages back:
+/// a manager whose last object comes and goes would otherwise punch and re-fault its pages
+/// every time.
+const SPARE_KEEP_DIRTY: u64 = 256 << 10;
+
 /// How slabs are mapped.
 pub(crate) trait SlabBacking: Send + Sync + 'static {
     /// Whether R and RX slabs start writable and have their pages sealed at finalize.
@@ -484,7 +489,8 @@ impl<B: SlabBacking> Slabs<B> {
         self.maybe_release_slab(st, class_index, prot, slab_start);
     }
 
-    /// Keeps one empty slab per protection as a spare (its pages discarded); unmaps others.
+    /// Keeps one empty slab per protection as a spare (its pages discarded unless few were
+    /// used); unmaps others.
     fn maybe_release_slab(&self, st: &mut State, class_index: usize, prot: Prot, start: u64) {
         let class = &mut st.classes[class_index];
         let Some(slab) = class.slabs.get(&start) else {
@@ -515,7 +521,7 @@ impl<B: SlabBacking> Slabs<B> {
                     tracing::warn!(manager = %self.id, start, error = %e, "could not unmap an empty slab; keeping it")
                 }
             }
-        } else if high > 0 {
+        } else if high > SPARE_KEEP_DIRTY {
             // SAFETY: empty and, having no closing pages, entirely writable.
             match unsafe { self.backing.discard_pages(self.base(), start, len, prot) } {
                 Ok(()) => {
