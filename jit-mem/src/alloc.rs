@@ -292,7 +292,14 @@ impl InFlightAlloc {
             Some(parts) => self
                 .owner
                 .finalize(self.owner.clone(), parts, actions, on_done),
-            None => on_done(Err(MemError::Several(Vec::new()))),
+            // Unreachable (finalize consumes the allocation), but the callback still hears.
+            None => on_done(Err(MemError::Os {
+                manager: self.owner.id(),
+                op: "finalize",
+                addr: TargetAddr(0),
+                len: 0,
+                source: std::io::Error::other("allocation already finalized or abandoned"),
+            })),
         }
     }
 

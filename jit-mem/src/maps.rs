@@ -45,19 +45,23 @@ fn parse_line(line: &str) -> Option<Mapping> {
     })
 }
 
-/// How many mappings intersect any of `ranges`.
+/// How many mappings intersect any of `ranges`. Streams the file line by line: near the
+/// mapping limit a heap buffer for all of it may not be available.
 pub(crate) fn count_in(ranges: &[Range<u64>]) -> u64 {
-    match process_mappings() {
-        Ok(maps) => maps
-            .iter()
-            .filter(|m| {
-                ranges
-                    .iter()
-                    .any(|r| m.range.start < r.end && r.start < m.range.end)
-            })
-            .count() as u64,
-        Err(_) => 0,
-    }
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open("/proc/self/maps") else {
+        return 0;
+    };
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| parse_line(&line))
+        .filter(|m| {
+            ranges
+                .iter()
+                .any(|r| m.range.start < r.end && r.start < m.range.end)
+        })
+        .count() as u64
 }
 
 /// The number of mappings the whole process holds. Reads through a stack buffer: this is

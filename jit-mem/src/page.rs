@@ -109,9 +109,9 @@ impl Pages {
                 let err = os_error(self.id, "mmap", addr, total, e);
                 let mut st = self.state.lock();
                 st.space.insert(start, total);
-                st.in_use -= request.requested_bytes();
-                st.committed -= total;
-                st.allocations -= 1;
+                st.in_use = st.in_use.saturating_sub(request.requested_bytes());
+                st.committed = st.committed.saturating_sub(total);
+                st.allocations = st.allocations.saturating_sub(1);
                 return Err(err);
             }
         }
@@ -153,8 +153,8 @@ impl Pages {
         }
         let mut st = self.state.lock();
         for seg in segments {
-            st.in_use -= seg.info.size;
-            st.committed -= seg.len;
+            st.in_use = st.in_use.saturating_sub(seg.info.size);
+            st.committed = st.committed.saturating_sub(seg.len);
         }
         for (offset, len) in returned {
             st.space.insert(offset, len);
@@ -165,7 +165,10 @@ impl Pages {
 
     fn release_all(&self, parts: &Parts) -> Result<(), MemError> {
         let r = self.unmap(&parts.segments);
-        self.state.lock().allocations -= 1;
+        {
+            let mut st = self.state.lock();
+            st.allocations = st.allocations.saturating_sub(1);
+        }
         r
     }
 }

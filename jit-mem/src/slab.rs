@@ -515,7 +515,7 @@ impl<B: SlabBacking> Slabs<B> {
                     class.free.carve(start, len);
                     class.slabs.remove(&start);
                     st.space.insert(start, len);
-                    st.committed -= released;
+                    st.committed = st.committed.saturating_sub(released);
                 }
                 Err(e) => {
                     tracing::warn!(manager = %self.id, start, error = %e, "could not unmap an empty slab; keeping it")
@@ -528,7 +528,7 @@ impl<B: SlabBacking> Slabs<B> {
                     if let Some(slab) = class.slabs.get_mut(&start) {
                         slab.high = 0;
                     }
-                    st.committed -= released;
+                    st.committed = st.committed.saturating_sub(released);
                 }
                 Err(e) => {
                     tracing::warn!(manager = %self.id, start, error = %e, "could not discard an empty slab's pages")
@@ -574,7 +574,7 @@ impl<B: SlabBacking> Slabs<B> {
                 match &error {
                     None => {
                         if let Lookup::Live(w) = st.waiters.get_mut(key) {
-                            w.remaining -= 1;
+                            w.remaining = w.remaining.saturating_sub(1);
                             if w.remaining == 0 {
                                 if let Some(w) = st.waiters.remove(key) {
                                     ready.push(Ready::Complete(w));
@@ -725,7 +725,7 @@ impl<B: SlabBacking> Slabs<B> {
                 let key = {
                     let mut st = self.state.lock();
                     for seg in &transient {
-                        st.in_use -= seg.info.size;
+                        st.in_use = st.in_use.saturating_sub(seg.info.size);
                         self.free_segment(&mut st, seg, false, &mut ready);
                     }
                     st.records.insert(Record {
@@ -744,8 +744,8 @@ impl<B: SlabBacking> Slabs<B> {
         for seg in &parts.segments {
             self.free_segment(st, seg, pending, ready);
         }
-        st.in_use -= parts.requested();
-        st.allocations -= 1;
+        st.in_use = st.in_use.saturating_sub(parts.requested());
+        st.allocations = st.allocations.saturating_sub(1);
     }
 
     /// Runs what was found under the lock, until nothing more turns up.
