@@ -8,6 +8,10 @@
 //! mirror reservation. Adjacent slabs of one protection are therefore contiguous in both the
 //! address space and the file, and the kernel merges their mappings. RW slabs need no second
 //! view: they are written where they run.
+//!
+//! The working view of a slab stays mapped while the slab lives (unmapping it per allocation
+//! would cost the syscalls this manager exists to avoid); its addresses are only handed out
+//! through in-flight allocations, never after finalize.
 
 use std::io;
 use std::ops::Range;
