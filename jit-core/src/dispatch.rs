@@ -1,0 +1,472 @@
+//! Where work runs: tasks, priorities, and the two dispatchers (in place, and a fixed pool).
+//!
+//! Contract of every dispatcher: a dispatched task runs exactly once, or, after shutdown, a
+//! materialization task is dropped (its responsibility then fails its symbols) and any other
+//! task still runs, inline, so that no waiter starves. A blocking wait ([`TaskDispatcher::wait`])
+//! on a thread the dispatcher owns runs queued tasks while it waits, so every piece of work
+//! completes even with a pool of one thread.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, select_biased, unbounded};
+use parking_lot::Mutex;
+
+/// Demanded work (someone waits on it) runs before speculative work.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    #[default]
+    Demanded,
+    Speculative,
+}
+
+/// What a task is, which decides its fate after shutdown.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TaskKind {
+    /// Runs a materialization unit; may be dropped after shutdown.
+    Materialization,
+    /// Delivers a result to a waiter (a lookup callback, a generator continuation); always runs.
+    Callback,
+    /// Any other work; always runs.
+    Other,
+}
+
+/// A unit of work for a dispatcher.
+pub struct Task {
+    pub kind: TaskKind,
+    pub priority: Priority,
+    work: Box<dyn FnOnce() + Send>,
+}
+
+impl Task {
+    pub fn new(kind: TaskKind, priority: Priority, work: impl FnOnce() + Send + 'static) -> Self {
+        Task {
+            kind,
+            priority,
+            work: Box::new(work),
+        }
+    }
+
+    /// Runs the task, containing a panic so that a worker survives a faulty materializer.
+    /// (Whatever the task owned is dropped during unwinding: a responsibility fails its
+    /// symbols, a callback's waiter is told the session failed.)
+    pub fn run(self) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(self.work)) {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            tracing::error!(target: "orcjit", "task panicked: {what}");
+        }
+    }
+
+    /// After shutdown: run what must reach a waiter, drop what would only start new work.
+    fn run_or_drop_after_shutdown(self) {
+        match self.kind {
+            TaskKind::Materialization => drop(self),
+            TaskKind::Callback | TaskKind::Other => self.run(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("kind", &self.kind)
+            .field("priority", &self.priority)
+            .finish()
+    }
+}
+
+/// Runs tasks. Object safe; the session holds one as `Arc<dyn TaskDispatcher>`.
+pub trait TaskDispatcher: Send + Sync + 'static {
+    fn dispatch(&self, task: Task);
+
+    /// Blocks the calling thread until a message arrives on `done` (or it disconnects). On a
+    /// thread this dispatcher owns, runs queued tasks meanwhile (help-while-waiting).
+    fn wait(&self, done: &Receiver<()>);
+
+    /// Stops accepting work and releases the threads. Queued materializations are dropped,
+    /// queued callbacks run. Idempotent; callable from any thread, including a worker.
+    fn shutdown(&self);
+}
+
+/// Runs every task on the thread that dispatches it.
+///
+/// Tasks dispatched while a task is running on the same thread are queued and run when it
+/// returns (or when it waits), so deep materialization chains do not grow the stack.
+#[derive(Default, Debug)]
+pub struct InPlaceDispatcher {
+    shut: AtomicBool,
+}
+
+thread_local! {
+    static IN_PLACE_QUEUE: RefCell<VecDeque<Task>> = const { RefCell::new(VecDeque::new()) };
+    static IN_PLACE_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+impl InPlaceDispatcher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn run_nested(task: Task) {
+        IN_PLACE_DEPTH.with(|d| d.set(d.get() + 1));
+        task.run();
+        IN_PLACE_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+
+    fn pop() -> Option<Task> {
+        IN_PLACE_QUEUE.with(|q| {
+            let mut q = q.borrow_mut();
+            // Demanded first, then speculative, each in FIFO order.
+            let pos = q.iter().position(|t| t.priority == Priority::Demanded).unwrap_or(0);
+            q.remove(pos)
+        })
+    }
+}
+
+impl TaskDispatcher for InPlaceDispatcher {
+    fn dispatch(&self, task: Task) {
+        if self.shut.load(Ordering::Acquire) {
+            task.run_or_drop_after_shutdown();
+            return;
+        }
+        if IN_PLACE_DEPTH.with(|d| d.get()) > 0 {
+            IN_PLACE_QUEUE.with(|q| q.borrow_mut().push_back(task));
+            return;
+        }
+        Self::run_nested(task);
+        while let Some(next) = Self::pop() {
+            Self::run_nested(next);
+        }
+    }
+
+    fn wait(&self, done: &Receiver<()>) {
+        loop {
+            if done.try_recv().is_ok() {
+                return;
+            }
+            match Self::pop() {
+                Some(task) => Self::run_nested(task),
+                None => {
+                    let _ = done.recv();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        self.shut.store(true, Ordering::Release);
+    }
+}
+
+struct PoolShared {
+    id: usize,
+    demanded_tx: Sender<Task>,
+    demanded_rx: Receiver<Task>,
+    speculative_tx: Sender<Task>,
+    speculative_rx: Receiver<Task>,
+    stop_tx: Mutex<Option<Sender<()>>>,
+    stop_rx: Receiver<()>,
+    shut: AtomicBool,
+}
+
+impl PoolShared {
+    fn try_next(&self) -> Option<Task> {
+        self.demanded_rx
+            .try_recv()
+            .or_else(|_| self.speculative_rx.try_recv())
+            .ok()
+    }
+
+    fn drain_after_shutdown(&self) {
+        while let Some(task) = self.try_next() {
+            task.run_or_drop_after_shutdown();
+        }
+    }
+}
+
+thread_local! {
+    /// The id of the pool that owns this thread (0: none).
+    static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
+}
+
+static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// A pool of exactly `n` worker threads with two priority levels.
+///
+/// Workers always take demanded work before speculative work. A worker that blocks in
+/// [`TaskDispatcher::wait`] keeps running queued tasks, so no task ever waits for a thread
+/// that is itself waiting.
+pub struct ThreadPoolDispatcher {
+    shared: Arc<PoolShared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    threads: usize,
+}
+
+impl ThreadPoolDispatcher {
+    /// Starts `n` workers (at least one), named `orcjit-worker-<i>`.
+    pub fn new(n: usize) -> std::io::Result<Self> {
+        let n = n.max(1);
+        let (demanded_tx, demanded_rx) = unbounded();
+        let (speculative_tx, speculative_rx) = unbounded();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let shared = Arc::new(PoolShared {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            demanded_tx,
+            demanded_rx,
+            speculative_tx,
+            speculative_rx,
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx,
+            shut: AtomicBool::new(false),
+        });
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("orcjit-worker-{i}"))
+                .spawn(move || worker_loop(&shared))?;
+            workers.push(handle);
+        }
+        Ok(ThreadPoolDispatcher {
+            shared,
+            workers: Mutex::new(workers),
+            threads: n,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// True on a thread owned by this pool.
+    pub fn is_worker_thread(&self) -> bool {
+        CURRENT_POOL.with(|c| c.get()) == self.shared.id
+    }
+}
+
+fn worker_loop(shared: &PoolShared) {
+    CURRENT_POOL.with(|c| c.set(shared.id));
+    loop {
+        if let Some(task) = shared.try_next() {
+            task.run();
+            continue;
+        }
+        select_biased! {
+            recv(shared.demanded_rx) -> t => if let Ok(t) = t { t.run() },
+            recv(shared.speculative_rx) -> t => if let Ok(t) = t { t.run() },
+            recv(shared.stop_rx) -> _ => break,
+        }
+    }
+    shared.drain_after_shutdown();
+}
+
+impl TaskDispatcher for ThreadPoolDispatcher {
+    fn dispatch(&self, task: Task) {
+        if self.shared.shut.load(Ordering::SeqCst) {
+            task.run_or_drop_after_shutdown();
+            return;
+        }
+        let tx = match task.priority {
+            Priority::Demanded => &self.shared.demanded_tx,
+            Priority::Speculative => &self.shared.speculative_tx,
+        };
+        // The receivers live as long as `shared`, so the send cannot fail.
+        let _ = tx.send(task);
+        // A shutdown that raced with this send may already have drained the queues for the
+        // last time: drain again so the task is not stranded.
+        if self.shared.shut.load(Ordering::SeqCst) {
+            self.shared.drain_after_shutdown();
+        }
+    }
+
+    fn wait(&self, done: &Receiver<()>) {
+        if !self.is_worker_thread() {
+            let _ = done.recv();
+            return;
+        }
+        let shared = &self.shared;
+        loop {
+            if done.try_recv().is_ok() {
+                return;
+            }
+            if let Ok(t) = shared.demanded_rx.try_recv() {
+                t.run();
+                continue;
+            }
+            select_biased! {
+                recv(done) -> _ => return,
+                recv(shared.demanded_rx) -> t => if let Ok(t) = t { t.run() },
+                recv(shared.speculative_rx) -> t => if let Ok(t) = t { t.run() },
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        self.shared.shut.store(true, Ordering::SeqCst);
+        // Dropping the only stop sender wakes every idle worker.
+        drop(self.shared.stop_tx.lock().take());
+        let me = std::thread::current().id();
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for w in workers {
+            if w.thread().id() != me {
+                let _ = w.join();
+            }
+        }
+        self.shared.drain_after_shutdown();
+    }
+}
+
+impl Drop for ThreadPoolDispatcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for ThreadPoolDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPoolDispatcher")
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    const WATCHDOG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn pool_runs_every_task_on_exactly_n_named_threads() {
+        let pool = ThreadPoolDispatcher::new(3).unwrap();
+        let (tx, rx) = unbounded();
+        for _ in 0..300 {
+            let tx = tx.clone();
+            pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                tx.send(name).unwrap();
+            }));
+        }
+        let mut names = HashSet::new();
+        for _ in 0..300 {
+            names.insert(rx.recv_timeout(WATCHDOG).expect("task did not run"));
+        }
+        assert!(
+            names.len() <= 3 && names.iter().all(|n| n.starts_with("orcjit-worker-")),
+            "{names:?}"
+        );
+        pool.shutdown();
+    }
+
+    #[test]
+    fn demanded_work_runs_before_speculative_work() {
+        let pool = ThreadPoolDispatcher::new(1).unwrap();
+        let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
+        let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            started_tx.send(()).unwrap();
+            let _ = gate_rx.recv_timeout(WATCHDOG);
+        }));
+        started_rx.recv_timeout(WATCHDOG).unwrap();
+        let (tx, rx) = unbounded();
+        for (i, p) in [
+            Priority::Speculative,
+            Priority::Speculative,
+            Priority::Demanded,
+            Priority::Demanded,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let tx = tx.clone();
+            pool.dispatch(Task::new(TaskKind::Other, p, move || tx.send((i, p)).unwrap()));
+        }
+        gate_tx.send(()).unwrap();
+        let order: Vec<Priority> = (0..4).map(|_| rx.recv_timeout(WATCHDOG).unwrap().1).collect();
+        assert_eq!(
+            order,
+            [
+                Priority::Demanded,
+                Priority::Demanded,
+                Priority::Speculative,
+                Priority::Speculative
+            ]
+        );
+    }
+
+    #[test]
+    fn a_waiting_worker_runs_queued_tasks_with_one_thread() {
+        let pool = Arc::new(ThreadPoolDispatcher::new(1).unwrap());
+        let (result_tx, result_rx) = unbounded();
+        let p = pool.clone();
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            // This worker is the only thread; the task it waits for is queued behind it.
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            p.dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
+                done_tx.send(()).unwrap()
+            }));
+            p.wait(&done_rx);
+            result_tx.send(()).unwrap();
+        }));
+        result_rx
+            .recv_timeout(WATCHDOG)
+            .expect("the waiting worker did not help");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn after_shutdown_callbacks_still_run_and_materializations_are_dropped() {
+        let pool = ThreadPoolDispatcher::new(2).unwrap();
+        pool.shutdown();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        pool.dispatch(Task::new(TaskKind::Callback, Priority::Demanded, move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+        let r = ran.clone();
+        pool.dispatch(Task::new(TaskKind::Materialization, Priority::Demanded, move || {
+            r.fetch_add(10, Ordering::SeqCst);
+        }));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_panicking_task_does_not_kill_its_worker() {
+        let pool = ThreadPoolDispatcher::new(1).unwrap();
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, || {
+            panic!("faulty materializer")
+        }));
+        let (tx, rx) = unbounded();
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            tx.send(()).unwrap()
+        }));
+        rx.recv_timeout(WATCHDOG).expect("worker died with the panic");
+    }
+
+    #[test]
+    fn in_place_runs_nested_dispatches_after_the_current_task() {
+        let d = Arc::new(InPlaceDispatcher::new());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (d2, l2) = (d.clone(), log.clone());
+        d.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            let l3 = l2.clone();
+            d2.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+                l3.lock().push("inner")
+            }));
+            l2.lock().push("outer");
+        }));
+        assert_eq!(*log.lock(), ["outer", "inner"]);
+    }
+}

@@ -1,0 +1,272 @@
+//! The materialization responsibility: the token that says "you must produce these symbols".
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::dispatch::Priority;
+use crate::dylib::JitDylib;
+use crate::error::{Error, Result};
+use crate::graph::SymId;
+use crate::lookup::{DylibId, LookupKind, LookupResult, RequiredState, SearchOrder, SymbolLookupSet};
+use crate::session::{ExecutionSession, LookupOptions, SessionInner};
+use crate::state::{Effects, MrSymbols};
+use crate::symbol::{SymbolDef, SymbolFlags, SymbolFlagsMap, SymbolName};
+use crate::tracker::ResourceKey;
+use crate::unit::MaterializationUnit;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Number of responsibilities alive in this process (for leak checks in tests).
+pub fn live_responsibilities() -> usize {
+    LIVE.load(Ordering::SeqCst)
+}
+
+/// Symbols emitted together, and the symbols they depend on.
+///
+/// A linker computes `depends_on` from its graph: the external symbols that the blocks of these
+/// symbols reach. The group's symbols become Ready when everything they reach is emitted.
+#[derive(Clone, Debug, Default)]
+pub struct EmissionGroup {
+    pub symbols: Vec<SymbolName>,
+    pub depends_on: Vec<(DylibId, SymbolName)>,
+}
+
+/// The obligation to materialize a set of symbols of one dylib.
+///
+/// Contract: handed to [`MaterializationUnit::materialize`] and owned from then on. It ends by
+/// [`notify_emitted`](Self::notify_emitted) (every symbol resolved, then emitted) or by
+/// [`fail`](Self::fail); both consume it. It may be split ([`delegate`](Self::delegate)) or
+/// partly handed back ([`replace`](Self::replace)). Dropping it before either fails the
+/// symbols it still holds with [`Error::ResponsibilityDropped`] (and `debug_assert!`s, outside
+/// unwinding and after the session ended), so no waiter ever starves.
+pub struct MaterializationResponsibility {
+    inner: Arc<SessionInner>,
+    dylib: DylibId,
+    symbols: MrSymbols,
+    implicit: Arc<Mutex<Vec<SymId>>>,
+    priority: Priority,
+}
+
+impl MaterializationResponsibility {
+    pub(crate) fn new(inner: Arc<SessionInner>, dylib: DylibId, symbols: MrSymbols, priority: Priority) -> Self {
+        LIVE.fetch_add(1, Ordering::SeqCst);
+        MaterializationResponsibility {
+            inner,
+            dylib,
+            symbols,
+            implicit: Arc::default(),
+            priority,
+        }
+    }
+
+    pub fn session(&self) -> ExecutionSession {
+        ExecutionSession::from_inner(self.inner.clone())
+    }
+
+    /// The dylib the symbols are defined in.
+    pub fn dylib(&self) -> JitDylib {
+        JitDylib::from_parts(self.session(), self.dylib)
+    }
+
+    /// How urgently this work was asked for.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// The symbols this responsibility still holds, with their flags.
+    pub fn symbols(&self) -> impl Iterator<Item = (&SymbolName, SymbolFlags)> {
+        self.symbols.iter().map(|(n, s)| (n, s.flags))
+    }
+
+    pub fn symbol_flags(&self) -> SymbolFlagsMap {
+        self.symbols().map(|(n, f)| (n.clone(), f)).collect()
+    }
+
+    pub fn contains(&self, name: &SymbolName) -> bool {
+        self.symbols.contains_key(name)
+    }
+
+    /// The symbols some lookup is waiting for right now (sorted). The others may be handed
+    /// back with [`replace`](Self::replace) to stay lazy.
+    pub fn requested_symbols(&self) -> Vec<SymbolName> {
+        self.inner.state.lock().requested(&self.symbols)
+    }
+
+    /// Gives addresses to (some of) the symbols; lookups waiting for `Resolved` complete.
+    pub fn notify_resolved(&mut self, defs: impl IntoIterator<Item = (SymbolName, SymbolDef)>) -> Result<()> {
+        let defs: Vec<(SymbolName, SymbolDef)> = defs.into_iter().collect();
+        let mut fx = Effects::default();
+        let r = self
+            .inner
+            .state
+            .lock()
+            .resolve(self.dylib, &mut self.symbols, &defs, &mut fx);
+        self.inner.apply(fx);
+        r
+    }
+
+    /// Emits every symbol (all must be resolved), with dependencies per group. On error the
+    /// symbols are failed (with that error) before it is returned.
+    pub fn notify_emitted(mut self, groups: Vec<EmissionGroup>) -> Result<()> {
+        let symbols = std::mem::take(&mut self.symbols);
+        let implicit = std::mem::take(&mut *self.implicit.lock());
+        let mut fx = Effects::default();
+        let result = {
+            let mut st = self.inner.state.lock();
+            let r = st.emit(self.dylib, &symbols, groups, &implicit, self.priority, &mut fx);
+            if let Err(e) = &r {
+                st.fail_responsibility(self.dylib, &symbols, e.clone(), &mut fx);
+            }
+            r
+        };
+        self.inner.apply(fx);
+        result
+    }
+
+    /// Fails every symbol this responsibility holds; waiters and dependants get `error` as
+    /// the root cause.
+    pub fn fail(mut self, error: Error) {
+        let symbols = std::mem::take(&mut self.symbols);
+        self.fail_symbols(&symbols, error);
+    }
+
+    fn fail_symbols(&self, symbols: &MrSymbols, error: Error) {
+        let mut fx = Effects::default();
+        self.inner
+            .state
+            .lock()
+            .fail_responsibility(self.dylib, symbols, error, &mut fx);
+        self.inner.apply(fx);
+    }
+
+    /// Hands the symbols of `unit` (a subset of this responsibility's) back to the dylib, to be
+    /// materialized by `unit` when looked up (at once if a lookup already waits on them).
+    pub fn replace(&mut self, unit: impl MaterializationUnit) -> Result<()> {
+        self.replace_boxed(Box::new(unit))
+    }
+
+    pub fn replace_boxed(&mut self, unit: Box<dyn MaterializationUnit>) -> Result<()> {
+        let interface: Vec<(SymbolName, SymbolFlags)> = unit.symbols().iter().map(|(n, f)| (n.clone(), *f)).collect();
+        let mut fx = Effects::default();
+        let r = self
+            .inner
+            .state
+            .lock()
+            .replace(self.dylib, &mut self.symbols, unit, interface, self.priority, &mut fx);
+        self.inner.apply(fx);
+        r
+    }
+
+    /// Splits off a responsibility for `names`, to be completed independently.
+    pub fn delegate(&mut self, names: &[SymbolName]) -> Result<MaterializationResponsibility> {
+        let unexpected: Vec<SymbolName> = names
+            .iter()
+            .filter(|n| !self.symbols.contains_key(*n))
+            .cloned()
+            .collect();
+        if !unexpected.is_empty() {
+            let st = self.inner.state.lock();
+            let mut responsible: Vec<_> = self.symbols.keys().map(|n| st.qualify_name(self.dylib, n)).collect();
+            responsible.sort();
+            return Err(Error::UnexpectedSymbolDefinitions {
+                responsible,
+                unexpected,
+            });
+        }
+        let taken: MrSymbols = names.iter().filter_map(|n| self.symbols.remove_entry(n)).collect();
+        Ok(MaterializationResponsibility::new(
+            self.inner.clone(),
+            self.dylib,
+            taken,
+            self.priority,
+        ))
+    }
+
+    /// Defines new symbols in the dylib that this responsibility will materialize (e.g.
+    /// symbols a compiler discovered). Fails, adding none, if any is already defined.
+    pub fn define_materializing(&mut self, symbols: impl IntoIterator<Item = (SymbolName, SymbolFlags)>) -> Result<()> {
+        let new: Vec<(SymbolName, SymbolFlags)> = symbols.into_iter().collect();
+        self.inner
+            .state
+            .lock()
+            .define_materializing(self.dylib, &mut self.symbols, new)
+    }
+
+    /// Looks symbols up on behalf of this materialization and hands the responsibility back
+    /// with the answer: whatever the lookup finds becomes a dependency of every symbol this
+    /// responsibility emits (in addition to the groups given to `notify_emitted`). Use
+    /// `Resolved` here; waiting for `Ready` on a symbol that depends back on these symbols
+    /// can never complete.
+    pub fn lookup(
+        self,
+        order: &SearchOrder,
+        names: SymbolLookupSet,
+        required: RequiredState,
+        on_complete: impl FnOnce(Self, Result<LookupResult>) + Send + 'static,
+    ) {
+        let options = LookupOptions {
+            priority: self.priority,
+            kind: LookupKind::Static,
+        };
+        let (inner, implicit) = (self.inner.clone(), self.implicit.clone());
+        inner.start_lookup(
+            order,
+            names,
+            required,
+            options,
+            Some(implicit),
+            Box::new(move |r| on_complete(self, r)),
+        );
+    }
+
+    /// Runs `f` with the key of the tracker responsible for these symbols, under the session
+    /// lock so that the tracker cannot be removed meanwhile. For layers recording resources
+    /// (memory, registrations) against the tracker. `f` must be short and must not call into
+    /// the session.
+    pub fn with_resource_key<T>(&self, f: impl FnOnce(ResourceKey) -> T) -> Result<T> {
+        let st = self.inner.state.lock();
+        let tracker = st.mr_tracker(self.dylib, &self.symbols)?;
+        Ok(f(ResourceKey::of(tracker)))
+    }
+}
+
+impl Drop for MaterializationResponsibility {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+        if self.symbols.is_empty() {
+            return;
+        }
+        let symbols = std::mem::take(&mut self.symbols);
+        let (ended, qualified) = {
+            let st = self.inner.state.lock();
+            let mut q: Vec<_> = symbols.keys().map(|n| st.qualify_name(self.dylib, n)).collect();
+            q.sort();
+            (st.ended, q)
+        };
+        self.fail_symbols(
+            &symbols,
+            Error::ResponsibilityDropped {
+                symbols: qualified.clone(),
+            },
+        );
+        if !ended && !std::thread::panicking() {
+            debug_assert!(
+                false,
+                "materialization responsibility for {qualified:?} dropped without emitting or failing"
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for MaterializationResponsibility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&SymbolName> = self.symbols.keys().collect();
+        names.sort();
+        f.debug_struct("MaterializationResponsibility")
+            .field("dylib", &self.dylib)
+            .field("symbols", &names)
+            .finish()
+    }
+}

@@ -1,0 +1,1271 @@
+//! The tables behind the session lock: dylibs, symbols, units, queries, trackers and the
+//! dependency graph, and every operation that changes them.
+//!
+//! Nothing here runs user code. Operations record what must happen next (materializations to
+//! start, callbacks to deliver, objects to drop) in [`Effects`], which the caller carries out
+//! after releasing the lock (rule 1 of DESIGN.md's concurrency rules).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use rustc_hash::{FxHashMap, FxHashSet};
+use slotmap::{Key, SlotMap, new_key_type};
+use smallvec::SmallVec;
+
+use crate::dispatch::Priority;
+use crate::error::{Error, QualifiedSymbol, Result, RootCause};
+use crate::generator::DefinitionGenerator;
+use crate::graph::{DepGraph, EmitGroup, NodeStatus, NodeStore, Outcome, SymId, SymbolNode};
+use crate::lookup::{
+    DylibId, FoundSymbol, LookupKind, LookupResult, MatchFlags, RequiredState, SearchOrder, SymbolLookupFlags,
+    SymbolState,
+};
+use crate::responsibility::EmissionGroup;
+use crate::symbol::{ExecutorAddr, SymbolDef, SymbolFlags, SymbolName};
+use crate::tracker::ResourceManager;
+use crate::unit::MaterializationUnit;
+
+new_key_type! {
+    pub(crate) struct UnitId;
+    pub(crate) struct QueryId;
+    pub(crate) struct TrackerId;
+}
+
+/// Where a not-yet-emitted symbol is in its materialization.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Phase {
+    NeverSearched(UnitId),
+    Materializing,
+    Resolved,
+}
+
+pub(crate) struct QueryWaiter {
+    query: QueryId,
+    slot: u32,
+    required: RequiredState,
+}
+
+pub(crate) struct SymbolEntry {
+    pub name: SymbolName,
+    pub dylib: DylibId,
+    pub flags: SymbolFlags,
+    pub addr: ExecutorAddr,
+    pub phase: Phase,
+    pub tracker: TrackerId,
+    waiters: SmallVec<[QueryWaiter; 1]>,
+    pub node: SymbolNode,
+}
+
+impl SymbolEntry {
+    pub fn state(&self) -> SymbolState {
+        match self.node.status {
+            NodeStatus::Emitted(_) => SymbolState::Emitted,
+            NodeStatus::Ready => SymbolState::Ready,
+            NodeStatus::Pending | NodeStatus::Failed(_) => match self.phase {
+                Phase::NeverSearched(_) => SymbolState::NeverSearched,
+                Phase::Materializing => SymbolState::Materializing,
+                Phase::Resolved => SymbolState::Resolved,
+            },
+        }
+    }
+
+    pub fn failure(&self) -> Option<&Arc<RootCause>> {
+        match &self.node.status {
+            NodeStatus::Failed(cause) => Some(cause),
+            _ => None,
+        }
+    }
+
+    fn satisfies(&self, required: RequiredState) -> bool {
+        match (&self.node.status, required) {
+            (NodeStatus::Ready, _) => true,
+            (NodeStatus::Emitted(_), RequiredState::Resolved) => true,
+            (NodeStatus::Pending, RequiredState::Resolved) => self.phase == Phase::Resolved,
+            _ => false,
+        }
+    }
+
+    fn def(&self) -> SymbolDef {
+        SymbolDef {
+            addr: self.addr,
+            flags: self.flags,
+        }
+    }
+}
+
+impl NodeStore for SlotMap<SymId, SymbolEntry> {
+    fn node(&mut self, s: SymId) -> Option<&mut SymbolNode> {
+        self.get_mut(s).map(|e| &mut e.node)
+    }
+}
+
+pub(crate) struct UnitEntry {
+    unit: Box<dyn MaterializationUnit>,
+    /// Names this unit lost to other definitions; it is told before it materializes.
+    discards: Vec<SymbolName>,
+    dylib: DylibId,
+    symbols: Vec<SymId>,
+}
+
+pub(crate) struct TrackerState {
+    pub dylib: DylibId,
+    /// Symbols defined through this tracker (may hold stale ids, filtered on use).
+    symbols: Vec<SymId>,
+}
+
+pub(crate) struct DylibState {
+    pub name: Arc<str>,
+    table: FxHashMap<SymbolName, SymId>,
+    pub link_order: SearchOrder,
+    pub generators: Vec<Arc<dyn DefinitionGenerator>>,
+    generator_busy: bool,
+    generator_queue: std::collections::VecDeque<LookupJob>,
+    pub default_tracker: TrackerId,
+}
+
+/// A symbol a materialization is responsible for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MrSymbol {
+    pub id: SymId,
+    pub flags: SymbolFlags,
+    pub resolved: bool,
+}
+
+pub(crate) type MrSymbols = FxHashMap<SymbolName, MrSymbol>;
+
+/// Where a lookup's answer goes.
+pub(crate) enum Completion {
+    /// A user callback, delivered through the dispatcher.
+    Callback(Box<dyn FnOnce(Result<LookupResult>) + Send>),
+    /// A thread blocked in `lookup_blocking`, woken directly. (If this is ever dropped
+    /// unanswered, `done` disconnects and the waiter wakes with an error instead of hanging.)
+    Blocking {
+        result: Arc<Mutex<Option<Result<LookupResult>>>>,
+        done: Sender<()>,
+    },
+}
+
+/// A lookup in progress, between generator runs.
+pub(crate) struct LookupJob {
+    pub order: SearchOrder,
+    pub names: Vec<(SymbolName, SymbolLookupFlags)>,
+    pub required: RequiredState,
+    pub priority: Priority,
+    pub kind: LookupKind,
+    pub completion: Completion,
+    /// Dylibs at positions before this one in `order` have had their generators run.
+    pub generators_from: usize,
+    /// Set for lookups issued through a responsibility: found symbols become its dependencies.
+    pub implicit_deps: Option<Arc<Mutex<Vec<SymId>>>>,
+}
+
+/// Generators must run before the job can go on.
+pub(crate) struct GeneratorStep {
+    pub job: LookupJob,
+    pub order_index: usize,
+    pub dylib: DylibId,
+    pub names: Vec<(SymbolName, SymbolLookupFlags)>,
+    pub generators: Vec<Arc<dyn DefinitionGenerator>>,
+}
+
+struct QuerySlot {
+    name: SymbolName,
+    dylib: DylibId,
+    def: Option<SymbolDef>,
+    /// Side-effects-only symbols are waited for but not reported.
+    hidden: bool,
+}
+
+struct QueryState {
+    slots: Vec<QuerySlot>,
+    outstanding: u32,
+    completion: Completion,
+}
+
+/// A unit taken out of its dylib to be materialized.
+pub(crate) struct PendingMaterialization {
+    pub unit: Box<dyn MaterializationUnit>,
+    pub discards: Vec<SymbolName>,
+    pub dylib: DylibId,
+    pub symbols: MrSymbols,
+    pub priority: Priority,
+}
+
+/// What the caller must do after releasing the lock.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub materialize: Vec<PendingMaterialization>,
+    pub completions: Vec<(Completion, Result<LookupResult>)>,
+    pub resumes: Vec<LookupJob>,
+    pub garbage: Vec<Box<dyn Send>>,
+    pub removed_keys: Vec<TrackerId>,
+}
+
+impl Effects {
+    pub fn complete(&mut self, completion: Completion, result: Result<LookupResult>) {
+        self.completions.push((completion, result));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.materialize.is_empty()
+            && self.completions.is_empty()
+            && self.resumes.is_empty()
+            && self.garbage.is_empty()
+            && self.removed_keys.is_empty()
+    }
+}
+
+/// The result of a lookup's fast path.
+pub(crate) enum Fast {
+    Hit(SymbolDef),
+    Miss,
+}
+
+pub(crate) struct SessionState {
+    pub session_id: u32,
+    pub ended: bool,
+    pub dylibs: Vec<DylibState>,
+    dylib_by_name: FxHashMap<Arc<str>, u32>,
+    pub symbols: SlotMap<SymId, SymbolEntry>,
+    units: SlotMap<UnitId, UnitEntry>,
+    queries: SlotMap<QueryId, QueryState>,
+    pub trackers: SlotMap<TrackerId, TrackerState>,
+    graph: DepGraph,
+    pub resource_managers: Vec<Arc<dyn ResourceManager>>,
+}
+
+/// The decision `define` makes for one symbol of a new definition.
+enum Placement {
+    New,
+    Override(SymId),
+    Lose,
+}
+
+impl SessionState {
+    pub fn new(session_id: u32) -> Self {
+        SessionState {
+            session_id,
+            ended: false,
+            dylibs: Vec::new(),
+            dylib_by_name: FxHashMap::default(),
+            symbols: SlotMap::with_key(),
+            units: SlotMap::with_key(),
+            queries: SlotMap::with_key(),
+            trackers: SlotMap::with_key(),
+            graph: DepGraph::default(),
+            resource_managers: Vec::new(),
+        }
+    }
+
+    // ---- dylibs -------------------------------------------------------------------------
+
+    pub fn create_dylib(&mut self, name: &str) -> Result<DylibId> {
+        if self.ended {
+            return Err(Error::SessionEnded);
+        }
+        let name: Arc<str> = Arc::from(name);
+        if self.dylib_by_name.contains_key(&name) {
+            return Err(Error::DylibExists(name));
+        }
+        let index = self.dylibs.len() as u32;
+        let id = DylibId {
+            session: self.session_id,
+            index,
+        };
+        let default_tracker = self.trackers.insert(TrackerState {
+            dylib: id,
+            symbols: Vec::new(),
+        });
+        let mut link_order = SearchOrder::new();
+        link_order.push(id, MatchFlags::All);
+        self.dylibs.push(DylibState {
+            name: name.clone(),
+            table: FxHashMap::default(),
+            link_order,
+            generators: Vec::new(),
+            generator_busy: false,
+            generator_queue: Default::default(),
+            default_tracker,
+        });
+        self.dylib_by_name.insert(name, index);
+        Ok(id)
+    }
+
+    pub fn find_dylib(&self, name: &str) -> Option<DylibId> {
+        self.dylib_by_name.get(name).map(|&index| DylibId {
+            session: self.session_id,
+            index,
+        })
+    }
+
+    pub fn check_dylib(&self, id: DylibId) -> Result<()> {
+        if id.session != self.session_id || id.index as usize >= self.dylibs.len() {
+            return Err(Error::msg(format!(
+                "dylib #{} does not belong to this session",
+                id.index
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn dylib(&self, id: DylibId) -> &DylibState {
+        &self.dylibs[id.index as usize]
+    }
+
+    pub fn dylib_mut(&mut self, id: DylibId) -> &mut DylibState {
+        &mut self.dylibs[id.index as usize]
+    }
+
+    pub fn symbol_id(&self, dylib: DylibId, name: &SymbolName) -> Option<SymId> {
+        self.dylib(dylib).table.get(name).copied()
+    }
+
+    fn qualify(&self, sid: SymId) -> Option<QualifiedSymbol> {
+        let e = self.symbols.get(sid)?;
+        Some(QualifiedSymbol {
+            dylib: self.dylib(e.dylib).name.clone(),
+            symbol: e.name.clone(),
+        })
+    }
+
+    pub fn qualify_name(&self, dylib: DylibId, symbol: &SymbolName) -> QualifiedSymbol {
+        QualifiedSymbol {
+            dylib: self.dylib(dylib).name.clone(),
+            symbol: symbol.clone(),
+        }
+    }
+
+    fn qualify_all<'a>(&self, dylib: DylibId, names: impl IntoIterator<Item = &'a SymbolName>) -> Vec<QualifiedSymbol> {
+        let mut out: Vec<QualifiedSymbol> = names.into_iter().map(|n| self.qualify_name(dylib, n)).collect();
+        out.sort();
+        out
+    }
+
+    // ---- definitions --------------------------------------------------------------------
+
+    fn tracker_alive(&self, tracker: TrackerId, dylib: DylibId) -> Result<()> {
+        match self.trackers.get(tracker) {
+            Some(t) if t.dylib == dylib => Ok(()),
+            Some(_) => Err(Error::msg("resource tracker belongs to another dylib")),
+            None => Err(Error::ResourceTrackerDefunct { symbols: Vec::new() }),
+        }
+    }
+
+    /// Decides where each new definition goes; fails (changing nothing) on a duplicate.
+    fn place(&self, dylib: DylibId, interface: &[(SymbolName, SymbolFlags)]) -> Result<Vec<Placement>> {
+        let dl = self.dylib(dylib);
+        interface
+            .iter()
+            .map(|(name, flags)| {
+                let Some(&sid) = dl.table.get(name) else {
+                    return Ok(Placement::New);
+                };
+                let existing = &self.symbols[sid];
+                if !flags.is_strong() {
+                    Ok(Placement::Lose)
+                } else if !existing.flags.is_strong()
+                    && matches!(existing.phase, Phase::NeverSearched(_))
+                    && matches!(existing.node.status, NodeStatus::Pending)
+                {
+                    Ok(Placement::Override(sid))
+                } else {
+                    Err(Error::DuplicateDefinition {
+                        symbol: name.clone(),
+                        dylib: dl.name.clone(),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    fn insert_symbol(
+        &mut self,
+        dylib: DylibId,
+        tracker: TrackerId,
+        name: SymbolName,
+        flags: SymbolFlags,
+        phase: Phase,
+    ) -> SymId {
+        let sid = self.symbols.insert(SymbolEntry {
+            name: name.clone(),
+            dylib,
+            flags,
+            addr: ExecutorAddr::NULL,
+            phase,
+            tracker,
+            waiters: SmallVec::new(),
+            node: SymbolNode::new(),
+        });
+        self.dylib_mut(dylib).table.insert(name, sid);
+        self.trackers[tracker].symbols.push(sid);
+        sid
+    }
+
+    /// Takes `sid` away from the unit that would have materialized it.
+    fn take_from_unit(&mut self, sid: SymId, fx: &mut Effects) {
+        let Phase::NeverSearched(uid) = self.symbols[sid].phase else {
+            return;
+        };
+        let name = self.symbols[sid].name.clone();
+        let Some(unit) = self.units.get_mut(uid) else { return };
+        unit.symbols.retain(|&s| s != sid);
+        unit.discards.push(name);
+        if unit.symbols.is_empty() {
+            let unit = self.units.remove(uid).expect("present");
+            fx.garbage.push(Box::new(unit.unit));
+        }
+    }
+
+    /// Adds a unit's definitions to `dylib` with linker semantics (see `JitDylib::define`).
+    pub fn define(
+        &mut self,
+        dylib: DylibId,
+        tracker: TrackerId,
+        unit: Box<dyn MaterializationUnit>,
+        interface: Vec<(SymbolName, SymbolFlags)>,
+        fx: &mut Effects,
+    ) -> Result<()> {
+        if self.ended {
+            return Err(Error::SessionEnded);
+        }
+        self.tracker_alive(tracker, dylib)?;
+        let placements = self.place(dylib, &interface)?;
+        let uid = self.units.insert(UnitEntry {
+            unit,
+            discards: Vec::new(),
+            dylib,
+            symbols: Vec::new(),
+        });
+        for ((name, flags), placement) in interface.into_iter().zip(placements) {
+            match placement {
+                Placement::New => {
+                    let sid = self.insert_symbol(dylib, tracker, name, flags, Phase::NeverSearched(uid));
+                    self.units[uid].symbols.push(sid);
+                }
+                Placement::Override(sid) => {
+                    self.take_from_unit(sid, fx);
+                    let e = &mut self.symbols[sid];
+                    e.flags = flags;
+                    e.phase = Phase::NeverSearched(uid);
+                    e.tracker = tracker;
+                    self.trackers[tracker].symbols.push(sid);
+                    self.units[uid].symbols.push(sid);
+                }
+                Placement::Lose => self.units[uid].discards.push(name),
+            }
+        }
+        if self.units[uid].symbols.is_empty() {
+            let unit = self.units.remove(uid).expect("just inserted");
+            fx.garbage.push(Box::new(unit.unit));
+        }
+        Ok(())
+    }
+
+    /// Defines symbols that are Ready at once, with the same linker semantics as `define`.
+    pub fn define_ready(
+        &mut self,
+        dylib: DylibId,
+        tracker: TrackerId,
+        defs: Vec<(SymbolName, SymbolDef)>,
+        skip_existing: bool,
+        fx: &mut Effects,
+    ) -> Result<()> {
+        if self.ended {
+            return Err(Error::SessionEnded);
+        }
+        self.tracker_alive(tracker, dylib)?;
+        let defs: Vec<(SymbolName, SymbolDef)> = if skip_existing {
+            defs.into_iter()
+                .filter(|(n, _)| !self.dylib(dylib).table.contains_key(n))
+                .collect()
+        } else {
+            defs
+        };
+        let interface: Vec<(SymbolName, SymbolFlags)> = defs.iter().map(|(n, d)| (n.clone(), d.flags)).collect();
+        let placements = self.place(dylib, &interface)?;
+        for ((name, def), placement) in defs.into_iter().zip(placements) {
+            let sid = match placement {
+                Placement::Lose => continue,
+                Placement::New => self.insert_symbol(dylib, tracker, name, def.flags, Phase::Resolved),
+                Placement::Override(sid) => {
+                    self.take_from_unit(sid, fx);
+                    self.symbols[sid].tracker = tracker;
+                    self.trackers[tracker].symbols.push(sid);
+                    sid
+                }
+            };
+            let e = &mut self.symbols[sid];
+            e.flags = def.flags;
+            e.addr = def.addr;
+            e.phase = Phase::Resolved;
+            e.node.status = NodeStatus::Ready;
+        }
+        Ok(())
+    }
+
+    // ---- lookup -------------------------------------------------------------------------
+
+    /// The fast path: one name, already Ready, no generator in the way.
+    pub fn lookup_ready_fast(&self, order: &SearchOrder, name: &SymbolName) -> Fast {
+        if self.ended {
+            return Fast::Miss;
+        }
+        for (d, mf) in order.iter() {
+            if self.check_dylib(d).is_err() {
+                return Fast::Miss;
+            }
+            let dl = self.dylib(d);
+            if let Some(&sid) = dl.table.get(name) {
+                let e = &self.symbols[sid];
+                if mf == MatchFlags::All || e.flags.contains(SymbolFlags::EXPORTED) {
+                    let se_only = e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
+                    return if matches!(e.node.status, NodeStatus::Ready) && !se_only {
+                        Fast::Hit(e.def())
+                    } else {
+                        Fast::Miss
+                    };
+                }
+            }
+            if !dl.generators.is_empty() {
+                return Fast::Miss;
+            }
+        }
+        Fast::Miss
+    }
+
+    /// Matches a job against the tables. Either finishes it (registering a query or completing
+    /// it), queues it behind a busy generator, or returns the generators it must run first.
+    pub fn run_job(&mut self, job: LookupJob, fx: &mut Effects) -> Option<GeneratorStep> {
+        if self.ended {
+            fx.complete(job.completion, Err(Error::SessionEnded));
+            return None;
+        }
+        for (d, _) in job.order.iter() {
+            if let Err(e) = self.check_dylib(d) {
+                fx.complete(job.completion, Err(e));
+                return None;
+            }
+        }
+        let mut found: Vec<(usize, SymId, DylibId)> = Vec::with_capacity(job.names.len());
+        let mut missing: Vec<SymbolName> = Vec::new();
+        let mut gen_at: Option<usize> = None;
+        let mut gen_names: Vec<(SymbolName, SymbolLookupFlags)> = Vec::new();
+        'names: for (ni, (name, lf)) in job.names.iter().enumerate() {
+            for (oi, (d, mf)) in job.order.iter().enumerate() {
+                let dl = self.dylib(d);
+                if let Some(&sid) = dl.table.get(name) {
+                    if mf == MatchFlags::All || self.symbols[sid].flags.contains(SymbolFlags::EXPORTED) {
+                        found.push((ni, sid, d));
+                        continue 'names;
+                    }
+                }
+                if oi >= job.generators_from && !dl.generators.is_empty() {
+                    match gen_at {
+                        Some(g) if g < oi => {}
+                        Some(g) if g == oi => gen_names.push((name.clone(), *lf)),
+                        _ => {
+                            gen_at = Some(oi);
+                            gen_names.clear();
+                            gen_names.push((name.clone(), *lf));
+                        }
+                    }
+                    continue 'names;
+                }
+            }
+            if *lf == SymbolLookupFlags::Required {
+                missing.push(name.clone());
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            missing.dedup();
+            fx.complete(job.completion, Err(Error::SymbolsNotFound { symbols: missing }));
+            return None;
+        }
+        if let Some(oi) = gen_at {
+            let d = job.order.0[oi].0;
+            let dl = self.dylib_mut(d);
+            if dl.generator_busy {
+                dl.generator_queue.push_back(job);
+                return None;
+            }
+            dl.generator_busy = true;
+            let generators = dl.generators.clone();
+            return Some(GeneratorStep {
+                job,
+                order_index: oi,
+                dylib: d,
+                names: gen_names,
+                generators,
+            });
+        }
+        self.finish_job(job, found, fx);
+        None
+    }
+
+    /// A generator run on `dylib` finished: frees the dylib for the next queued job.
+    pub fn generators_done(&mut self, dylib: DylibId, fx: &mut Effects) {
+        let dl = self.dylib_mut(dylib);
+        dl.generator_busy = false;
+        if let Some(next) = dl.generator_queue.pop_front() {
+            fx.resumes.push(next);
+        }
+    }
+
+    /// Names of `names` that `dylib` does not define yet.
+    pub fn still_missing(
+        &self,
+        dylib: DylibId,
+        names: &[(SymbolName, SymbolLookupFlags)],
+    ) -> Vec<(SymbolName, SymbolLookupFlags)> {
+        let dl = self.dylib(dylib);
+        names
+            .iter()
+            .filter(|(n, _)| !dl.table.contains_key(n))
+            .cloned()
+            .collect()
+    }
+
+    fn finish_job(&mut self, job: LookupJob, found: Vec<(usize, SymId, DylibId)>, fx: &mut Effects) {
+        let mut failed: Vec<QualifiedSymbol> = Vec::new();
+        let mut cause = None;
+        for &(ni, sid, _) in &found {
+            let e = &self.symbols[sid];
+            if let Some(c) = e.failure() {
+                failed.push(self.qualify(sid).expect("live"));
+                cause.get_or_insert_with(|| c.clone());
+            } else if e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY)
+                && job.names[ni].1 == SymbolLookupFlags::Required
+            {
+                let q = self.qualify(sid).expect("live");
+                fx.complete(job.completion, Err(Error::SideEffectsOnlySymbol(q)));
+                return;
+            }
+        }
+        if let Some(cause) = cause {
+            failed.sort();
+            failed.dedup();
+            fx.complete(
+                job.completion,
+                Err(Error::FailedToMaterialize { symbols: failed, cause }),
+            );
+            return;
+        }
+        if let Some(sink) = &job.implicit_deps {
+            sink.lock().extend(found.iter().map(|&(_, sid, _)| sid));
+        }
+
+        let mut slots = Vec::with_capacity(found.len());
+        let mut outstanding = 0u32;
+        let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
+        let qid = self.queries.insert(QueryState {
+            slots: Vec::new(),
+            outstanding: 0,
+            completion: Completion::Callback(Box::new(|_| {})),
+        });
+        for (slot, &(ni, sid, d)) in found.iter().enumerate() {
+            let e = &mut self.symbols[sid];
+            let hidden = e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
+            let def = if e.satisfies(job.required) {
+                Some(e.def())
+            } else {
+                outstanding += 1;
+                e.waiters.push(QueryWaiter {
+                    query: qid,
+                    slot: slot as u32,
+                    required: job.required,
+                });
+                if let Phase::NeverSearched(u) = e.phase {
+                    to_start.push(u);
+                }
+                None
+            };
+            slots.push(QuerySlot {
+                name: job.names[ni].0.clone(),
+                dylib: d,
+                def,
+                hidden,
+            });
+        }
+        for u in to_start {
+            self.start_materialization(u, job.priority, fx);
+        }
+        if outstanding == 0 {
+            self.queries.remove(qid);
+            fx.complete(job.completion, Ok(result_of(slots)));
+        } else {
+            let q = &mut self.queries[qid];
+            q.slots = slots;
+            q.outstanding = outstanding;
+            q.completion = job.completion;
+        }
+    }
+
+    fn start_materialization(&mut self, uid: UnitId, priority: Priority, fx: &mut Effects) {
+        let Some(unit) = self.units.remove(uid) else { return };
+        let mut symbols = MrSymbols::default();
+        for sid in unit.symbols {
+            let Some(e) = self.symbols.get_mut(sid) else { continue };
+            if e.phase == Phase::NeverSearched(uid) {
+                e.phase = Phase::Materializing;
+                symbols.insert(
+                    e.name.clone(),
+                    MrSymbol {
+                        id: sid,
+                        flags: e.flags,
+                        resolved: false,
+                    },
+                );
+            }
+        }
+        if symbols.is_empty() {
+            fx.garbage.push(Box::new(unit.unit));
+            return;
+        }
+        fx.materialize.push(PendingMaterialization {
+            unit: unit.unit,
+            discards: unit.discards,
+            dylib: unit.dylib,
+            symbols,
+            priority,
+        });
+    }
+
+    /// Delivers `sid`'s definition to the queries satisfied by `reached`.
+    fn satisfy(&mut self, sid: SymId, reached: RequiredState, fx: &mut Effects) {
+        let Some(e) = self.symbols.get_mut(sid) else { return };
+        if e.waiters.is_empty() {
+            return;
+        }
+        let def = e.def();
+        let queries = &mut self.queries;
+        e.waiters.retain(|w| {
+            if w.required > reached {
+                return true;
+            }
+            if let Some(q) = queries.get_mut(w.query) {
+                q.slots[w.slot as usize].def = Some(def);
+                q.outstanding -= 1;
+                if q.outstanding == 0 {
+                    let q = queries.remove(w.query).expect("present");
+                    fx.complete(q.completion, Ok(result_of(q.slots)));
+                }
+            }
+            false
+        });
+    }
+
+    fn on_ready(&mut self, ready: &[SymId], fx: &mut Effects) {
+        for &sid in ready {
+            self.satisfy(sid, RequiredState::Ready, fx);
+            let e = &self.symbols[sid];
+            if e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY) {
+                // Its side effects have happened; a later lookup must not see it (or redo them).
+                let (dylib, name) = (e.dylib, e.name.clone());
+                self.dylib_mut(dylib).table.remove(&name);
+                self.symbols.remove(sid);
+            }
+        }
+    }
+
+    /// Tells every query waiting on a failed symbol, one error per query listing all of the
+    /// failed symbols it waited on.
+    fn on_failed(&mut self, failed: &[SymId], fx: &mut Effects) {
+        let mut per_query: FxHashMap<QueryId, (Vec<QualifiedSymbol>, Arc<RootCause>)> = FxHashMap::default();
+        for &sid in failed {
+            let Some(e) = self.symbols.get_mut(sid) else { continue };
+            let Some(cause) = e.failure().cloned() else { continue };
+            let waiters = std::mem::take(&mut e.waiters);
+            if waiters.is_empty() {
+                continue;
+            }
+            let q = self.qualify(sid).expect("live");
+            for w in waiters {
+                per_query
+                    .entry(w.query)
+                    .or_insert_with(|| (Vec::new(), cause.clone()))
+                    .0
+                    .push(q.clone());
+            }
+        }
+        for (qid, (mut symbols, cause)) in per_query {
+            if let Some(q) = self.queries.remove(qid) {
+                symbols.sort();
+                symbols.dedup();
+                fx.complete(q.completion, Err(Error::FailedToMaterialize { symbols, cause }));
+            }
+        }
+    }
+
+    fn apply(&mut self, out: Outcome, fx: &mut Effects) {
+        if !out.failed.is_empty() {
+            self.on_failed(&out.failed, fx);
+        }
+        if !out.ready.is_empty() {
+            self.on_ready(&out.ready, fx);
+        }
+    }
+
+    // ---- materialization responsibility ------------------------------------------------
+
+    fn live_mr_symbol(&self, dylib: DylibId, name: &SymbolName, s: &MrSymbol) -> Result<()> {
+        match self.symbols.get(s.id) {
+            Some(e) if e.failure().is_none() => Ok(()),
+            Some(e) => Err(Error::FailedToMaterialize {
+                symbols: vec![self.qualify_name(dylib, name)],
+                cause: e.failure().expect("failed").clone(),
+            }),
+            None => Err(Error::ResourceTrackerDefunct {
+                symbols: vec![self.qualify_name(dylib, name)],
+            }),
+        }
+    }
+
+    pub fn requested(&self, symbols: &MrSymbols) -> Vec<SymbolName> {
+        let mut out: Vec<SymbolName> = symbols
+            .iter()
+            .filter(|(_, s)| self.symbols.get(s.id).is_some_and(|e| !e.waiters.is_empty()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn resolve(
+        &mut self,
+        dylib: DylibId,
+        symbols: &mut MrSymbols,
+        defs: &[(SymbolName, SymbolDef)],
+        fx: &mut Effects,
+    ) -> Result<()> {
+        if self.ended {
+            return Err(Error::SessionEnded);
+        }
+        let unexpected: Vec<SymbolName> = defs
+            .iter()
+            .filter(|(n, _)| !symbols.contains_key(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(Error::UnexpectedSymbolDefinitions {
+                responsible: self.qualify_all(dylib, symbols.keys()),
+                unexpected,
+            });
+        }
+        for (name, _) in defs {
+            self.live_mr_symbol(dylib, name, &symbols[name])?;
+        }
+        for (name, def) in defs {
+            let s = symbols.get_mut(name).expect("checked");
+            s.resolved = true;
+            let e = &mut self.symbols[s.id];
+            e.addr = def.addr;
+            if e.phase == Phase::Materializing {
+                e.phase = Phase::Resolved;
+            }
+            let sid = s.id;
+            self.satisfy(sid, RequiredState::Resolved, fx);
+        }
+        Ok(())
+    }
+
+    /// Emits every symbol of a responsibility. `groups` give dependencies per group of symbols
+    /// (symbols in no group depend on nothing); `implicit` is added to every group. Dependencies
+    /// nobody has asked for yet start materializing (at `priority`): without them, the emitted
+    /// symbols could never become Ready.
+    pub fn emit(
+        &mut self,
+        dylib: DylibId,
+        symbols: &MrSymbols,
+        groups: Vec<EmissionGroup>,
+        implicit: &[SymId],
+        priority: Priority,
+        fx: &mut Effects,
+    ) -> Result<()> {
+        if self.ended {
+            return Err(Error::SessionEnded);
+        }
+        for (name, s) in symbols {
+            self.live_mr_symbol(dylib, name, s)?;
+        }
+        let missing: Vec<&SymbolName> = symbols
+            .iter()
+            .filter(|(_, s)| !s.resolved && !s.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY))
+            .map(|(n, _)| n)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingSymbolDefinitions {
+                missing: self.qualify_all(dylib, missing),
+            });
+        }
+        let mut covered: FxHashSet<SymId> = FxHashSet::default();
+        let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
+        let mut emit_groups = Vec::with_capacity(groups.len() + 1);
+        for EmissionGroup {
+            symbols: names,
+            depends_on: deps,
+        } in groups
+        {
+            let mut g = EmitGroup {
+                symbols: SmallVec::with_capacity(names.len()),
+                deps: Vec::with_capacity(deps.len() + implicit.len()),
+            };
+            let mut unexpected = Vec::new();
+            for n in &names {
+                match symbols.get(n) {
+                    Some(s) if covered.insert(s.id) => g.symbols.push(s.id),
+                    Some(_) => {}
+                    None => unexpected.push(n.clone()),
+                }
+            }
+            if !unexpected.is_empty() {
+                return Err(Error::UnexpectedSymbolDefinitions {
+                    responsible: self.qualify_all(dylib, symbols.keys()),
+                    unexpected,
+                });
+            }
+            for (d, dep) in deps {
+                self.check_dylib(d)?;
+                match self.symbol_id(d, &dep) {
+                    Some(sid) => {
+                        if let Phase::NeverSearched(u) = self.symbols[sid].phase {
+                            // These symbols cannot be Ready before `dep` is emitted: start it.
+                            to_start.push(u);
+                        }
+                        g.deps.push(sid)
+                    }
+                    None => {
+                        return Err(Error::UnknownDependency {
+                            dependants: self.qualify_all(dylib, names.iter()),
+                            dependency: self.qualify_name(d, &dep),
+                        });
+                    }
+                }
+            }
+            g.deps.extend_from_slice(implicit);
+            if !g.symbols.is_empty() {
+                emit_groups.push(g);
+            }
+        }
+        let rest: SmallVec<[SymId; 1]> = symbols
+            .values()
+            .map(|s| s.id)
+            .filter(|id| !covered.contains(id))
+            .collect();
+        if !rest.is_empty() {
+            emit_groups.push(EmitGroup {
+                symbols: rest,
+                deps: implicit.to_vec(),
+            });
+        }
+
+        for u in to_start {
+            self.start_materialization(u, priority, fx);
+        }
+        let mut out = Outcome::default();
+        let removed = Arc::new(RootCause {
+            origin: Vec::new(),
+            error: Error::msg("a dependency was removed before it was emitted"),
+        });
+        let SessionState {
+            graph, symbols: arena, ..
+        } = self;
+        graph.emit(arena, emit_groups, &|_| removed.clone(), &mut out);
+        let own_failed: Vec<SymId> = if out.failed.is_empty() {
+            Vec::new()
+        } else {
+            let own: FxHashSet<SymId> = symbols.values().map(|s| s.id).collect();
+            out.failed.iter().copied().filter(|id| own.contains(id)).collect()
+        };
+        let own_error = own_failed.first().map(|&sid| {
+            let cause = self.symbols[sid].failure().expect("failed").clone();
+            let mut syms: Vec<QualifiedSymbol> = own_failed.iter().filter_map(|&s| self.qualify(s)).collect();
+            syms.sort();
+            Error::FailedToMaterialize { symbols: syms, cause }
+        });
+        self.apply(out, fx);
+        match own_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails every symbol of a responsibility (and, transitively, their dependants).
+    pub fn fail_responsibility(&mut self, dylib: DylibId, symbols: &MrSymbols, error: Error, fx: &mut Effects) {
+        let ids: Vec<SymId> = symbols
+            .values()
+            .map(|s| s.id)
+            .filter(|&id| self.symbols.contains_key(id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let cause = Arc::new(RootCause {
+            origin: self.qualify_all(dylib, symbols.keys()),
+            error,
+        });
+        let mut out = Outcome::default();
+        let SessionState {
+            graph, symbols: arena, ..
+        } = self;
+        graph.fail(arena, &ids, &cause, &mut out);
+        self.apply(out, fx);
+    }
+
+    /// Hands symbols of a responsibility back to a new unit (they become NeverSearched). If a
+    /// query already waits on one of them, the new unit starts materializing at once.
+    pub fn replace(
+        &mut self,
+        dylib: DylibId,
+        symbols: &mut MrSymbols,
+        unit: Box<dyn MaterializationUnit>,
+        interface: Vec<(SymbolName, SymbolFlags)>,
+        priority: Priority,
+        fx: &mut Effects,
+    ) -> Result<()> {
+        if self.ended {
+            return Err(Error::SessionEnded);
+        }
+        let unexpected: Vec<SymbolName> = interface
+            .iter()
+            .filter(|(n, _)| !symbols.contains_key(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(Error::UnexpectedSymbolDefinitions {
+                responsible: self.qualify_all(dylib, symbols.keys()),
+                unexpected,
+            });
+        }
+        for (name, _) in &interface {
+            let s = &symbols[name];
+            self.live_mr_symbol(dylib, name, s)?;
+            if s.resolved {
+                return Err(Error::msg(format!(
+                    "cannot hand back {}: it is already resolved",
+                    self.qualify_name(dylib, name)
+                )));
+            }
+        }
+        let uid = self.units.insert(UnitEntry {
+            unit,
+            discards: Vec::new(),
+            dylib,
+            symbols: Vec::with_capacity(interface.len()),
+        });
+        let mut requested = false;
+        for (name, flags) in interface {
+            let s = symbols.remove(&name).expect("checked");
+            let e = &mut self.symbols[s.id];
+            e.phase = Phase::NeverSearched(uid);
+            e.flags = flags;
+            requested |= !e.waiters.is_empty();
+            self.units[uid].symbols.push(s.id);
+        }
+        if requested {
+            self.start_materialization(uid, priority, fx);
+        }
+        Ok(())
+    }
+
+    /// Adds new symbols, materializing from the start, to a responsibility.
+    pub fn define_materializing(
+        &mut self,
+        dylib: DylibId,
+        symbols: &mut MrSymbols,
+        new: Vec<(SymbolName, SymbolFlags)>,
+    ) -> Result<()> {
+        if self.ended {
+            return Err(Error::SessionEnded);
+        }
+        let tracker = match symbols.values().find_map(|s| self.symbols.get(s.id)) {
+            Some(e) => e.tracker,
+            None => self.dylib(dylib).default_tracker,
+        };
+        self.tracker_alive(tracker, dylib)?;
+        let dl = self.dylib(dylib);
+        if let Some((name, _)) = new.iter().find(|(n, _)| dl.table.contains_key(n)) {
+            return Err(Error::DuplicateDefinition {
+                symbol: name.clone(),
+                dylib: dl.name.clone(),
+            });
+        }
+        for (name, flags) in new {
+            let id = self.insert_symbol(dylib, tracker, name.clone(), flags, Phase::Materializing);
+            symbols.insert(
+                name,
+                MrSymbol {
+                    id,
+                    flags,
+                    resolved: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The tracker of a responsibility's symbols, if it is still alive.
+    pub fn mr_tracker(&self, dylib: DylibId, symbols: &MrSymbols) -> Result<TrackerId> {
+        let tracker = symbols.values().find_map(|s| self.symbols.get(s.id)).map(|e| e.tracker);
+        match tracker {
+            Some(t) if self.trackers.contains_key(t) => Ok(t),
+            _ => Err(Error::ResourceTrackerDefunct {
+                symbols: self.qualify_all(dylib, symbols.keys()),
+            }),
+        }
+    }
+
+    // ---- resource trackers -------------------------------------------------------------
+
+    pub fn create_tracker(&mut self, dylib: DylibId) -> TrackerId {
+        self.trackers.insert(TrackerState {
+            dylib,
+            symbols: Vec::new(),
+        })
+    }
+
+    /// Removes every symbol defined through `tracker`: waiting queries and dependants fail,
+    /// units that can no longer be materialized are dropped (by the caller, outside the lock).
+    pub fn remove_tracker(&mut self, tracker: TrackerId, fx: &mut Effects) -> Result<()> {
+        let Some(state) = self.trackers.remove(tracker) else {
+            return Err(Error::ResourceTrackerDefunct { symbols: Vec::new() });
+        };
+        let dylib = state.dylib;
+        if self.dylib(dylib).default_tracker == tracker {
+            let fresh = self.create_tracker(dylib);
+            self.dylib_mut(dylib).default_tracker = fresh;
+        }
+        let mut ids: Vec<SymId> = state
+            .symbols
+            .into_iter()
+            .filter(|&s| self.symbols.get(s).is_some_and(|e| e.tracker == tracker))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let qualified: Vec<QualifiedSymbol> = ids.iter().filter_map(|&s| self.qualify(s)).collect();
+        for &sid in &ids {
+            // Units lose these symbols; a unit left with none is dropped.
+            self.take_from_unit(sid, fx);
+        }
+        if !ids.is_empty() {
+            let cause = Arc::new(RootCause {
+                origin: qualified.clone(),
+                error: Error::msg("the resource tracker that defined it was removed"),
+            });
+            let mut out = Outcome::default();
+            let SessionState {
+                graph, symbols: arena, ..
+            } = self;
+            graph.fail(arena, &ids, &cause, &mut out);
+            self.apply(out, fx);
+            // Queries waiting on symbols that were already Ready or Failed (so not failed now).
+            for (&sid, q) in ids.iter().zip(&qualified) {
+                let waiters = std::mem::take(&mut self.symbols[sid].waiters);
+                for w in waiters {
+                    if let Some(query) = self.queries.remove(w.query) {
+                        fx.complete(query.completion, Err(Error::SymbolRemoved(q.clone())));
+                    }
+                }
+            }
+        }
+        for sid in ids {
+            let e = self.symbols.remove(sid).expect("live");
+            let table = &mut self.dylib_mut(e.dylib).table;
+            if table.get(&e.name) == Some(&sid) {
+                table.remove(&e.name);
+            }
+        }
+        fx.removed_keys.push(tracker);
+        Ok(())
+    }
+
+    pub fn transfer_tracker(&mut self, src: TrackerId, dst: TrackerId) -> Result<()> {
+        if src == dst {
+            return Ok(());
+        }
+        let (Some(s), Some(d)) = (self.trackers.get(src), self.trackers.get(dst)) else {
+            return Err(Error::ResourceTrackerDefunct { symbols: Vec::new() });
+        };
+        if s.dylib != d.dylib {
+            return Err(Error::msg(
+                "cannot transfer resources between trackers of different dylibs",
+            ));
+        }
+        let moved = std::mem::take(&mut self.trackers[src].symbols);
+        for &sid in &moved {
+            if let Some(e) = self.symbols.get_mut(sid) {
+                if e.tracker == src {
+                    e.tracker = dst;
+                }
+            }
+        }
+        self.trackers[dst].symbols.extend(moved);
+        Ok(())
+    }
+
+    // ---- the end ------------------------------------------------------------------------
+
+    /// Ends the session: every waiting query fails, every unit and generator is released.
+    pub fn end(&mut self, fx: &mut Effects) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        for (_, q) in self.queries.drain() {
+            fx.complete(q.completion, Err(Error::SessionEnded));
+        }
+        for (_, u) in self.units.drain() {
+            fx.garbage.push(Box::new(u.unit));
+        }
+        for dl in &mut self.dylibs {
+            for job in dl.generator_queue.drain(..) {
+                fx.completions.push((job.completion, Err(Error::SessionEnded)));
+            }
+            fx.garbage.push(Box::new(std::mem::take(&mut dl.generators)));
+            dl.table.clear();
+        }
+        fx.removed_keys.extend(self.trackers.keys());
+        self.trackers.clear();
+        self.symbols.clear();
+    }
+
+    /// Live objects, for tests and diagnostics.
+    pub fn census(&self) -> Census {
+        Census {
+            symbols: self.symbols.len(),
+            units: self.units.len(),
+            queries: self.queries.len(),
+            waiting_groups: self.graph.waiting_groups(),
+        }
+    }
+}
+
+/// Counts of what the session holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Census {
+    pub symbols: usize,
+    pub units: usize,
+    pub queries: usize,
+    pub waiting_groups: usize,
+}
+
+fn result_of(slots: Vec<QuerySlot>) -> LookupResult {
+    LookupResult(
+        slots
+            .into_iter()
+            .filter(|s| !s.hidden)
+            .filter_map(|s| {
+                s.def.map(|def| FoundSymbol {
+                    name: s.name,
+                    def,
+                    dylib: s.dylib,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn tracker_key(t: TrackerId) -> u64 {
+    t.data().as_ffi()
+}

@@ -1,0 +1,322 @@
+//! The vocabulary every other module speaks: interned symbol names, symbol flags, executor
+//! addresses and symbol definitions.
+//!
+//! Names are interned once per session ([`SymbolStringPool`]) so that tables and the dependency
+//! graph compare and hash them by address. A pool entry lives exactly as long as some
+//! [`SymbolName`] refers to it: the last handle to go removes it from the pool.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
+
+use bitflags::bitflags;
+use dashmap::DashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+
+/// An interned symbol name.
+///
+/// Contract: two `SymbolName`s from the same pool are equal exactly when their strings are
+/// equal, and comparing or hashing them never looks at the string (it is a pointer compare).
+/// Cloning is one atomic increment. Ordering (`Ord`) is by string, so sorted output is stable.
+#[derive(Clone)]
+pub struct SymbolName(Arc<Interned>);
+
+struct Interned {
+    name: Arc<str>,
+    pool: Weak<PoolShared>,
+}
+
+impl Drop for Interned {
+    fn drop(&mut self) {
+        // The last handle is gone. Take the entry out of the pool unless a concurrent `intern`
+        // has already replaced it with a live one (then its `Weak` upgrades and we keep it).
+        if let Some(pool) = self.pool.upgrade() {
+            pool.map.remove_if(&*self.name, |_, w| w.strong_count() == 0);
+        }
+    }
+}
+
+impl SymbolName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The address that identifies this name: equal names share it.
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+}
+
+impl std::ops::Deref for SymbolName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for SymbolName {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for SymbolName {}
+
+impl Hash for SymbolName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.key());
+    }
+}
+
+impl PartialOrd for SymbolName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SymbolName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self == other {
+            std::cmp::Ordering::Equal
+        } else {
+            self.as_str().cmp(other.as_str())
+        }
+    }
+}
+
+impl fmt::Display for SymbolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Debug for SymbolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}'", self.as_str())
+    }
+}
+
+struct PoolShared {
+    map: DashMap<Arc<str>, Weak<Interned>, FxBuildHasher>,
+}
+
+/// The pool that interns symbol names; cheap to clone (all clones share one pool).
+///
+/// Contract: `intern` may be called from any thread at any time; it never takes the session
+/// lock. Entries whose last [`SymbolName`] was dropped are reclaimed at that moment.
+#[derive(Clone)]
+pub struct SymbolStringPool(Arc<PoolShared>);
+
+impl Default for SymbolStringPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SymbolStringPool {
+    pub fn new() -> Self {
+        SymbolStringPool(Arc::new(PoolShared {
+            map: DashMap::with_hasher(FxBuildHasher),
+        }))
+    }
+
+    /// Returns the one `SymbolName` for `name` in this pool.
+    pub fn intern(&self, name: &str) -> SymbolName {
+        if let Some(live) = self.0.map.get(name).and_then(|w| w.upgrade()) {
+            return SymbolName(live);
+        }
+        let key: Arc<str> = Arc::from(name);
+        let mut slot = self.0.map.entry(key.clone()).or_default();
+        if let Some(live) = slot.upgrade() {
+            return SymbolName(live);
+        }
+        let fresh = Arc::new(Interned {
+            name: key,
+            pool: Arc::downgrade(&self.0),
+        });
+        *slot = Arc::downgrade(&fresh);
+        SymbolName(fresh)
+    }
+
+    /// Number of live entries (names some handle still refers to, give or take concurrent drops).
+    pub fn len(&self) -> usize {
+        self.0.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for SymbolStringPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SymbolStringPool").field("len", &self.len()).finish()
+    }
+}
+
+/// An address in the process that runs JIT'd code (here always this process).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ExecutorAddr(pub u64);
+
+impl ExecutorAddr {
+    pub const NULL: ExecutorAddr = ExecutorAddr(0);
+
+    pub fn from_ptr<T: ?Sized>(ptr: *const T) -> Self {
+        ExecutorAddr(ptr as *const u8 as usize as u64)
+    }
+
+    /// The address as a raw pointer; dereferencing it is the caller's business.
+    pub fn as_ptr<T>(self) -> *const T {
+        self.0 as usize as *const T
+    }
+
+    pub fn is_null(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ExecutorAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+impl fmt::Display for ExecutorAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+bitflags! {
+    /// What a definition promises about its symbol (the ELF binding and type, in ORC's terms).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct SymbolFlags: u8 {
+        /// Visible to lookups that match exported symbols only (ELF default visibility).
+        const EXPORTED = 1 << 0;
+        /// May be overridden by a strong definition; loses silently to one.
+        const WEAK = 1 << 1;
+        /// A common (tentative) definition: weak, and sized by the largest one.
+        const COMMON = 1 << 2;
+        /// The address is absolute, not relative to any allocation.
+        const ABSOLUTE = 1 << 3;
+        /// The symbol is a function (a lazy stub may stand for it).
+        const CALLABLE = 1 << 4;
+        /// Materializing it has side effects (e.g. running initializers) but it has no address:
+        /// it must be looked up as weakly referenced and never appears in a result.
+        const MATERIALIZATION_SIDE_EFFECTS_ONLY = 1 << 5;
+    }
+}
+
+impl SymbolFlags {
+    pub fn is_strong(self) -> bool {
+        !self.intersects(SymbolFlags::WEAK | SymbolFlags::COMMON)
+    }
+}
+
+impl fmt::Debug for SymbolFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        bitflags::parser::to_writer(self, &mut *f)
+    }
+}
+
+/// A resolved symbol: its address and flags.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct SymbolDef {
+    pub addr: ExecutorAddr,
+    pub flags: SymbolFlags,
+}
+
+impl SymbolDef {
+    pub fn new(addr: ExecutorAddr, flags: SymbolFlags) -> Self {
+        SymbolDef { addr, flags }
+    }
+}
+
+/// Name -> definition, the result of a lookup.
+pub type SymbolMap = FxHashMap<SymbolName, SymbolDef>;
+/// Name -> flags, the interface of a materialization unit.
+pub type SymbolFlagsMap = FxHashMap<SymbolName, SymbolFlags>;
+pub type SymbolNameSet = FxHashSet<SymbolName>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_strings_intern_to_the_same_name() {
+        let pool = SymbolStringPool::new();
+        let a = pool.intern("printf");
+        let b = pool.intern("printf");
+        let c = pool.intern("puts");
+        assert_eq!(a, b);
+        assert_eq!(a.key(), b.key());
+        assert_ne!(a, c);
+        assert_eq!(&*a, "printf");
+        assert_eq!(format!("{a:?}"), "'printf'");
+        assert!(a < c, "ordering is by string: printf < puts");
+    }
+
+    #[test]
+    fn dead_entries_are_reclaimed_when_the_last_handle_drops() {
+        let pool = SymbolStringPool::new();
+        let a = pool.intern("x");
+        let a2 = a.clone();
+        let _b = pool.intern("y");
+        assert_eq!(pool.len(), 2);
+        drop(a);
+        assert_eq!(pool.len(), 2, "a clone still refers to 'x'");
+        drop(a2);
+        assert_eq!(pool.len(), 1);
+        // Re-interning after reclamation gives a fresh, working entry.
+        let again = pool.intern("x");
+        assert_eq!(again, pool.intern("x"));
+        assert_eq!(pool.len(), 2);
+    }
+
+    #[test]
+    fn concurrent_interning_agrees_and_reclaims() {
+        let pool = SymbolStringPool::new();
+        let names: Vec<String> = (0..200).map(|i| format!("sym{i}")).collect();
+        let results: Vec<Vec<SymbolName>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let pool = pool.clone();
+                    let names = &names;
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for round in 0..50 {
+                            for (i, n) in names.iter().enumerate() {
+                                let name = pool.intern(n);
+                                // Keep some, drop others, so entries die and come back.
+                                if (i + round + t) % 7 == 0 {
+                                    out.push(name);
+                                }
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for kept in &results {
+            for name in kept {
+                assert_eq!(*name, pool.intern(name.as_str()));
+            }
+        }
+        drop(results);
+        assert_eq!(pool.len(), 0, "every entry died with its last handle");
+    }
+
+    #[test]
+    fn flags_say_strength() {
+        assert!(SymbolFlags::EXPORTED.is_strong());
+        assert!(!(SymbolFlags::EXPORTED | SymbolFlags::WEAK).is_strong());
+        assert!(!SymbolFlags::COMMON.is_strong());
+        assert_eq!(
+            format!("{:?}", SymbolFlags::EXPORTED | SymbolFlags::CALLABLE),
+            "EXPORTED | CALLABLE"
+        );
+    }
+}
