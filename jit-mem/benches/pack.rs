@@ -8,10 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use jit_mem::{
-    AllocRequest, FinalizedAlloc, ManagerConfig, MemoryManager, Prot, SegmentRequest,
-    manager_by_name,
-};
+use jit_mem::{AllocRequest, FinalizedAlloc, ManagerConfig, MemoryManager, Prot, SegmentRequest, manager_by_name};
 
 const MANAGERS: [&str; 3] = ["dual", "mprotect", "page"];
 /// Live objects before an (untimed) deallocate; well under the page allocator's mapping limit.
@@ -32,11 +29,7 @@ fn manager(name: &str) -> Arc<dyn MemoryManager> {
     }
 }
 
-fn allocate_finalize(
-    mem: &dyn MemoryManager,
-    req: &AllocRequest,
-    tx: &mpsc::Sender<FinalizedAlloc>,
-) {
+fn allocate_finalize(mem: &dyn MemoryManager, req: &AllocRequest, tx: &mpsc::Sender<FinalizedAlloc>) {
     let mut alloc = mem.allocate(req).unwrap();
     if let Some(code) = alloc.working_mut(0) {
         code[0] = 0xC3; // ret

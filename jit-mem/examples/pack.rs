@@ -15,8 +15,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use jit_mem::{
-    AllocRequest, FinalizedAlloc, ManagerConfig, MemError, MemoryManager, Prot, SegmentRequest,
-    manager_by_name,
+    AllocRequest, FinalizedAlloc, ManagerConfig, MemError, MemoryManager, Prot, SegmentRequest, manager_by_name,
 };
 
 /// `mov eax, imm32; ret` (Intel SDM vol. 2B: B8+rd id, C3).
@@ -25,11 +24,7 @@ fn return_imm(imm: u32) -> [u8; 6] {
     [0xB8, b[0], b[1], b[2], b[3], 0xC3]
 }
 
-fn run(
-    mem: &dyn MemoryManager,
-    n: u64,
-    batch: u64,
-) -> (Vec<FinalizedAlloc>, Option<MemError>, f64) {
+fn run(mem: &dyn MemoryManager, n: u64, batch: u64) -> (Vec<FinalizedAlloc>, Option<MemError>, f64) {
     let req = AllocRequest::new(vec![
         SegmentRequest::new(Prot::RX, 256, 16),
         SegmentRequest::new(Prot::R, 64, 8),
@@ -80,10 +75,7 @@ fn run(
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: pack MANAGER N [BATCH]   (MANAGER: dual | mprotect | page)";
-    let (Some(name), Some(n)) = (
-        args.first(),
-        args.get(1).and_then(|s| s.parse::<u64>().ok()),
-    ) else {
+    let (Some(name), Some(n)) = (args.first(), args.get(1).and_then(|s| s.parse::<u64>().ok())) else {
         eprintln!("{usage}");
         return ExitCode::from(2);
     };

@@ -46,9 +46,7 @@ impl FinalizeAction {
     }
 
     /// An action with only a finalize callback.
-    pub fn on_finalize(
-        finalize: impl FnOnce() -> Result<(), ActionError> + Send + 'static,
-    ) -> FinalizeAction {
+    pub fn on_finalize(finalize: impl FnOnce() -> Result<(), ActionError> + Send + 'static) -> FinalizeAction {
         FinalizeAction {
             finalize: Box::new(finalize),
             deallocate: None,
@@ -123,13 +121,7 @@ impl Parts {
 pub(crate) trait Backend: Send + Sync + 'static {
     fn id(&self) -> ManagerId;
     /// Makes `parts` runnable, runs `actions`, and calls `on_done` (now or later).
-    fn finalize(
-        &self,
-        owner: Arc<dyn Backend>,
-        parts: Parts,
-        actions: Vec<FinalizeAction>,
-        on_done: OnFinalized,
-    );
+    fn finalize(&self, owner: Arc<dyn Backend>, parts: Parts, actions: Vec<FinalizeAction>, on_done: OnFinalized);
     /// Releases never-finalized memory.
     fn abandon(&self, parts: Parts) -> Result<(), MemError>;
     /// Releases a finalized allocation: runs its deallocate actions, frees its memory.
@@ -152,11 +144,7 @@ pub(crate) fn run_finalize_actions(
                     tracing::warn!(%manager, error = %e, "deallocate action failed while unwinding a failed finalize");
                 }
             }
-            return Err(MemError::FinalizeAction {
-                manager,
-                index,
-                source,
-            });
+            return Err(MemError::FinalizeAction { manager, index, source });
         }
         undo.extend(action.deallocate);
     }
@@ -213,10 +201,7 @@ impl InFlightAlloc {
     }
 
     fn segs(&self) -> &[Placed] {
-        self.parts
-            .as_ref()
-            .map(|p| p.segments.as_slice())
-            .unwrap_or_default()
+        self.parts.as_ref().map(|p| p.segments.as_slice()).unwrap_or_default()
     }
 
     /// The manager that made this allocation.
@@ -273,9 +258,7 @@ impl InFlightAlloc {
                 info: seg.info,
                 // SAFETY: as in `working_mut`; distinct segments occupy disjoint ranges, so
                 // the slices do not alias one another.
-                bytes: unsafe {
-                    std::slice::from_raw_parts_mut(seg.working, seg.info.size as usize)
-                },
+                bytes: unsafe { std::slice::from_raw_parts_mut(seg.working, seg.info.size as usize) },
             })
             .collect()
     }
@@ -289,9 +272,7 @@ impl InFlightAlloc {
     /// mprotect slab manager).
     pub fn finalize(mut self, actions: Vec<FinalizeAction>, on_done: OnFinalized) {
         match self.parts.take() {
-            Some(parts) => self
-                .owner
-                .finalize(self.owner.clone(), parts, actions, on_done),
+            Some(parts) => self.owner.finalize(self.owner.clone(), parts, actions, on_done),
             // Unreachable (finalize consumes the allocation), but the callback still hears.
             None => on_done(Err(MemError::Os {
                 manager: self.owner.id(),
@@ -308,10 +289,7 @@ impl InFlightAlloc {
     /// With the mprotect slab manager this waits until every in-flight allocation sharing a
     /// page with this one is finalized or abandoned: never call it while the same thread holds
     /// such a neighbour.
-    pub fn finalize_blocking(
-        self,
-        actions: Vec<FinalizeAction>,
-    ) -> Result<FinalizedAlloc, MemError> {
+    pub fn finalize_blocking(self, actions: Vec<FinalizeAction>) -> Result<FinalizedAlloc, MemError> {
         let manager = self.manager();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.finalize(
@@ -382,10 +360,7 @@ impl RawFinalizedAlloc {
 
     /// The raw handle as two words, for tables that store plain integers.
     pub fn to_bits(self) -> (ManagerId, u64) {
-        (
-            self.manager,
-            (u64::from(self.generation) << 32) | u64::from(self.slot),
-        )
+        (self.manager, (u64::from(self.generation) << 32) | u64::from(self.slot))
     }
 
     /// The inverse of [`to_bits`](Self::to_bits).
@@ -400,11 +375,7 @@ impl RawFinalizedAlloc {
 
 impl fmt::Display for RawFinalizedAlloc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "allocation {}.{} of {}",
-            self.slot, self.generation, self.manager
-        )
+        write!(f, "allocation {}.{} of {}", self.slot, self.generation, self.manager)
     }
 }
 
@@ -468,10 +439,7 @@ impl FinalizedAlloc {
 
     /// Turns a raw handle back into a handle. Errors if `manager` did not make it, if it was
     /// already deallocated, or if a handle for it is alive.
-    pub fn from_raw(
-        manager: &dyn MemoryManager,
-        raw: RawFinalizedAlloc,
-    ) -> Result<FinalizedAlloc, MemError> {
+    pub fn from_raw(manager: &dyn MemoryManager, raw: RawFinalizedAlloc) -> Result<FinalizedAlloc, MemError> {
         manager.adopt_raw(raw)
     }
 
@@ -502,10 +470,7 @@ impl fmt::Debug for FinalizedAlloc {
 
 /// Deallocation shared by every manager: checks ownership, releases each handle, reports
 /// every failure.
-pub(crate) fn deallocate_all(
-    me: &dyn Backend,
-    allocs: Vec<FinalizedAlloc>,
-) -> Result<(), MemError> {
+pub(crate) fn deallocate_all(me: &dyn Backend, allocs: Vec<FinalizedAlloc>) -> Result<(), MemError> {
     let manager = me.id();
     let mut errors = Vec::new();
     for mut alloc in allocs {

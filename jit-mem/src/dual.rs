@@ -21,8 +21,8 @@ use crate::alloc::OnDone;
 use crate::slab::{SlabBacking, Slabs};
 use crate::sys::{Memfd, Reservation, map_anonymous, map_shared};
 use crate::{
-    AllocRequest, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig, ManagerId, ManagerKind,
-    MemError, MemStats, MemoryManager, Prot, RawFinalizedAlloc, TargetAddr,
+    AllocRequest, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig, ManagerId, ManagerKind, MemError, MemStats,
+    MemoryManager, Prot, RawFinalizedAlloc, TargetAddr,
 };
 
 pub(crate) struct DualBacking {
@@ -63,22 +63,12 @@ impl SlabBacking for DualBacking {
         self.file.punch_hole(offset, len)
     }
 
-    unsafe fn discard_pages(
-        &self,
-        _base: usize,
-        offset: u64,
-        len: u64,
-        _prot: Prot,
-    ) -> io::Result<()> {
+    unsafe fn discard_pages(&self, _base: usize, offset: u64, len: u64, _prot: Prot) -> io::Result<()> {
         self.file.punch_hole(offset, len)
     }
 
     fn working(&self, base: usize, offset: u64, prot: Prot) -> *mut u8 {
-        let at = if prot == Prot::RW {
-            base
-        } else {
-            self.working.base()
-        };
+        let at = if prot == Prot::RW { base } else { self.working.base() };
         (at + offset as usize) as *mut u8
     }
 
@@ -96,18 +86,14 @@ fn dual_backing(id: ManagerId, target: &Reservation) -> Result<DualBacking, MemE
         op,
         source,
     };
-    let file =
-        Memfd::create(c"orcjit-jit-mem", target.len() as u64).map_err(|(op, e)| refused(op, e))?;
-    let working = Reservation::new(target.len(), MAX_ALIGN as usize)
-        .map_err(|e| refused("reserve working view", e))?;
+    let file = Memfd::create(c"orcjit-jit-mem", target.len() as u64).map_err(|(op, e)| refused(op, e))?;
+    let working = Reservation::new(target.len(), MAX_ALIGN as usize).map_err(|e| refused("reserve working view", e))?;
     let page = crate::sys::page_size();
     // SAFETY: the first page of the fresh target reservation is unused; the probe maps it and
     // puts the reservation back.
     unsafe {
-        map_shared(target.base(), page, Prot::RX, &file, 0)
-            .map_err(|e| refused("mmap executable view", e))?;
-        map_anonymous(target.base(), page, None)
-            .map_err(|e| refused("restore reservation after probe", e))?;
+        map_shared(target.base(), page, Prot::RX, &file, 0).map_err(|e| refused("mmap executable view", e))?;
+        map_anonymous(target.base(), page, None).map_err(|e| refused("restore reservation after probe", e))?;
     }
     Ok(DualBacking { working, file })
 }
@@ -124,9 +110,7 @@ impl DualMappedManager {
     pub fn new(config: ManagerConfig) -> Result<DualMappedManager, MemError> {
         let id = ManagerId::next(ManagerKind::DualMapped);
         let inner = Slabs::new(id, &config, |target| dual_backing(id, target))?;
-        Ok(DualMappedManager {
-            inner: Arc::new(inner),
-        })
+        Ok(DualMappedManager { inner: Arc::new(inner) })
     }
 }
 
@@ -197,21 +181,12 @@ mod tests {
             SegmentRequest::new(Prot::RW, 32, 8),
         ]);
         let held: Vec<_> = (0..20_000)
-            .map(|_| {
-                mem.allocate(&req)
-                    .unwrap()
-                    .finalize_blocking(Vec::new())
-                    .unwrap()
-            })
+            .map(|_| mem.allocate(&req).unwrap().finalize_blocking(Vec::new()).unwrap())
             .collect();
         let stats = mem.stats();
         assert!(stats.mappings < 64, "{stats:?}");
         assert!(stats.committed * 4 <= stats.in_use * 5, "{stats:?}");
         drop(held);
-        assert_eq!(
-            mem.stats().committed,
-            0,
-            "every slab's pages were given back"
-        );
+        assert_eq!(mem.stats().committed, 0, "every slab's pages were given back");
     }
 }

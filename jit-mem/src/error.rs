@@ -10,9 +10,7 @@ pub type ActionError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum MemError {
     /// A segment's alignment is zero, not a power of two, or larger than the manager supports.
-    #[error(
-        "{manager}: segment {segment} asks for alignment {align}; it must be a power of two no larger than {max}"
-    )]
+    #[error("{manager}: segment {segment} asks for alignment {align}; it must be a power of two no larger than {max}")]
     InvalidAlignment {
         manager: ManagerId,
         segment: usize,
@@ -95,9 +93,7 @@ pub enum MemError {
     },
 
     /// A deallocate action failed; the memory was released anyway.
-    #[error(
-        "{manager}: deallocate action {index} of {alloc} failed (its memory was released anyway): {source}"
-    )]
+    #[error("{manager}: deallocate action {index} of {alloc} failed (its memory was released anyway): {source}")]
     DeallocateAction {
         manager: ManagerId,
         alloc: RawFinalizedAlloc,
@@ -127,9 +123,7 @@ pub enum MemError {
     },
 
     /// An allocation was given to a manager that did not make it.
-    #[error(
-        "{manager}: {alloc} belongs to {owner}, not to this manager (it was released by its owner)"
-    )]
+    #[error("{manager}: {alloc} belongs to {owner}, not to this manager (it was released by its owner)")]
     ForeignAllocation {
         manager: ManagerId,
         owner: ManagerId,

@@ -83,12 +83,7 @@ impl ExtentSet {
             .range((size, 0)..)
             .take(BEST_FIT_PROBES)
             .find_map(fits)
-            .or_else(|| {
-                self.by_len
-                    .range((size + align - 1, 0)..)
-                    .next()
-                    .and_then(fits)
-            });
+            .or_else(|| self.by_len.range((size + align - 1, 0)..).next().and_then(fits));
         let (len, start, pos) = found?;
         Some(self.take_at(start, len, pos, size))
     }

@@ -35,14 +35,14 @@ use std::sync::Arc;
 
 pub use addr::TargetAddr;
 pub use alloc::{
-    ActionFn, FinalizeAction, FinalizedAlloc, InFlightAlloc, OnDone, OnFinalized,
-    RawFinalizedAlloc, SegmentInfo, WorkingSegment,
+    ActionFn, FinalizeAction, FinalizedAlloc, InFlightAlloc, OnDone, OnFinalized, RawFinalizedAlloc, SegmentInfo,
+    WorkingSegment,
 };
 pub use dual::DualMappedManager;
 pub use error::{ActionError, MemError};
 pub use manager::{
-    DEFAULT_RESERVATION, DEFAULT_SLAB, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId,
-    ManagerKind, MemStats, MemoryManager,
+    DEFAULT_RESERVATION, DEFAULT_SLAB, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId, ManagerKind, MemStats,
+    MemoryManager,
 };
 pub use mprotect::MprotectSlabManager;
 pub use page::PageAllocator;
@@ -70,10 +70,7 @@ fn default_manager_with(
 }
 
 /// Makes a manager by its command-line name: `dual`, `mprotect` or `page`.
-pub fn manager_by_name(
-    name: &str,
-    config: ManagerConfig,
-) -> Option<Result<Arc<dyn MemoryManager>, MemError>> {
+pub fn manager_by_name(name: &str, config: ManagerConfig) -> Option<Result<Arc<dyn MemoryManager>, MemError>> {
     let made: Result<Arc<dyn MemoryManager>, MemError> = match name {
         "dual" => DualMappedManager::new(config).map(|m| Arc::new(m) as _),
         "mprotect" => MprotectSlabManager::new(config).map(|m| Arc::new(m) as _),
@@ -133,10 +130,7 @@ mod tests {
         assert_eq!(mem.id().kind, ManagerKind::MprotectSlab);
         assert_eq!(warnings.load(Ordering::SeqCst), 1);
         let req = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 16, 16)]);
-        mem.allocate(&req)
-            .unwrap()
-            .finalize_blocking(Vec::new())
-            .unwrap();
+        mem.allocate(&req).unwrap().finalize_blocking(Vec::new()).unwrap();
     }
 
     #[test]

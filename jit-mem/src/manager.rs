@@ -152,10 +152,7 @@ pub trait MemoryManager: Send + Sync {
     /// Makes the instruction cache coherent for code written at `range`; finalize calls it for
     /// every executable segment. No-op on x86-64, `__clear_cache` elsewhere.
     fn flush_icache(&self, range: Range<TargetAddr>) {
-        crate::sys::flush_icache(
-            range.start.as_ptr(),
-            range.end.0.saturating_sub(range.start.0) as usize,
-        );
+        crate::sys::flush_icache(range.start.as_ptr(), range.end.0.saturating_sub(range.start.0) as usize);
     }
 
     /// [`deallocate`](Self::deallocate), returning the result.

@@ -56,11 +56,7 @@ pub(crate) fn count_in(ranges: &[Range<u64>]) -> u64 {
         .lines()
         .map_while(Result::ok)
         .filter_map(|line| parse_line(&line))
-        .filter(|m| {
-            ranges
-                .iter()
-                .any(|r| m.range.start < r.end && r.start < m.range.end)
-        })
+        .filter(|m| ranges.iter().any(|r| m.range.start < r.end && r.start < m.range.end))
         .count() as u64
 }
 
@@ -98,10 +94,7 @@ mod tests {
 
     #[test]
     fn parses_a_maps_line_with_and_without_a_name() {
-        let m = parse_line(
-            "7f0000000000-7f0000001000 r-xs 00000000 00:01 1234   /memfd:orcjit (deleted)",
-        )
-        .unwrap();
+        let m = parse_line("7f0000000000-7f0000001000 r-xs 00000000 00:01 1234   /memfd:orcjit (deleted)").unwrap();
         assert_eq!(m.range, 0x7f00_0000_0000..0x7f00_0000_1000);
         assert!(m.read && !m.write && m.exec && m.shared);
         assert_eq!(m.name, "/memfd:orcjit");

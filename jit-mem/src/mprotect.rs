@@ -18,8 +18,8 @@ use crate::alloc::OnDone;
 use crate::slab::{SlabBacking, Slabs};
 use crate::sys::map_anonymous;
 use crate::{
-    AllocRequest, FinalizedAlloc, InFlightAlloc, ManagerConfig, ManagerId, ManagerKind, MemError,
-    MemStats, MemoryManager, Prot, RawFinalizedAlloc, TargetAddr,
+    AllocRequest, FinalizedAlloc, InFlightAlloc, ManagerConfig, ManagerId, ManagerKind, MemError, MemStats,
+    MemoryManager, Prot, RawFinalizedAlloc, TargetAddr,
 };
 
 pub(crate) struct MprotectBacking;
@@ -37,13 +37,7 @@ impl SlabBacking for MprotectBacking {
         unsafe { map_anonymous(base + offset as usize, len as usize, None) }
     }
 
-    unsafe fn discard_pages(
-        &self,
-        base: usize,
-        offset: u64,
-        len: u64,
-        _prot: Prot,
-    ) -> io::Result<()> {
+    unsafe fn discard_pages(&self, base: usize, offset: u64, len: u64, _prot: Prot) -> io::Result<()> {
         // SAFETY: the caller guarantees the slab is empty; MADV_DONTNEED on private anonymous
         // memory drops its pages, which then read as zero.
         let ret = unsafe {
@@ -79,9 +73,7 @@ impl MprotectSlabManager {
     pub fn new(config: ManagerConfig) -> Result<MprotectSlabManager, MemError> {
         let id = ManagerId::next(ManagerKind::MprotectSlab);
         let inner = Slabs::new(id, &config, |_| Ok(MprotectBacking))?;
-        Ok(MprotectSlabManager {
-            inner: Arc::new(inner),
-        })
+        Ok(MprotectSlabManager { inner: Arc::new(inner) })
     }
 }
 

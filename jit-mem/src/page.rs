@@ -10,17 +10,15 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::alloc::{
-    ActionFn, Backend, OnDone, OnFinalized, Parts, Placed, run_deallocate_actions,
-    run_finalize_actions,
+    ActionFn, Backend, OnDone, OnFinalized, Parts, Placed, run_deallocate_actions, run_finalize_actions,
 };
 use crate::extent::ExtentSet;
 use crate::slab::{check_config, check_request, os_error};
 use crate::sys::{Reservation, align_up, map_anonymous, page_size, protect};
 use crate::table::{Key, Lookup, Table};
 use crate::{
-    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig,
-    ManagerId, ManagerKind, MemError, MemStats, MemoryManager, Prot, RawFinalizedAlloc,
-    SegmentInfo, SegmentLifetime, TargetAddr, maps,
+    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig, ManagerId, ManagerKind,
+    MemError, MemStats, MemoryManager, Prot, RawFinalizedAlloc, SegmentInfo, SegmentLifetime, TargetAddr, maps,
 };
 
 struct Record {
@@ -66,13 +64,7 @@ impl Pages {
             layout[i] = (total, len);
             total += len;
         }
-        let align = request
-            .segments
-            .iter()
-            .map(|s| s.align)
-            .max()
-            .unwrap_or(1)
-            .max(page);
+        let align = request.segments.iter().map(|s| s.align).max().unwrap_or(1).max(page);
         let start = {
             let mut st = self.state.lock();
             let Some(start) = (if total == 0 {
@@ -104,8 +96,7 @@ impl Pages {
         if total > 0 {
             let addr = self.base() + start;
             // SAFETY: the range was just taken from the reservation's free space.
-            if let Err(e) = unsafe { map_anonymous(addr as usize, total as usize, Some(Prot::RW)) }
-            {
+            if let Err(e) = unsafe { map_anonymous(addr as usize, total as usize, Some(Prot::RW)) } {
                 let err = os_error(self.id, "mmap", addr, total, e);
                 let mut st = self.state.lock();
                 st.space.insert(start, total);
@@ -178,13 +169,7 @@ impl Backend for Pages {
         self.id
     }
 
-    fn finalize(
-        &self,
-        owner: Arc<dyn Backend>,
-        parts: Parts,
-        actions: Vec<FinalizeAction>,
-        on_done: OnFinalized,
-    ) {
+    fn finalize(&self, owner: Arc<dyn Backend>, parts: Parts, actions: Vec<FinalizeAction>, on_done: OnFinalized) {
         for seg in parts.segments.iter().filter(|s| s.len > 0) {
             let addr = self.base() + seg.offset;
             // SAFETY: the allocation is finished writing (it is being finalized) and owns the
@@ -301,8 +286,8 @@ impl PageAllocator {
     pub fn new(config: ManagerConfig) -> Result<PageAllocator, MemError> {
         let id = ManagerId::next(ManagerKind::PagePerSegment);
         let (len, _) = check_config(id, &config)?;
-        let reservation = Reservation::new(len as usize, MAX_ALIGN as usize)
-            .map_err(|e| os_error(id, "reserve", 0, len, e))?;
+        let reservation =
+            Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))?;
         let mut state = State::default();
         state.space.insert(0, len);
         Ok(PageAllocator {

@@ -17,16 +17,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::alloc::{
-    ActionFn, Backend, OnFinalized, Parts, Placed, run_deallocate_actions, run_finalize_actions,
-};
+use crate::alloc::{ActionFn, Backend, OnFinalized, Parts, Placed, run_deallocate_actions, run_finalize_actions};
 use crate::extent::ExtentSet;
 use crate::sys::{Reservation, align_up, page_size};
 use crate::table::{Key, Lookup, Table};
 use crate::{
-    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, MAX_RESERVATION,
-    ManagerConfig, ManagerId, MemError, MemStats, Prot, RawFinalizedAlloc, SegmentInfo,
-    SegmentLifetime, TargetAddr, maps,
+    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId,
+    MemError, MemStats, Prot, RawFinalizedAlloc, SegmentInfo, SegmentLifetime, TargetAddr, maps,
 };
 
 /// Segments are placed at multiples of this, and sized in multiples of it.
@@ -58,13 +55,7 @@ pub(crate) trait SlabBacking: Send + Sync + 'static {
     ///
     /// # Safety
     /// No allocation may live in the slab and all its pages must be writable.
-    unsafe fn discard_pages(
-        &self,
-        base: usize,
-        offset: u64,
-        len: u64,
-        prot: Prot,
-    ) -> io::Result<()>;
+    unsafe fn discard_pages(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()>;
 
     /// Where the linker writes the byte at reservation `offset` of a `prot` slab.
     fn working(&self, base: usize, offset: u64, prot: Prot) -> *mut u8;
@@ -157,13 +148,7 @@ pub(crate) struct Slabs<B: SlabBacking> {
 }
 
 /// Turns an OS failure into the error that names it, telling the mapping limit apart.
-pub(crate) fn os_error(
-    manager: ManagerId,
-    op: &'static str,
-    addr: u64,
-    len: u64,
-    source: io::Error,
-) -> MemError {
+pub(crate) fn os_error(manager: ManagerId, op: &'static str, addr: u64, len: u64, source: io::Error) -> MemError {
     if source.raw_os_error() == Some(libc::ENOMEM) {
         let mappings = maps::process_total();
         let limit = maps::max_map_count();
@@ -203,11 +188,7 @@ pub(crate) fn check_config(id: ManagerId, config: &ManagerConfig) -> Result<(u64
 }
 
 /// Checks every segment of a request.
-pub(crate) fn check_request(
-    id: ManagerId,
-    capacity: u64,
-    request: &AllocRequest,
-) -> Result<(), MemError> {
+pub(crate) fn check_request(id: ManagerId, capacity: u64, request: &AllocRequest) -> Result<(), MemError> {
     for (segment, s) in request.segments.iter().enumerate() {
         if !s.align.is_power_of_two() || s.align > MAX_ALIGN {
             return Err(MemError::InvalidAlignment {
@@ -237,8 +218,8 @@ impl<B: SlabBacking> Slabs<B> {
         make_backing: impl FnOnce(&Reservation) -> Result<B, MemError>,
     ) -> Result<Slabs<B>, MemError> {
         let (len, slab) = check_config(id, config)?;
-        let reservation = Reservation::new(len as usize, MAX_ALIGN as usize)
-            .map_err(|e| os_error(id, "reserve", 0, len, e))?;
+        let reservation =
+            Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))?;
         let backing = make_backing(&reservation)?;
         let mut state = State::default();
         state.space.insert(0, len);
@@ -260,10 +241,7 @@ impl<B: SlabBacking> Slabs<B> {
         B::SEALS && prot != Prot::RW
     }
 
-    pub(crate) fn allocate(
-        self: &Arc<Self>,
-        request: &AllocRequest,
-    ) -> Result<InFlightAlloc, MemError> {
+    pub(crate) fn allocate(self: &Arc<Self>, request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
         let capacity = self.reservation.len() as u64;
         check_request(self.id, capacity, request)?;
         let mut segments = Vec::with_capacity(request.segments.len());
@@ -372,14 +350,7 @@ impl<B: SlabBacking> Slabs<B> {
     /// Maps a new slab for `prot` big enough for `len` bytes at `align`. Code grows up from the
     /// bottom of the reservation and data down from the top, so slabs of one protection sit
     /// side by side and the kernel merges their mappings.
-    fn grow(
-        &self,
-        st: &mut State,
-        index: usize,
-        prot: Prot,
-        len: u64,
-        align: u64,
-    ) -> Result<(), MemError> {
+    fn grow(&self, st: &mut State, index: usize, prot: Prot, len: u64, align: u64) -> Result<(), MemError> {
         let page = self.page;
         let needed = align_up(len, page);
         let slab_align = align.max(page);
@@ -401,13 +372,7 @@ impl<B: SlabBacking> Slabs<B> {
         // SAFETY: the range was just taken from the reservation's free space.
         if let Err(e) = unsafe { self.backing.map_slab(self.base(), start, slab_len, prot) } {
             st.space.insert(start, slab_len);
-            return Err(os_error(
-                self.id,
-                "map slab",
-                self.base() as u64 + start,
-                slab_len,
-                e,
-            ));
+            return Err(os_error(self.id, "map slab", self.base() as u64 + start, slab_len, e));
         }
         let pages = if Self::seals(prot) {
             (0..slab_len / page).map(|_| Page::default()).collect()
@@ -496,17 +461,12 @@ impl<B: SlabBacking> Slabs<B> {
         let Some(slab) = class.slabs.get(&start) else {
             return;
         };
-        if slab.live != 0
-            || slab.pages.iter().any(|p| p.closing || p.live != 0)
-            || !class.free.covers(start, slab.len)
+        if slab.live != 0 || slab.pages.iter().any(|p| p.closing || p.live != 0) || !class.free.covers(start, slab.len)
         {
             return;
         }
         let (len, high) = (slab.len, slab.high);
-        let other_empty = class
-            .slabs
-            .iter()
-            .any(|(&s, other)| s != start && other.live == 0);
+        let other_empty = class.slabs.iter().any(|(&s, other)| s != start && other.live == 0);
         let released = align_up(high, self.page);
         if other_empty {
             // SAFETY: the slab holds no live allocation (checked above).
@@ -539,14 +499,7 @@ impl<B: SlabBacking> Slabs<B> {
 
     /// Seals pages (offsets) of one class: one `mprotect` per run of adjacent pages, then
     /// wakes the finalizes that waited for them.
-    fn seal(
-        &self,
-        st: &mut State,
-        class_index: usize,
-        prot: Prot,
-        mut pages: Vec<u64>,
-        ready: &mut Vec<Ready>,
-    ) {
+    fn seal(&self, st: &mut State, class_index: usize, prot: Prot, mut pages: Vec<u64>, ready: &mut Vec<Ready>) {
         pages.sort_unstable();
         pages.dedup();
         let page = self.page;
@@ -559,8 +512,7 @@ impl<B: SlabBacking> Slabs<B> {
             let (start, len) = (pages[i], (j - i) as u64 * page);
             // SAFETY: every allocation touching these pages has finished writing (none is
             // pending) and no new one may land on them (they are closing).
-            let result =
-                unsafe { crate::sys::protect(self.base() + start as usize, len as usize, prot) };
+            let result = unsafe { crate::sys::protect(self.base() + start as usize, len as usize, prot) };
             let error = result.err();
             let mut woken = Vec::new();
             for &p in &pages[i..j] {
@@ -590,13 +542,7 @@ impl<B: SlabBacking> Slabs<B> {
                             };
                             ready.push(Ready::Fail(
                                 w,
-                                os_error(
-                                    self.id,
-                                    "seal pages",
-                                    self.base() as u64 + start,
-                                    len,
-                                    source,
-                                ),
+                                os_error(self.id, "seal pages", self.base() as u64 + start, len, source),
                             ));
                         }
                     }
@@ -697,13 +643,7 @@ impl<B: SlabBacking> Slabs<B> {
 
     /// Finishes a finalize whose pages are final: icache, actions, finalize-only segments,
     /// the record.
-    fn complete(
-        &self,
-        owner: Arc<dyn Backend>,
-        parts: Parts,
-        actions: Vec<FinalizeAction>,
-        on_done: OnFinalized,
-    ) {
+    fn complete(&self, owner: Arc<dyn Backend>, parts: Parts, actions: Vec<FinalizeAction>, on_done: OnFinalized) {
         for seg in parts.segments.iter().filter(|s| s.info.prot == Prot::RX) {
             crate::sys::flush_icache(seg.info.target.as_ptr(), seg.info.size as usize);
         }
@@ -824,10 +764,7 @@ impl<B: SlabBacking> Slabs<B> {
         }
     }
 
-    pub(crate) fn adopt(
-        self: &Arc<Self>,
-        raw: RawFinalizedAlloc,
-    ) -> Result<FinalizedAlloc, MemError> {
+    pub(crate) fn adopt(self: &Arc<Self>, raw: RawFinalizedAlloc) -> Result<FinalizedAlloc, MemError> {
         if raw.manager != self.id {
             return Err(MemError::ForeignAllocation {
                 manager: self.id,
@@ -887,13 +824,7 @@ impl<B: SlabBacking> Backend for Slabs<B> {
     fn id(&self) -> ManagerId {
         self.id
     }
-    fn finalize(
-        &self,
-        owner: Arc<dyn Backend>,
-        parts: Parts,
-        actions: Vec<FinalizeAction>,
-        on_done: OnFinalized,
-    ) {
+    fn finalize(&self, owner: Arc<dyn Backend>, parts: Parts, actions: Vec<FinalizeAction>, on_done: OnFinalized) {
         Slabs::finalize(self, owner, parts, actions, on_done)
     }
     fn abandon(&self, parts: Parts) -> Result<(), MemError> {

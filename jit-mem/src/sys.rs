@@ -134,15 +134,8 @@ pub(crate) unsafe fn map_anonymous(addr: usize, len: usize, prot: Option<Prot>) 
 ///
 /// # Safety
 /// As for [`map_anonymous`].
-pub(crate) unsafe fn map_shared(
-    addr: usize,
-    len: usize,
-    prot: Prot,
-    file: &Memfd,
-    offset: u64,
-) -> io::Result<()> {
-    let offset =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+pub(crate) unsafe fn map_shared(addr: usize, len: usize, prot: Prot, file: &Memfd, offset: u64) -> io::Result<()> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
     // SAFETY: MAP_FIXED replaces only the caller-owned range (the function's contract); the
     // file descriptor is open for as long as `file` lives.
     let ret = unsafe {
@@ -190,10 +183,7 @@ pub(crate) struct Memfd {
 
 impl Memfd {
     #[cfg(target_os = "linux")]
-    pub(crate) fn create(
-        name: &std::ffi::CStr,
-        len: u64,
-    ) -> Result<Memfd, (&'static str, io::Error)> {
+    pub(crate) fn create(name: &std::ffi::CStr, len: u64) -> Result<Memfd, (&'static str, io::Error)> {
         // SAFETY: `name` is a valid NUL-terminated string; the call creates a new descriptor.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -201,18 +191,14 @@ impl Memfd {
         }
         // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let len = libc::off_t::try_from(len)
-            .map_err(|_| ("ftruncate", io::Error::from_raw_os_error(libc::EFBIG)))?;
+        let len = libc::off_t::try_from(len).map_err(|_| ("ftruncate", io::Error::from_raw_os_error(libc::EFBIG)))?;
         // SAFETY: ftruncate on an owned, open descriptor.
         check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map_err(|e| ("ftruncate", e))?;
         Ok(Memfd { fd })
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub(crate) fn create(
-        _name: &std::ffi::CStr,
-        _len: u64,
-    ) -> Result<Memfd, (&'static str, io::Error)> {
+    pub(crate) fn create(_name: &std::ffi::CStr, _len: u64) -> Result<Memfd, (&'static str, io::Error)> {
         // memfd is Linux-only; elsewhere the dual-mapped manager falls back to mprotect.
         Err(("memfd_create", io::Error::from(io::ErrorKind::Unsupported)))
     }
@@ -220,8 +206,7 @@ impl Memfd {
     /// Gives the pages of `[offset, offset+len)` back to the kernel; they read as zero after.
     #[cfg(target_os = "linux")]
     pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
-        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
-        else {
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
             return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
         };
         // SAFETY: fallocate on an owned, open descriptor; punching a hole keeps the file size.
@@ -255,12 +240,7 @@ pub fn flush_icache(ptr: *const u8, len: usize) {
         }
         // SAFETY: __clear_cache only performs cache maintenance over the range; it reads no
         // memory and is valid for any mapped range, which the caller's code range is.
-        unsafe {
-            __clear_cache(
-                ptr as *mut libc::c_char,
-                ptr.wrapping_add(len) as *mut libc::c_char,
-            )
-        }
+        unsafe { __clear_cache(ptr as *mut libc::c_char, ptr.wrapping_add(len) as *mut libc::c_char) }
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     {

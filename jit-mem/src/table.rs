@@ -52,10 +52,7 @@ impl<T> Table<T> {
             generation: 0,
             value: Some(value),
         });
-        Key {
-            slot,
-            generation: 0,
-        }
+        Key { slot, generation: 0 }
     }
 
     pub(crate) fn get_mut(&mut self, key: Key) -> Lookup<'_, T> {
@@ -112,13 +109,7 @@ mod tests {
         let b = table.insert("b");
         assert_eq!(b.slot, a.slot);
         assert!(matches!(table.get_mut(a), Lookup::Gone));
-        assert!(matches!(
-            table.get_mut(Key {
-                slot: 7,
-                generation: 0
-            }),
-            Lookup::Never
-        ));
+        assert!(matches!(table.get_mut(Key { slot: 7, generation: 0 }), Lookup::Never));
         assert!(matches!(
             table.get_mut(Key {
                 slot: b.slot,

@@ -68,21 +68,13 @@ fn freed_memory_is_reused_and_comes_back_zeroed() {
         mem.deallocate_blocking(vec![done]).unwrap();
 
         let mut second = mem.allocate(&small_object()).unwrap();
-        assert_eq!(
-            second.target(0),
-            Some(code),
-            "{name}: the freed code space is reused"
-        );
+        assert_eq!(second.target(0), Some(code), "{name}: the freed code space is reused");
         let again = write_small_object(&mut second, 2);
         let done = second.finalize_blocking(Vec::new()).unwrap();
         // SAFETY: finalized code of signature fn(u32) -> u32.
         assert_eq!(unsafe { call1(again, 40) }, 42, "{name}");
         drop(done);
-        assert_eq!(
-            mem.stats().allocations,
-            0,
-            "{name}: dropping a handle deallocates it"
-        );
+        assert_eq!(mem.stats().allocations, 0, "{name}: dropping a handle deallocates it");
     }
 }
 
@@ -90,13 +82,9 @@ fn freed_memory_is_reused_and_comes_back_zeroed() {
 fn many_small_objects_share_slabs_and_pages() {
     for name in ["dual", "mprotect"] {
         let mem = manager(name, ManagerConfig::default());
-        let mut inflight: Vec<_> = (0..64)
-            .map(|_| mem.allocate(&small_object()).unwrap())
-            .collect();
-        let code_pages: std::collections::HashSet<u64> = inflight
-            .iter()
-            .map(|a| a.target(0).unwrap().0 / 4096)
-            .collect();
+        let mut inflight: Vec<_> = (0..64).map(|_| mem.allocate(&small_object()).unwrap()).collect();
+        let code_pages: std::collections::HashSet<u64> =
+            inflight.iter().map(|a| a.target(0).unwrap().0 / 4096).collect();
         assert!(
             code_pages.len() <= 5,
             "{name}: 64 x 256 B of code fit in 4-5 pages, got {}",
@@ -116,11 +104,7 @@ fn many_small_objects_share_slabs_and_pages() {
             a.finalize(Vec::new(), Box::new(move |r| tx.send(r).unwrap()));
         }
         let finalized: Vec<FinalizedAlloc> = (0..64)
-            .map(|_| {
-                rx.recv_timeout(std::time::Duration::from_secs(30))
-                    .unwrap()
-                    .unwrap()
-            })
+            .map(|_| rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap().unwrap())
             .collect();
         for (code, i) in codes {
             // SAFETY: finalized code of signature fn(u32) -> u32.
@@ -206,9 +190,8 @@ fn finalize_only_segments_are_released_after_finalization() {
     for name in ALL {
         let mem = manager(name, ManagerConfig::default());
         let mut req = small_object();
-        req.segments.push(
-            SegmentRequest::new(Prot::R, 512, 8).with_lifetime(SegmentLifetime::FinalizeOnly),
-        );
+        req.segments
+            .push(SegmentRequest::new(Prot::R, 512, 8).with_lifetime(SegmentLifetime::FinalizeOnly));
         let mut alloc = mem.allocate(&req).unwrap();
         write_small_object(&mut alloc, 0);
         let init = alloc.target(3).unwrap();
@@ -217,19 +200,12 @@ fn finalize_only_segments_are_released_after_finalization() {
         let s = seen.clone();
         let action = FinalizeAction::on_finalize(move || {
             // SAFETY: finalize-only segments live until the finalize actions have run.
-            s.store(
-                unsafe { read_target(init, 1) }[0] as usize,
-                Ordering::SeqCst,
-            );
+            s.store(unsafe { read_target(init, 1) }[0] as usize, Ordering::SeqCst);
             Ok(())
         });
         let done = alloc.finalize_blocking(vec![action]).unwrap();
         assert_eq!(seen.load(Ordering::SeqCst), 0x5A, "{name}");
-        assert_eq!(
-            mem.stats().in_use,
-            352,
-            "{name}: the finalize-only segment is gone"
-        );
+        assert_eq!(mem.stats().in_use, 352, "{name}: the finalize-only segment is gone");
         drop(done);
     }
 }
@@ -271,10 +247,7 @@ fn running_out_of_the_reservation_is_an_error_and_recoverable() {
         assert!(mem.reservation().end.0 - mem.reservation().start.0 == 4 << 20);
         let too_big = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 5 << 20, 16)]);
         assert!(
-            matches!(
-                mem.allocate(&too_big),
-                Err(MemError::SegmentTooLarge { .. })
-            ),
+            matches!(mem.allocate(&too_big), Err(MemError::SegmentTooLarge { .. })),
             "{name}"
         );
         let chunk = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 1 << 20, 16)]);
@@ -289,10 +262,7 @@ fn running_out_of_the_reservation_is_an_error_and_recoverable() {
                 "{name}: more 1 MiB chunks than a 4 MiB reservation holds"
             );
         };
-        assert!(
-            matches!(err, MemError::ReservationExhausted { .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, MemError::ReservationExhausted { .. }), "{name}: {err}");
         assert!(err.to_string().contains("exhausted"), "{name}: {err}");
         held.clear();
         mem.allocate(&chunk).expect("room again after freeing");

@@ -47,11 +47,7 @@ fn a_double_free_through_a_raw_handle_is_an_error() {
     for name in ALL {
         let mem = manager(name, ManagerConfig::default());
         let raw = finalized(&*mem).into_raw();
-        assert_eq!(
-            mem.stats().allocations,
-            1,
-            "{name}: a raw handle keeps the memory"
-        );
+        assert_eq!(mem.stats().allocations, 1, "{name}: a raw handle keeps the memory");
         let handle = FinalizedAlloc::from_raw(&*mem, raw).unwrap();
         mem.deallocate_blocking(vec![handle]).unwrap();
         let err = FinalizedAlloc::from_raw(&*mem, raw).unwrap_err();
@@ -72,10 +68,7 @@ fn adopting_a_raw_handle_twice_is_an_error() {
         let raw = finalized(&*mem).into_raw();
         let first = FinalizedAlloc::from_raw(&*mem, raw).unwrap();
         let err = FinalizedAlloc::from_raw(&*mem, raw).unwrap_err();
-        assert!(
-            matches!(err, MemError::HandleAlreadyLive { .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, MemError::HandleAlreadyLive { .. }), "{name}: {err}");
         drop(first);
         assert_eq!(mem.stats().allocations, 0, "{name}");
     }
@@ -88,17 +81,11 @@ fn forged_and_foreign_raw_handles_are_errors() {
         let other = manager(name, ManagerConfig::default());
         let raw = finalized(&*other).into_raw();
         let err = FinalizedAlloc::from_raw(&*mem, raw).unwrap_err();
-        assert!(
-            matches!(err, MemError::ForeignAllocation { .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, MemError::ForeignAllocation { .. }), "{name}: {err}");
         let (id, bits) = raw.to_bits();
         let forged = RawFinalizedAlloc::from_bits(mem.id(), bits + 1000);
         let err = FinalizedAlloc::from_raw(&*mem, forged).unwrap_err();
-        assert!(
-            matches!(err, MemError::UnknownAllocation { .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, MemError::UnknownAllocation { .. }), "{name}: {err}");
         assert_eq!(id, other.id());
         FinalizedAlloc::from_raw(&*other, raw).unwrap();
     }
@@ -116,16 +103,8 @@ fn deallocating_through_the_wrong_manager_is_an_error_and_does_not_leak() {
             matches!(err, MemError::ForeignAllocation { owner, .. } if owner == other.id()),
             "{name}: {err}"
         );
-        assert_eq!(
-            other.stats().allocations,
-            0,
-            "{name}: released by its owner"
-        );
-        assert_eq!(
-            mem.stats().allocations,
-            0,
-            "{name}: the rest of the batch is released"
-        );
+        assert_eq!(other.stats().allocations, 0, "{name}: released by its owner");
+        assert_eq!(mem.stats().allocations, 0, "{name}: the rest of the batch is released");
     }
 }
 
@@ -155,11 +134,7 @@ fn a_failing_deallocate_action_is_reported_and_the_memory_still_released() {
             matches!(err, MemError::DeallocateAction { index: 1, .. }),
             "{name}: {err}"
         );
-        assert_eq!(
-            ran.load(Ordering::SeqCst),
-            1,
-            "{name}: the other action still ran"
-        );
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "{name}: the other action still ran");
         assert_eq!(mem.stats().allocations, 0, "{name}");
     }
 }

@@ -24,10 +24,7 @@ fn the_page_allocator_reports_the_mapping_limit_as_an_error() {
             Ok(done) => held.push(done),
             Err(e) => break e,
         }
-        assert!(
-            held.len() as u64 <= limit,
-            "more objects than the mapping limit allows"
-        );
+        assert!(held.len() as u64 <= limit, "more objects than the mapping limit allows");
     };
     let objects = held.len() as u64;
     let stats = mem.stats();

@@ -35,11 +35,7 @@ fn tag_bytes(tag: u32, len: usize) -> Vec<u8> {
 fn check(live: &Live) {
     // SAFETY: finalized code of signature fn() -> u32 owned by `live.done`.
     let returned = unsafe { call1(live.code, 0) };
-    assert_eq!(
-        returned, live.tag,
-        "code of object {:#x} was overwritten",
-        live.tag
-    );
+    assert_eq!(returned, live.tag, "code of object {:#x} was overwritten", live.tag);
     // SAFETY: the R and RW segments of a live allocation.
     unsafe {
         assert_eq!(
@@ -134,9 +130,7 @@ fn stress(name: &str, rounds: usize) {
     for t in 0..THREADS {
         let (mem, checked, tx) = (mem.clone(), checked.clone(), done_tx.clone());
         thread::spawn(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker(mem, t, rounds, checked)
-            }));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker(mem, t, rounds, checked)));
             let _ = tx.send(result);
         });
     }
@@ -221,10 +215,7 @@ fn in_flight_neighbours_finalized_from_other_threads_all_complete() {
                         continue;
                     }
                     let tx = tx.clone();
-                    a.finalize(
-                        Vec::new(),
-                        Box::new(move |r| tx.send((r, code, i)).unwrap()),
-                    );
+                    a.finalize(Vec::new(), Box::new(move |r| tx.send((r, code, i)).unwrap()));
                 }
             });
         }
