@@ -1,3 +1,42 @@
 //! orcjit's linker: turns relocatable objects into running code through a LinkGraph.
 //!
-//! May use jit-mem; knows nothing of sessions or LLVM.
+//! May use jit-mem; knows nothing of sessions or LLVM. The pieces, one module each:
+//!
+//! - [`LinkGraph`] (`graph/`): sections, blocks, symbols and edges in arenas, and the
+//!   operations passes use to rewrite them.
+//! - [`graph_from_elf_object`] (`elf/`): the ELF x86-64 relocatable front end.
+//! - [`x86_64`]: edge kinds, fixups, the GOT/PLT builder and its relaxation.
+//! - [`PassConfig`] (`passes.rs`): named passes in five phases; the built-in ones live in
+//!   `eh_frame/`, `tls/`, `init_fini.rs`, `builtins.rs`, `prune.rs`.
+//! - [`link`] and [`LinkContext`] (`driver.rs`): the continuation-passing driver.
+//! - [`external_dependencies`] (`deps.rs`): which externals each definition reaches.
+
+mod builtins;
+mod deps;
+mod driver;
+pub mod eh_frame;
+mod elf;
+mod error;
+mod graph;
+pub mod init_fini;
+mod layout;
+mod name;
+mod passes;
+mod prune;
+pub mod tls;
+pub mod x86_64;
+
+pub use builtins::{DSO_HANDLE, define_atexit, define_dso_handle, define_section_start_stop};
+pub use deps::{SymbolDependencies, external_dependencies};
+pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, LookupRequest, LookupResult, link};
+pub use elf::{graph_from_elf_object, relocation_name};
+pub use error::{BoxError, LinkError};
+pub use graph::{
+    Block, BlockContent, BlockId, Edge, LinkGraph, Linkage, Scope, Section, SectionId, SectionKind, Symbol, SymbolDef,
+    SymbolId,
+};
+pub use init_fini::{InitFini, InitFiniEntry};
+pub use name::SymbolName;
+pub use passes::{Pass, PassConfig, PassFn, Phase};
+pub use prune::dead_strip;
+pub use x86_64::EdgeKind;

@@ -1,0 +1,158 @@
+//! Which external symbols each defined symbol needs: the edges' transitive closure, for
+//! precise emission-group dependencies.
+//!
+//! Strongly connected components of the block graph (iterative Tarjan, so deep graphs do
+//! not overflow the stack) are visited successors-first; each component's set is the union
+//! of its members' direct externals and its successors' sets, shared (not copied) when a
+//! component adds nothing of its own. Time is linear in blocks + edges plus the size of the
+//! distinct sets built.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use slotmap::SecondaryMap;
+
+use crate::{BlockId, LinkGraph, Scope, SymbolDef, SymbolId, SymbolName};
+
+/// One defined symbol and the external names its block reaches.
+#[derive(Clone, Debug)]
+pub struct SymbolDependencies {
+    /// The defined symbol.
+    pub symbol: SymbolId,
+    /// Its name.
+    pub name: SymbolName,
+    /// The external symbols reachable from its block through edges (through any block of
+    /// the graph: anonymous data, GOT entries, stubs, other definitions), sorted.
+    pub depends_on: Arc<[SymbolName]>,
+}
+
+/// For every defined, named, non-local symbol of `graph`, the external names it depends on.
+/// Call it once the graph has its final edges (in `notify_resolved` or later: GOT entries
+/// and stubs are then in place, and reaching through them is reaching their targets).
+pub fn external_dependencies(graph: &LinkGraph) -> Vec<SymbolDependencies> {
+    let ids: Vec<BlockId> = graph.block_ids();
+    let mut index_of: SecondaryMap<BlockId, usize> = SecondaryMap::new();
+    for (i, &b) in ids.iter().enumerate() {
+        index_of.insert(b, i);
+    }
+    let n = ids.len();
+    // Successors and direct externals per block.
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut direct: Vec<Vec<SymbolName>> = vec![Vec::new(); n];
+    for (i, &b) in ids.iter().enumerate() {
+        let Some(block) = graph.block(b) else { continue };
+        for e in block.edges() {
+            let Some(t) = graph.symbol(e.target) else { continue };
+            match t.def() {
+                SymbolDef::Defined { block: tb, .. } => {
+                    if let Some(&j) = index_of.get(tb) {
+                        succ[i].push(j);
+                    }
+                }
+                SymbolDef::External { .. } => {
+                    if let Some(name) = t.name() {
+                        direct[i].push(name.clone());
+                    }
+                }
+                SymbolDef::Absolute(_) => {}
+            }
+        }
+    }
+
+    const UNVISITED: usize = usize::MAX;
+    let mut index = vec![UNVISITED; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut comp_of = vec![UNVISITED; n];
+    let mut comp_sets: Vec<Arc<[SymbolName]>> = Vec::new();
+    let empty: Arc<[SymbolName]> = Arc::from(Vec::new());
+    let mut counter = 0usize;
+    let mut call: Vec<(usize, usize)> = Vec::new();
+    for root in 0..n {
+        if index[root] != UNVISITED {
+            continue;
+        }
+        call.push((root, 0));
+        index[root] = counter;
+        low[root] = counter;
+        counter += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut next)) = call.last_mut() {
+            if let Some(&w) = succ[v].get(*next) {
+                *next += 1;
+                if index[w] == UNVISITED {
+                    index[w] = counter;
+                    low[w] = counter;
+                    counter += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    call.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            call.pop();
+            if let Some(&(parent, _)) = call.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] != index[v] {
+                continue;
+            }
+            // v roots a component: pop it and compute its set.
+            let comp = comp_sets.len();
+            let mut members = Vec::new();
+            while let Some(w) = stack.pop() {
+                on_stack[w] = false;
+                comp_of[w] = comp;
+                members.push(w);
+                if w == v {
+                    break;
+                }
+            }
+            let mut own: BTreeSet<SymbolName> = BTreeSet::new();
+            let mut inherited: Vec<usize> = Vec::new();
+            for &m in &members {
+                own.extend(direct[m].iter().cloned());
+                for &s in &succ[m] {
+                    let c = comp_of[s];
+                    if c != comp && c != UNVISITED {
+                        inherited.push(c);
+                    }
+                }
+            }
+            inherited.sort_unstable();
+            inherited.dedup();
+            inherited.retain(|&c| !comp_sets[c].is_empty());
+            let set = if own.is_empty() && inherited.is_empty() {
+                empty.clone()
+            } else if own.is_empty() && inherited.len() == 1 {
+                comp_sets[inherited[0]].clone()
+            } else {
+                for c in inherited {
+                    own.extend(comp_sets[c].iter().cloned());
+                }
+                Arc::from(own.into_iter().collect::<Vec<_>>())
+            };
+            comp_sets.push(set);
+        }
+    }
+
+    let mut out = Vec::new();
+    for (id, sym) in graph.symbols() {
+        let (Some(name), SymbolDef::Defined { block, .. }) = (sym.name(), sym.def()) else {
+            continue;
+        };
+        if sym.scope() == Scope::Local {
+            continue;
+        }
+        let depends_on = index_of
+            .get(block)
+            .map(|&i| comp_sets.get(comp_of[i]).cloned().unwrap_or_else(|| empty.clone()))
+            .unwrap_or_else(|| empty.clone());
+        out.push(SymbolDependencies { symbol: id, name: name.clone(), depends_on });
+    }
+    out
+}

@@ -1,0 +1,106 @@
+//! The object as a whole: header checks, then sections, symbols and relocations in turn.
+
+use std::collections::HashMap;
+
+use object::LittleEndian;
+use object::elf::{self, FileHeader64};
+use object::read::elf::{FileHeader, SectionTable, SymbolTable};
+
+use crate::{BlockId, LinkError, LinkGraph, SectionId, SymbolId};
+
+pub(super) type Elf = FileHeader64<LittleEndian>;
+
+/// Builds a link graph from the bytes of an ELF x86-64 relocatable object. `name` names the
+/// object in errors (and becomes the graph's name).
+///
+/// Every allocated section becomes one block (sections of one name share a graph section);
+/// debug and other non-allocated sections are skipped; relocations become edges. Malformed
+/// input is an error, never a panic.
+pub fn graph_from_elf_object(name: &str, data: &[u8]) -> Result<LinkGraph, LinkError> {
+    let _span = tracing::debug_span!("elf_front_end", object = name).entered();
+    let mut builder = Builder::new(name, data)?;
+    builder.sections()?;
+    builder.symbols()?;
+    builder.relocations()?;
+    Ok(builder.graph)
+}
+
+/// State while one object is read.
+pub(super) struct Builder<'d> {
+    pub(super) data: &'d [u8],
+    pub(super) endian: LittleEndian,
+    pub(super) sections: SectionTable<'d, Elf>,
+    pub(super) symtab: SymbolTable<'d, Elf>,
+    pub(super) graph: LinkGraph,
+    /// Per ELF section index: the block made for it.
+    pub(super) section_blocks: Vec<Option<BlockId>>,
+    /// Per ELF section index: its name, for errors.
+    pub(super) section_names: Vec<String>,
+    /// Per ELF section index: whether it is a member of a COMDAT group.
+    pub(super) in_comdat: Vec<bool>,
+    /// Per ELF symbol index: the graph symbol made for it.
+    pub(super) symbols: Vec<Option<SymbolId>>,
+    /// Graph sections by (name, prot, kind), so same-named ELF sections share one.
+    pub(super) graph_sections: HashMap<(String, jit_mem::Prot, crate::SectionKind), SectionId>,
+    /// Per ELF section index: the anonymous symbol at its start (for `STT_SECTION`).
+    pub(super) section_symbols: HashMap<usize, SymbolId>,
+    pub(super) common: Option<SectionId>,
+}
+
+impl<'d> Builder<'d> {
+    fn new(name: &str, data: &'d [u8]) -> Result<Builder<'d>, LinkError> {
+        let malformed = |what: String| LinkError::Malformed { object: name.to_string(), what };
+        let header = Elf::parse(data).map_err(|e| malformed(format!("not a 64-bit ELF file: {e}")))?;
+        let endian = header.endian().map_err(|e| malformed(e.to_string()))?;
+        if header.e_machine(endian) != elf::EM_X86_64 {
+            return Err(LinkError::Unsupported {
+                object: name.to_string(),
+                what: format!("machine {:#x} (only x86-64 is supported)", header.e_machine(endian).0),
+            });
+        }
+        if header.e_type(endian) != elf::ET_REL {
+            return Err(LinkError::Unsupported {
+                object: name.to_string(),
+                what: format!("ELF type {} (only relocatable objects, ET_REL, are linked)", header.e_type(endian).0),
+            });
+        }
+        let sections = header.sections(endian, data).map_err(|e| malformed(format!("section headers: {e}")))?;
+        let symtab =
+            sections.symbols(endian, data, elf::SHT_SYMTAB).map_err(|e| malformed(format!("symbol table: {e}")))?;
+        let count = sections.len();
+        let mut section_names = Vec::with_capacity(count);
+        for (_, sh) in sections.enumerate() {
+            let name = sections
+                .section_name(endian, sh)
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .map_err(|e| malformed(format!("section name: {e}")))?;
+            section_names.push(name);
+        }
+        Ok(Builder {
+            data,
+            endian,
+            sections,
+            symbols: vec![None; symtab.len()],
+            symtab,
+            graph: LinkGraph::new(name),
+            section_blocks: vec![None; count],
+            section_names,
+            in_comdat: vec![false; count],
+            graph_sections: HashMap::new(),
+            section_symbols: HashMap::new(),
+            common: None,
+        })
+    }
+
+    pub(super) fn object(&self) -> String {
+        self.graph.name().to_string()
+    }
+
+    pub(super) fn malformed(&self, what: impl Into<String>) -> LinkError {
+        LinkError::Malformed { object: self.object(), what: what.into() }
+    }
+
+    pub(super) fn section_name(&self, index: usize) -> String {
+        self.section_names.get(index).cloned().unwrap_or_else(|| format!("section #{index}"))
+    }
+}

@@ -1,0 +1,10 @@
+//! The ELF x86-64 relocatable-object front end: builds a [`crate::LinkGraph`] from an object.
+
+mod comdat;
+mod file;
+mod relocation;
+mod section;
+mod symbol;
+
+pub use file::graph_from_elf_object;
+pub use relocation::relocation_name;

@@ -1,0 +1,103 @@
+//! The one error type of jit-link: every variant names the object and the symbol, section,
+//! relocation or offset involved.
+
+use jit_mem::MemError;
+
+use crate::SymbolName;
+
+/// A boxed error from outside jit-link (a context's lookup, a user pass).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong while building or linking a graph.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The object is not a well-formed ELF x86-64 relocatable file.
+    #[error("{object}: malformed object: {what}")]
+    Malformed { object: String, what: String },
+
+    /// The object uses a feature jit-link does not implement.
+    #[error("{object}: unsupported: {what}")]
+    Unsupported { object: String, what: String },
+
+    /// A relocation type jit-link does not implement.
+    #[error("{object}: unsupported relocation {relocation} in {section} at offset {offset:#x}")]
+    UnsupportedRelocation { object: String, relocation: String, section: String, offset: u64 },
+
+    /// An initial- or local-exec TLS relocation: JIT'd code cannot join the process's static
+    /// TLS block.
+    #[error(
+        "{object}: {relocation} in {section} at offset {offset:#x} uses the initial-exec or local-exec TLS model, \
+         which JIT'd code cannot use (it cannot join the process's static TLS block); compile with -fPIC \
+         (general- or local-dynamic TLS)"
+    )]
+    StaticTlsModel { object: String, relocation: String, section: String, offset: u64 },
+
+    /// A relocation that cannot be applied as written: bad symbol index, offset outside its
+    /// section, or a target that makes no sense for its type.
+    #[error("{object}: invalid relocation {relocation} in {section} at offset {offset:#x}: {reason}")]
+    BadRelocation { object: String, relocation: String, section: String, offset: u64, reason: String },
+
+    /// Two definitions of one non-local name in one graph.
+    #[error("{object}: duplicate definition of symbol '{symbol}'")]
+    DuplicateSymbol { object: String, symbol: SymbolName },
+
+    /// A required external symbol was not found by the context.
+    #[error("undefined symbol '{symbol}' referenced from {object} ({location})")]
+    UndefinedSymbol { object: String, symbol: SymbolName, location: String },
+
+    /// A fixup's value does not fit its field.
+    #[error(
+        "{object}: {kind} fixup at {source_location} to '{target}' (value {value:#x}) is out of range; \
+         the target is too far away for this relocation"
+    )]
+    FixupOutOfRange { object: String, kind: String, source_location: String, target: String, value: i128 },
+
+    /// A graph operation was given an id or offset that does not fit the graph.
+    #[error("{object}: invalid graph operation: {what}")]
+    InvalidGraph { object: String, what: String },
+
+    /// A malformed `.eh_frame` record.
+    #[error("{object}: malformed .eh_frame record at offset {offset:#x}: {reason}")]
+    EhFrame { object: String, offset: u64, reason: String },
+
+    /// Thread-local storage that cannot be laid out or used.
+    #[error("{object}: thread-local storage: {what}")]
+    Tls { object: String, what: String },
+
+    /// The memory manager failed.
+    #[error("{object}: memory: {source}")]
+    Memory {
+        object: String,
+        #[source]
+        source: MemError,
+    },
+
+    /// The context's lookup failed.
+    #[error("{object}: looking up external symbols failed: {source}")]
+    Lookup {
+        object: String,
+        #[source]
+        source: BoxError,
+    },
+
+    /// The context dropped a lookup continuation without calling it.
+    #[error("{object}: the link context dropped the lookup continuation without answering")]
+    LookupAbandoned { object: String },
+
+    /// A pass (built in or a plugin's) or the context failed.
+    #[error("{object}: {what}: {source}")]
+    Custom {
+        object: String,
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl LinkError {
+    /// A custom error for passes and contexts outside jit-link.
+    pub fn custom(object: impl Into<String>, what: impl Into<String>, source: impl Into<BoxError>) -> LinkError {
+        LinkError::Custom { object: object.into(), what: what.into(), source: source.into() }
+    }
+}

@@ -1,0 +1,644 @@
+//! The graph itself: arenas of sections, blocks and symbols, and the operations passes use.
+//!
+//! Ids stay valid until their item is removed; an id of a removed item is answered with
+//! `None` or an [`LinkError::InvalidGraph`], never a panic.
+
+use std::collections::HashMap;
+
+use jit_mem::{FinalizeAction, Prot, SegmentLifetime, TargetAddr};
+use slotmap::SlotMap;
+
+use crate::init_fini::InitFini;
+use crate::tls::TlsImage;
+use crate::{
+    Block, BlockContent, BlockId, Edge, LinkError, Linkage, Scope, Section, SectionId, SectionKind, Symbol, SymbolDef,
+    SymbolId, SymbolName,
+};
+
+/// One relocatable object as a graph: what the linker lays out, fixes up and hands to memory.
+///
+/// Contract: names of non-local symbols are unique in a graph (the graph refuses a second
+/// one). A graph is built by a front end (or by hand), rewritten by passes, and consumed by
+/// [`crate::link`].
+pub struct LinkGraph {
+    name: String,
+    sections: SlotMap<SectionId, Section>,
+    blocks: SlotMap<BlockId, Block>,
+    symbols: SlotMap<SymbolId, Symbol>,
+    by_name: HashMap<SymbolName, SymbolId>,
+    next_section: u32,
+    next_block: u64,
+    pub(crate) finalize_actions: Vec<FinalizeAction>,
+    pub(crate) init_fini: InitFini,
+    pub(crate) tls: Option<TlsImage>,
+    pub(crate) dso_handle: Option<SymbolId>,
+}
+
+impl std::fmt::Debug for LinkGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkGraph")
+            .field("name", &self.name)
+            .field("sections", &self.sections.len())
+            .field("blocks", &self.blocks.len())
+            .field("symbols", &self.symbols.len())
+            .finish()
+    }
+}
+
+impl LinkGraph {
+    /// An empty graph; `name` (usually the object's file name) appears in every error.
+    pub fn new(name: impl Into<String>) -> LinkGraph {
+        LinkGraph {
+            name: name.into(),
+            sections: SlotMap::with_key(),
+            blocks: SlotMap::with_key(),
+            symbols: SlotMap::with_key(),
+            by_name: HashMap::new(),
+            next_section: 0,
+            next_block: 0,
+            finalize_actions: Vec::new(),
+            init_fini: InitFini::default(),
+            tls: None,
+            dso_handle: None,
+        }
+    }
+
+    /// The graph's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn invalid(&self, what: impl Into<String>) -> LinkError {
+        LinkError::InvalidGraph { object: self.name.clone(), what: what.into() }
+    }
+
+    // ---- sections ----
+
+    /// Adds a regular section.
+    pub fn add_section(&mut self, name: impl Into<String>, prot: Prot) -> SectionId {
+        self.add_section_of_kind(name, prot, SectionKind::Regular)
+    }
+
+    /// Adds a section of a given kind.
+    pub fn add_section_of_kind(&mut self, name: impl Into<String>, prot: Prot, kind: SectionKind) -> SectionId {
+        let ordinal = self.next_section;
+        self.next_section += 1;
+        self.sections.insert(Section { name: name.into(), prot, lifetime: SegmentLifetime::Standard, kind, ordinal })
+    }
+
+    /// A section.
+    pub fn section(&self, id: SectionId) -> Option<&Section> {
+        self.sections.get(id)
+    }
+
+    /// A section, to change.
+    pub fn section_mut(&mut self, id: SectionId) -> Option<&mut Section> {
+        self.sections.get_mut(id)
+    }
+
+    /// The first section with this name.
+    pub fn section_by_name(&self, name: &str) -> Option<SectionId> {
+        self.sections.iter().filter(|(_, s)| s.name == name).min_by_key(|(_, s)| s.ordinal).map(|(id, _)| id)
+    }
+
+    /// Every section, in creation order.
+    pub fn sections(&self) -> Vec<(SectionId, &Section)> {
+        let mut all: Vec<_> = self.sections.iter().collect();
+        all.sort_by_key(|(_, s)| s.ordinal);
+        all
+    }
+
+    /// Removes a section and every block in it (see [`remove_block`](Self::remove_block)).
+    pub fn remove_section(&mut self, id: SectionId) {
+        for block in self.blocks_in_section(id) {
+            self.remove_block(block);
+        }
+        self.sections.remove(id);
+    }
+
+    // ---- blocks ----
+
+    fn insert_block(
+        &mut self,
+        section: SectionId,
+        content: BlockContent,
+        align: u64,
+        align_offset: u64,
+    ) -> Result<BlockId, LinkError> {
+        if !self.sections.contains_key(section) {
+            return Err(self.invalid("block added to a section that does not exist"));
+        }
+        if !align.is_power_of_two() || align_offset >= align {
+            return Err(self.invalid(format!(
+                "block alignment {align} (offset {align_offset}) is not a power of two above the offset"
+            )));
+        }
+        let ordinal = self.next_block;
+        self.next_block += 1;
+        Ok(self.blocks.insert(Block {
+            section,
+            content,
+            align,
+            align_offset,
+            edges: Vec::new(),
+            addr: TargetAddr(0),
+            ordinal,
+        }))
+    }
+
+    /// Adds a block of bytes to `section`, aligned so that `addr % align == align_offset`.
+    pub fn add_content_block(
+        &mut self,
+        section: SectionId,
+        bytes: Vec<u8>,
+        align: u64,
+        align_offset: u64,
+    ) -> Result<BlockId, LinkError> {
+        self.insert_block(section, BlockContent::Bytes(bytes), align, align_offset)
+    }
+
+    /// Adds a block of `size` zero bytes to `section`.
+    pub fn add_zero_fill_block(
+        &mut self,
+        section: SectionId,
+        size: u64,
+        align: u64,
+        align_offset: u64,
+    ) -> Result<BlockId, LinkError> {
+        self.insert_block(section, BlockContent::ZeroFill(size), align, align_offset)
+    }
+
+    /// A block.
+    pub fn block(&self, id: BlockId) -> Option<&Block> {
+        self.blocks.get(id)
+    }
+
+    /// A block, to rewrite its content, alignment or edges.
+    pub fn block_mut(&mut self, id: BlockId) -> Option<&mut Block> {
+        self.blocks.get_mut(id)
+    }
+
+    /// Every block (in no particular order).
+    pub fn blocks(&self) -> impl Iterator<Item = (BlockId, &Block)> {
+        self.blocks.iter()
+    }
+
+    /// The ids of every block, to mutate while walking.
+    pub fn block_ids(&self) -> Vec<BlockId> {
+        self.blocks.keys().collect()
+    }
+
+    /// Number of blocks.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The blocks of a section, in layout order.
+    pub fn blocks_in_section(&self, section: SectionId) -> Vec<BlockId> {
+        let mut found: Vec<(u64, BlockId)> =
+            self.blocks.iter().filter(|(_, b)| b.section == section).map(|(id, b)| (b.ordinal, id)).collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Removes a block and every symbol defined in it. Edges elsewhere that still target
+    /// those symbols fail the link with an error at fixup time.
+    pub fn remove_block(&mut self, id: BlockId) {
+        if self.blocks.remove(id).is_none() {
+            return;
+        }
+        let doomed: Vec<SymbolId> =
+            self.symbols.iter().filter(|(_, s)| s.block() == Some(id)).map(|(sid, _)| sid).collect();
+        for sym in doomed {
+            self.remove_symbol(sym);
+        }
+    }
+
+    /// Adds an edge to a block.
+    pub fn add_edge(&mut self, block: BlockId, edge: Edge) -> Result<(), LinkError> {
+        if !self.symbols.contains_key(edge.target) {
+            return Err(self.invalid("edge to a symbol that does not exist"));
+        }
+        match self.blocks.get_mut(block) {
+            Some(b) => {
+                b.edges.push(edge);
+                Ok(())
+            }
+            None => Err(self.invalid("edge added to a block that does not exist")),
+        }
+    }
+
+    /// Splits `block` at the given ascending offsets (each inside the block, none zero):
+    /// returns the pieces in order, the first being `block` itself shortened. Symbols and
+    /// edges move to the piece that contains them (a symbol at a cut goes to the later piece).
+    /// The pieces keep the original's place in the layout order.
+    pub fn split_block(&mut self, block: BlockId, cuts: &[u64]) -> Result<Vec<BlockId>, LinkError> {
+        let Some(b) = self.blocks.get(block) else {
+            return Err(self.invalid("split of a block that does not exist"));
+        };
+        let size = b.size();
+        let mut prev = 0;
+        for &cut in cuts {
+            if cut <= prev || cut >= size {
+                return Err(self.invalid(format!("split of a {size}-byte block at offset {cut:#x}")));
+            }
+            prev = cut;
+        }
+        if cuts.is_empty() {
+            return Ok(vec![block]);
+        }
+        let count = cuts.len() as u64 + 1;
+        let ordinal = b.ordinal;
+        // Make room in the ordinal sequence right after the original.
+        for (_, other) in self.blocks.iter_mut() {
+            if other.ordinal > ordinal {
+                other.ordinal += count - 1;
+            }
+        }
+        self.next_block += count - 1;
+        let Some(original) = self.blocks.get_mut(block) else {
+            return Err(self.invalid("split of a block that does not exist"));
+        };
+        let content = std::mem::replace(&mut original.content, BlockContent::ZeroFill(0));
+        let mut edges = std::mem::take(&mut original.edges);
+        edges.sort_by_key(|e| e.offset);
+        let (section, addr) = (original.section, original.addr);
+        let mut bounds: Vec<u64> = Vec::with_capacity(cuts.len() + 2);
+        bounds.push(0);
+        bounds.extend_from_slice(cuts);
+        bounds.push(size);
+        let mut edges = edges.into_iter().peekable();
+        let mut ids: Vec<(u64, BlockId)> = Vec::with_capacity(bounds.len() - 1);
+        for (i, w) in bounds.windows(2).enumerate() {
+            let (start, end) = (w[0], w[1]);
+            let piece_content = match &content {
+                BlockContent::Bytes(bytes) => BlockContent::Bytes(bytes[start as usize..end as usize].to_vec()),
+                BlockContent::ZeroFill(_) => BlockContent::ZeroFill(end - start),
+            };
+            let mut piece_edges = Vec::new();
+            while let Some(e) = edges.next_if(|e| e.offset < end || end == size) {
+                piece_edges.push(Edge { offset: e.offset - start, ..e });
+            }
+            if i == 0 {
+                if let Some(first) = self.blocks.get_mut(block) {
+                    first.content = piece_content;
+                    first.edges = piece_edges;
+                }
+                ids.push((start, block));
+            } else {
+                let id = self.blocks.insert(Block {
+                    section,
+                    content: piece_content,
+                    align: 1,
+                    align_offset: 0,
+                    edges: piece_edges,
+                    addr: addr.offset(start),
+                    ordinal: ordinal + i as u64,
+                });
+                ids.push((start, id));
+            }
+        }
+        for (_, sym) in self.symbols.iter_mut() {
+            if let SymbolDef::Defined { block: sb, offset } = sym.def {
+                if sb != block {
+                    continue;
+                }
+                let (start, piece) =
+                    ids.iter().rev().find(|(start, _)| offset >= *start).copied().unwrap_or((0, block));
+                sym.def = SymbolDef::Defined { block: piece, offset: offset - start };
+            }
+        }
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
+    }
+
+    // ---- symbols ----
+
+    fn claim_name(&mut self, name: &Option<SymbolName>, scope: Scope) -> Result<(), LinkError> {
+        if let (Some(name), true) = (name, scope != Scope::Local) {
+            if self.by_name.contains_key(name) {
+                return Err(LinkError::DuplicateSymbol { object: self.name.clone(), symbol: name.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_symbol(&mut self, symbol: Symbol) -> Result<SymbolId, LinkError> {
+        self.claim_name(&symbol.name, symbol.scope)?;
+        let index = symbol.scope != Scope::Local;
+        let name = symbol.name.clone();
+        let id = self.symbols.insert(symbol);
+        if let (Some(name), true) = (name, index) {
+            self.by_name.insert(name, id);
+        }
+        Ok(id)
+    }
+
+    /// Defines a symbol at `offset` in `block` (`offset` may equal the block's size).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_defined_symbol(
+        &mut self,
+        block: BlockId,
+        offset: u64,
+        name: Option<SymbolName>,
+        size: u64,
+        linkage: Linkage,
+        scope: Scope,
+        callable: bool,
+        live: bool,
+    ) -> Result<SymbolId, LinkError> {
+        let Some(b) = self.blocks.get(block) else {
+            return Err(self.invalid("symbol defined in a block that does not exist"));
+        };
+        if offset > b.size() {
+            return Err(self.invalid(format!(
+                "symbol {} at offset {offset:#x} of a {}-byte block",
+                name.as_ref().map(|n| n.as_str()).unwrap_or("<anonymous>"),
+                b.size()
+            )));
+        }
+        self.insert_symbol(Symbol {
+            name,
+            def: SymbolDef::Defined { block, offset },
+            size,
+            linkage,
+            scope,
+            callable,
+            live,
+            thread_local: false,
+        })
+    }
+
+    /// An anonymous local symbol at `offset` in `block`, for edges to point at.
+    pub fn add_anonymous_symbol(
+        &mut self,
+        block: BlockId,
+        offset: u64,
+        size: u64,
+        callable: bool,
+        live: bool,
+    ) -> Result<SymbolId, LinkError> {
+        self.add_defined_symbol(block, offset, None, size, Linkage::Strong, Scope::Local, callable, live)
+    }
+
+    /// The external symbol `name`, added if the graph has no symbol of that name (if it has
+    /// one, defined or not, that one is returned). `Linkage::Weak` makes a weak reference.
+    pub fn add_external_symbol(&mut self, name: SymbolName, linkage: Linkage) -> SymbolId {
+        if let Some(&id) = self.by_name.get(&name) {
+            return id;
+        }
+        let id = self.symbols.insert(Symbol {
+            name: Some(name.clone()),
+            def: SymbolDef::External { addr: None },
+            size: 0,
+            linkage,
+            scope: Scope::Default,
+            callable: false,
+            live: false,
+            thread_local: false,
+        });
+        self.by_name.insert(name, id);
+        id
+    }
+
+    /// Adds a symbol at a fixed address.
+    pub fn add_absolute_symbol(
+        &mut self,
+        name: Option<SymbolName>,
+        addr: TargetAddr,
+        linkage: Linkage,
+        scope: Scope,
+        live: bool,
+    ) -> Result<SymbolId, LinkError> {
+        self.insert_symbol(Symbol {
+            name,
+            def: SymbolDef::Absolute(addr),
+            size: 0,
+            linkage,
+            scope,
+            callable: false,
+            live,
+            thread_local: false,
+        })
+    }
+
+    /// A symbol.
+    pub fn symbol(&self, id: SymbolId) -> Option<&Symbol> {
+        self.symbols.get(id)
+    }
+
+    /// A symbol, to change its flags (use the graph's methods for name, scope and definition).
+    pub fn symbol_mut(&mut self, id: SymbolId) -> Option<&mut Symbol> {
+        self.symbols.get_mut(id)
+    }
+
+    /// Every symbol (in no particular order).
+    pub fn symbols(&self) -> impl Iterator<Item = (SymbolId, &Symbol)> {
+        self.symbols.iter()
+    }
+
+    /// The ids of every symbol.
+    pub fn symbol_ids(&self) -> Vec<SymbolId> {
+        self.symbols.keys().collect()
+    }
+
+    /// The non-local symbol called `name`.
+    pub fn find_symbol(&self, name: &str) -> Option<SymbolId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Renames a symbol (for example to make a module-local name globally unique).
+    pub fn rename_symbol(&mut self, id: SymbolId, name: SymbolName) -> Result<(), LinkError> {
+        let Some(sym) = self.symbols.get(id) else {
+            return Err(self.invalid("rename of a symbol that does not exist"));
+        };
+        let scope = sym.scope;
+        if sym.name.as_ref() == Some(&name) {
+            return Ok(());
+        }
+        self.claim_name(&Some(name.clone()), scope)?;
+        let old = self.symbols.get_mut(id).and_then(|s| s.name.replace(name.clone()));
+        if scope != Scope::Local {
+            if let Some(old) = old {
+                self.by_name.remove(&old);
+            }
+            self.by_name.insert(name, id);
+        }
+        Ok(())
+    }
+
+    /// Changes a symbol's scope; making it non-local claims its name.
+    pub fn set_scope(&mut self, id: SymbolId, scope: Scope) -> Result<(), LinkError> {
+        let Some(sym) = self.symbols.get(id) else {
+            return Err(self.invalid("scope change of a symbol that does not exist"));
+        };
+        let (was_local, now_local) = (sym.scope == Scope::Local, scope == Scope::Local);
+        let name = sym.name.clone();
+        if was_local && !now_local {
+            self.claim_name(&name, scope)?;
+            if let Some(name) = name {
+                self.by_name.insert(name, id);
+            }
+        } else if !was_local && now_local {
+            if let Some(name) = name {
+                self.by_name.remove(&name);
+            }
+        }
+        if let Some(sym) = self.symbols.get_mut(id) {
+            sym.scope = scope;
+        }
+        Ok(())
+    }
+
+    /// Marks a symbol as naming thread-local storage.
+    pub fn set_thread_local(&mut self, id: SymbolId, thread_local: bool) {
+        if let Some(sym) = self.symbols.get_mut(id) {
+            sym.thread_local = thread_local;
+        }
+    }
+
+    /// Turns a defined (or absolute) named symbol into an external one: what the object
+    /// linking layer does when the session discards a losing weak definition. The block
+    /// stays; dead-stripping removes it if nothing else keeps it.
+    pub fn make_external(&mut self, id: SymbolId) -> Result<(), LinkError> {
+        let object = self.name.clone();
+        let Some(sym) = self.symbols.get_mut(id) else {
+            return Err(LinkError::InvalidGraph {
+                object,
+                what: "make_external of a symbol that does not exist".into(),
+            });
+        };
+        if sym.name.is_none() || sym.scope == Scope::Local {
+            return Err(LinkError::InvalidGraph {
+                object,
+                what: "only named non-local symbols can become external".into(),
+            });
+        }
+        sym.def = SymbolDef::External { addr: None };
+        sym.scope = Scope::Default;
+        sym.size = 0;
+        sym.live = false;
+        Ok(())
+    }
+
+    /// Gives a symbol a fixed address (it stays named and scoped as it was).
+    pub fn make_absolute(&mut self, id: SymbolId, addr: TargetAddr) -> Result<(), LinkError> {
+        match self.symbols.get_mut(id) {
+            Some(sym) => {
+                sym.def = SymbolDef::Absolute(addr);
+                Ok(())
+            }
+            None => Err(self.invalid("make_absolute of a symbol that does not exist")),
+        }
+    }
+
+    /// Defines a symbol (external or not) at `offset` in `block`.
+    pub fn make_defined(&mut self, id: SymbolId, block: BlockId, offset: u64) -> Result<(), LinkError> {
+        let Some(b) = self.blocks.get(block) else {
+            return Err(self.invalid("make_defined in a block that does not exist"));
+        };
+        if offset > b.size() {
+            return Err(self.invalid(format!("make_defined at offset {offset:#x} of a {}-byte block", b.size())));
+        }
+        match self.symbols.get_mut(id) {
+            Some(sym) => {
+                sym.def = SymbolDef::Defined { block, offset };
+                Ok(())
+            }
+            None => Err(self.invalid("make_defined of a symbol that does not exist")),
+        }
+    }
+
+    /// Removes a symbol. Edges that still target it fail the link at fixup time.
+    pub fn remove_symbol(&mut self, id: SymbolId) {
+        if let Some(sym) = self.symbols.remove(id) {
+            if let (Some(name), true) = (sym.name, sym.scope != Scope::Local) {
+                if self.by_name.get(&name) == Some(&id) {
+                    self.by_name.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// A symbol's address: its block's address plus its offset, its fixed address, or (for
+    /// an external) the address the lookup gave. `None` before allocation or lookup.
+    pub fn symbol_addr(&self, id: SymbolId) -> Option<TargetAddr> {
+        let sym = self.symbols.get(id)?;
+        match sym.def {
+            SymbolDef::Defined { block, offset } => self.blocks.get(block).map(|b| b.addr.offset(offset)),
+            SymbolDef::External { addr } => addr,
+            SymbolDef::Absolute(addr) => Some(addr),
+        }
+    }
+
+    pub(crate) fn set_external_addr(&mut self, id: SymbolId, value: TargetAddr) {
+        if let Some(sym) = self.symbols.get_mut(id) {
+            if let SymbolDef::External { addr } = &mut sym.def {
+                *addr = Some(value);
+            }
+        }
+    }
+
+    pub(crate) fn set_block_addr(&mut self, id: BlockId, addr: TargetAddr) {
+        if let Some(b) = self.blocks.get_mut(id) {
+            b.addr = addr;
+        }
+    }
+
+    /// A human description of a place in a block for error messages:
+    /// `.text+0x1a4 (main+0x14)`.
+    pub fn describe_location(&self, block: BlockId, offset: u64) -> String {
+        let Some(b) = self.blocks.get(block) else {
+            return format!("<removed block>+{offset:#x}");
+        };
+        let section = self.sections.get(b.section).map(|s| s.name.as_str()).unwrap_or("<removed section>");
+        // The nearest named symbol at or before the offset.
+        let nearest = self
+            .symbols
+            .values()
+            .filter_map(|s| match (s.def, &s.name) {
+                (SymbolDef::Defined { block: sb, offset: so }, Some(name)) if sb == block && so <= offset => {
+                    Some((so, name))
+                }
+                _ => None,
+            })
+            .max_by_key(|(so, _)| *so);
+        match nearest {
+            Some((so, name)) => format!("{section}+{offset:#x} ({name}+{:#x})", offset - so),
+            None => format!("{section}+{offset:#x}"),
+        }
+    }
+
+    /// A human description of a symbol for error messages.
+    pub fn describe_symbol(&self, id: SymbolId) -> String {
+        match self.symbols.get(id) {
+            Some(Symbol { name: Some(name), .. }) => name.to_string(),
+            Some(Symbol { def: SymbolDef::Defined { block, offset }, .. }) => self.describe_location(*block, *offset),
+            Some(_) => "<anonymous symbol>".into(),
+            None => "<removed symbol>".into(),
+        }
+    }
+
+    // ---- what a link produces besides memory ----
+
+    /// Queues work to run when the allocation is finalized (and undone when it is freed),
+    /// such as registering `.eh_frame`. Actions run in the order added.
+    pub fn add_finalize_action(&mut self, action: FinalizeAction) {
+        self.finalize_actions.push(action);
+    }
+
+    /// The initializers and finalizers collected so far (complete after the post-fixup
+    /// phase's built-in pass).
+    pub fn init_fini(&self) -> &InitFini {
+        &self.init_fini
+    }
+
+    /// The initializers and finalizers, for passes that add their own.
+    pub fn init_fini_mut(&mut self) -> &mut InitFini {
+        &mut self.init_fini
+    }
+
+    /// The graph's `__dso_handle` symbol, if it defines one.
+    pub fn dso_handle(&self) -> Option<SymbolId> {
+        self.dso_handle
+    }
+}

@@ -1,0 +1,146 @@
+//! Static initializers and finalizers: `.init_array[.N]`, `.fini_array[.N]`, `.ctors[.N]`,
+//! `.dtors[.N]` and `.preinit_array`, collected in the order a static linker and the C
+//! runtime would run them, for the caller (the object linking layer) to run.
+
+use jit_mem::TargetAddr;
+
+use crate::{LinkError, LinkGraph};
+
+/// The priority of entries of unnumbered sections (`.init_array`): they run after every
+/// numbered one, as GNU ld's `SORT_BY_INIT_PRIORITY` places them.
+pub const DEFAULT_PRIORITY: u32 = 65535;
+
+/// One function to call, with its priority (lower runs earlier for initializers, later for
+/// finalizers).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct InitFiniEntry {
+    /// The priority: `N` of `.init_array.N`, [`DEFAULT_PRIORITY`] for `.init_array`.
+    pub priority: u32,
+    /// The function's address.
+    pub addr: TargetAddr,
+}
+
+/// A graph's initializers and finalizers.
+///
+/// `inits` are in the order to call them (by ascending priority, then in the order of the
+/// object); `finis` in the order to call them (by descending priority, each array backwards,
+/// as `__libc_csu_fini`/`_dl_fini` do). To merge several graphs of one dylib, sort all inits
+/// stably by ascending priority and all finis stably by descending priority.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitFini {
+    /// Initializers, in calling order.
+    pub inits: Vec<InitFiniEntry>,
+    /// Finalizers, in calling order.
+    pub finis: Vec<InitFiniEntry>,
+}
+
+impl InitFini {
+    /// Whether there is nothing to call.
+    pub fn is_empty(&self) -> bool {
+        self.inits.is_empty() && self.finis.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Init { reversed: bool },
+    Fini { reversed: bool },
+}
+
+/// What a section name means: which table, and its priority.
+fn classify(name: &str) -> Option<(Table, u32)> {
+    let numbered = |prefix: &str| -> Option<Option<u32>> {
+        if name == prefix {
+            return Some(None);
+        }
+        let rest = name.strip_prefix(prefix)?.strip_prefix('.')?;
+        rest.parse::<u32>().ok().map(Some)
+    };
+    if name == ".preinit_array" {
+        return Some((Table::Init { reversed: false }, 0));
+    }
+    if let Some(p) = numbered(".init_array") {
+        return Some((Table::Init { reversed: false }, p.unwrap_or(DEFAULT_PRIORITY)));
+    }
+    if let Some(p) = numbered(".fini_array") {
+        return Some((Table::Fini { reversed: true }, p.unwrap_or(DEFAULT_PRIORITY)));
+    }
+    // `.ctors` run backwards and `.ctors.N` holds priority 65535 - N (GCC's encoding).
+    if let Some(p) = numbered(".ctors") {
+        return Some((
+            Table::Init { reversed: true },
+            p.map(|n| DEFAULT_PRIORITY.saturating_sub(n)).unwrap_or(DEFAULT_PRIORITY),
+        ));
+    }
+    if let Some(p) = numbered(".dtors") {
+        return Some((
+            Table::Fini { reversed: false },
+            p.map(|n| DEFAULT_PRIORITY.saturating_sub(n)).unwrap_or(DEFAULT_PRIORITY),
+        ));
+    }
+    None
+}
+
+/// Whether a section of this name holds initializers or finalizers (and so is a root of
+/// dead-stripping).
+pub fn is_init_fini_section(name: &str) -> bool {
+    classify(name).is_some()
+}
+
+/// Marks every block of an init/fini section live. A pre-prune pass.
+pub fn mark_init_fini_live(graph: &mut LinkGraph) -> Result<(), LinkError> {
+    let sections: Vec<_> =
+        graph.sections().into_iter().filter(|(_, s)| is_init_fini_section(s.name())).map(|(id, _)| id).collect();
+    for section in sections {
+        for block in graph.blocks_in_section(section) {
+            graph.add_anonymous_symbol(block, 0, 0, false, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the fixed-up pointers of every init/fini section into [`LinkGraph::init_fini`].
+/// A post-fixup pass.
+pub fn collect_init_fini(graph: &mut LinkGraph) -> Result<(), LinkError> {
+    // Arrays in object order; the runtime walks `.fini_array` and `.ctors` backwards.
+    let (mut forward_inits, mut ctors, mut fini_array, mut dtors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (section, s) in graph.sections() {
+        let Some((table, priority)) = classify(s.name()) else {
+            continue;
+        };
+        for block in graph.blocks_in_section(section) {
+            let Some(b) = graph.block(block) else {
+                continue;
+            };
+            let bytes = b.bytes();
+            if bytes.len() % 8 != 0 {
+                return Err(LinkError::Malformed {
+                    object: graph.name().to_string(),
+                    what: format!("{} is {} bytes, not a whole number of pointers", s.name(), bytes.len()),
+                });
+            }
+            let entries = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                // 0 and -1 are the terminators and placeholders of `.ctors`/`.dtors`.
+                .filter(|&v| v != 0 && v != u64::MAX)
+                .map(|v| InitFiniEntry { priority, addr: TargetAddr(v) });
+            match table {
+                Table::Init { reversed: false } => forward_inits.extend(entries),
+                Table::Init { reversed: true } => ctors.extend(entries),
+                Table::Fini { reversed: true } => fini_array.extend(entries),
+                Table::Fini { reversed: false } => dtors.extend(entries),
+            }
+        }
+    }
+    let mut inits = forward_inits;
+    inits.extend(ctors.into_iter().rev());
+    let mut finis: Vec<InitFiniEntry> = fini_array.into_iter().rev().collect();
+    finis.extend(dtors);
+    inits.sort_by_key(|e| e.priority);
+    finis.sort_by_key(|e| std::cmp::Reverse(e.priority));
+    let out = graph.init_fini_mut();
+    out.inits.extend(inits);
+    out.finis.extend(finis);
+    Ok(())
+}

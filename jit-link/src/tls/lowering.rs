@@ -1,0 +1,199 @@
+//! The TLS passes: `tls_index` entries for TLSGD/TLSLD, exported descriptors for the
+//! graph's thread-local symbols, and the TLS image captured after fixups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jit_mem::{FinalizeAction, Prot};
+use parking_lot::Mutex;
+
+use super::runtime::{self, INDIRECT_MODULE, TlsModule};
+use crate::{Edge, EdgeKind, LinkError, LinkGraph, Scope, SectionKind, SymbolDef, SymbolId};
+
+/// The section holding `tls_index` entries and descriptors.
+pub const TLS_INFO_SECTION: &str = "$__TLSINFO";
+/// The name JIT'd code calls; bound to [`runtime::tls_get_addr`].
+pub const TLS_RUNTIME_SYMBOL: &str = "__tls_get_addr";
+
+/// A graph's TLS module: reserved at layout, installed at finalize.
+pub(crate) struct TlsImage {
+    pub(crate) module: Option<TlsModule>,
+    pub(crate) size: u64,
+    pub(crate) align: u64,
+}
+
+fn is_tls_data(graph: &LinkGraph, sym: SymbolId) -> bool {
+    match graph.symbol(sym).map(|s| s.def()) {
+        Some(SymbolDef::Defined { block, .. }) => graph
+            .block(block)
+            .and_then(|b| graph.section(b.section()))
+            .is_some_and(|s| s.kind() == SectionKind::ThreadLocal),
+        _ => false,
+    }
+}
+
+/// Lowers TLSGD/TLSLD requests to `Delta32` edges to `tls_index` entries, makes each
+/// exported thread-local symbol name a descriptor (`tls_index`) of its variable, and binds
+/// `__tls_get_addr` to orcjit's runtime. A post-prune pass; run it before the GOT/PLT
+/// builder (so calls to `__tls_get_addr` get stubs).
+///
+/// The address of an exported thread-local symbol is thus that of its `tls_index`; a graph
+/// that refers to another graph's variable builds an indirect index pointing at it.
+pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
+    if let Some(sym) = graph.find_symbol(TLS_RUNTIME_SYMBOL) {
+        if graph.symbol(sym).is_some_and(|s| s.is_external()) {
+            graph.make_absolute(sym, runtime::tls_get_addr_address())?;
+            graph.set_scope(sym, Scope::Local)?;
+        }
+    }
+    let mut info: Option<crate::SectionId> = graph.section_by_name(TLS_INFO_SECTION);
+    let mut section = |graph: &mut LinkGraph| -> crate::SectionId {
+        *info.get_or_insert_with(|| graph.add_section(TLS_INFO_SECTION, Prot::R))
+    };
+    let object = graph.name().to_string();
+
+    // Exported thread-local definitions: the name moves to a descriptor; edges of this graph
+    // keep pointing at the variable through an anonymous alias.
+    let exported: Vec<SymbolId> = graph
+        .symbols()
+        .filter(|(_, s)| s.is_defined() && s.scope() != Scope::Local && s.name().is_some())
+        .map(|(id, _)| id)
+        .filter(|&id| is_tls_data(graph, id))
+        .collect();
+    let mut alias_of: HashMap<SymbolId, SymbolId> = HashMap::new();
+    for sym in exported {
+        let Some(s) = graph.symbol(sym) else { continue };
+        let (SymbolDef::Defined { block, offset }, size) = (s.def(), s.size()) else {
+            continue;
+        };
+        let alias = graph.add_anonymous_symbol(block, offset, size, false, false)?;
+        graph.set_thread_local(alias, true);
+        alias_of.insert(sym, alias);
+        let sec = section(graph);
+        let desc = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
+        let me = graph.add_anonymous_symbol(desc, 0, 16, false, false)?;
+        graph.add_edge(desc, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
+        graph.add_edge(desc, Edge::new(EdgeKind::DtpOffset64, 8, alias, 0))?;
+        graph.make_defined(sym, desc, 0)?;
+        graph.set_thread_local(sym, true);
+    }
+    if !alias_of.is_empty() {
+        for id in graph.block_ids() {
+            if let Some(b) = graph.block_mut(id) {
+                for e in b.edges_mut() {
+                    if let Some(&alias) = alias_of.get(&e.target) {
+                        e.target = alias;
+                    }
+                }
+            }
+        }
+    }
+
+    let mut gd_entries: HashMap<SymbolId, SymbolId> = HashMap::new();
+    let mut ld_entry: Option<SymbolId> = None;
+    for id in graph.block_ids() {
+        let count = graph.block(id).map(|b| b.edges().len()).unwrap_or(0);
+        for i in 0..count {
+            let Some(edge) = graph.block(id).and_then(|b| b.edges().get(i).copied()) else {
+                continue;
+            };
+            let entry = match edge.kind {
+                EdgeKind::RequestTlsIndexAndTransformToDelta32 => match gd_entries.get(&edge.target) {
+                    Some(&e) => e,
+                    None => {
+                        let sec = section(graph);
+                        let local = is_tls_data(graph, edge.target);
+                        let external = graph.symbol(edge.target).is_some_and(|s| s.is_external());
+                        let e = if local {
+                            let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
+                            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
+                            graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
+                            graph.add_edge(block, Edge::new(EdgeKind::DtpOffset64, 8, edge.target, 0))?;
+                            me
+                        } else if external {
+                            let mut content = vec![0; 16];
+                            content[..8].copy_from_slice(&INDIRECT_MODULE.to_le_bytes());
+                            let block = graph.add_content_block(sec, content, 8, 0)?;
+                            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
+                            graph.add_edge(block, Edge::new(EdgeKind::Pointer64, 8, edge.target, 0))?;
+                            me
+                        } else {
+                            return Err(LinkError::Tls {
+                                object,
+                                what: format!(
+                                    "R_X86_64_TLSGD at {} names '{}', which is not thread-local data",
+                                    graph.describe_location(id, edge.offset),
+                                    graph.describe_symbol(edge.target)
+                                ),
+                            });
+                        };
+                        gd_entries.insert(edge.target, e);
+                        e
+                    }
+                },
+                EdgeKind::RequestTlsModuleIndexAndTransformToDelta32 => match ld_entry {
+                    Some(e) => e,
+                    None => {
+                        let sec = section(graph);
+                        let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
+                        let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
+                        graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
+                        ld_entry = Some(me);
+                        me
+                    }
+                },
+                _ => continue,
+            };
+            if let Some(e) = graph.block_mut(id).and_then(|b| b.edges_mut().get_mut(i)) {
+                e.kind = EdgeKind::Delta32;
+                e.target = entry;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Captures the fixed-up TLS image and queues its installation as a finalize action (and
+/// its removal at deallocation). A post-fixup pass.
+pub fn capture_tls_template(graph: &mut LinkGraph) -> Result<(), LinkError> {
+    let Some(tls) = graph.tls.as_mut() else {
+        return Ok(());
+    };
+    let Some(module) = tls.module.take() else {
+        return Ok(());
+    };
+    let (size, align) = (tls.size, tls.align);
+    let mut image = vec![0u8; size as usize];
+    for (section, s) in graph.sections() {
+        if s.kind() != SectionKind::ThreadLocal {
+            continue;
+        }
+        for block in graph.blocks_in_section(section) {
+            let Some(b) = graph.block(block) else { continue };
+            let start = b.addr().0 as usize;
+            let bytes = b.bytes();
+            if let Some(dst) = image.get_mut(start..start + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+    }
+    let object = graph.name().to_string();
+    let installed: Arc<Mutex<Option<runtime::InstalledTlsModule>>> = Arc::new(Mutex::new(None));
+    let keep = installed.clone();
+    let pending = Mutex::new(Some((module, image)));
+    graph.add_finalize_action(FinalizeAction::new(
+        move || {
+            let Some((module, image)) = pending.lock().take() else {
+                return Ok(());
+            };
+            let handle = module.install(image, align).map_err(|e| format!("{object}: {e}"))?;
+            *keep.lock() = Some(handle);
+            Ok(())
+        },
+        move || {
+            installed.lock().take();
+            Ok(())
+        },
+    ));
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The TLS runtime: module registry, per-thread blocks and the `__tls_get_addr` replacement.
+//!
+//! A module id is `generation << 32 | (slot + 1)`: the slot indexes the registry and each
+//! thread's block table, the generation tells a reused slot from its previous owner, so a
+//! thread never hands out a block made from another module's template. The registry lock
+//! is taken only on a thread's first access to a module; later accesses touch only that
+//! thread's table.
+
+use std::alloc::Layout;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// A `tls_index` as the psABI defines it (x86-64 psABI §"Thread-Local Storage",
+/// `typedef struct { unsigned long ti_module; unsigned long ti_offset; } tls_index;`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsIndex {
+    /// The module id (or [`INDIRECT_MODULE`]).
+    pub module: u64,
+    /// The offset in the module's block (or, for [`INDIRECT_MODULE`], the address of the
+    /// defining graph's `tls_index`).
+    pub offset: u64,
+}
+
+/// Marks a `tls_index` whose offset field holds the address of the real one: how a graph
+/// refers to thread-local variables another graph defines.
+pub const INDIRECT_MODULE: u64 = u64::MAX;
+
+/// The largest TLS image a module may have.
+pub const MAX_TLS_SIZE: u64 = 1 << 30;
+/// The largest alignment a TLS image may ask for.
+pub const MAX_TLS_ALIGN: u64 = 1 << 16;
+
+struct Template {
+    image: Box<[u8]>,
+    layout: Layout,
+}
+
+struct Slot {
+    generation: u32,
+    reserved: bool,
+    template: Option<Arc<Template>>,
+}
+
+struct Registry {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { slots: Vec::new(), free: Vec::new() });
+
+/// One thread's block of one module.
+struct ThreadBlock {
+    generation: u32,
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Drop for ThreadBlock {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() && self.layout.size() > 0 {
+            // SAFETY: `ptr` was returned by `std::alloc::alloc(layout)` in `make_block` and is
+            // freed only here, once.
+            unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's blocks, indexed by slot; dropped (freeing every block) at thread exit.
+    static BLOCKS: RefCell<Vec<Option<ThreadBlock>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A reserved module id: released when dropped, unless installed.
+#[derive(Debug)]
+pub struct TlsModule {
+    slot: usize,
+    generation: u32,
+}
+
+impl TlsModule {
+    /// Reserves a module id.
+    pub fn reserve() -> TlsModule {
+        let mut reg = REGISTRY.lock();
+        let slot = match reg.free.pop() {
+            Some(slot) => slot,
+            None => {
+                reg.slots.push(Slot { generation: 0, reserved: false, template: None });
+                reg.slots.len() - 1
+            }
+        };
+        let s = &mut reg.slots[slot];
+        s.generation = s.generation.wrapping_add(1);
+        s.reserved = true;
+        TlsModule { slot, generation: s.generation }
+    }
+
+    /// The id code passes in `tls_index.module`.
+    pub fn id(&self) -> u64 {
+        ((self.generation as u64) << 32) | (self.slot as u64 + 1)
+    }
+
+    /// Publishes the module's TLS image (`image.len()` bytes, aligned to `align`): from now
+    /// on a thread's first access copies it. The module stays registered until the returned
+    /// handle is dropped.
+    pub fn install(self, image: Vec<u8>, align: u64) -> Result<InstalledTlsModule, String> {
+        let align = align.max(1);
+        if image.len() as u64 > MAX_TLS_SIZE || align > MAX_TLS_ALIGN || !align.is_power_of_two() {
+            return Err(format!("TLS image of {} bytes aligned to {align} is not supported", image.len()));
+        }
+        let layout = Layout::from_size_align(image.len().max(1), align as usize).map_err(|e| e.to_string())?;
+        let template = Arc::new(Template { image: image.into_boxed_slice(), layout });
+        let mut reg = REGISTRY.lock();
+        if let Some(s) = reg.slots.get_mut(self.slot) {
+            s.template = Some(template);
+        }
+        let installed = InstalledTlsModule { slot: self.slot, generation: self.generation };
+        std::mem::forget(self);
+        Ok(installed)
+    }
+}
+
+fn release(slot: usize, generation: u32) {
+    let mut reg = REGISTRY.lock();
+    if let Some(s) = reg.slots.get_mut(slot) {
+        if s.generation == generation && s.reserved {
+            s.reserved = false;
+            s.template = None;
+            reg.free.push(slot);
+        }
+    }
+}
+
+impl Drop for TlsModule {
+    fn drop(&mut self) {
+        release(self.slot, self.generation);
+    }
+}
+
+/// A registered module: dropping it unregisters the template. Threads that already made a
+/// block for it keep that memory until they exit or touch the slot's next owner.
+#[derive(Debug)]
+pub struct InstalledTlsModule {
+    slot: usize,
+    generation: u32,
+}
+
+impl InstalledTlsModule {
+    /// The module id.
+    pub fn id(&self) -> u64 {
+        ((self.generation as u64) << 32) | (self.slot as u64 + 1)
+    }
+}
+
+impl Drop for InstalledTlsModule {
+    fn drop(&mut self) {
+        release(self.slot, self.generation);
+    }
+}
+
+/// Makes this thread's block of `slot`, or null if the module is not (or no longer) installed
+/// or memory is exhausted.
+fn make_block(slot: usize, generation: u32) -> Option<ThreadBlock> {
+    let template = {
+        let reg = REGISTRY.lock();
+        let s = reg.slots.get(slot)?;
+        if s.generation != generation {
+            return None;
+        }
+        s.template.clone()?
+    };
+    // SAFETY: the layout has a non-zero size (at least one byte, see `install`).
+    let ptr = unsafe { std::alloc::alloc(template.layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` points at `layout.size() >= image.len()` fresh bytes; the zero fill covers
+    // the bytes past the image (none today, as the image includes `.tbss` as zeros).
+    unsafe {
+        std::ptr::copy_nonoverlapping(template.image.as_ptr(), ptr, template.image.len());
+        std::ptr::write_bytes(ptr.add(template.image.len()), 0, template.layout.size() - template.image.len());
+    }
+    Some(ThreadBlock { generation, ptr, layout: template.layout })
+}
+
+fn block_addr(module: u64, offset: u64) -> *mut u8 {
+    let slot = match (module & 0xFFFF_FFFF).checked_sub(1) {
+        Some(s) => s as usize,
+        None => return std::ptr::null_mut(),
+    };
+    let generation = (module >> 32) as u32;
+    BLOCKS
+        .try_with(|blocks| {
+            let Ok(mut blocks) = blocks.try_borrow_mut() else {
+                return std::ptr::null_mut();
+            };
+            if let Some(Some(b)) = blocks.get(slot) {
+                if b.generation == generation {
+                    return b.ptr.wrapping_add(offset as usize);
+                }
+            }
+            let Some(block) = make_block(slot, generation) else {
+                return std::ptr::null_mut();
+            };
+            if blocks.len() <= slot {
+                blocks.resize_with(slot + 1, || None);
+            }
+            let ptr = block.ptr;
+            blocks[slot] = Some(block);
+            ptr.wrapping_add(offset as usize)
+        })
+        .unwrap_or(std::ptr::null_mut())
+}
+
+/// orcjit's `__tls_get_addr`: the address of this thread's copy of the variable `index`
+/// describes. Returns null (the access then faults) if the module was freed.
+///
+/// # Safety
+///
+/// `index` must point at a readable `tls_index` (JIT'd code passes the one the linker made);
+/// an [`INDIRECT_MODULE`] index must hold the address of another readable `tls_index`.
+pub unsafe extern "C" fn tls_get_addr(index: *const TlsIndex) -> *mut u8 {
+    if index.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the caller passes a readable `tls_index` (the function's contract).
+    let mut ti = unsafe { index.read_unaligned() };
+    if ti.module == INDIRECT_MODULE {
+        let real = ti.offset as usize as *const TlsIndex;
+        if real.is_null() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: an indirect index holds the address of the defining graph's `tls_index`
+        // (the linker wrote it), readable while that graph is linked (the contract).
+        ti = unsafe { real.read_unaligned() };
+    }
+    block_addr(ti.module, ti.offset)
+}
+
+/// The address to bind `__tls_get_addr` to.
+pub fn tls_get_addr_address() -> jit_mem::TargetAddr {
+    jit_mem::TargetAddr(tls_get_addr as unsafe extern "C" fn(*const TlsIndex) -> *mut u8 as usize as u64)
+}

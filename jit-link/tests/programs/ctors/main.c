@@ -1,0 +1,17 @@
+#include <stdio.h>
+#include <stdlib.h>
+
+__attribute__((constructor(101))) static void main_ctor_101(void) { puts("main.o constructor 101"); }
+__attribute__((constructor)) static void main_ctor(void) { puts("main.o constructor (default priority)"); }
+__attribute__((destructor(101))) static void main_dtor_101(void) { puts("main.o destructor 101"); }
+__attribute__((destructor)) static void main_dtor(void) { puts("main.o destructor (default priority)"); }
+
+static void at_exit_1(void) { puts("atexit handler 1"); }
+static void at_exit_2(void) { puts("atexit handler 2"); }
+
+int main(void) {
+    atexit(at_exit_1);
+    atexit(at_exit_2);
+    puts("main");
+    return 7;
+}
