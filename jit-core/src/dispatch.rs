@@ -44,11 +44,7 @@ pub struct Task {
 
 impl Task {
     pub fn new(kind: TaskKind, priority: Priority, work: impl FnOnce() + Send + 'static) -> Self {
-        Task {
-            kind,
-            priority,
-            work: Box::new(work),
-        }
+        Task { kind, priority, work: Box::new(work) }
     }
 
     /// Runs the task, containing a panic so that a worker survives a faulty materializer.
@@ -76,10 +72,7 @@ impl Task {
 
 impl std::fmt::Debug for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task")
-            .field("kind", &self.kind)
-            .field("priority", &self.priority)
-            .finish()
+        f.debug_struct("Task").field("kind", &self.kind).field("priority", &self.priority).finish()
     }
 }
 
@@ -150,14 +143,21 @@ impl TaskDispatcher for InPlaceDispatcher {
     fn wait(&self, done: &Receiver<()>) {
         loop {
             if done.try_recv().is_ok() {
-                return;
+                break;
             }
             match Self::pop() {
                 Some(task) => Self::run_nested(task),
                 None => {
                     let _ = done.recv();
-                    return;
+                    break;
                 }
+            }
+        }
+        // Work queued meanwhile would be stranded if nothing up the stack drains the queue:
+        // at the outermost level, run it before returning.
+        if IN_PLACE_DEPTH.with(|d| d.get()) == 0 {
+            while let Some(next) = Self::pop() {
+                Self::run_nested(next);
             }
         }
     }
@@ -180,10 +180,7 @@ struct PoolShared {
 
 impl PoolShared {
     fn try_next(&self) -> Option<Task> {
-        self.demanded_rx
-            .try_recv()
-            .or_else(|_| self.speculative_rx.try_recv())
-            .ok()
+        self.demanded_rx.try_recv().or_else(|_| self.speculative_rx.try_recv()).ok()
     }
 
     fn drain_after_shutdown(&self) {
@@ -231,16 +228,11 @@ impl ThreadPoolDispatcher {
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
             let shared = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("orcjit-worker-{i}"))
-                .spawn(move || worker_loop(&shared))?;
+            let handle =
+                std::thread::Builder::new().name(format!("orcjit-worker-{i}")).spawn(move || worker_loop(&shared))?;
             workers.push(handle);
         }
-        Ok(ThreadPoolDispatcher {
-            shared,
-            workers: Mutex::new(workers),
-            threads: n,
-        })
+        Ok(ThreadPoolDispatcher { shared, workers: Mutex::new(workers), threads: n })
     }
 
     pub fn threads(&self) -> usize {
@@ -333,9 +325,7 @@ impl Drop for ThreadPoolDispatcher {
 
 impl std::fmt::Debug for ThreadPoolDispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadPoolDispatcher")
-            .field("threads", &self.threads)
-            .finish()
+        f.debug_struct("ThreadPoolDispatcher").field("threads", &self.threads).finish()
     }
 }
 
@@ -362,10 +352,7 @@ mod tests {
         for _ in 0..300 {
             names.insert(rx.recv_timeout(WATCHDOG).expect("task did not run"));
         }
-        assert!(
-            names.len() <= 3 && names.iter().all(|n| n.starts_with("orcjit-worker-")),
-            "{names:?}"
-        );
+        assert!(names.len() <= 3 && names.iter().all(|n| n.starts_with("orcjit-worker-")), "{names:?}");
         pool.shutdown();
     }
 
@@ -380,29 +367,16 @@ mod tests {
         }));
         started_rx.recv_timeout(WATCHDOG).unwrap();
         let (tx, rx) = unbounded();
-        for (i, p) in [
-            Priority::Speculative,
-            Priority::Speculative,
-            Priority::Demanded,
-            Priority::Demanded,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, p) in [Priority::Speculative, Priority::Speculative, Priority::Demanded, Priority::Demanded]
+            .into_iter()
+            .enumerate()
         {
             let tx = tx.clone();
             pool.dispatch(Task::new(TaskKind::Other, p, move || tx.send((i, p)).unwrap()));
         }
         gate_tx.send(()).unwrap();
         let order: Vec<Priority> = (0..4).map(|_| rx.recv_timeout(WATCHDOG).unwrap().1).collect();
-        assert_eq!(
-            order,
-            [
-                Priority::Demanded,
-                Priority::Demanded,
-                Priority::Speculative,
-                Priority::Speculative
-            ]
-        );
+        assert_eq!(order, [Priority::Demanded, Priority::Demanded, Priority::Speculative, Priority::Speculative]);
     }
 
     #[test]
@@ -413,15 +387,11 @@ mod tests {
         pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
             // This worker is the only thread; the task it waits for is queued behind it.
             let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-            p.dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
-                done_tx.send(()).unwrap()
-            }));
+            p.dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || done_tx.send(()).unwrap()));
             p.wait(&done_rx);
             result_tx.send(()).unwrap();
         }));
-        result_rx
-            .recv_timeout(WATCHDOG)
-            .expect("the waiting worker did not help");
+        result_rx.recv_timeout(WATCHDOG).expect("the waiting worker did not help");
         pool.shutdown();
     }
 
@@ -445,13 +415,9 @@ mod tests {
     #[test]
     fn a_panicking_task_does_not_kill_its_worker() {
         let pool = ThreadPoolDispatcher::new(1).unwrap();
-        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, || {
-            panic!("faulty materializer")
-        }));
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, || panic!("faulty materializer")));
         let (tx, rx) = unbounded();
-        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
-            tx.send(()).unwrap()
-        }));
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || tx.send(()).unwrap()));
         rx.recv_timeout(WATCHDOG).expect("worker died with the panic");
     }
 
@@ -462,9 +428,7 @@ mod tests {
         let (d2, l2) = (d.clone(), log.clone());
         d.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
             let l3 = l2.clone();
-            d2.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
-                l3.lock().push("inner")
-            }));
+            d2.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || l3.lock().push("inner")));
             l2.lock().push("outer");
         }));
         assert_eq!(*log.lock(), ["outer", "inner"]);

@@ -174,13 +174,7 @@ impl JitDylib {
     }
 
     pub fn add_generator_arc(&self, generator: Arc<dyn DefinitionGenerator>) {
-        self.session
-            .inner
-            .state
-            .lock()
-            .dylib_mut(self.id)
-            .generators
-            .push(generator);
+        self.session.inner.state.lock().dylib_mut(self.id).generators.push(generator);
     }
 
     /// Where `name` stands here, if defined. A failed symbol reports the state it had reached;
@@ -193,8 +187,7 @@ impl JitDylib {
     /// True if `name` is defined here and its materialization failed.
     pub fn has_failed(&self, name: &SymbolName) -> bool {
         let st = self.session.inner.state.lock();
-        st.symbol_id(self.id, name)
-            .is_some_and(|sid| st.symbols[sid].failure().is_some())
+        st.symbol_id(self.id, name).is_some_and(|sid| st.symbols[sid].failure().is_some())
     }
 
     /// Looks `name` up in this dylib alone and waits until it is Ready.
@@ -234,19 +227,13 @@ mod tests {
         let (es, jd) = setup(0);
         let (x, y) = (es.intern("x"), es.intern("y"));
         jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 1)).unwrap();
-        let err = jd
-            .define(FnUnit::resolving(&[(&y, EXPORTED), (&x, EXPORTED)], 2))
-            .unwrap_err();
+        let err = jd.define(FnUnit::resolving(&[(&y, EXPORTED), (&x, EXPORTED)], 2)).unwrap_err();
         assert!(
             matches!(&err, Error::DuplicateDefinition { symbol, dylib } if *symbol == x && &**dylib == "main"),
             "{err}"
         );
         assert_eq!(err.to_string(), "duplicate definition of 'x' in dylib 'main'");
-        assert_eq!(
-            jd.symbol_state(&y),
-            None,
-            "the rejected unit's other symbols were not added"
-        );
+        assert_eq!(jd.symbol_state(&y), None, "the rejected unit's other symbols were not added");
         assert_eq!(jd.lookup("x").unwrap().addr, ExecutorAddr(1));
     }
 
@@ -259,11 +246,7 @@ mod tests {
         let discarded = loser.discarded.clone();
         jd.define(loser).unwrap();
         assert_eq!(jd.lookup("y").unwrap().addr, ExecutorAddr(2));
-        assert_eq!(
-            *discarded.lock(),
-            vec![x.clone()],
-            "told to discard before materializing"
-        );
+        assert_eq!(*discarded.lock(), vec![x.clone()], "told to discard before materializing");
         assert_eq!(jd.lookup("x").unwrap().addr, ExecutorAddr(1));
     }
 
@@ -286,11 +269,7 @@ mod tests {
         let x = es.intern("x");
         jd.define(FnUnit::resolving(&[(&x, weak())], 1)).unwrap();
         jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 2)).unwrap();
-        assert_eq!(
-            es.census().units,
-            1,
-            "the weak unit lost its only symbol and was dropped"
-        );
+        assert_eq!(es.census().units, 1, "the weak unit lost its only symbol and was dropped");
         jd.define(FnUnit::resolving(&[(&x, weak())], 3)).unwrap();
         assert_eq!(es.census().units, 1, "a weak unit losing everything is never installed");
     }
@@ -301,12 +280,7 @@ mod tests {
         let x = es.intern("x");
         let (park, parked) = oneshot();
         jd.define(FnUnit::new(&[(&x, weak())], park)).unwrap();
-        es.lookup(
-            &jd.search_order(),
-            SymbolLookupSet::from([x.clone()]),
-            RequiredState::Ready,
-            |_| {},
-        );
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready, |_| {});
         let mr = recv(&parked);
         let err = jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 2)).unwrap_err();
         assert!(matches!(err, Error::DuplicateDefinition { .. }));
@@ -317,8 +291,7 @@ mod tests {
     fn define_absolute_symbols_are_ready_at_once() {
         let (es, jd) = setup(0);
         let x = es.intern("x");
-        jd.define_absolute([(x.clone(), SymbolDef::new(ExecutorAddr(0x1234), EXPORTED))])
-            .unwrap();
+        jd.define_absolute([(x.clone(), SymbolDef::new(ExecutorAddr(0x1234), EXPORTED))]).unwrap();
         assert_eq!(jd.symbol_state(&x), Some(SymbolState::Ready));
         assert_eq!(jd.lookup("x").unwrap().addr, ExecutorAddr(0x1234));
         assert!(matches!(
@@ -334,23 +307,13 @@ mod tests {
         let c = es.create_dylib("c").unwrap();
         assert_eq!(a.link_order(), a.search_order(), "a new dylib links against itself");
         a.set_link_order(SearchOrder::new().then(&b, MatchFlags::ExportedOnly), true);
-        assert_eq!(
-            a.link_order(),
-            SearchOrder::new()
-                .then(&a, MatchFlags::All)
-                .then(&b, MatchFlags::ExportedOnly)
-        );
+        assert_eq!(a.link_order(), SearchOrder::new().then(&a, MatchFlags::All).then(&b, MatchFlags::ExportedOnly));
         a.add_to_link_order(&c, MatchFlags::ExportedOnly);
         a.add_to_link_order(&c, MatchFlags::ExportedOnly);
         assert_eq!(a.link_order().len(), 3, "adding twice adds once");
         a.replace_in_link_order(&b, &c, MatchFlags::All);
         a.remove_from_link_order(&a);
-        assert_eq!(
-            a.link_order(),
-            SearchOrder::new()
-                .then(&c, MatchFlags::All)
-                .then(&c, MatchFlags::ExportedOnly)
-        );
+        assert_eq!(a.link_order(), SearchOrder::new().then(&c, MatchFlags::All).then(&c, MatchFlags::ExportedOnly));
         assert!(matches!(es.create_dylib("b"), Err(Error::DylibExists(_))));
         assert_eq!(es.dylib("c"), Some(c));
     }
@@ -360,17 +323,11 @@ mod tests {
         let (es, a) = setup(0);
         let b = es.create_dylib("b").unwrap();
         let (x, h) = (es.intern("x"), es.intern("h"));
-        a.define_absolute([(x.clone(), SymbolDef::new(ExecutorAddr(1), EXPORTED))])
-            .unwrap();
-        b.define_absolute([(x.clone(), SymbolDef::new(ExecutorAddr(2), EXPORTED))])
-            .unwrap();
-        a.define_absolute([(h.clone(), SymbolDef::new(ExecutorAddr(3), SymbolFlags::empty()))])
-            .unwrap();
-        b.define_absolute([(h.clone(), SymbolDef::new(ExecutorAddr(4), EXPORTED))])
-            .unwrap();
-        let ab = SearchOrder::new()
-            .then(&a, MatchFlags::ExportedOnly)
-            .then(&b, MatchFlags::All);
+        a.define_absolute([(x.clone(), SymbolDef::new(ExecutorAddr(1), EXPORTED))]).unwrap();
+        b.define_absolute([(x.clone(), SymbolDef::new(ExecutorAddr(2), EXPORTED))]).unwrap();
+        a.define_absolute([(h.clone(), SymbolDef::new(ExecutorAddr(3), SymbolFlags::empty()))]).unwrap();
+        b.define_absolute([(h.clone(), SymbolDef::new(ExecutorAddr(4), EXPORTED))]).unwrap();
+        let ab = SearchOrder::new().then(&a, MatchFlags::ExportedOnly).then(&b, MatchFlags::All);
         let ba = SearchOrder::new().then(&b, MatchFlags::All).then(&a, MatchFlags::All);
         assert_eq!(es.lookup_symbol(&ab, &x).unwrap().addr, ExecutorAddr(1));
         assert_eq!(es.lookup_symbol(&ba, &x).unwrap().addr, ExecutorAddr(2));

@@ -49,29 +49,20 @@ pub enum Error {
     SymbolsNotFound { symbols: Vec<SymbolName> },
 
     #[error("failed to materialize {}; root cause: {cause}", list(symbols, 8))]
-    FailedToMaterialize {
-        symbols: Vec<QualifiedSymbol>,
-        cause: Arc<RootCause>,
-    },
+    FailedToMaterialize { symbols: Vec<QualifiedSymbol>, cause: Arc<RootCause> },
 
     #[error(
         "materialization of {} reported definitions for symbols it is not responsible for: {}",
         list(responsible, 4),
         names(unexpected)
     )]
-    UnexpectedSymbolDefinitions {
-        responsible: Vec<QualifiedSymbol>,
-        unexpected: Vec<SymbolName>,
-    },
+    UnexpectedSymbolDefinitions { responsible: Vec<QualifiedSymbol>, unexpected: Vec<SymbolName> },
 
     #[error("materialization was not given addresses for {}", list(missing, 8))]
     MissingSymbolDefinitions { missing: Vec<QualifiedSymbol> },
 
     #[error("{} depends on {}, which is not defined there", list(dependants, 4), dependency)]
-    UnknownDependency {
-        dependants: Vec<QualifiedSymbol>,
-        dependency: QualifiedSymbol,
-    },
+    UnknownDependency { dependants: Vec<QualifiedSymbol>, dependency: QualifiedSymbol },
 
     #[error("the resource tracker responsible for {} has been removed", list(symbols, 8))]
     ResourceTrackerDefunct { symbols: Vec<QualifiedSymbol> },
@@ -85,10 +76,7 @@ pub enum Error {
     #[error("dylib '{0}' already exists in this session")]
     DylibExists(Arc<str>),
 
-    #[error(
-        "materialization responsibility for {} was dropped without emitting or failing",
-        list(symbols, 8)
-    )]
+    #[error("materialization responsibility for {} was dropped without emitting or failing", list(symbols, 8))]
     ResponsibilityDropped { symbols: Vec<QualifiedSymbol> },
 
     #[error("cyclic aliases: {}", names(aliases))]
@@ -125,19 +113,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 fn names(symbols: &[SymbolName]) -> String {
     let shown: Vec<String> = symbols.iter().take(16).map(|s| format!("'{s}'")).collect();
     let more = symbols.len().saturating_sub(16);
-    if more > 0 {
-        format!("{} and {more} more", shown.join(", "))
-    } else {
-        shown.join(", ")
-    }
+    if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
 }
 
 fn list(symbols: &[QualifiedSymbol], max: usize) -> String {
     let shown: Vec<String> = symbols.iter().take(max).map(|s| s.to_string()).collect();
     let more = symbols.len().saturating_sub(max);
-    if more > 0 {
-        format!("{} and {more} more", shown.join(", "))
-    } else {
-        shown.join(", ")
-    }
+    if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
 }

@@ -37,11 +37,7 @@ pub struct GeneratorDone {
 
 impl GeneratorDone {
     pub(crate) fn new(inner: Arc<SessionInner>, step: GeneratorStep, index: usize) -> Self {
-        GeneratorDone {
-            inner,
-            step: Some(step),
-            index,
-        }
+        GeneratorDone { inner, step: Some(step), index }
     }
 
     /// Resumes the lookup.
@@ -78,9 +74,7 @@ impl ProcessSymbolsGenerator {
 
     /// Only names for which `allow` returns true are looked for.
     pub fn with_filter(allow: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        ProcessSymbolsGenerator {
-            filter: Some(Box::new(allow)),
-        }
+        ProcessSymbolsGenerator { filter: Some(Box::new(allow)) }
     }
 }
 
@@ -121,10 +115,7 @@ impl DynamicLibraryGenerator {
     }
 
     fn load_filtered(path: &str, filter: Option<Filter>) -> Result<Self> {
-        let fail = |reason: String| Error::LibraryLoad {
-            path: Arc::from(path),
-            reason: Arc::from(reason),
-        };
+        let fail = |reason: String| Error::LibraryLoad { path: Arc::from(path), reason: Arc::from(reason) };
         let c_path = CString::new(path).map_err(|_| fail("path contains a NUL byte".into()))?;
         // SAFETY: c_path is a valid NUL-terminated string. RTLD_GLOBAL makes the library's
         // symbols visible process-wide, as `lli --dlopen` does, so code loaded later links to it.
@@ -132,10 +123,7 @@ impl DynamicLibraryGenerator {
         if handle.is_null() {
             return Err(fail(dl_error()));
         }
-        Ok(DynamicLibraryGenerator {
-            handle: LibraryHandle(handle),
-            filter,
-        })
+        Ok(DynamicLibraryGenerator { handle: LibraryHandle(handle), filter })
     }
 }
 
@@ -164,12 +152,7 @@ fn search(
             let c_name = CString::new(n.as_str()).ok()?;
             // SAFETY: handle is RTLD_DEFAULT or a live dlopen handle; c_name is NUL-terminated.
             let addr = unsafe { libc::dlsym(handle, c_name.as_ptr()) };
-            (!addr.is_null()).then(|| {
-                (
-                    n.clone(),
-                    SymbolDef::new(ExecutorAddr::from_ptr(addr), SymbolFlags::EXPORTED),
-                )
-            })
+            (!addr.is_null()).then(|| (n.clone(), SymbolDef::new(ExecutorAddr::from_ptr(addr), SymbolFlags::EXPORTED)))
         })
         .collect()
 }
@@ -183,5 +166,133 @@ fn dl_error() -> String {
     } else {
         // SAFETY: non-null, NUL-terminated (see above).
         unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use crate::{Error, RequiredState, SymbolLookupSet};
+
+    #[test]
+    fn process_symbols_resolve_to_the_real_libc_functions() {
+        let (_es, jd) = setup(0);
+        jd.add_generator(ProcessSymbolsGenerator::new());
+        let malloc = jd.lookup("malloc").unwrap();
+        assert_eq!(malloc.addr.0, libc::malloc as *const () as usize as u64);
+        assert!(matches!(jd.lookup("no_such_function_anywhere"), Err(Error::SymbolsNotFound { .. })));
+    }
+
+    #[test]
+    fn a_filter_keeps_names_out() {
+        let (_es, jd) = setup(0);
+        jd.add_generator(ProcessSymbolsGenerator::with_filter(|name| name != "free"));
+        assert!(jd.lookup("malloc").is_ok());
+        assert!(matches!(jd.lookup("free"), Err(Error::SymbolsNotFound { .. })));
+    }
+
+    #[test]
+    fn a_dlopened_library_provides_its_symbols_and_a_bad_path_is_named() {
+        let (_es, jd) = setup(0);
+        jd.add_generator(DynamicLibraryGenerator::load("libm.so.6").unwrap());
+        let cos = jd.lookup("cos").unwrap();
+        // SAFETY: 'cos' from libm has this signature.
+        let f: extern "C" fn(f64) -> f64 = unsafe { std::mem::transmute(cos.addr.0 as usize) };
+        assert_eq!(f(0.0), 1.0);
+        let err = DynamicLibraryGenerator::load("/nonexistent/libnothing.so").err().unwrap();
+        assert!(err.to_string().starts_with("cannot load library '/nonexistent/libnothing.so': "), "{err}");
+    }
+
+    struct Later;
+    impl DefinitionGenerator for Later {
+        fn try_to_generate(
+            &self,
+            dylib: &JitDylib,
+            _k: LookupKind,
+            names: &[(SymbolName, SymbolLookupFlags)],
+            done: GeneratorDone,
+        ) {
+            let (dylib, names) = (dylib.clone(), names.to_vec());
+            // Finishes on another thread, after the call returned.
+            std::thread::spawn(move || {
+                let defs = names
+                    .into_iter()
+                    .filter(|(n, _)| n.starts_with("gen_"))
+                    .map(|(n, _)| (n, SymbolDef::new(ExecutorAddr(42), SymbolFlags::EXPORTED)));
+                done.finish(dylib.define_absolute(defs));
+            });
+        }
+    }
+
+    struct Refuses;
+    impl DefinitionGenerator for Refuses {
+        fn try_to_generate(
+            &self,
+            _d: &JitDylib,
+            _k: LookupKind,
+            _n: &[(SymbolName, SymbolLookupFlags)],
+            done: GeneratorDone,
+        ) {
+            done.finish(Err(Error::msg("the symbol server is down")));
+        }
+    }
+
+    #[test]
+    fn a_generator_may_finish_asynchronously_on_another_thread() {
+        for threads in [0, 2] {
+            let (es, jd) = setup(threads);
+            jd.add_generator(Later);
+            assert_eq!(jd.lookup("gen_a").unwrap().addr, ExecutorAddr(42));
+            let missing = es.intern("other");
+            let err = es
+                .lookup_blocking(&jd.search_order(), SymbolLookupSet::from([missing]), RequiredState::Ready)
+                .unwrap_err();
+            assert!(matches!(err, Error::SymbolsNotFound { .. }));
+        }
+    }
+
+    #[test]
+    fn a_generator_error_fails_the_lookup_with_that_error() {
+        let (_es, jd) = setup(0);
+        jd.add_generator(Refuses);
+        assert_eq!(jd.lookup("x").unwrap_err().to_string(), "the symbol server is down");
+    }
+
+    #[test]
+    fn generators_are_consulted_in_search_order_and_only_for_missing_names() {
+        let (es, a) = setup(0);
+        let b = es.create_dylib("b").unwrap();
+        let here = es.intern("gen_here");
+        b.define_absolute([(here.clone(), SymbolDef::new(ExecutorAddr(7), SymbolFlags::EXPORTED))]).unwrap();
+        a.add_generator(Later);
+        let order = crate::SearchOrder::from(&a).then(&b, crate::MatchFlags::All);
+        // a's generator comes first in the order, so it wins for a name b also defines.
+        assert_eq!(es.lookup_symbol(&order, &here).unwrap().addr, ExecutorAddr(42));
+        let b_first = crate::SearchOrder::from(&b).then(&a, crate::MatchFlags::All);
+        let other = es.intern("gen_other");
+        b.define_absolute([(other.clone(), SymbolDef::new(ExecutorAddr(8), SymbolFlags::EXPORTED))]).unwrap();
+        assert_eq!(es.lookup_symbol(&b_first, &other).unwrap().addr, ExecutorAddr(8));
+    }
+
+    #[test]
+    fn concurrent_lookups_through_one_generator_never_define_twice() {
+        let (es, jd) = setup(4);
+        jd.add_generator(ProcessSymbolsGenerator::new());
+        let names = ["malloc", "free", "memcpy", "strlen", "printf", "puts", "qsort", "abort"];
+        let results: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|t| {
+                    let (es, jd) = (es.clone(), jd.clone());
+                    s.spawn(move || {
+                        let set: SymbolLookupSet = names.iter().cycle().skip(t).take(8).map(|n| es.intern(n)).collect();
+                        let found = es.lookup_blocking(&jd.search_order(), set, RequiredState::Ready).unwrap();
+                        found[&es.intern("malloc")].addr.0
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(results.iter().all(|&a| a == libc::malloc as *const () as usize as u64));
     }
 }

@@ -57,10 +57,7 @@ pub(crate) struct SymbolNode {
 
 impl SymbolNode {
     pub fn new() -> Self {
-        SymbolNode {
-            status: NodeStatus::Pending,
-            dependants: Vec::new(),
-        }
+        SymbolNode { status: NodeStatus::Pending, dependants: Vec::new() }
     }
 }
 
@@ -160,10 +157,7 @@ impl DepGraph {
             });
             for &s in &group.symbols {
                 let Some(node) = store.node(s) else { continue };
-                debug_assert!(
-                    matches!(node.status, NodeStatus::Pending),
-                    "emitting a non-pending symbol"
-                );
+                debug_assert!(matches!(node.status, NodeStatus::Pending), "emitting a non-pending symbol");
                 node.status = NodeStatus::Emitted(gid);
                 for &w in &node.dependants {
                     if let Some(wn) = self.groups.get_mut(w) {
@@ -434,12 +428,7 @@ impl DepGraph {
     fn visit(&mut self, store: &mut impl NodeStore, g: GroupId, epoch: u32, next_index: &mut u32) -> Option<Witness> {
         let index = *next_index;
         *next_index += 1;
-        self.groups[g].dfs = DfsMark {
-            epoch,
-            index,
-            low: index,
-            on_stack: true,
-        };
+        self.groups[g].dfs = DfsMark { epoch, index, low: index, on_stack: true };
         self.scc_stack.push(g);
         self.visited.push(g);
         self.call_stack.push((g, 0));
@@ -491,10 +480,7 @@ mod tests {
     }
 
     fn cause() -> Arc<RootCause> {
-        Arc::new(RootCause {
-            origin: Vec::<QualifiedSymbol>::new(),
-            error: Error::msg("boom"),
-        })
+        Arc::new(RootCause { origin: Vec::<QualifiedSymbol>::new(), error: Error::msg("boom") })
     }
 
     /// Emits one single-symbol group per symbol, in `order`, where symbol i depends on
@@ -508,10 +494,8 @@ mod tests {
         let mut ready = vec![false; n];
         for &i in order {
             let mut out = Outcome::default();
-            let group = EmitGroup {
-                symbols: SmallVec::from_elem(ids[i], 1),
-                deps: deps[i].iter().map(|&d| ids[d]).collect(),
-            };
+            let group =
+                EmitGroup { symbols: SmallVec::from_elem(ids[i], 1), deps: deps[i].iter().map(|&d| ids[d]).collect() };
             graph.emit(&mut store, vec![group], &|_| cause(), &mut out);
             emitted[i] = true;
             for s in out.ready {
@@ -532,10 +516,7 @@ mod tests {
                     all &= emitted[x];
                     stack.extend(deps[x].iter().copied());
                 }
-                assert_eq!(
-                    is_ready, all,
-                    "symbol {k} after emitting {i} (order {order:?}, deps {deps:?})"
-                );
+                assert_eq!(is_ready, all, "symbol {k} after emitting {i} (order {order:?}, deps {deps:?})");
             }
         }
         graph.waiting_groups()
@@ -594,28 +575,15 @@ mod tests {
             symbols: SmallVec::from_elem(ids[s], 1),
             deps: d.iter().map(|&x| ids[x]).collect(),
         };
-        graph.emit(
-            &mut store,
-            vec![g(0, &[1]), g(3, &[0]), g(5, &[4])],
-            &|_| cause(),
-            &mut out,
-        );
+        graph.emit(&mut store, vec![g(0, &[1]), g(3, &[0]), g(5, &[4])], &|_| cause(), &mut out);
         graph.emit(&mut store, vec![g(1, &[2])], &|_| cause(), &mut out);
         assert!(out.ready.is_empty());
         graph.fail(&mut store, &[ids[2]], &cause(), &mut out);
-        let mut failed: Vec<usize> = out
-            .failed
-            .iter()
-            .map(|s| ids.iter().position(|x| x == s).unwrap())
-            .collect();
+        let mut failed: Vec<usize> = out.failed.iter().map(|s| ids.iter().position(|x| x == s).unwrap()).collect();
         failed.sort();
         assert_eq!(failed, vec![0, 1, 2, 3]);
         graph.emit(&mut store, vec![g(4, &[])], &|_| cause(), &mut out);
-        let mut ready: Vec<usize> = out
-            .ready
-            .iter()
-            .map(|s| ids.iter().position(|x| x == s).unwrap())
-            .collect();
+        let mut ready: Vec<usize> = out.ready.iter().map(|s| ids.iter().position(|x| x == s).unwrap()).collect();
         ready.sort();
         assert_eq!(ready, vec![4, 5]);
         assert_eq!(graph.waiting_groups(), 0);
@@ -624,10 +592,7 @@ mod tests {
         let mut out = Outcome::default();
         graph.emit(
             &mut store,
-            vec![EmitGroup {
-                symbols: SmallVec::from_elem(late, 1),
-                deps: vec![ids[3]],
-            }],
+            vec![EmitGroup { symbols: SmallVec::from_elem(late, 1), deps: vec![ids[3]] }],
             &|_| cause(),
             &mut out,
         );
@@ -645,14 +610,8 @@ mod tests {
         graph.emit(
             &mut store,
             vec![
-                EmitGroup {
-                    symbols: SmallVec::from_slice(&[ids[0], ids[1]]),
-                    deps: vec![ids[2], ids[1]],
-                },
-                EmitGroup {
-                    symbols: SmallVec::from_slice(&[ids[2], ids[3]]),
-                    deps: vec![ids[0]],
-                },
+                EmitGroup { symbols: SmallVec::from_slice(&[ids[0], ids[1]]), deps: vec![ids[2], ids[1]] },
+                EmitGroup { symbols: SmallVec::from_slice(&[ids[2], ids[3]]), deps: vec![ids[0]] },
             ],
             &|_| cause(),
             &mut out,

@@ -52,13 +52,7 @@ pub struct MaterializationResponsibility {
 impl MaterializationResponsibility {
     pub(crate) fn new(inner: Arc<SessionInner>, dylib: DylibId, symbols: MrSymbols, priority: Priority) -> Self {
         LIVE.fetch_add(1, Ordering::SeqCst);
-        MaterializationResponsibility {
-            inner,
-            dylib,
-            symbols,
-            implicit: Arc::default(),
-            priority,
-        }
+        MaterializationResponsibility { inner, dylib, symbols, implicit: Arc::default(), priority }
     }
 
     pub fn session(&self) -> ExecutionSession {
@@ -98,29 +92,20 @@ impl MaterializationResponsibility {
     pub fn notify_resolved(&mut self, defs: impl IntoIterator<Item = (SymbolName, SymbolDef)>) -> Result<()> {
         let defs: Vec<(SymbolName, SymbolDef)> = defs.into_iter().collect();
         let mut fx = Effects::default();
-        let r = self
-            .inner
-            .state
-            .lock()
-            .resolve(self.dylib, &mut self.symbols, &defs, &mut fx);
+        let r = self.inner.state.lock().resolve(self.dylib, &mut self.symbols, &defs, &mut fx);
         self.inner.apply(fx);
         r
     }
 
-    /// Emits every symbol (all must be resolved), with dependencies per group. On error the
-    /// symbols are failed (with that error) before it is returned.
+    /// Emits every symbol (all must be resolved), with dependencies per group. On a misuse
+    /// (a symbol not resolved, an unknown dependency...) every symbol fails with the error; if
+    /// some groups depend on symbols that already failed, just those groups fail, and the error
+    /// names them.
     pub fn notify_emitted(mut self, groups: Vec<EmissionGroup>) -> Result<()> {
         let symbols = std::mem::take(&mut self.symbols);
         let implicit = std::mem::take(&mut *self.implicit.lock());
         let mut fx = Effects::default();
-        let result = {
-            let mut st = self.inner.state.lock();
-            let r = st.emit(self.dylib, &symbols, groups, &implicit, self.priority, &mut fx);
-            if let Err(e) = &r {
-                st.fail_responsibility(self.dylib, &symbols, e.clone(), &mut fx);
-            }
-            r
-        };
+        let result = self.inner.state.lock().emit(self.dylib, &symbols, groups, &implicit, self.priority, &mut fx);
         self.inner.apply(fx);
         result
     }
@@ -134,10 +119,7 @@ impl MaterializationResponsibility {
 
     fn fail_symbols(&self, symbols: &MrSymbols, error: Error) {
         let mut fx = Effects::default();
-        self.inner
-            .state
-            .lock()
-            .fail_responsibility(self.dylib, symbols, error, &mut fx);
+        self.inner.state.lock().fail_responsibility(self.dylib, symbols, error, &mut fx);
         self.inner.apply(fx);
     }
 
@@ -150,48 +132,29 @@ impl MaterializationResponsibility {
     pub fn replace_boxed(&mut self, unit: Box<dyn MaterializationUnit>) -> Result<()> {
         let interface: Vec<(SymbolName, SymbolFlags)> = unit.symbols().iter().map(|(n, f)| (n.clone(), *f)).collect();
         let mut fx = Effects::default();
-        let r = self
-            .inner
-            .state
-            .lock()
-            .replace(self.dylib, &mut self.symbols, unit, interface, self.priority, &mut fx);
+        let r = self.inner.state.lock().replace(self.dylib, &mut self.symbols, unit, interface, self.priority, &mut fx);
         self.inner.apply(fx);
         r
     }
 
     /// Splits off a responsibility for `names`, to be completed independently.
     pub fn delegate(&mut self, names: &[SymbolName]) -> Result<MaterializationResponsibility> {
-        let unexpected: Vec<SymbolName> = names
-            .iter()
-            .filter(|n| !self.symbols.contains_key(*n))
-            .cloned()
-            .collect();
+        let unexpected: Vec<SymbolName> = names.iter().filter(|n| !self.symbols.contains_key(*n)).cloned().collect();
         if !unexpected.is_empty() {
             let st = self.inner.state.lock();
             let mut responsible: Vec<_> = self.symbols.keys().map(|n| st.qualify_name(self.dylib, n)).collect();
             responsible.sort();
-            return Err(Error::UnexpectedSymbolDefinitions {
-                responsible,
-                unexpected,
-            });
+            return Err(Error::UnexpectedSymbolDefinitions { responsible, unexpected });
         }
         let taken: MrSymbols = names.iter().filter_map(|n| self.symbols.remove_entry(n)).collect();
-        Ok(MaterializationResponsibility::new(
-            self.inner.clone(),
-            self.dylib,
-            taken,
-            self.priority,
-        ))
+        Ok(MaterializationResponsibility::new(self.inner.clone(), self.dylib, taken, self.priority))
     }
 
     /// Defines new symbols in the dylib that this responsibility will materialize (e.g.
     /// symbols a compiler discovered). Fails, adding none, if any is already defined.
     pub fn define_materializing(&mut self, symbols: impl IntoIterator<Item = (SymbolName, SymbolFlags)>) -> Result<()> {
         let new: Vec<(SymbolName, SymbolFlags)> = symbols.into_iter().collect();
-        self.inner
-            .state
-            .lock()
-            .define_materializing(self.dylib, &mut self.symbols, new)
+        self.inner.state.lock().define_materializing(self.dylib, &mut self.symbols, new)
     }
 
     /// Looks symbols up on behalf of this materialization and hands the responsibility back
@@ -206,19 +169,9 @@ impl MaterializationResponsibility {
         required: RequiredState,
         on_complete: impl FnOnce(Self, Result<LookupResult>) + Send + 'static,
     ) {
-        let options = LookupOptions {
-            priority: self.priority,
-            kind: LookupKind::Static,
-        };
+        let options = LookupOptions { priority: self.priority, kind: LookupKind::Static };
         let (inner, implicit) = (self.inner.clone(), self.implicit.clone());
-        inner.start_lookup(
-            order,
-            names,
-            required,
-            options,
-            Some(implicit),
-            Box::new(move |r| on_complete(self, r)),
-        );
+        inner.start_lookup(order, names, required, options, Some(implicit), Box::new(move |r| on_complete(self, r)));
     }
 
     /// Runs `f` with the key of the tracker responsible for these symbols, under the session
@@ -245,12 +198,7 @@ impl Drop for MaterializationResponsibility {
             q.sort();
             (st.ended, q)
         };
-        self.fail_symbols(
-            &symbols,
-            Error::ResponsibilityDropped {
-                symbols: qualified.clone(),
-            },
-        );
+        self.fail_symbols(&symbols, Error::ResponsibilityDropped { symbols: qualified.clone() });
         if !ended && !std::thread::panicking() {
             debug_assert!(
                 false,
@@ -264,9 +212,138 @@ impl std::fmt::Debug for MaterializationResponsibility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<&SymbolName> = self.symbols.keys().collect();
         names.sort();
-        f.debug_struct("MaterializationResponsibility")
-            .field("dylib", &self.dylib)
-            .field("symbols", &names)
-            .finish()
+        f.debug_struct("MaterializationResponsibility").field("dylib", &self.dylib).field("symbols", &names).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use crate::{ExecutorAddr, JitDylib, SymbolState};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    fn addr(n: u64) -> SymbolDef {
+        SymbolDef::new(ExecutorAddr(n), EXPORTED)
+    }
+
+    /// Defines a unit that hands its responsibility to the test, starts it, and returns it.
+    fn parked(es: &ExecutionSession, jd: &JitDylib, names: &[&SymbolName]) -> MaterializationResponsibility {
+        let (park, parked) = oneshot();
+        let syms: Vec<(&SymbolName, SymbolFlags)> = names.iter().map(|n| (*n, EXPORTED)).collect();
+        jd.define(FnUnit::new(&syms, park)).unwrap();
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([names[0].clone()]), RequiredState::Resolved, |_| {});
+        recv(&parked)
+    }
+
+    #[test]
+    fn resolving_a_symbol_it_does_not_hold_is_an_error_naming_it() {
+        let (es, jd) = setup(0);
+        let (x, y) = (es.intern("x"), es.intern("y"));
+        let mut mr = parked(&es, &jd, &[&x]);
+        let err = mr.notify_resolved([(y.clone(), addr(1))]).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnexpectedSymbolDefinitions { unexpected, .. } if *unexpected == vec![y.clone()])
+        );
+        assert!(err.to_string().contains("'y'"), "{err}");
+        mr.fail(Error::msg("done"));
+    }
+
+    #[test]
+    fn emitting_before_resolving_everything_fails_the_symbols_and_says_which() {
+        let (es, jd) = setup(0);
+        let (x, y) = (es.intern("x"), es.intern("y"));
+        let mut mr = parked(&es, &jd, &[&x, &y]);
+        let (done, answer) = oneshot();
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([y.clone()]), RequiredState::Ready, done);
+        mr.notify_resolved([(x.clone(), addr(1))]).unwrap();
+        let err = mr.notify_emitted(vec![]).unwrap_err();
+        assert_eq!(err.to_string(), "materialization was not given addresses for 'y' in 'main'");
+        assert!(matches!(recv(&answer), Err(Error::FailedToMaterialize { .. })), "the waiter is told");
+        assert!(jd.has_failed(&x) && jd.has_failed(&y));
+    }
+
+    #[test]
+    fn a_dropped_responsibility_fails_its_symbols_so_no_waiter_starves() {
+        let (es, jd) = setup(0);
+        let x = es.intern("x");
+        let mr = parked(&es, &jd, &[&x]);
+        let (done, answer) = oneshot();
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready, done);
+        let dropped = catch_unwind(AssertUnwindSafe(|| drop(mr)));
+        assert_eq!(dropped.is_err(), cfg!(debug_assertions), "debug builds assert on the dropped responsibility");
+        let err = recv(&answer).unwrap_err();
+        assert!(err.to_string().contains("dropped without emitting or failing"), "{err}");
+    }
+
+    #[test]
+    fn replace_hands_back_unrequested_symbols_to_be_materialized_later() {
+        let (es, jd) = setup(0);
+        let (x, y) = (es.intern("x"), es.intern("y"));
+        let mut mr = parked(&es, &jd, &[&x, &y]);
+        assert_eq!(mr.requested_symbols(), vec![x.clone()]);
+        mr.replace(FnUnit::resolving(&[(&y, EXPORTED)], 2)).unwrap();
+        assert!(!mr.contains(&y));
+        assert_eq!(jd.symbol_state(&y), Some(SymbolState::NeverSearched));
+        mr.notify_resolved([(x.clone(), addr(1))]).unwrap();
+        mr.notify_emitted(vec![]).unwrap();
+        assert_eq!(jd.lookup("y").unwrap().addr, ExecutorAddr(2));
+    }
+
+    #[test]
+    fn replace_of_an_already_requested_symbol_materializes_it_at_once() {
+        let (es, jd) = setup(0);
+        let (x, y) = (es.intern("x"), es.intern("y"));
+        let mut mr = parked(&es, &jd, &[&x, &y]);
+        let (done, answer) = oneshot();
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([y.clone()]), RequiredState::Ready, done);
+        mr.replace(FnUnit::resolving(&[(&y, EXPORTED)], 2)).unwrap();
+        assert_eq!(recv(&answer).unwrap()[&y].addr, ExecutorAddr(2));
+        mr.fail(Error::msg("x is not needed"));
+    }
+
+    #[test]
+    fn delegate_splits_a_responsibility_into_independent_parts() {
+        let (es, jd) = setup(0);
+        let (x, y) = (es.intern("x"), es.intern("y"));
+        let mut mr = parked(&es, &jd, &[&x, &y]);
+        let mut part = mr.delegate(std::slice::from_ref(&y)).unwrap();
+        assert!(mr.delegate(std::slice::from_ref(&y)).is_err(), "y was already delegated");
+        part.notify_resolved([(y.clone(), addr(2))]).unwrap();
+        part.notify_emitted(vec![]).unwrap();
+        assert_eq!(jd.lookup("y").unwrap().addr, ExecutorAddr(2));
+        mr.notify_resolved([(x.clone(), addr(1))]).unwrap();
+        mr.notify_emitted(vec![]).unwrap();
+        assert_eq!(jd.lookup("x").unwrap().addr, ExecutorAddr(1));
+    }
+
+    #[test]
+    fn define_materializing_adds_symbols_the_responsibility_must_produce() {
+        let (es, jd) = setup(0);
+        let (x, extra, taken) = (es.intern("x"), es.intern("extra"), es.intern("taken"));
+        jd.define_absolute([(taken.clone(), addr(9))]).unwrap();
+        let mut mr = parked(&es, &jd, &[&x]);
+        assert!(matches!(mr.define_materializing([(taken, EXPORTED)]), Err(Error::DuplicateDefinition { .. })));
+        mr.define_materializing([(extra.clone(), EXPORTED)]).unwrap();
+        assert_eq!(jd.symbol_state(&extra), Some(SymbolState::Materializing));
+        mr.notify_resolved([(x, addr(1)), (extra.clone(), addr(2))]).unwrap();
+        mr.notify_emitted(vec![]).unwrap();
+        assert_eq!(jd.lookup("extra").unwrap().addr, ExecutorAddr(2));
+    }
+
+    #[test]
+    fn with_resource_key_fails_once_the_tracker_is_gone() {
+        let (es, jd) = setup(0);
+        let x = es.intern("x");
+        let tracker = jd.create_tracker();
+        let (park, parked) = oneshot();
+        jd.define_boxed(Box::new(FnUnit::new(&[(&x, EXPORTED)], park)), Some(&tracker)).unwrap();
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready, |_| {});
+        let mut mr = recv(&parked);
+        assert_eq!(mr.with_resource_key(|k| k).unwrap(), tracker.key());
+        tracker.remove().unwrap();
+        assert!(matches!(mr.with_resource_key(|k| k), Err(Error::ResourceTrackerDefunct { .. })));
+        assert!(matches!(mr.notify_resolved([(x, addr(1))]), Err(Error::ResourceTrackerDefunct { .. })));
+        mr.fail(Error::msg("tracker removed"));
     }
 }

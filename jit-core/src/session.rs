@@ -125,8 +125,7 @@ impl ExecutionSession {
         options: LookupOptions,
         on_complete: impl FnOnce(Result<LookupResult>) + Send + 'static,
     ) {
-        self.inner
-            .start_lookup(order, names, required, options, None, Box::new(on_complete));
+        self.inner.start_lookup(order, names, required, options, None, Box::new(on_complete));
     }
 
     /// Looks up and waits. On a dispatcher thread, runs queued work while waiting.
@@ -136,8 +135,7 @@ impl ExecutionSession {
         names: SymbolLookupSet,
         required: RequiredState,
     ) -> Result<SymbolMap> {
-        self.lookup_blocking_detailed(order, names, required)
-            .map(LookupResult::into_map)
+        self.lookup_blocking_detailed(order, names, required).map(LookupResult::into_map)
     }
 
     pub fn lookup_blocking_detailed(
@@ -154,10 +152,7 @@ impl ExecutionSession {
             required,
             priority: Priority::Demanded,
             kind: LookupKind::Static,
-            completion: Completion::Blocking {
-                result: result.clone(),
-                done,
-            },
+            completion: Completion::Blocking { result: result.clone(), done },
             generators_from: 0,
             implicit_deps: None,
         };
@@ -175,14 +170,7 @@ impl ExecutionSession {
         }
         let names = SymbolLookupSet(vec![(name.clone(), SymbolLookupFlags::Required)]);
         let found = self.lookup_blocking_detailed(order, names, RequiredState::Ready)?;
-        found
-            .0
-            .into_iter()
-            .next()
-            .map(|f| f.def)
-            .ok_or_else(|| Error::SymbolsNotFound {
-                symbols: vec![name.clone()],
-            })
+        found.0.into_iter().next().map(|f| f.def).ok_or_else(|| Error::SymbolsNotFound { symbols: vec![name.clone()] })
     }
 
     /// Runs `task` on this session's dispatcher.
@@ -249,9 +237,7 @@ impl ExecutionSession {
 
 impl std::fmt::Debug for ExecutionSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecutionSession")
-            .field("census", &self.census())
-            .finish()
+        f.debug_struct("ExecutionSession").field("census", &self.census()).finish()
     }
 }
 
@@ -302,27 +288,26 @@ impl SessionInner {
     pub(crate) fn generator_finished(self: &Arc<Self>, mut step: GeneratorStep, index: usize, result: Result<()>) {
         let inner = self.clone();
         let priority = step.job.priority;
-        self.dispatcher
-            .dispatch(Task::new(TaskKind::Callback, priority, move || {
-                let mut fx = Effects::default();
-                if let Err(e) = result {
-                    inner.state.lock().generators_done(step.dylib, &mut fx);
-                    fx.completions.push((step.job.completion, Err(e)));
-                    inner.apply(fx);
-                    return;
-                }
-                let remaining = inner.state.lock().still_missing(step.dylib, &step.names);
-                if !remaining.is_empty() && index + 1 < step.generators.len() {
-                    step.names = remaining;
-                    inner.run_generator(step, index + 1);
-                    return;
-                }
+        self.dispatcher.dispatch(Task::new(TaskKind::Callback, priority, move || {
+            let mut fx = Effects::default();
+            if let Err(e) = result {
                 inner.state.lock().generators_done(step.dylib, &mut fx);
+                fx.completions.push((step.job.completion, Err(e)));
                 inner.apply(fx);
-                let mut job = step.job;
-                job.generators_from = step.order_index + 1;
-                inner.run_lookup(job);
-            }));
+                return;
+            }
+            let remaining = inner.state.lock().still_missing(step.dylib, &step.names);
+            if !remaining.is_empty() && index + 1 < step.generators.len() {
+                step.names = remaining;
+                inner.run_generator(step, index + 1);
+                return;
+            }
+            inner.state.lock().generators_done(step.dylib, &mut fx);
+            inner.apply(fx);
+            let mut job = step.job;
+            job.generators_from = step.order_index + 1;
+            inner.run_lookup(job);
+        }));
     }
 
     /// Carries out what a critical section decided, outside the lock.
@@ -330,13 +315,7 @@ impl SessionInner {
         if fx.is_empty() {
             return;
         }
-        let Effects {
-            materialize,
-            completions,
-            resumes,
-            garbage,
-            removed_keys: _,
-        } = fx;
+        let Effects { materialize, completions, resumes, garbage, removed_keys: _ } = fx;
         for (completion, result) in completions {
             match completion {
                 Completion::Blocking { result: slot, done } => {
@@ -344,33 +323,28 @@ impl SessionInner {
                     let _ = done.send(());
                 }
                 Completion::Callback(f) => {
-                    self.dispatcher
-                        .dispatch(Task::new(TaskKind::Callback, Priority::Demanded, move || f(result)));
+                    self.dispatcher.dispatch(Task::new(TaskKind::Callback, Priority::Demanded, move || f(result)));
                 }
             }
         }
         for pm in materialize {
             let mr = MaterializationResponsibility::new(self.clone(), pm.dylib, pm.symbols, pm.priority);
             let (unit, discards) = (pm.unit, pm.discards);
-            self.dispatcher
-                .dispatch(Task::new(TaskKind::Materialization, pm.priority, move || {
-                    let mut unit = unit;
-                    if !discards.is_empty() {
-                        let dylib = mr.dylib();
-                        for name in &discards {
-                            unit.discard(&dylib, name);
-                        }
+            self.dispatcher.dispatch(Task::new(TaskKind::Materialization, pm.priority, move || {
+                let mut unit = unit;
+                if !discards.is_empty() {
+                    let dylib = mr.dylib();
+                    for name in &discards {
+                        unit.discard(&dylib, name);
                     }
-                    let _span = tracing::debug_span!(target: "orcjit", "materialize", unit = unit.name()).entered();
-                    unit.materialize(mr);
-                }));
+                }
+                let _span = tracing::debug_span!(target: "orcjit", "materialize", unit = unit.name()).entered();
+                unit.materialize(mr);
+            }));
         }
         for job in resumes {
             let inner = self.clone();
-            self.dispatcher
-                .dispatch(Task::new(TaskKind::Callback, job.priority, move || {
-                    inner.run_lookup(job)
-                }));
+            self.dispatcher.dispatch(Task::new(TaskKind::Callback, job.priority, move || inner.run_lookup(job)));
         }
         drop(garbage);
     }
@@ -394,20 +368,12 @@ mod tests {
         jd.define_absolute([(x.clone(), addr(1))]).unwrap();
         let order = jd.search_order();
         let err = es
-            .lookup_blocking(
-                &order,
-                SymbolLookupSet::new().with(x.clone()).with(nope.clone()),
-                RequiredState::Ready,
-            )
+            .lookup_blocking(&order, SymbolLookupSet::new().with(x.clone()).with(nope.clone()), RequiredState::Ready)
             .unwrap_err();
         assert!(matches!(&err, Error::SymbolsNotFound { symbols } if *symbols == vec![nope.clone()]));
         assert_eq!(err.to_string(), "symbols not found: 'nope'");
         let found = es
-            .lookup_blocking(
-                &order,
-                SymbolLookupSet::new().with(x.clone()).with_weak(maybe),
-                RequiredState::Ready,
-            )
+            .lookup_blocking(&order, SymbolLookupSet::new().with(x.clone()).with_weak(maybe), RequiredState::Ready)
             .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[&x].addr, ExecutorAddr(1));
@@ -426,18 +392,9 @@ mod tests {
         }))
         .unwrap();
         let (ready, ready_rx) = oneshot();
-        es.lookup(
-            &jd.search_order(),
-            SymbolLookupSet::from([x.clone()]),
-            RequiredState::Ready,
-            ready,
-        );
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready, ready);
         let resolved = es
-            .lookup_blocking(
-                &jd.search_order(),
-                SymbolLookupSet::from([x.clone()]),
-                RequiredState::Resolved,
-            )
+            .lookup_blocking(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Resolved)
             .unwrap();
         assert_eq!(resolved[&x].addr, ExecutorAddr(7));
         assert_eq!(jd.symbol_state(&x), Some(SymbolState::Resolved));
@@ -455,17 +412,12 @@ mod tests {
             jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 5)).unwrap();
             let (es2, jd2) = (es.clone(), jd.clone());
             let (tx, rx) = oneshot();
-            es.lookup(
-                &jd.search_order(),
-                SymbolLookupSet::from([x.clone()]),
-                RequiredState::Ready,
-                move |r| {
-                    // Re-entering the session would deadlock if this ran under its lock.
-                    let y = es2.intern("y");
-                    jd2.define_absolute([(y, addr(9))]).unwrap();
-                    tx((r.unwrap(), jd2.lookup("y").unwrap()));
-                },
-            );
+            es.lookup(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready, move |r| {
+                // Re-entering the session would deadlock if this ran under its lock.
+                let y = es2.intern("y");
+                jd2.define_absolute([(y, addr(9))]).unwrap();
+                tx((r.unwrap(), jd2.lookup("y").unwrap()));
+            });
             let (first, second) = recv(&rx);
             assert_eq!(first[&x].addr, ExecutorAddr(5));
             assert_eq!(second.addr, ExecutorAddr(9));
@@ -486,34 +438,19 @@ mod tests {
         .unwrap();
         let (bb, jd2) = (b.clone(), jd.clone());
         jd.define(FnUnit::new(&[(&a, EXPORTED)], move |mr| {
-            mr.lookup(
-                &jd2.search_order(),
-                SymbolLookupSet::from([bb]),
-                RequiredState::Resolved,
-                move |mut mr, r| {
-                    let b_addr = r.unwrap().0[0].def.addr;
-                    let name = mr.symbols().next().unwrap().0.clone();
-                    mr.notify_resolved([(name, SymbolDef::new(ExecutorAddr(b_addr.0 + 1), EXPORTED))])
-                        .unwrap();
-                    mr.notify_emitted(vec![]).unwrap(); // no explicit groups: the lookup's dependency applies
-                },
-            );
+            mr.lookup(&jd2.search_order(), SymbolLookupSet::from([bb]), RequiredState::Resolved, move |mut mr, r| {
+                let b_addr = r.unwrap().0[0].def.addr;
+                let name = mr.symbols().next().unwrap().0.clone();
+                mr.notify_resolved([(name, SymbolDef::new(ExecutorAddr(b_addr.0 + 1), EXPORTED))]).unwrap();
+                mr.notify_emitted(vec![]).unwrap(); // no explicit groups: the lookup's dependency applies
+            });
         }))
         .unwrap();
         let (ready, ready_rx) = oneshot();
-        es.lookup(
-            &jd.search_order(),
-            SymbolLookupSet::from([a.clone()]),
-            RequiredState::Ready,
-            ready,
-        );
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([a.clone()]), RequiredState::Ready, ready);
         // 'a' is emitted but cannot be Ready while 'b' is not emitted.
         let resolved = es
-            .lookup_blocking(
-                &jd.search_order(),
-                SymbolLookupSet::from([a.clone()]),
-                RequiredState::Resolved,
-            )
+            .lookup_blocking(&jd.search_order(), SymbolLookupSet::from([a.clone()]), RequiredState::Resolved)
             .unwrap();
         assert_eq!(resolved[&a].addr, ExecutorAddr(3));
         while jd.symbol_state(&a) != Some(SymbolState::Emitted) {
@@ -569,25 +506,15 @@ mod tests {
                 jd.define(FnUnit::new(&[(&names[i], EXPORTED)], move |mut mr| {
                     let name = mr.symbols().next().unwrap().0.clone();
                     mr.notify_resolved([(name.clone(), addr(i as u64))]).unwrap();
-                    mr.notify_emitted(vec![EmissionGroup {
-                        symbols: vec![name],
-                        depends_on: vec![(id, dep)],
-                    }])
-                    .unwrap();
+                    mr.notify_emitted(vec![EmissionGroup { symbols: vec![name], depends_on: vec![(id, dep)] }])
+                        .unwrap();
                 }))
                 .unwrap();
             }
             let all: SymbolLookupSet = names.iter().cloned().collect();
-            let found = es
-                .lookup_blocking(&jd.search_order(), all, RequiredState::Ready)
-                .unwrap();
+            let found = es.lookup_blocking(&jd.search_order(), all, RequiredState::Ready).unwrap();
             assert_eq!(found.len(), n);
-            assert!(
-                names
-                    .iter()
-                    .enumerate()
-                    .all(|(i, s)| found[s].addr == ExecutorAddr(i as u64))
-            );
+            assert!(names.iter().enumerate().all(|(i, s)| found[s].addr == ExecutorAddr(i as u64)));
             assert_eq!(es.census().waiting_groups, 0);
         }
     }
@@ -607,41 +534,19 @@ mod tests {
                 }]);
             }
         };
-        jd.define(FnUnit::new(&[(&a, EXPORTED)], emit_with(vec![b.clone()])))
-            .unwrap();
-        jd.define(FnUnit::new(&[(&b, EXPORTED)], emit_with(vec![c.clone()])))
-            .unwrap();
-        jd.define(FnUnit::new(&[(&c, EXPORTED)], |mr| {
-            mr.fail(Error::msg("compile error in c"))
-        }))
-        .unwrap();
+        jd.define(FnUnit::new(&[(&a, EXPORTED)], emit_with(vec![b.clone()]))).unwrap();
+        jd.define(FnUnit::new(&[(&b, EXPORTED)], emit_with(vec![c.clone()]))).unwrap();
+        jd.define(FnUnit::new(&[(&c, EXPORTED)], |mr| mr.fail(Error::msg("compile error in c")))).unwrap();
         jd.define(FnUnit::new(&[(&d, EXPORTED)], emit_with(vec![]))).unwrap();
         let order = jd.search_order();
         // Materialize a and b first (Resolved), so that they fail as emitted dependants.
-        es.lookup_blocking(
-            &order,
-            SymbolLookupSet::from([a.clone(), b.clone()]),
-            RequiredState::Resolved,
-        )
-        .unwrap();
+        es.lookup_blocking(&order, SymbolLookupSet::from([a.clone(), b.clone()]), RequiredState::Resolved).unwrap();
         let err = es
-            .lookup_blocking(
-                &order,
-                SymbolLookupSet::from([a.clone(), d.clone()]),
-                RequiredState::Ready,
-            )
+            .lookup_blocking(&order, SymbolLookupSet::from([a.clone(), d.clone()]), RequiredState::Ready)
             .unwrap_err();
-        let Error::FailedToMaterialize { symbols, cause } = &err else {
-            panic!("{err}")
-        };
-        assert_eq!(
-            symbols.iter().map(|q| q.symbol.clone()).collect::<Vec<_>>(),
-            vec![a.clone()]
-        );
-        assert_eq!(
-            cause.origin.iter().map(|q| q.symbol.clone()).collect::<Vec<_>>(),
-            vec![c.clone()]
-        );
+        let Error::FailedToMaterialize { symbols, cause } = &err else { panic!("{err}") };
+        assert_eq!(symbols.iter().map(|q| q.symbol.clone()).collect::<Vec<_>>(), vec![a.clone()]);
+        assert_eq!(cause.origin.iter().map(|q| q.symbol.clone()).collect::<Vec<_>>(), vec![c.clone()]);
         assert_eq!(
             err.to_string(),
             "failed to materialize 'a' in 'main'; root cause: 'c' in 'main': compile error in c"
@@ -655,13 +560,8 @@ mod tests {
         let (es, jd) = setup(0);
         let x = es.intern("x");
         jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 11)).unwrap();
-        let slow = es
-            .lookup_blocking(
-                &jd.search_order(),
-                SymbolLookupSet::from([x.clone()]),
-                RequiredState::Ready,
-            )
-            .unwrap();
+        let slow =
+            es.lookup_blocking(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready).unwrap();
         let fast = es.lookup_symbol(&jd.search_order(), &x).unwrap();
         assert_eq!(slow[&x], fast);
     }
@@ -679,22 +579,14 @@ mod tests {
         }))
         .unwrap();
         let order = jd.search_order();
-        let err = es
-            .lookup_blocking(&order, SymbolLookupSet::from([init.clone()]), RequiredState::Ready)
-            .unwrap_err();
+        let err = es.lookup_blocking(&order, SymbolLookupSet::from([init.clone()]), RequiredState::Ready).unwrap_err();
         assert!(matches!(err, Error::SideEffectsOnlySymbol(_)), "{err}");
-        let found = es
-            .lookup_blocking(
-                &order,
-                SymbolLookupSet::new().with_weak(init.clone()),
-                RequiredState::Ready,
-            )
-            .unwrap();
+        let found =
+            es.lookup_blocking(&order, SymbolLookupSet::new().with_weak(init.clone()), RequiredState::Ready).unwrap();
         assert!(found.is_empty());
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(jd.symbol_state(&init), None, "gone once its side effects happened");
-        es.lookup_blocking(&order, SymbolLookupSet::new().with_weak(init), RequiredState::Ready)
-            .unwrap();
+        es.lookup_blocking(&order, SymbolLookupSet::new().with_weak(init), RequiredState::Ready).unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
@@ -705,25 +597,14 @@ mod tests {
         let (park, parked) = oneshot();
         jd.define(FnUnit::new(&[(&x, EXPORTED)], park)).unwrap();
         let (done, done_rx) = oneshot();
-        es.lookup(
-            &jd.search_order(),
-            SymbolLookupSet::from([x.clone()]),
-            RequiredState::Ready,
-            done,
-        );
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready, done);
         let mr = recv(&parked);
         es.end_session().unwrap();
         assert!(matches!(recv(&done_rx), Err(Error::SessionEnded)));
         let mut mr = mr;
-        assert!(matches!(
-            mr.notify_resolved([(x.clone(), addr(1))]),
-            Err(Error::SessionEnded)
-        ));
+        assert!(matches!(mr.notify_resolved([(x.clone(), addr(1))]), Err(Error::SessionEnded)));
         drop(mr); // after the end, dropping is quiet
-        assert!(matches!(
-            jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 1)),
-            Err(Error::SessionEnded)
-        ));
+        assert!(matches!(jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 1)), Err(Error::SessionEnded)));
         assert!(matches!(jd.lookup("x"), Err(Error::SessionEnded)));
         assert!(matches!(es.create_dylib("late"), Err(Error::SessionEnded)));
         es.end_session().unwrap();

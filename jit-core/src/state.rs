@@ -87,10 +87,12 @@ impl SymbolEntry {
     }
 
     fn def(&self) -> SymbolDef {
-        SymbolDef {
-            addr: self.addr,
-            flags: self.flags,
-        }
+        SymbolDef { addr: self.addr, flags: self.flags }
+    }
+
+    /// Someone needs this symbol: a lookup waits on it, or an emitted group depends on it.
+    fn is_needed(&self) -> bool {
+        !self.waiters.is_empty() || !self.node.dependants.is_empty()
     }
 }
 
@@ -140,10 +142,7 @@ pub(crate) enum Completion {
     Callback(Box<dyn FnOnce(Result<LookupResult>) + Send>),
     /// A thread blocked in `lookup_blocking`, woken directly. (If this is ever dropped
     /// unanswered, `done` disconnects and the waiter wakes with an error instead of hanging.)
-    Blocking {
-        result: Arc<Mutex<Option<Result<LookupResult>>>>,
-        done: Sender<()>,
-    },
+    Blocking { result: Arc<Mutex<Option<Result<LookupResult>>>>, done: Sender<()> },
 }
 
 /// A lookup in progress, between generator runs.
@@ -269,14 +268,8 @@ impl SessionState {
             return Err(Error::DylibExists(name));
         }
         let index = self.dylibs.len() as u32;
-        let id = DylibId {
-            session: self.session_id,
-            index,
-        };
-        let default_tracker = self.trackers.insert(TrackerState {
-            dylib: id,
-            symbols: Vec::new(),
-        });
+        let id = DylibId { session: self.session_id, index };
+        let default_tracker = self.trackers.insert(TrackerState { dylib: id, symbols: Vec::new() });
         let mut link_order = SearchOrder::new();
         link_order.push(id, MatchFlags::All);
         self.dylibs.push(DylibState {
@@ -293,18 +286,12 @@ impl SessionState {
     }
 
     pub fn find_dylib(&self, name: &str) -> Option<DylibId> {
-        self.dylib_by_name.get(name).map(|&index| DylibId {
-            session: self.session_id,
-            index,
-        })
+        self.dylib_by_name.get(name).map(|&index| DylibId { session: self.session_id, index })
     }
 
     pub fn check_dylib(&self, id: DylibId) -> Result<()> {
         if id.session != self.session_id || id.index as usize >= self.dylibs.len() {
-            return Err(Error::msg(format!(
-                "dylib #{} does not belong to this session",
-                id.index
-            )));
+            return Err(Error::msg(format!("dylib #{} does not belong to this session", id.index)));
         }
         Ok(())
     }
@@ -323,17 +310,11 @@ impl SessionState {
 
     fn qualify(&self, sid: SymId) -> Option<QualifiedSymbol> {
         let e = self.symbols.get(sid)?;
-        Some(QualifiedSymbol {
-            dylib: self.dylib(e.dylib).name.clone(),
-            symbol: e.name.clone(),
-        })
+        Some(QualifiedSymbol { dylib: self.dylib(e.dylib).name.clone(), symbol: e.name.clone() })
     }
 
     pub fn qualify_name(&self, dylib: DylibId, symbol: &SymbolName) -> QualifiedSymbol {
-        QualifiedSymbol {
-            dylib: self.dylib(dylib).name.clone(),
-            symbol: symbol.clone(),
-        }
+        QualifiedSymbol { dylib: self.dylib(dylib).name.clone(), symbol: symbol.clone() }
     }
 
     fn qualify_all<'a>(&self, dylib: DylibId, names: impl IntoIterator<Item = &'a SymbolName>) -> Vec<QualifiedSymbol> {
@@ -370,10 +351,7 @@ impl SessionState {
                 {
                     Ok(Placement::Override(sid))
                 } else {
-                    Err(Error::DuplicateDefinition {
-                        symbol: name.clone(),
-                        dylib: dl.name.clone(),
-                    })
+                    Err(Error::DuplicateDefinition { symbol: name.clone(), dylib: dl.name.clone() })
                 }
             })
             .collect()
@@ -431,12 +409,7 @@ impl SessionState {
         }
         self.tracker_alive(tracker, dylib)?;
         let placements = self.place(dylib, &interface)?;
-        let uid = self.units.insert(UnitEntry {
-            unit,
-            discards: Vec::new(),
-            dylib,
-            symbols: Vec::new(),
-        });
+        let uid = self.units.insert(UnitEntry { unit, discards: Vec::new(), dylib, symbols: Vec::new() });
         for ((name, flags), placement) in interface.into_iter().zip(placements) {
             match placement {
                 Placement::New => {
@@ -476,9 +449,7 @@ impl SessionState {
         }
         self.tracker_alive(tracker, dylib)?;
         let defs: Vec<(SymbolName, SymbolDef)> = if skip_existing {
-            defs.into_iter()
-                .filter(|(n, _)| !self.dylib(dylib).table.contains_key(n))
-                .collect()
+            defs.into_iter().filter(|(n, _)| !self.dylib(dylib).table.contains_key(n)).collect()
         } else {
             defs
         };
@@ -592,13 +563,7 @@ impl SessionState {
             }
             dl.generator_busy = true;
             let generators = dl.generators.clone();
-            return Some(GeneratorStep {
-                job,
-                order_index: oi,
-                dylib: d,
-                names: gen_names,
-                generators,
-            });
+            return Some(GeneratorStep { job, order_index: oi, dylib: d, names: gen_names, generators });
         }
         self.finish_job(job, found, fx);
         None
@@ -620,11 +585,7 @@ impl SessionState {
         names: &[(SymbolName, SymbolLookupFlags)],
     ) -> Vec<(SymbolName, SymbolLookupFlags)> {
         let dl = self.dylib(dylib);
-        names
-            .iter()
-            .filter(|(n, _)| !dl.table.contains_key(n))
-            .cloned()
-            .collect()
+        names.iter().filter(|(n, _)| !dl.table.contains_key(n)).cloned().collect()
     }
 
     fn finish_job(&mut self, job: LookupJob, found: Vec<(usize, SymId, DylibId)>, fx: &mut Effects) {
@@ -646,10 +607,7 @@ impl SessionState {
         if let Some(cause) = cause {
             failed.sort();
             failed.dedup();
-            fx.complete(
-                job.completion,
-                Err(Error::FailedToMaterialize { symbols: failed, cause }),
-            );
+            fx.complete(job.completion, Err(Error::FailedToMaterialize { symbols: failed, cause }));
             return;
         }
         if let Some(sink) = &job.implicit_deps {
@@ -671,22 +629,13 @@ impl SessionState {
                 Some(e.def())
             } else {
                 outstanding += 1;
-                e.waiters.push(QueryWaiter {
-                    query: qid,
-                    slot: slot as u32,
-                    required: job.required,
-                });
+                e.waiters.push(QueryWaiter { query: qid, slot: slot as u32, required: job.required });
                 if let Phase::NeverSearched(u) = e.phase {
                     to_start.push(u);
                 }
                 None
             };
-            slots.push(QuerySlot {
-                name: job.names[ni].0.clone(),
-                dylib: d,
-                def,
-                hidden,
-            });
+            slots.push(QuerySlot { name: job.names[ni].0.clone(), dylib: d, def, hidden });
         }
         for u in to_start {
             self.start_materialization(u, job.priority, fx);
@@ -709,14 +658,7 @@ impl SessionState {
             let Some(e) = self.symbols.get_mut(sid) else { continue };
             if e.phase == Phase::NeverSearched(uid) {
                 e.phase = Phase::Materializing;
-                symbols.insert(
-                    e.name.clone(),
-                    MrSymbol {
-                        id: sid,
-                        flags: e.flags,
-                        resolved: false,
-                    },
-                );
+                symbols.insert(e.name.clone(), MrSymbol { id: sid, flags: e.flags, resolved: false });
             }
         }
         if symbols.is_empty() {
@@ -782,11 +724,7 @@ impl SessionState {
             }
             let q = self.qualify(sid).expect("live");
             for w in waiters {
-                per_query
-                    .entry(w.query)
-                    .or_insert_with(|| (Vec::new(), cause.clone()))
-                    .0
-                    .push(q.clone());
+                per_query.entry(w.query).or_insert_with(|| (Vec::new(), cause.clone())).0.push(q.clone());
             }
         }
         for (qid, (mut symbols, cause)) in per_query {
@@ -816,16 +754,14 @@ impl SessionState {
                 symbols: vec![self.qualify_name(dylib, name)],
                 cause: e.failure().expect("failed").clone(),
             }),
-            None => Err(Error::ResourceTrackerDefunct {
-                symbols: vec![self.qualify_name(dylib, name)],
-            }),
+            None => Err(Error::ResourceTrackerDefunct { symbols: vec![self.qualify_name(dylib, name)] }),
         }
     }
 
     pub fn requested(&self, symbols: &MrSymbols) -> Vec<SymbolName> {
         let mut out: Vec<SymbolName> = symbols
             .iter()
-            .filter(|(_, s)| self.symbols.get(s.id).is_some_and(|e| !e.waiters.is_empty()))
+            .filter(|(_, s)| self.symbols.get(s.id).is_some_and(SymbolEntry::is_needed))
             .map(|(n, _)| n.clone())
             .collect();
         out.sort();
@@ -842,11 +778,8 @@ impl SessionState {
         if self.ended {
             return Err(Error::SessionEnded);
         }
-        let unexpected: Vec<SymbolName> = defs
-            .iter()
-            .filter(|(n, _)| !symbols.contains_key(n))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let unexpected: Vec<SymbolName> =
+            defs.iter().filter(|(n, _)| !symbols.contains_key(n)).map(|(n, _)| n.clone()).collect();
         if !unexpected.is_empty() {
             return Err(Error::UnexpectedSymbolDefinitions {
                 responsible: self.qualify_all(dylib, symbols.keys()),
@@ -873,7 +806,8 @@ impl SessionState {
     /// Emits every symbol of a responsibility. `groups` give dependencies per group of symbols
     /// (symbols in no group depend on nothing); `implicit` is added to every group. Dependencies
     /// nobody has asked for yet start materializing (at `priority`): without them, the emitted
-    /// symbols could never become Ready.
+    /// symbols could never become Ready. If a check fails, every symbol fails; if some groups
+    /// depend on failed symbols, those groups (only) fail, and the error names them.
     pub fn emit(
         &mut self,
         dylib: DylibId,
@@ -883,6 +817,50 @@ impl SessionState {
         priority: Priority,
         fx: &mut Effects,
     ) -> Result<()> {
+        // Nothing is emitted unless every check passes; a failed check fails every symbol.
+        let (emit_groups, to_start) = match self.prepare_emit(dylib, symbols, groups, implicit) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.fail_responsibility(dylib, symbols, e.clone(), fx);
+                return Err(e);
+            }
+        };
+        for u in to_start {
+            self.start_materialization(u, priority, fx);
+        }
+        let mut out = Outcome::default();
+        let removed = Arc::new(RootCause {
+            origin: Vec::new(),
+            error: Error::msg("a dependency was removed before it was emitted"),
+        });
+        let SessionState { graph, symbols: arena, .. } = self;
+        graph.emit(arena, emit_groups, &|_| removed.clone(), &mut out);
+        let own_failed: Vec<SymId> = if out.failed.is_empty() {
+            Vec::new()
+        } else {
+            let own: FxHashSet<SymId> = symbols.values().map(|s| s.id).collect();
+            out.failed.iter().copied().filter(|id| own.contains(id)).collect()
+        };
+        let own_error = own_failed.first().map(|&sid| {
+            let cause = self.symbols[sid].failure().expect("failed").clone();
+            let mut syms: Vec<QualifiedSymbol> = own_failed.iter().filter_map(|&s| self.qualify(s)).collect();
+            syms.sort();
+            Error::FailedToMaterialize { symbols: syms, cause }
+        });
+        self.apply(out, fx);
+        match own_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn prepare_emit(
+        &mut self,
+        dylib: DylibId,
+        symbols: &MrSymbols,
+        groups: Vec<EmissionGroup>,
+        implicit: &[SymId],
+    ) -> Result<(Vec<EmitGroup>, SmallVec<[UnitId; 4]>)> {
         if self.ended {
             return Err(Error::SessionEnded);
         }
@@ -895,18 +873,12 @@ impl SessionState {
             .map(|(n, _)| n)
             .collect();
         if !missing.is_empty() {
-            return Err(Error::MissingSymbolDefinitions {
-                missing: self.qualify_all(dylib, missing),
-            });
+            return Err(Error::MissingSymbolDefinitions { missing: self.qualify_all(dylib, missing) });
         }
         let mut covered: FxHashSet<SymId> = FxHashSet::default();
         let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
         let mut emit_groups = Vec::with_capacity(groups.len() + 1);
-        for EmissionGroup {
-            symbols: names,
-            depends_on: deps,
-        } in groups
-        {
+        for EmissionGroup { symbols: names, depends_on: deps } in groups {
             let mut g = EmitGroup {
                 symbols: SmallVec::with_capacity(names.len()),
                 deps: Vec::with_capacity(deps.len() + implicit.len()),
@@ -948,67 +920,23 @@ impl SessionState {
                 emit_groups.push(g);
             }
         }
-        let rest: SmallVec<[SymId; 1]> = symbols
-            .values()
-            .map(|s| s.id)
-            .filter(|id| !covered.contains(id))
-            .collect();
+        let rest: SmallVec<[SymId; 1]> = symbols.values().map(|s| s.id).filter(|id| !covered.contains(id)).collect();
         if !rest.is_empty() {
-            emit_groups.push(EmitGroup {
-                symbols: rest,
-                deps: implicit.to_vec(),
-            });
+            emit_groups.push(EmitGroup { symbols: rest, deps: implicit.to_vec() });
         }
 
-        for u in to_start {
-            self.start_materialization(u, priority, fx);
-        }
-        let mut out = Outcome::default();
-        let removed = Arc::new(RootCause {
-            origin: Vec::new(),
-            error: Error::msg("a dependency was removed before it was emitted"),
-        });
-        let SessionState {
-            graph, symbols: arena, ..
-        } = self;
-        graph.emit(arena, emit_groups, &|_| removed.clone(), &mut out);
-        let own_failed: Vec<SymId> = if out.failed.is_empty() {
-            Vec::new()
-        } else {
-            let own: FxHashSet<SymId> = symbols.values().map(|s| s.id).collect();
-            out.failed.iter().copied().filter(|id| own.contains(id)).collect()
-        };
-        let own_error = own_failed.first().map(|&sid| {
-            let cause = self.symbols[sid].failure().expect("failed").clone();
-            let mut syms: Vec<QualifiedSymbol> = own_failed.iter().filter_map(|&s| self.qualify(s)).collect();
-            syms.sort();
-            Error::FailedToMaterialize { symbols: syms, cause }
-        });
-        self.apply(out, fx);
-        match own_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok((emit_groups, to_start))
     }
 
     /// Fails every symbol of a responsibility (and, transitively, their dependants).
     pub fn fail_responsibility(&mut self, dylib: DylibId, symbols: &MrSymbols, error: Error, fx: &mut Effects) {
-        let ids: Vec<SymId> = symbols
-            .values()
-            .map(|s| s.id)
-            .filter(|&id| self.symbols.contains_key(id))
-            .collect();
+        let ids: Vec<SymId> = symbols.values().map(|s| s.id).filter(|&id| self.symbols.contains_key(id)).collect();
         if ids.is_empty() {
             return;
         }
-        let cause = Arc::new(RootCause {
-            origin: self.qualify_all(dylib, symbols.keys()),
-            error,
-        });
+        let cause = Arc::new(RootCause { origin: self.qualify_all(dylib, symbols.keys()), error });
         let mut out = Outcome::default();
-        let SessionState {
-            graph, symbols: arena, ..
-        } = self;
+        let SessionState { graph, symbols: arena, .. } = self;
         graph.fail(arena, &ids, &cause, &mut out);
         self.apply(out, fx);
     }
@@ -1027,11 +955,8 @@ impl SessionState {
         if self.ended {
             return Err(Error::SessionEnded);
         }
-        let unexpected: Vec<SymbolName> = interface
-            .iter()
-            .filter(|(n, _)| !symbols.contains_key(n))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let unexpected: Vec<SymbolName> =
+            interface.iter().filter(|(n, _)| !symbols.contains_key(n)).map(|(n, _)| n.clone()).collect();
         if !unexpected.is_empty() {
             return Err(Error::UnexpectedSymbolDefinitions {
                 responsible: self.qualify_all(dylib, symbols.keys()),
@@ -1060,7 +985,7 @@ impl SessionState {
             let e = &mut self.symbols[s.id];
             e.phase = Phase::NeverSearched(uid);
             e.flags = flags;
-            requested |= !e.waiters.is_empty();
+            requested |= e.is_needed();
             self.units[uid].symbols.push(s.id);
         }
         if requested {
@@ -1086,21 +1011,11 @@ impl SessionState {
         self.tracker_alive(tracker, dylib)?;
         let dl = self.dylib(dylib);
         if let Some((name, _)) = new.iter().find(|(n, _)| dl.table.contains_key(n)) {
-            return Err(Error::DuplicateDefinition {
-                symbol: name.clone(),
-                dylib: dl.name.clone(),
-            });
+            return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib: dl.name.clone() });
         }
         for (name, flags) in new {
             let id = self.insert_symbol(dylib, tracker, name.clone(), flags, Phase::Materializing);
-            symbols.insert(
-                name,
-                MrSymbol {
-                    id,
-                    flags,
-                    resolved: false,
-                },
-            );
+            symbols.insert(name, MrSymbol { id, flags, resolved: false });
         }
         Ok(())
     }
@@ -1110,19 +1025,14 @@ impl SessionState {
         let tracker = symbols.values().find_map(|s| self.symbols.get(s.id)).map(|e| e.tracker);
         match tracker {
             Some(t) if self.trackers.contains_key(t) => Ok(t),
-            _ => Err(Error::ResourceTrackerDefunct {
-                symbols: self.qualify_all(dylib, symbols.keys()),
-            }),
+            _ => Err(Error::ResourceTrackerDefunct { symbols: self.qualify_all(dylib, symbols.keys()) }),
         }
     }
 
     // ---- resource trackers -------------------------------------------------------------
 
     pub fn create_tracker(&mut self, dylib: DylibId) -> TrackerId {
-        self.trackers.insert(TrackerState {
-            dylib,
-            symbols: Vec::new(),
-        })
+        self.trackers.insert(TrackerState { dylib, symbols: Vec::new() })
     }
 
     /// Removes every symbol defined through `tracker`: waiting queries and dependants fail,
@@ -1136,11 +1046,8 @@ impl SessionState {
             let fresh = self.create_tracker(dylib);
             self.dylib_mut(dylib).default_tracker = fresh;
         }
-        let mut ids: Vec<SymId> = state
-            .symbols
-            .into_iter()
-            .filter(|&s| self.symbols.get(s).is_some_and(|e| e.tracker == tracker))
-            .collect();
+        let mut ids: Vec<SymId> =
+            state.symbols.into_iter().filter(|&s| self.symbols.get(s).is_some_and(|e| e.tracker == tracker)).collect();
         ids.sort_unstable();
         ids.dedup();
         let qualified: Vec<QualifiedSymbol> = ids.iter().filter_map(|&s| self.qualify(s)).collect();
@@ -1154,9 +1061,7 @@ impl SessionState {
                 error: Error::msg("the resource tracker that defined it was removed"),
             });
             let mut out = Outcome::default();
-            let SessionState {
-                graph, symbols: arena, ..
-            } = self;
+            let SessionState { graph, symbols: arena, .. } = self;
             graph.fail(arena, &ids, &cause, &mut out);
             self.apply(out, fx);
             // Queries waiting on symbols that were already Ready or Failed (so not failed now).
@@ -1188,9 +1093,7 @@ impl SessionState {
             return Err(Error::ResourceTrackerDefunct { symbols: Vec::new() });
         };
         if s.dylib != d.dylib {
-            return Err(Error::msg(
-                "cannot transfer resources between trackers of different dylibs",
-            ));
+            return Err(Error::msg("cannot transfer resources between trackers of different dylibs"));
         }
         let moved = std::mem::take(&mut self.trackers[src].symbols);
         for &sid in &moved {
@@ -1255,13 +1158,7 @@ fn result_of(slots: Vec<QuerySlot>) -> LookupResult {
         slots
             .into_iter()
             .filter(|s| !s.hidden)
-            .filter_map(|s| {
-                s.def.map(|def| FoundSymbol {
-                    name: s.name,
-                    def,
-                    dylib: s.dylib,
-                })
-            })
+            .filter_map(|s| s.def.map(|def| FoundSymbol { name: s.name, def, dylib: s.dylib }))
             .collect(),
     )
 }

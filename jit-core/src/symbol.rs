@@ -75,11 +75,7 @@ impl PartialOrd for SymbolName {
 }
 impl Ord for SymbolName {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        if self == other {
-            std::cmp::Ordering::Equal
-        } else {
-            self.as_str().cmp(other.as_str())
-        }
+        if self == other { std::cmp::Ordering::Equal } else { self.as_str().cmp(other.as_str()) }
     }
 }
 
@@ -113,9 +109,7 @@ impl Default for SymbolStringPool {
 
 impl SymbolStringPool {
     pub fn new() -> Self {
-        SymbolStringPool(Arc::new(PoolShared {
-            map: DashMap::with_hasher(FxBuildHasher),
-        }))
+        SymbolStringPool(Arc::new(PoolShared { map: DashMap::with_hasher(FxBuildHasher) }))
     }
 
     /// Returns the one `SymbolName` for `name` in this pool.
@@ -128,10 +122,7 @@ impl SymbolStringPool {
         if let Some(live) = slot.upgrade() {
             return SymbolName(live);
         }
-        let fresh = Arc::new(Interned {
-            name: key,
-            pool: Arc::downgrade(&self.0),
-        });
+        let fresh = Arc::new(Interned { name: key, pool: Arc::downgrade(&self.0) });
         *slot = Arc::downgrade(&fresh);
         SymbolName(fresh)
     }
@@ -314,9 +305,6 @@ mod tests {
         assert!(SymbolFlags::EXPORTED.is_strong());
         assert!(!(SymbolFlags::EXPORTED | SymbolFlags::WEAK).is_strong());
         assert!(!SymbolFlags::COMMON.is_strong());
-        assert_eq!(
-            format!("{:?}", SymbolFlags::EXPORTED | SymbolFlags::CALLABLE),
-            "EXPORTED | CALLABLE"
-        );
+        assert_eq!(format!("{:?}", SymbolFlags::EXPORTED | SymbolFlags::CALLABLE), "EXPORTED | CALLABLE");
     }
 }

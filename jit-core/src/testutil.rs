@@ -38,10 +38,7 @@ impl FnUnit {
     /// A unit that resolves each symbol to `addr` and emits it with no dependencies.
     pub fn resolving(symbols: &[(&SymbolName, SymbolFlags)], addr: u64) -> Self {
         Self::new(symbols, move |mut mr| {
-            let defs: Vec<_> = mr
-                .symbols()
-                .map(|(n, f)| (n.clone(), SymbolDef::new(ExecutorAddr(addr), f)))
-                .collect();
+            let defs: Vec<_> = mr.symbols().map(|(n, f)| (n.clone(), SymbolDef::new(ExecutorAddr(addr), f))).collect();
             mr.notify_resolved(defs).unwrap();
             mr.notify_emitted(vec![]).unwrap();
         })
@@ -72,11 +69,7 @@ pub fn weak() -> SymbolFlags {
 
 /// A session with one dylib named "main", on `threads` pool threads (0: in place).
 pub fn setup(threads: usize) -> (ExecutionSession, JitDylib) {
-    let es = if threads == 0 {
-        ExecutionSession::in_place()
-    } else {
-        ExecutionSession::with_threads(threads).unwrap()
-    };
+    let es = if threads == 0 { ExecutionSession::in_place() } else { ExecutionSession::with_threads(threads).unwrap() };
     let jd = es.create_dylib("main").unwrap();
     (es, jd)
 }
