@@ -40,10 +40,7 @@ fn allocate_finalize(mem: &dyn MemoryManager, req: &AllocRequest, tx: &mpsc::Sen
 
 fn bench_allocate_finalize(c: &mut Criterion) {
     let mut group = c.benchmark_group("allocate_finalize_small_object");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
     for name in MANAGERS {
         let mem = manager(name);
         let req = small_object();
@@ -72,10 +69,7 @@ fn bench_allocate_finalize(c: &mut Criterion) {
 
 fn bench_round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("allocate_finalize_deallocate_small_object");
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     for name in MANAGERS {
         let mem = manager(name);
         let req = small_object();

@@ -101,10 +101,8 @@ fn main() -> ExitCode {
     let (held, error, ns) = run(&*mem, n, batch);
     let stats = mem.stats();
     let ratio = stats.committed as f64 / stats.in_use.max(1) as f64;
-    let mut line = format!(
-        "{name}\t{n}\tmappings={}\tcommitted_over_requested={ratio:.3}\tns_per_alloc={ns:.0}",
-        stats.mappings
-    );
+    let mut line =
+        format!("{name}\t{n}\tmappings={}\tcommitted_over_requested={ratio:.3}\tns_per_alloc={ns:.0}", stats.mappings);
     if batch != 1 {
         line.push_str(&format!("\tbatch={batch}"));
     }

@@ -39,26 +39,18 @@ impl FinalizeAction {
         finalize: impl FnOnce() -> Result<(), ActionError> + Send + 'static,
         deallocate: impl FnOnce() -> Result<(), ActionError> + Send + 'static,
     ) -> FinalizeAction {
-        FinalizeAction {
-            finalize: Box::new(finalize),
-            deallocate: Some(Box::new(deallocate)),
-        }
+        FinalizeAction { finalize: Box::new(finalize), deallocate: Some(Box::new(deallocate)) }
     }
 
     /// An action with only a finalize callback.
     pub fn on_finalize(finalize: impl FnOnce() -> Result<(), ActionError> + Send + 'static) -> FinalizeAction {
-        FinalizeAction {
-            finalize: Box::new(finalize),
-            deallocate: None,
-        }
+        FinalizeAction { finalize: Box::new(finalize), deallocate: None }
     }
 }
 
 impl fmt::Debug for FinalizeAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FinalizeAction")
-            .field("has_deallocate", &self.deallocate.is_some())
-            .finish()
+        f.debug_struct("FinalizeAction").field("has_deallocate", &self.deallocate.is_some()).finish()
     }
 }
 
@@ -161,12 +153,7 @@ pub(crate) fn run_deallocate_actions(
     let count = actions.len();
     for (rev, action) in actions.into_iter().rev().enumerate() {
         if let Err(source) = action() {
-            errors.push(MemError::DeallocateAction {
-                manager,
-                alloc,
-                index: count - 1 - rev,
-                source,
-            });
+            errors.push(MemError::DeallocateAction { manager, alloc, index: count - 1 - rev, source });
         }
     }
 }
@@ -194,10 +181,7 @@ pub struct InFlightAlloc {
 
 impl InFlightAlloc {
     pub(crate) fn new(owner: Arc<dyn Backend>, parts: Parts) -> InFlightAlloc {
-        InFlightAlloc {
-            owner,
-            parts: Some(parts),
-        }
+        InFlightAlloc { owner, parts: Some(parts) }
     }
 
     fn segs(&self) -> &[Placed] {
@@ -352,10 +336,7 @@ pub struct RawFinalizedAlloc {
 
 impl RawFinalizedAlloc {
     pub(crate) fn key(self) -> Key {
-        Key {
-            slot: self.slot,
-            generation: self.generation,
-        }
+        Key { slot: self.slot, generation: self.generation }
     }
 
     /// The raw handle as two words, for tables that store plain integers.
@@ -365,11 +346,7 @@ impl RawFinalizedAlloc {
 
     /// The inverse of [`to_bits`](Self::to_bits).
     pub fn from_bits(manager: ManagerId, bits: u64) -> RawFinalizedAlloc {
-        RawFinalizedAlloc {
-            manager,
-            slot: bits as u32,
-            generation: (bits >> 32) as u32,
-        }
+        RawFinalizedAlloc { manager, slot: bits as u32, generation: (bits >> 32) as u32 }
     }
 }
 
@@ -401,10 +378,7 @@ pub struct FinalizedAlloc {
 
 impl FinalizedAlloc {
     pub(crate) fn new(key: Key, owner: Arc<dyn Backend>) -> FinalizedAlloc {
-        FinalizedAlloc {
-            key,
-            owner: Some(owner),
-        }
+        FinalizedAlloc { key, owner: Some(owner) }
     }
 
     /// The manager that owns this allocation.
@@ -415,11 +389,7 @@ impl FinalizedAlloc {
     /// The raw name of this allocation.
     pub fn raw(&self) -> Option<RawFinalizedAlloc> {
         let manager = self.manager()?;
-        Some(RawFinalizedAlloc {
-            manager,
-            slot: self.key.slot,
-            generation: self.key.generation,
-        })
+        Some(RawFinalizedAlloc { manager, slot: self.key.slot, generation: self.key.generation })
     }
 
     /// Gives up the handle but keeps the memory: it stays allocated until the raw handle is
@@ -430,11 +400,7 @@ impl FinalizedAlloc {
         if let Some(owner) = owner {
             owner.disown(self.key);
         }
-        RawFinalizedAlloc {
-            manager,
-            slot: self.key.slot,
-            generation: self.key.generation,
-        }
+        RawFinalizedAlloc { manager, slot: self.key.slot, generation: self.key.generation }
     }
 
     /// Turns a raw handle back into a handle. Errors if `manager` did not make it, if it was
@@ -485,11 +451,7 @@ pub(crate) fn deallocate_all(me: &dyn Backend, allocs: Vec<FinalizedAlloc>) -> R
                 errors.push(e);
             }
             if let Some(alloc) = raw {
-                errors.push(MemError::ForeignAllocation {
-                    manager,
-                    owner: owner.id(),
-                    alloc,
-                });
+                errors.push(MemError::ForeignAllocation { manager, owner: owner.id(), alloc });
             }
             continue;
         }

@@ -81,11 +81,7 @@ impl SlabBacking for DualBacking {
 /// Creates the memfd and the working reservation, and proves an executable view of the file
 /// is allowed here (it is not on `noexec` shm mounts or under some SELinux policies).
 fn dual_backing(id: ManagerId, target: &Reservation) -> Result<DualBacking, MemError> {
-    let refused = |op, source| MemError::DualMappingRefused {
-        manager: id,
-        op,
-        source,
-    };
+    let refused = |op, source| MemError::DualMappingRefused { manager: id, op, source };
     let file = Memfd::create(c"orcjit-jit-mem", target.len() as u64).map_err(|(op, e)| refused(op, e))?;
     let working = Reservation::new(target.len(), MAX_ALIGN as usize).map_err(|e| refused("reserve working view", e))?;
     let page = crate::sys::page_size();
@@ -153,22 +149,10 @@ mod tests {
         // SAFETY: the target view of a live allocation is readable.
         let seen = unsafe { *(target as *const u8) };
         assert_eq!(seen, 0xC3, "the target view shows the write");
-        let find = |addr: u64| {
-            maps::process_mappings()
-                .unwrap()
-                .into_iter()
-                .find(|m| m.range.contains(&addr))
-                .unwrap()
-        };
+        let find = |addr: u64| maps::process_mappings().unwrap().into_iter().find(|m| m.range.contains(&addr)).unwrap();
         let (run, write) = (find(target), find(working));
-        assert!(
-            run.exec && !run.write && run.shared && run.name.contains("orcjit-jit-mem"),
-            "{run:?}"
-        );
-        assert!(
-            write.write && !write.exec && write.shared && write.name.contains("orcjit-jit-mem"),
-            "{write:?}"
-        );
+        assert!(run.exec && !run.write && run.shared && run.name.contains("orcjit-jit-mem"), "{run:?}");
+        assert!(write.write && !write.exec && write.shared && write.name.contains("orcjit-jit-mem"), "{write:?}");
         drop(done);
     }
 
@@ -180,9 +164,8 @@ mod tests {
             SegmentRequest::new(Prot::R, 64, 8),
             SegmentRequest::new(Prot::RW, 32, 8),
         ]);
-        let held: Vec<_> = (0..20_000)
-            .map(|_| mem.allocate(&req).unwrap().finalize_blocking(Vec::new()).unwrap())
-            .collect();
+        let held: Vec<_> =
+            (0..20_000).map(|_| mem.allocate(&req).unwrap().finalize_blocking(Vec::new()).unwrap()).collect();
         let stats = mem.stats();
         assert!(stats.mappings < 64, "{stats:?}");
         assert!(stats.committed * 4 <= stats.in_use * 5, "{stats:?}");

@@ -112,18 +112,9 @@ impl ExtentSet {
     /// Removes whatever free space lies inside `[start, start+len)`.
     pub(crate) fn carve(&mut self, start: u64, len: u64) {
         let end = start + len;
-        let first = self
-            .by_start
-            .range(..=start)
-            .next_back()
-            .map(|(&s, _)| s)
-            .unwrap_or(start);
-        let hits: Vec<(u64, u64)> = self
-            .by_start
-            .range(first..end)
-            .filter(|&(&s, &l)| s + l > start)
-            .map(|(&s, &l)| (s, l))
-            .collect();
+        let first = self.by_start.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        let hits: Vec<(u64, u64)> =
+            self.by_start.range(first..end).filter(|&(&s, &l)| s + l > start).map(|(&s, &l)| (s, l)).collect();
         for (s, l) in hits {
             self.remove(s, l);
             if s < start {
@@ -137,10 +128,7 @@ impl ExtentSet {
 
     /// Whether all of `[start, start+len)` is free.
     pub(crate) fn covers(&self, start: u64, len: u64) -> bool {
-        self.by_start
-            .range(..=start)
-            .next_back()
-            .is_some_and(|(&s, &l)| s + l >= start + len)
+        self.by_start.range(..=start).next_back().is_some_and(|(&s, &l)| s + l >= start + len)
     }
 }
 

@@ -136,11 +136,7 @@ mod tests {
     #[test]
     fn other_dual_mapping_errors_are_not_hidden_by_the_fallback() {
         let result = default_manager_with(ManagerConfig::default(), |_| {
-            Err(MemError::InvalidReservation {
-                manager: ManagerId::NONE,
-                requested: 0,
-                max: MAX_RESERVATION,
-            })
+            Err(MemError::InvalidReservation { manager: ManagerId::NONE, requested: 0, max: MAX_RESERVATION })
         });
         assert!(matches!(result, Err(MemError::InvalidReservation { .. })));
     }

@@ -53,17 +53,11 @@ pub struct ManagerId {
 }
 
 impl ManagerId {
-    pub(crate) const NONE: ManagerId = ManagerId {
-        kind: ManagerKind::PagePerSegment,
-        serial: 0,
-    };
+    pub(crate) const NONE: ManagerId = ManagerId { kind: ManagerKind::PagePerSegment, serial: 0 };
 
     pub(crate) fn next(kind: ManagerKind) -> ManagerId {
         static SERIAL: AtomicU32 = AtomicU32::new(1);
-        ManagerId {
-            kind,
-            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
-        }
+        ManagerId { kind, serial: SERIAL.fetch_add(1, Ordering::Relaxed) }
     }
 }
 
@@ -89,20 +83,14 @@ pub struct ManagerConfig {
 
 impl Default for ManagerConfig {
     fn default() -> Self {
-        ManagerConfig {
-            reservation: DEFAULT_RESERVATION,
-            slab: DEFAULT_SLAB,
-        }
+        ManagerConfig { reservation: DEFAULT_RESERVATION, slab: DEFAULT_SLAB }
     }
 }
 
 impl ManagerConfig {
     /// The default configuration with another reservation size.
     pub fn with_reservation(reservation: u64) -> ManagerConfig {
-        ManagerConfig {
-            reservation,
-            ..ManagerConfig::default()
-        }
+        ManagerConfig { reservation, ..ManagerConfig::default() }
     }
 }
 

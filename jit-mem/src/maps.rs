@@ -82,10 +82,7 @@ pub(crate) fn process_total() -> u64 {
 
 /// The kernel's per-process mapping limit (`vm.max_map_count`).
 pub fn max_map_count() -> u64 {
-    std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65_530)
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65_530)
 }
 
 #[cfg(test)]

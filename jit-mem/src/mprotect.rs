@@ -40,18 +40,9 @@ impl SlabBacking for MprotectBacking {
     unsafe fn discard_pages(&self, base: usize, offset: u64, len: u64, _prot: Prot) -> io::Result<()> {
         // SAFETY: the caller guarantees the slab is empty; MADV_DONTNEED on private anonymous
         // memory drops its pages, which then read as zero.
-        let ret = unsafe {
-            libc::madvise(
-                (base + offset as usize) as *mut libc::c_void,
-                len as usize,
-                libc::MADV_DONTNEED,
-            )
-        };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        let ret =
+            unsafe { libc::madvise((base + offset as usize) as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) };
+        if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
     fn working(&self, base: usize, offset: u64, _prot: Prot) -> *mut u8 {

@@ -67,18 +67,13 @@ impl Pages {
         let align = request.segments.iter().map(|s| s.align).max().unwrap_or(1).max(page);
         let start = {
             let mut st = self.state.lock();
-            let Some(start) = (if total == 0 {
-                Some(0)
-            } else {
-                st.space.take_best_fit(total, align)
-            }) else {
-                let (segment, prot, size) = request
-                    .segments
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (i, s.prot, s.size))
-                    .next()
-                    .unwrap_or((0, Prot::RW, 0));
+            let Some(start) = (if total == 0 { Some(0) } else { st.space.take_best_fit(total, align) }) else {
+                let (segment, prot, size) =
+                    request.segments.iter().enumerate().map(|(i, s)| (i, s.prot, s.size)).next().unwrap_or((
+                        0,
+                        Prot::RW,
+                        0,
+                    ));
                 return Err(MemError::ReservationExhausted {
                     manager: self.id,
                     segment,
@@ -193,10 +188,8 @@ impl Backend for Pages {
                 on_done(Err(e))
             }
             Ok(dealloc) => {
-                let (keep, transient): (Vec<Placed>, Vec<Placed>) = parts
-                    .segments
-                    .into_iter()
-                    .partition(|s| s.info.lifetime == SegmentLifetime::Standard);
+                let (keep, transient): (Vec<Placed>, Vec<Placed>) =
+                    parts.segments.into_iter().partition(|s| s.info.lifetime == SegmentLifetime::Standard);
                 if let Err(e) = self.unmap(&transient) {
                     tracing::warn!(error = %e, "releasing finalize-only segments");
                 }
@@ -215,29 +208,19 @@ impl Backend for Pages {
     }
 
     fn release(&self, key: Key) -> Result<(), MemError> {
-        let raw = RawFinalizedAlloc {
-            manager: self.id,
-            slot: key.slot,
-            generation: key.generation,
-        };
+        let raw = RawFinalizedAlloc { manager: self.id, slot: key.slot, generation: key.generation };
         let record = {
             let mut st = self.state.lock();
             match st.records.get_mut(key) {
                 Lookup::Live(_) => st.records.remove(key),
                 Lookup::Gone => None,
                 Lookup::Never => {
-                    return Err(MemError::UnknownAllocation {
-                        manager: self.id,
-                        alloc: raw,
-                    });
+                    return Err(MemError::UnknownAllocation { manager: self.id, alloc: raw });
                 }
             }
         };
         let Some(record) = record else {
-            return Err(MemError::DoubleFree {
-                manager: self.id,
-                alloc: raw,
-            });
+            return Err(MemError::DoubleFree { manager: self.id, alloc: raw });
         };
         let mut errors = Vec::new();
         run_deallocate_actions(self.id, raw, record.dealloc, &mut errors);
@@ -261,11 +244,7 @@ impl Drop for Pages {
             let mut errors = Vec::new();
             run_deallocate_actions(
                 self.id,
-                RawFinalizedAlloc {
-                    manager: self.id,
-                    slot: 0,
-                    generation: 0,
-                },
+                RawFinalizedAlloc { manager: self.id, slot: 0, generation: 0 },
                 record.dealloc,
                 &mut errors,
             );
@@ -291,12 +270,7 @@ impl PageAllocator {
         let mut state = State::default();
         state.space.insert(0, len);
         Ok(PageAllocator {
-            inner: Arc::new(Pages {
-                id,
-                page: page_size() as u64,
-                state: Mutex::new(state),
-                reservation,
-            }),
+            inner: Arc::new(Pages { id, page: page_size() as u64, state: Mutex::new(state), reservation }),
         })
     }
 }
@@ -313,31 +287,18 @@ impl MemoryManager for PageAllocator {
     }
     fn adopt_raw(&self, raw: RawFinalizedAlloc) -> Result<FinalizedAlloc, MemError> {
         if raw.manager != self.inner.id {
-            return Err(MemError::ForeignAllocation {
-                manager: self.inner.id,
-                owner: raw.manager,
-                alloc: raw,
-            });
+            return Err(MemError::ForeignAllocation { manager: self.inner.id, owner: raw.manager, alloc: raw });
         }
         let key = raw.key();
         let id = self.inner.id;
         match self.inner.state.lock().records.get_mut(key) {
-            Lookup::Live(r) if r.handle_live => Err(MemError::HandleAlreadyLive {
-                manager: id,
-                alloc: raw,
-            }),
+            Lookup::Live(r) if r.handle_live => Err(MemError::HandleAlreadyLive { manager: id, alloc: raw }),
             Lookup::Live(r) => {
                 r.handle_live = true;
                 Ok(FinalizedAlloc::new(key, self.inner.clone()))
             }
-            Lookup::Gone => Err(MemError::DoubleFree {
-                manager: id,
-                alloc: raw,
-            }),
-            Lookup::Never => Err(MemError::UnknownAllocation {
-                manager: id,
-                alloc: raw,
-            }),
+            Lookup::Gone => Err(MemError::DoubleFree { manager: id, alloc: raw }),
+            Lookup::Never => Err(MemError::UnknownAllocation { manager: id, alloc: raw }),
         }
     }
     fn stats(&self) -> MemStats {

@@ -71,12 +71,7 @@ pub struct SegmentRequest {
 impl SegmentRequest {
     /// A standard-lifetime segment.
     pub const fn new(prot: Prot, size: u64, align: u64) -> SegmentRequest {
-        SegmentRequest {
-            prot,
-            lifetime: SegmentLifetime::Standard,
-            size,
-            align,
-        }
+        SegmentRequest { prot, lifetime: SegmentLifetime::Standard, size, align }
     }
 
     /// The same segment with another lifetime.

@@ -153,34 +153,17 @@ pub(crate) fn os_error(manager: ManagerId, op: &'static str, addr: u64, len: u64
         let mappings = maps::process_total();
         let limit = maps::max_map_count();
         if mappings + 16 >= limit {
-            return MemError::MappingLimit {
-                manager,
-                op,
-                addr: TargetAddr(addr),
-                len,
-                mappings,
-                limit,
-            };
+            return MemError::MappingLimit { manager, op, addr: TargetAddr(addr), len, mappings, limit };
         }
     }
-    MemError::Os {
-        manager,
-        op,
-        addr: TargetAddr(addr),
-        len,
-        source,
-    }
+    MemError::Os { manager, op, addr: TargetAddr(addr), len, source }
 }
 
 /// Checks a configuration and returns (reservation bytes, slab bytes).
 pub(crate) fn check_config(id: ManagerId, config: &ManagerConfig) -> Result<(u64, u64), MemError> {
     let page = page_size() as u64;
     if config.reservation < page || config.reservation > MAX_RESERVATION {
-        return Err(MemError::InvalidReservation {
-            manager: id,
-            requested: config.reservation,
-            max: MAX_RESERVATION,
-        });
+        return Err(MemError::InvalidReservation { manager: id, requested: config.reservation, max: MAX_RESERVATION });
     }
     let reservation = align_up(config.reservation, page).min(MAX_RESERVATION);
     let slab = align_up(config.slab.max(page), page).min(reservation);
@@ -191,21 +174,10 @@ pub(crate) fn check_config(id: ManagerId, config: &ManagerConfig) -> Result<(u64
 pub(crate) fn check_request(id: ManagerId, capacity: u64, request: &AllocRequest) -> Result<(), MemError> {
     for (segment, s) in request.segments.iter().enumerate() {
         if !s.align.is_power_of_two() || s.align > MAX_ALIGN {
-            return Err(MemError::InvalidAlignment {
-                manager: id,
-                segment,
-                align: s.align,
-                max: MAX_ALIGN,
-            });
+            return Err(MemError::InvalidAlignment { manager: id, segment, align: s.align, max: MAX_ALIGN });
         }
         if s.size > capacity {
-            return Err(MemError::SegmentTooLarge {
-                manager: id,
-                segment,
-                prot: s.prot,
-                size: s.size,
-                capacity,
-            });
+            return Err(MemError::SegmentTooLarge { manager: id, segment, prot: s.prot, size: s.size, capacity });
         }
     }
     Ok(())
@@ -223,14 +195,7 @@ impl<B: SlabBacking> Slabs<B> {
         let backing = make_backing(&reservation)?;
         let mut state = State::default();
         state.space.insert(0, len);
-        Ok(Slabs {
-            id,
-            backing,
-            slab,
-            page: page_size() as u64,
-            state: Mutex::new(state),
-            reservation,
-        })
+        Ok(Slabs { id, backing, slab, page: page_size() as u64, state: Mutex::new(state), reservation })
     }
 
     fn base(&self) -> usize {
@@ -260,12 +225,7 @@ impl<B: SlabBacking> Slabs<B> {
                         };
                         let working = self.backing.working(self.base(), offset, seg.prot);
                         dirty.push((working, dirty_len.min(seg.size) as usize));
-                        segments.push(Placed {
-                            info,
-                            working,
-                            offset,
-                            len,
-                        });
+                        segments.push(Placed { info, working, offset, len });
                     }
                     Err(e) => {
                         for p in &segments {
@@ -305,10 +265,7 @@ impl<B: SlabBacking> Slabs<B> {
             Some(offset) => offset,
             None => {
                 self.grow(st, index, prot, len, align)?;
-                st.classes[class]
-                    .free
-                    .take_best_fit(len, align)
-                    .ok_or_else(|| self.exhausted(st, index, prot, size))?
+                st.classes[class].free.take_best_fit(len, align).ok_or_else(|| self.exhausted(st, index, prot, size))?
             }
         };
         let page = self.page;
@@ -374,21 +331,10 @@ impl<B: SlabBacking> Slabs<B> {
             st.space.insert(start, slab_len);
             return Err(os_error(self.id, "map slab", self.base() as u64 + start, slab_len, e));
         }
-        let pages = if Self::seals(prot) {
-            (0..slab_len / page).map(|_| Page::default()).collect()
-        } else {
-            Vec::new()
-        };
+        let pages =
+            if Self::seals(prot) { (0..slab_len / page).map(|_| Page::default()).collect() } else { Vec::new() };
         let class = &mut st.classes[prot.index()];
-        class.slabs.insert(
-            start,
-            Slab {
-                len: slab_len,
-                live: 0,
-                high: 0,
-                pages,
-            },
-        );
+        class.slabs.insert(start, Slab { len: slab_len, live: 0, high: 0, pages });
         class.free.insert(start, slab_len);
         tracing::trace!(manager = %self.id, %prot, start, slab_len, "slab mapped");
         Ok(())
@@ -611,13 +557,7 @@ impl<B: SlabBacking> Slabs<B> {
                     }
                 }
             }
-            let waiter = Waiter {
-                owner,
-                parts,
-                actions,
-                on_done,
-                remaining: unsealed.len(),
-            };
+            let waiter = Waiter { owner, parts, actions, on_done, remaining: unsealed.len() };
             if failed {
                 let err = MemError::Os {
                     manager: self.id,
@@ -658,21 +598,15 @@ impl<B: SlabBacking> Slabs<B> {
                 on_done(Err(e));
             }
             Ok(dealloc) => {
-                let (keep, transient): (Vec<Placed>, Vec<Placed>) = parts
-                    .segments
-                    .into_iter()
-                    .partition(|s| s.info.lifetime == SegmentLifetime::Standard);
+                let (keep, transient): (Vec<Placed>, Vec<Placed>) =
+                    parts.segments.into_iter().partition(|s| s.info.lifetime == SegmentLifetime::Standard);
                 let key = {
                     let mut st = self.state.lock();
                     for seg in &transient {
                         st.in_use = st.in_use.saturating_sub(seg.info.size);
                         self.free_segment(&mut st, seg, false, &mut ready);
                     }
-                    st.records.insert(Record {
-                        parts: Parts { segments: keep },
-                        dealloc,
-                        handle_live: true,
-                    })
+                    st.records.insert(Record { parts: Parts { segments: keep }, dealloc, handle_live: true })
                 };
                 self.drain(ready);
                 on_done(Ok(FinalizedAlloc::new(key, owner)));
@@ -717,34 +651,21 @@ impl<B: SlabBacking> Slabs<B> {
     }
 
     pub(crate) fn release(&self, key: Key) -> Result<(), MemError> {
-        let raw = RawFinalizedAlloc {
-            manager: self.id,
-            slot: key.slot,
-            generation: key.generation,
-        };
+        let raw = RawFinalizedAlloc { manager: self.id, slot: key.slot, generation: key.generation };
         let record = {
             let mut st = self.state.lock();
             match st.records.get_mut(key) {
                 Lookup::Live(_) => st.records.remove(key),
                 Lookup::Gone => {
-                    return Err(MemError::DoubleFree {
-                        manager: self.id,
-                        alloc: raw,
-                    });
+                    return Err(MemError::DoubleFree { manager: self.id, alloc: raw });
                 }
                 Lookup::Never => {
-                    return Err(MemError::UnknownAllocation {
-                        manager: self.id,
-                        alloc: raw,
-                    });
+                    return Err(MemError::UnknownAllocation { manager: self.id, alloc: raw });
                 }
             }
         };
         let Some(record) = record else {
-            return Err(MemError::DoubleFree {
-                manager: self.id,
-                alloc: raw,
-            });
+            return Err(MemError::DoubleFree { manager: self.id, alloc: raw });
         };
         let mut errors = Vec::new();
         // Deallocate actions run while the memory is still mapped: they may read it.
@@ -766,30 +687,17 @@ impl<B: SlabBacking> Slabs<B> {
 
     pub(crate) fn adopt(self: &Arc<Self>, raw: RawFinalizedAlloc) -> Result<FinalizedAlloc, MemError> {
         if raw.manager != self.id {
-            return Err(MemError::ForeignAllocation {
-                manager: self.id,
-                owner: raw.manager,
-                alloc: raw,
-            });
+            return Err(MemError::ForeignAllocation { manager: self.id, owner: raw.manager, alloc: raw });
         }
         let key = raw.key();
         match self.state.lock().records.get_mut(key) {
-            Lookup::Live(r) if r.handle_live => Err(MemError::HandleAlreadyLive {
-                manager: self.id,
-                alloc: raw,
-            }),
+            Lookup::Live(r) if r.handle_live => Err(MemError::HandleAlreadyLive { manager: self.id, alloc: raw }),
             Lookup::Live(r) => {
                 r.handle_live = true;
                 Ok(FinalizedAlloc::new(key, self.clone()))
             }
-            Lookup::Gone => Err(MemError::DoubleFree {
-                manager: self.id,
-                alloc: raw,
-            }),
-            Lookup::Never => Err(MemError::UnknownAllocation {
-                manager: self.id,
-                alloc: raw,
-            }),
+            Lookup::Gone => Err(MemError::DoubleFree { manager: self.id, alloc: raw }),
+            Lookup::Never => Err(MemError::UnknownAllocation { manager: self.id, alloc: raw }),
         }
     }
 
@@ -801,13 +709,7 @@ impl<B: SlabBacking> Slabs<B> {
         let st = self.state.lock();
         let (committed, in_use, allocations) = (st.committed, st.in_use, st.allocations);
         drop(st);
-        MemStats {
-            reserved,
-            committed,
-            in_use,
-            mappings: maps::count_in(&ranges),
-            allocations,
-        }
+        MemStats { reserved, committed, in_use, mappings: maps::count_in(&ranges), allocations }
     }
 
     pub(crate) fn range(&self) -> Range<TargetAddr> {
@@ -847,11 +749,7 @@ impl<B: SlabBacking> Drop for Slabs<B> {
             let mut errors = Vec::new();
             run_deallocate_actions(
                 self.id,
-                RawFinalizedAlloc {
-                    manager: self.id,
-                    slot: 0,
-                    generation: 0,
-                },
+                RawFinalizedAlloc { manager: self.id, slot: 0, generation: 0 },
                 record.dealloc,
                 &mut errors,
             );

@@ -14,10 +14,7 @@ pub(crate) fn page_size() -> usize {
         // SAFETY: sysconf has no preconditions; it only reads a system parameter.
         let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         // A kernel that reports nonsense gets the smallest page any supported target has.
-        usize::try_from(size)
-            .ok()
-            .filter(|s| s.is_power_of_two())
-            .unwrap_or(4096)
+        usize::try_from(size).ok().filter(|s| s.is_power_of_two()).unwrap_or(4096)
     })
 }
 
@@ -39,9 +36,7 @@ impl Reservation {
     pub(crate) fn new(len: usize, align: usize) -> io::Result<Reservation> {
         let page = page_size();
         let align = align.max(page);
-        let padded = len
-            .checked_add(align - page)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let padded = len.checked_add(align - page).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         // SAFETY: a fresh anonymous PROT_NONE mapping at a kernel-chosen address touches no
         // existing memory.
         let raw = unsafe {
@@ -94,11 +89,7 @@ impl Drop for Reservation {
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if ret == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Replaces `[addr, addr+len)` with fresh zeroed private memory of protection `prot`
@@ -123,11 +114,7 @@ pub(crate) unsafe fn map_anonymous(addr: usize, len: usize, prot: Option<Prot>) 
             0,
         )
     };
-    if ret == libc::MAP_FAILED {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if ret == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Maps `len` bytes of `file` at `offset` over `[addr, addr+len)`, shared, with `prot`.
@@ -148,11 +135,7 @@ pub(crate) unsafe fn map_shared(addr: usize, len: usize, prot: Prot, file: &Memf
             offset,
         )
     };
-    if ret == libc::MAP_FAILED {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if ret == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Changes the protection of `[addr, addr+len)`.
@@ -211,12 +194,7 @@ impl Memfd {
         };
         // SAFETY: fallocate on an owned, open descriptor; punching a hole keeps the file size.
         check(unsafe {
-            libc::fallocate(
-                self.fd.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                offset,
-                len,
-            )
+            libc::fallocate(self.fd.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
         })
     }
 

@@ -28,11 +28,7 @@ pub(crate) struct Table<T> {
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
-        Table {
-            slots: Vec::new(),
-            vacant: Vec::new(),
-            live: 0,
-        }
+        Table { slots: Vec::new(), vacant: Vec::new(), live: 0 }
     }
 }
 
@@ -42,16 +38,10 @@ impl<T> Table<T> {
         if let Some(slot) = self.vacant.pop() {
             let entry = &mut self.slots[slot as usize];
             entry.value = Some(value);
-            return Key {
-                slot,
-                generation: entry.generation,
-            };
+            return Key { slot, generation: entry.generation };
         }
         let slot = self.slots.len() as u32;
-        self.slots.push(Slot {
-            generation: 0,
-            value: Some(value),
-        });
+        self.slots.push(Slot { generation: 0, value: Some(value) });
         Key { slot, generation: 0 }
     }
 
@@ -110,13 +100,7 @@ mod tests {
         assert_eq!(b.slot, a.slot);
         assert!(matches!(table.get_mut(a), Lookup::Gone));
         assert!(matches!(table.get_mut(Key { slot: 7, generation: 0 }), Lookup::Never));
-        assert!(matches!(
-            table.get_mut(Key {
-                slot: b.slot,
-                generation: 9
-            }),
-            Lookup::Never
-        ));
+        assert!(matches!(table.get_mut(Key { slot: b.slot, generation: 9 }), Lookup::Never));
         assert_eq!(table.remove(a), None);
         assert_eq!(table.len(), 1);
     }

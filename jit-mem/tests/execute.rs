@@ -14,10 +14,7 @@ fn write_small_object(alloc: &mut InFlightAlloc, addend: u32) -> TargetAddr {
     let code_target = alloc.target(0).unwrap();
     let rodata_target = alloc.target(1).unwrap();
     let mut views = alloc.working_views();
-    assert!(
-        views.iter().all(|v| v.bytes.iter().all(|&b| b == 0)),
-        "working views start zero-filled"
-    );
+    assert!(views.iter().all(|v| v.bytes.iter().all(|&b| b == 0)), "working views start zero-filled");
     let code = add_rodata_fn(code_target, rodata_target);
     views[0].bytes[..code.len()].copy_from_slice(&code);
     views[1].bytes[..4].copy_from_slice(&addend.to_le_bytes());
@@ -47,10 +44,7 @@ fn code_written_through_the_working_view_runs_at_the_target_address() {
         let stats = mem.stats();
         assert_eq!(stats.in_use, 352, "{name}");
         assert_eq!(stats.allocations, 1, "{name}");
-        assert!(
-            stats.committed >= 352 && stats.mappings > 0 && stats.reserved >= 1 << 30,
-            "{name}: {stats:?}"
-        );
+        assert!(stats.committed >= 352 && stats.mappings > 0 && stats.reserved >= 1 << 30, "{name}: {stats:?}");
         mem.deallocate_blocking(vec![done]).unwrap();
         let stats = mem.stats();
         assert_eq!((stats.in_use, stats.allocations), (0, 0), "{name}");
@@ -85,11 +79,7 @@ fn many_small_objects_share_slabs_and_pages() {
         let mut inflight: Vec<_> = (0..64).map(|_| mem.allocate(&small_object()).unwrap()).collect();
         let code_pages: std::collections::HashSet<u64> =
             inflight.iter().map(|a| a.target(0).unwrap().0 / 4096).collect();
-        assert!(
-            code_pages.len() <= 5,
-            "{name}: 64 x 256 B of code fit in 4-5 pages, got {}",
-            code_pages.len()
-        );
+        assert!(code_pages.len() <= 5, "{name}: 64 x 256 B of code fit in 4-5 pages, got {}", code_pages.len());
         let mut done = Vec::new();
         let mut codes = Vec::new();
         for (i, mut a) in inflight.drain(..).enumerate() {
@@ -103,18 +93,14 @@ fn many_small_objects_share_slabs_and_pages() {
             let tx = tx.clone();
             a.finalize(Vec::new(), Box::new(move |r| tx.send(r).unwrap()));
         }
-        let finalized: Vec<FinalizedAlloc> = (0..64)
-            .map(|_| rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap().unwrap())
-            .collect();
+        let finalized: Vec<FinalizedAlloc> =
+            (0..64).map(|_| rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap().unwrap()).collect();
         for (code, i) in codes {
             // SAFETY: finalized code of signature fn(u32) -> u32.
             assert_eq!(unsafe { call1(code, 5) }, 5 + i, "{name}");
         }
         let stats = mem.stats();
-        assert!(
-            stats.committed as f64 / stats.in_use as f64 <= 1.25,
-            "{name}: {stats:?}"
-        );
+        assert!(stats.committed as f64 / stats.in_use as f64 <= 1.25, "{name}: {stats:?}");
         mem.deallocate_blocking(finalized).unwrap();
     }
 }
@@ -171,14 +157,8 @@ fn a_failing_finalize_action_releases_the_allocation_and_unwinds_earlier_actions
             FinalizeAction::on_finalize(|| panic!("actions after a failure must not run")),
         ];
         let err = alloc.finalize_blocking(actions).unwrap_err();
-        assert!(
-            matches!(err, MemError::FinalizeAction { index: 1, .. }),
-            "{name}: {err}"
-        );
-        assert!(
-            err.to_string().contains("eh_frame registration refused"),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, MemError::FinalizeAction { index: 1, .. }), "{name}: {err}");
+        assert!(err.to_string().contains("eh_frame registration refused"), "{name}: {err}");
         assert_eq!(undone.load(Ordering::SeqCst), 1, "{name}");
         let stats = mem.stats();
         assert_eq!((stats.in_use, stats.allocations), (0, 0), "{name}");
@@ -190,8 +170,7 @@ fn finalize_only_segments_are_released_after_finalization() {
     for name in ALL {
         let mem = manager(name, ManagerConfig::default());
         let mut req = small_object();
-        req.segments
-            .push(SegmentRequest::new(Prot::R, 512, 8).with_lifetime(SegmentLifetime::FinalizeOnly));
+        req.segments.push(SegmentRequest::new(Prot::R, 512, 8).with_lifetime(SegmentLifetime::FinalizeOnly));
         let mut alloc = mem.allocate(&req).unwrap();
         write_small_object(&mut alloc, 0);
         let init = alloc.target(3).unwrap();
@@ -237,19 +216,10 @@ fn a_segment_of_several_mebibytes_works() {
 #[test]
 fn running_out_of_the_reservation_is_an_error_and_recoverable() {
     for name in ALL {
-        let mem = manager(
-            name,
-            ManagerConfig {
-                reservation: 4 << 20,
-                slab: 1 << 20,
-            },
-        );
+        let mem = manager(name, ManagerConfig { reservation: 4 << 20, slab: 1 << 20 });
         assert!(mem.reservation().end.0 - mem.reservation().start.0 == 4 << 20);
         let too_big = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 5 << 20, 16)]);
-        assert!(
-            matches!(mem.allocate(&too_big), Err(MemError::SegmentTooLarge { .. })),
-            "{name}"
-        );
+        assert!(matches!(mem.allocate(&too_big), Err(MemError::SegmentTooLarge { .. })), "{name}");
         let chunk = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 1 << 20, 16)]);
         let mut held = Vec::new();
         let err = loop {
@@ -257,10 +227,7 @@ fn running_out_of_the_reservation_is_an_error_and_recoverable() {
                 Ok(a) => held.push(a),
                 Err(e) => break e,
             }
-            assert!(
-                held.len() <= 4,
-                "{name}: more 1 MiB chunks than a 4 MiB reservation holds"
-            );
+            assert!(held.len() <= 4, "{name}: more 1 MiB chunks than a 4 MiB reservation holds");
         };
         assert!(matches!(err, MemError::ReservationExhausted { .. }), "{name}: {err}");
         assert!(err.to_string().contains("exhausted"), "{name}: {err}");
@@ -275,10 +242,7 @@ fn bad_requests_and_configurations_are_errors() {
         let mem = manager(name, ManagerConfig::default());
         for align in [0, 3, 1 << 20] {
             let req = AllocRequest::new(vec![SegmentRequest::new(Prot::R, 8, align)]);
-            assert!(
-                matches!(mem.allocate(&req), Err(MemError::InvalidAlignment { .. })),
-                "{name} align {align}"
-            );
+            assert!(matches!(mem.allocate(&req), Err(MemError::InvalidAlignment { .. })), "{name} align {align}");
         }
         let big = AllocRequest::new(vec![SegmentRequest::new(Prot::RW, 100, MAX_ALIGN)]);
         let a = mem.allocate(&big).unwrap();
@@ -288,10 +252,7 @@ fn bad_requests_and_configurations_are_errors() {
         empty.finalize_blocking(Vec::new()).unwrap();
         match manager_by_name(name, ManagerConfig::with_reservation(3 << 30)) {
             Some(Err(MemError::InvalidReservation { .. })) => {}
-            other => panic!(
-                "{name}: a 3 GiB reservation must be refused, got {:?}",
-                other.map(|r| r.map(|m| m.id()))
-            ),
+            other => panic!("{name}: a 3 GiB reservation must be refused, got {:?}", other.map(|r| r.map(|m| m.id()))),
         }
     }
 }

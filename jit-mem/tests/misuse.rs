@@ -10,10 +10,7 @@ use common::*;
 use jit_mem::*;
 
 fn finalized(mem: &dyn MemoryManager) -> FinalizedAlloc {
-    mem.allocate(&small_object())
-        .unwrap()
-        .finalize_blocking(Vec::new())
-        .unwrap()
+    mem.allocate(&small_object()).unwrap().finalize_blocking(Vec::new()).unwrap()
 }
 
 #[test]
@@ -99,10 +96,7 @@ fn deallocating_through_the_wrong_manager_is_an_error_and_does_not_leak() {
         let theirs = finalized(&*other);
         let mine = finalized(&*mem);
         let err = mem.deallocate_blocking(vec![theirs, mine]).unwrap_err();
-        assert!(
-            matches!(err, MemError::ForeignAllocation { owner, .. } if owner == other.id()),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, MemError::ForeignAllocation { owner, .. } if owner == other.id()), "{name}: {err}");
         assert_eq!(other.stats().allocations, 0, "{name}: released by its owner");
         assert_eq!(mem.stats().allocations, 0, "{name}: the rest of the batch is released");
     }
@@ -124,16 +118,9 @@ fn a_failing_deallocate_action_is_reported_and_the_memory_still_released() {
             ),
             FinalizeAction::new(|| Ok(()), || Err("deregister failed".into())),
         ];
-        let done = mem
-            .allocate(&small_object())
-            .unwrap()
-            .finalize_blocking(actions)
-            .unwrap();
+        let done = mem.allocate(&small_object()).unwrap().finalize_blocking(actions).unwrap();
         let err = mem.deallocate_blocking(vec![done]).unwrap_err();
-        assert!(
-            matches!(err, MemError::DeallocateAction { index: 1, .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, MemError::DeallocateAction { index: 1, .. }), "{name}: {err}");
         assert_eq!(ran.load(Ordering::SeqCst), 1, "{name}: the other action still ran");
         assert_eq!(mem.stats().allocations, 0, "{name}");
     }
@@ -153,12 +140,7 @@ fn raw_handles_left_behind_get_their_deallocate_actions_when_the_manager_goes() 
                     Ok(())
                 },
             );
-            let _raw = mem
-                .allocate(&small_object())
-                .unwrap()
-                .finalize_blocking(vec![action])
-                .unwrap()
-                .into_raw();
+            let _raw = mem.allocate(&small_object()).unwrap().finalize_blocking(vec![action]).unwrap().into_raw();
         }
         assert_eq!(ran.load(Ordering::SeqCst), 1, "{name}");
     }

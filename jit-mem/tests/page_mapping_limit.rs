@@ -32,10 +32,7 @@ fn the_page_allocator_reports_the_mapping_limit_as_an_error() {
     mem.deallocate_blocking(held).unwrap();
     assert!(matches!(err, MemError::MappingLimit { .. }), "{err}");
     assert!(err.to_string().contains("vm.max_map_count"), "{err}");
-    assert!(
-        objects > limit / 4 && objects < limit / 2,
-        "about 3 mappings per object: {objects} objects, {stats:?}"
-    );
+    assert!(objects > limit / 4 && objects < limit / 2, "about 3 mappings per object: {objects} objects, {stats:?}");
     assert!(stats.mappings > limit * 9 / 10, "{stats:?}");
     assert_eq!(mem.stats().allocations, 0);
 }

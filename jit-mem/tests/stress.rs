@@ -26,9 +26,7 @@ struct Live {
 }
 
 fn tag_bytes(tag: u32, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (tag as usize).wrapping_mul(31).wrapping_add(i) as u8)
-        .collect()
+    (0..len).map(|i| (tag as usize).wrapping_mul(31).wrapping_add(i) as u8).collect()
 }
 
 /// Checks every byte another thread could have clobbered.
@@ -38,18 +36,8 @@ fn check(live: &Live) {
     assert_eq!(returned, live.tag, "code of object {:#x} was overwritten", live.tag);
     // SAFETY: the R and RW segments of a live allocation.
     unsafe {
-        assert_eq!(
-            read_target(live.rodata, 64),
-            tag_bytes(live.tag, 64),
-            "rodata of {:#x}",
-            live.tag
-        );
-        assert_eq!(
-            read_target(live.data, 32),
-            tag_bytes(!live.tag, 32),
-            "data of {:#x}",
-            live.tag
-        );
+        assert_eq!(read_target(live.rodata, 64), tag_bytes(live.tag, 64), "rodata of {:#x}", live.tag);
+        assert_eq!(read_target(live.data, 32), tag_bytes(!live.tag, 32), "data of {:#x}", live.tag);
     }
 }
 
@@ -59,17 +47,10 @@ fn worker(mem: Arc<dyn MemoryManager>, thread: usize, rounds: usize, checked: Ar
     for round in 0..rounds {
         let tag = ((thread as u32) << 24) | round as u32;
         let mut alloc = mem.allocate(&small_object()).unwrap();
-        let (code, rodata, data) = (
-            alloc.target(0).unwrap(),
-            alloc.target(1).unwrap(),
-            alloc.target(2).unwrap(),
-        );
+        let (code, rodata, data) = (alloc.target(0).unwrap(), alloc.target(1).unwrap(), alloc.target(2).unwrap());
         {
             let mut views = alloc.working_views();
-            assert!(
-                views.iter().all(|v| v.bytes.iter().all(|&b| b == 0)),
-                "fresh allocation not zeroed"
-            );
+            assert!(views.iter().all(|v| v.bytes.iter().all(|&b| b == 0)), "fresh allocation not zeroed");
             let f = return_imm_fn(tag);
             views[0].bytes[..f.len()].copy_from_slice(&f);
             // Fill the rest of the code segment with int3 (CC) so a stray jump traps.
@@ -78,13 +59,7 @@ fn worker(mem: Arc<dyn MemoryManager>, thread: usize, rounds: usize, checked: Ar
             views[2].bytes.copy_from_slice(&tag_bytes(!tag, 32));
         }
         let done = alloc.finalize_blocking(Vec::new()).unwrap();
-        let entry = Live {
-            done,
-            code,
-            rodata,
-            data,
-            tag,
-        };
+        let entry = Live { done, code, rodata, data, tag };
         check(&entry);
         live.push(entry);
         // Keep a window of live objects; free random ones, batched, after checking them.
@@ -103,8 +78,7 @@ fn worker(mem: Arc<dyn MemoryManager>, thread: usize, rounds: usize, checked: Ar
         checked.fetch_add(1, Ordering::Relaxed);
     }
     live.iter().for_each(check);
-    mem.deallocate_blocking(live.into_iter().map(|l| l.done).collect())
-        .unwrap();
+    mem.deallocate_blocking(live.into_iter().map(|l| l.done).collect()).unwrap();
 }
 
 fn stress(name: &str, rounds: usize) {
@@ -141,26 +115,16 @@ fn stress(name: &str, rounds: usize) {
                 stop.store(true, Ordering::Relaxed);
                 std::panic::resume_unwind(panic);
             }
-            Err(_) => panic!(
-                "{name}: watchdog: workers made {} rounds, then hung",
-                checked.load(Ordering::Relaxed)
-            ),
+            Err(_) => panic!("{name}: watchdog: workers made {} rounds, then hung", checked.load(Ordering::Relaxed)),
         }
     }
     stop.store(true, Ordering::Relaxed);
     let (scans, offenders) = scanner.join().unwrap();
     assert!(scans > 0, "the scanner ran");
-    assert!(
-        offenders.is_empty(),
-        "{name}: writable+executable mappings seen: {offenders:?}"
-    );
+    assert!(offenders.is_empty(), "{name}: writable+executable mappings seen: {offenders:?}");
     assert_eq!(checked.load(Ordering::Relaxed), (THREADS * rounds) as u64);
     let stats = mem.stats();
-    assert_eq!(
-        (stats.in_use, stats.allocations),
-        (0, 0),
-        "{name}: everything freed: {stats:?}"
-    );
+    assert_eq!((stats.in_use, stats.allocations), (0, 0), "{name}: everything freed: {stats:?}");
 }
 
 #[test]
@@ -222,9 +186,8 @@ fn in_flight_neighbours_finalized_from_other_threads_all_complete() {
         let expected = 400 - 40;
         let mut finalized = Vec::new();
         for _ in 0..expected {
-            let (r, code, i) = rx
-                .recv_timeout(WATCHDOG)
-                .unwrap_or_else(|_| panic!("{name}: a finalize never completed"));
+            let (r, code, i) =
+                rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{name}: a finalize never completed"));
             // SAFETY: finalized code of signature fn() -> u32.
             assert_eq!(unsafe { call1(code, 0) }, i, "{name}");
             finalized.push(r.unwrap());

@@ -71,9 +71,5 @@ pub unsafe fn read_target(target: TargetAddr, len: usize) -> Vec<u8> {
 
 /// Every mapping of this process that is writable and executable at once.
 pub fn writable_executable_mappings() -> Vec<maps::Mapping> {
-    maps::process_mappings()
-        .expect("read /proc/self/maps")
-        .into_iter()
-        .filter(|m| m.write && m.exec)
-        .collect()
+    maps::process_mappings().expect("read /proc/self/maps").into_iter().filter(|m| m.write && m.exec).collect()
 }
