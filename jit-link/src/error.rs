@@ -51,7 +51,7 @@ pub enum LinkError {
         "{object}: {kind} fixup at {source_location} to '{target}' (value {value:#x}) is out of range; \
          the target is too far away for this relocation"
     )]
-    FixupOutOfRange { object: String, kind: String, source_location: String, target: String, value: i128 },
+    FixupOutOfRange { object: String, kind: crate::EdgeKind, source_location: String, target: String, value: i128 },
 
     /// A graph operation was given an id or offset that does not fit the graph.
     #[error("{object}: invalid graph operation: {what}")]

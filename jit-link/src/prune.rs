@@ -33,9 +33,7 @@ pub fn dead_strip(graph: &mut LinkGraph) -> Result<(), LinkError> {
     }
     let dead_blocks: Vec<BlockId> = graph.block_ids().into_iter().filter(|b| !live_blocks.contains_key(*b)).collect();
     let removed = dead_blocks.len();
-    for b in dead_blocks {
-        graph.remove_block(b);
-    }
+    graph.remove_blocks(&dead_blocks);
     let dead_symbols: Vec<SymbolId> = graph
         .symbols()
         .filter(|(id, s)| !s.is_defined() && !live_symbols.contains_key(*id))

@@ -20,6 +20,10 @@ struct Config {
 const PIC_SMALL: Config = Config { tag: "pic-small", flags: &["-O1", "-fPIC", "-mcmodel=small"], link: &[] };
 const PIC_LARGE: Config = Config { tag: "pic-large", flags: &["-O1", "-fPIC", "-mcmodel=large"], link: &[] };
 const PIC_SMALL_O0: Config = Config { tag: "pic-small-O0", flags: &["-O0", "-fPIC", "-mcmodel=small"], link: &[] };
+const PIC_SMALL_NOPLT_DEBUG: Config =
+    Config { tag: "pic-small-noplt-g", flags: &["-O1", "-fPIC", "-fno-plt", "-g"], link: &[] };
+const PIC_LARGE_NOPLT: Config =
+    Config { tag: "pic-large-noplt", flags: &["-O2", "-fPIC", "-mcmodel=large", "-fno-plt"], link: &[] };
 const NOPIC_LARGE: Config =
     Config { tag: "nopic-large", flags: &["-O1", "-fno-pic", "-mcmodel=large"], link: &["-no-pie"] };
 
@@ -51,7 +55,7 @@ fn multi_file_c_program_with_cross_object_calls_data_weak_and_common_symbols_run
         &["-fcommon"],
         &[],
         &[],
-        &[PIC_SMALL, PIC_LARGE, PIC_SMALL_O0, NOPIC_LARGE],
+        &[PIC_SMALL, PIC_LARGE, PIC_SMALL_O0, PIC_SMALL_NOPLT_DEBUG, PIC_LARGE_NOPLT, NOPIC_LARGE],
     );
 }
 
@@ -68,7 +72,7 @@ fn cxx_comdat_static_objects_and_exceptions_across_objects_run_as_native() {
         &[],
         &["-lstdc++"],
         &["libstdc++.so.6", "libm.so.6"],
-        &[PIC_SMALL, PIC_LARGE, PIC_SMALL_O0, NOPIC_LARGE],
+        &[PIC_SMALL, PIC_LARGE, PIC_SMALL_O0, PIC_SMALL_NOPLT_DEBUG, PIC_LARGE_NOPLT, NOPIC_LARGE],
     );
 }
 

@@ -144,6 +144,9 @@ impl Builder<'_> {
                 Err(e) => return Err(self.malformed(format!("relocation section {}: {e}", self.section_name(index.0)))),
             };
             let block_size = self.graph.block(block).map(|b| b.size()).unwrap_or(0);
+            if self.graph.block(block).is_some_and(|b| b.is_zero_fill()) && !relas.is_empty() {
+                return Err(self.malformed(format!("relocations apply to {target_name}, which has no contents")));
+            }
             let mut edges = Vec::with_capacity(relas.len());
             for rela in relas {
                 let r_type = rela.r_type(endian, false).0;

@@ -204,12 +204,27 @@ impl LinkGraph {
     /// Removes a block and every symbol defined in it. Edges elsewhere that still target
     /// those symbols fail the link with an error at fixup time.
     pub fn remove_block(&mut self, id: BlockId) {
-        if self.blocks.remove(id).is_none() {
+        self.remove_blocks(&[id]);
+    }
+
+    /// Removes blocks and every symbol defined in them, in one pass over the symbols.
+    pub fn remove_blocks(&mut self, ids: &[BlockId]) {
+        let mut doomed: slotmap::SecondaryMap<BlockId, ()> = slotmap::SecondaryMap::new();
+        for &id in ids {
+            if self.blocks.remove(id).is_some() {
+                doomed.insert(id, ());
+            }
+        }
+        if doomed.is_empty() {
             return;
         }
-        let doomed: Vec<SymbolId> =
-            self.symbols.iter().filter(|(_, s)| s.block() == Some(id)).map(|(sid, _)| sid).collect();
-        for sym in doomed {
+        let symbols: Vec<SymbolId> = self
+            .symbols
+            .iter()
+            .filter(|(_, s)| s.block().is_some_and(|b| doomed.contains_key(b)))
+            .map(|(sid, _)| sid)
+            .collect();
+        for sym in symbols {
             self.remove_symbol(sym);
         }
     }

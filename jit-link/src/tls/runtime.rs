@@ -29,7 +29,7 @@ pub struct TlsIndex {
 pub const INDIRECT_MODULE: u64 = u64::MAX;
 
 /// The largest TLS image a module may have.
-pub const MAX_TLS_SIZE: u64 = 1 << 30;
+pub const MAX_TLS_SIZE: u64 = 64 << 20;
 /// The largest alignment a TLS image may ask for.
 pub const MAX_TLS_ALIGN: u64 = 1 << 16;
 

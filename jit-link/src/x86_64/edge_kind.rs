@@ -221,7 +221,7 @@ fn fix_block(graph: &LinkGraph, id: BlockId, bytes: &mut [u8], env: FixupEnv) ->
         let p = block.addr().0.wrapping_add(edge.offset) as i128;
         let out_of_range = |value: i128| LinkError::FixupOutOfRange {
             object: object(),
-            kind: edge.kind.to_string(),
+            kind: edge.kind,
             source_location: location(),
             target: graph.describe_symbol(edge.target),
             value,

@@ -134,7 +134,7 @@ pub fn dlsym(name: &str) -> Option<TargetAddr> {
     let c = CString::new(name).ok()?;
     // SAFETY: `c` is a valid C string; RTLD_DEFAULT searches the global namespace.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-    (!p.is_null()).then(|| TargetAddr(p as usize as u64))
+    (!p.is_null()).then_some(TargetAddr(p as usize as u64))
 }
 
 /// State shared by the contexts of one batch of links.
@@ -151,6 +151,8 @@ pub struct Batch {
     pub issued_before_first_answer: AtomicUsize,
     /// Names to resolve to a fixed address instead of searching (for fuzzing).
     pub fake: Option<TargetAddr>,
+    /// The threads links finished on.
+    pub finished_on: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 struct ObjectContext {
@@ -197,10 +199,12 @@ impl LinkContext for ObjectContext {
     }
 
     fn notify_finalized(&self, linked: LinkedObject) {
+        self.batch.finished_on.lock().expect("threads").push(std::thread::current().id());
         self.batch.results.lock().expect("results")[self.index] = Some(Ok(linked));
     }
 
     fn notify_failed(&self, error: LinkError) {
+        self.batch.finished_on.lock().expect("threads").push(std::thread::current().id());
         self.batch.results.lock().expect("results")[self.index] = Some(Err(error));
     }
 }
@@ -272,6 +276,7 @@ pub fn link_graphs(
         lookups_issued: AtomicUsize::new(0),
         issued_before_first_answer: AtomicUsize::new(0),
         fake,
+        finished_on: Mutex::new(Vec::new()),
     });
     for (index, (graph, losers)) in graphs.into_iter().zip(losers).enumerate() {
         let ctx = Arc::new(ObjectContext { batch: batch.clone(), index, losers });

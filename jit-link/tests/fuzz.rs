@@ -1,0 +1,242 @@
+//! Mutated real objects (bit flips, truncations, corrupted headers, section headers, symbols
+//! and relocations): every case must give Ok or an error, never a panic, hang or crash.
+//! The cases run in a child process (this binary, re-invoked) under a time limit, so a
+//! crash or hang fails the test with the case that caused it.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use jit_mem::TargetAddr;
+
+const CASES: u64 = 20_000;
+
+/// A small deterministic generator (xorshift64*), so a failing case can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at.saturating_add(2)).map(|s| u16::from_le_bytes([s[0], s[1]]) as u64).unwrap_or(0)
+}
+fn u32_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at.saturating_add(4)).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as u64).unwrap_or(0)
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at.saturating_add(8)).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]))).unwrap_or(0)
+}
+
+fn put(b: &mut [u8], at: usize, width: usize, value: u64) {
+    if let Some(dst) = b.get_mut(at..at.saturating_add(width)) {
+        dst.copy_from_slice(&value.to_le_bytes()[..width]);
+    }
+}
+
+/// An interesting value for a field: extremes, small numbers, or random.
+fn value(rng: &mut Rng) -> u64 {
+    match rng.below(6) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => rng.below(64),
+        3 => 1 << rng.below(64),
+        4 => u32::MAX as u64 - rng.below(4),
+        _ => rng.next(),
+    }
+}
+
+/// Section headers: (offset in the file of each header).
+fn section_headers(b: &[u8]) -> Vec<usize> {
+    let shoff = u64_at(b, 0x28) as usize;
+    let shnum = u16_at(b, 0x3C) as usize;
+    (0..shnum)
+        .filter_map(|i| shoff.checked_add(i * 64))
+        .filter(|&h| h.checked_add(64).is_some_and(|end| end <= b.len()))
+        .collect()
+}
+
+/// Entries (file offset, entry size) of sections of a given type.
+fn entries_of_type(b: &[u8], sh_type: u64, entsize: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for h in section_headers(b) {
+        if u32_at(b, h + 4) != sh_type {
+            continue;
+        }
+        let (off, size) = (u64_at(b, h + 0x18) as usize, u64_at(b, h + 0x20) as usize);
+        let mut at = off;
+        while at.saturating_add(entsize) <= off.saturating_add(size) && at.saturating_add(entsize) <= b.len() {
+            out.push(at);
+            at += entsize;
+        }
+    }
+    out
+}
+
+fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut b = base.to_vec();
+    if b.is_empty() {
+        return b;
+    }
+    match rng.below(8) {
+        0 => {
+            for _ in 0..1 + rng.below(8) {
+                let at = rng.below(b.len() as u64) as usize;
+                b[at] ^= 1 << rng.below(8);
+            }
+        }
+        1 => b.truncate(rng.below(b.len() as u64) as usize),
+        2 => {
+            // A section header field.
+            let headers = section_headers(&b);
+            if let Some(&h) = headers.get(rng.below(headers.len() as u64) as usize) {
+                let (field, width) =
+                    [(4, 4), (8, 8), (0x18, 8), (0x20, 8), (0x28, 4), (0x2C, 4), (0x30, 8), (0x38, 8), (0, 4)]
+                        [rng.below(9) as usize];
+                put(&mut b, h + field, width, value(rng));
+            }
+        }
+        3 => {
+            // A relocation: offset, info (symbol and type) or addend.
+            let relas = entries_of_type(&b, 4, 24);
+            if let Some(&r) = relas.get(rng.below(relas.len() as u64) as usize) {
+                match rng.below(4) {
+                    0 => put(&mut b, r, 8, value(rng)),
+                    1 => put(&mut b, r + 8, 4, rng.below(50)),
+                    2 => put(&mut b, r + 12, 4, value(rng)),
+                    _ => put(&mut b, r + 16, 8, value(rng)),
+                }
+            }
+        }
+        4 => {
+            // A symbol: name, info, other, section index, value or size.
+            let syms = entries_of_type(&b, 2, 24);
+            if let Some(&s) = syms.get(rng.below(syms.len() as u64) as usize) {
+                let (field, width) = [(0, 4), (4, 1), (5, 1), (6, 2), (8, 8), (16, 8)][rng.below(6) as usize];
+                put(&mut b, s + field, width, value(rng));
+            }
+        }
+        5 => {
+            // The ELF header's section table fields.
+            let (field, width) =
+                [(0x28, 8), (0x3A, 2), (0x3C, 2), (0x3E, 2), (0x10, 2), (0x12, 2)][rng.below(6) as usize];
+            put(&mut b, field, width, value(rng));
+        }
+        6 => {
+            // Bytes of .eh_frame (and anything else): a run of random bytes.
+            let len = 1 + rng.below(16) as usize;
+            let at = rng.below(b.len() as u64) as usize;
+            for i in at..(at + len).min(b.len()) {
+                b[i] = rng.next() as u8;
+            }
+        }
+        _ => {
+            // Several mutations at once.
+            let once = mutate(&b, rng);
+            b = mutate(&once, rng);
+        }
+    }
+    b
+}
+
+static FAKE_TARGET: u64 = 0;
+
+fn run_cases(bases: &[(String, Vec<u8>)]) {
+    let fake = TargetAddr(&FAKE_TARGET as *const u64 as usize as u64);
+    let (mut ok, mut err) = (0u64, 0u64);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for case in 0..CASES {
+        let (name, base) = &bases[(case % bases.len() as u64) as usize];
+        let bytes = mutate(base, &mut rng);
+        eprintln!("case {case} ({name})");
+        match jit_link::graph_from_elf_object(name, &bytes) {
+            Ok(graph) => {
+                let (_, results) = link_graphs(vec![graph], Some(fake));
+                for r in results {
+                    match r {
+                        Ok(_linked) => ok += 1,
+                        Err(_) => err += 1,
+                    }
+                }
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                err += 1;
+            }
+        }
+    }
+    println!("FUZZ-DONE ok={ok} err={err}");
+}
+
+/// The child side: runs the cases when started as the fuzz runner.
+#[test]
+fn child() {
+    let Ok(list) = std::env::var("JITLINK_FUZZ_OBJECTS") else {
+        return;
+    };
+    let bases: Vec<(String, Vec<u8>)> = list
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|p| (p.rsplit('/').next().unwrap_or(p).to_string(), std::fs::read(p).expect("object")))
+        .collect();
+    run_cases(&bases);
+}
+
+#[test]
+fn mutated_objects_give_ok_or_an_error_never_a_panic_hang_or_crash() {
+    let mut paths = Vec::new();
+    let mut add = |program: &str, sources: &[&str], flags: &[&str], tag: &str| {
+        compile(program, sources, flags, tag);
+        let dir = work_dir(&format!("{program}-{tag}"));
+        for s in sources {
+            let stem = s.rsplit_once('.').map(|(a, _)| a).unwrap_or(s);
+            paths.push(dir.join(format!("{stem}.o")).to_string_lossy().into_owned());
+        }
+    };
+    add("multi", &["main.c", "lib.c"], &["-O1", "-fPIC", "-fcommon"], "fuzz-pic");
+    add("multi", &["lib.c"], &["-O1", "-fPIC", "-mcmodel=large"], "fuzz-large");
+    add("cxx", &["main.cpp", "other.cpp"], &["-O1", "-fPIC"], "fuzz-cxx");
+    add("tls", &["main.c", "other.c"], &["-O1", "-fPIC"], "fuzz-tls");
+    add("ctors", &["main.c"], &["-O0", "-fno-pic", "-mcmodel=large", "-g"], "fuzz-ctors");
+    let asm = work_dir("fuzz-asm").join("relocs.o");
+    clang(&["-c", &programs_dir().join("asm/relocs.s").to_string_lossy(), "-o", &asm.to_string_lossy()]);
+    paths.push(asm.to_string_lossy().into_owned());
+
+    let exe = std::env::current_exe().expect("current exe");
+    let child = Command::new(exe)
+        .args(["child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("JITLINK_FUZZ_OBJECTS", paths.join("\n"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fuzz child");
+    let out = wait_bounded(child, Duration::from_secs(900), "fuzz run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().filter(|l| !l.starts_with(' ')).rev().take(12).collect();
+    assert!(
+        out.status.success() && stdout.contains("FUZZ-DONE"),
+        "fuzz child failed ({:?}); last lines of its stderr (newest first):\n{}",
+        out.status,
+        tail.join("\n")
+    );
+    let summary = stdout.lines().find_map(|l| l.find("FUZZ-DONE").map(|at| &l[at..])).unwrap_or_default();
+    eprintln!("{summary}");
+    let count = |key: &str| -> u64 {
+        summary.split_whitespace().find_map(|w| w.strip_prefix(key)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    assert_eq!(count("ok=") + count("err="), CASES, "{summary}");
+    assert!(count("ok=") > 0 && count("err=") > 0, "both outcomes occur: {summary}");
+}
