@@ -156,3 +156,74 @@ pub fn external_dependencies(graph: &LinkGraph) -> Vec<SymbolDependencies> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use jit_mem::Prot;
+
+    use super::*;
+    use crate::{Edge, EdgeKind, Linkage};
+
+    fn names(deps: &[SymbolDependencies], of: &str) -> Vec<String> {
+        let d = deps.iter().find(|d| d.name.as_str() == of).unwrap();
+        d.depends_on.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn dependencies_follow_edges_through_anonymous_blocks_and_cycles() {
+        let mut g = LinkGraph::new("d.o");
+        let text = g.add_section(".text", Prot::RX);
+        let data = g.add_section(".data", Prot::RW);
+        let def = |g: &mut LinkGraph, name: &str| {
+            let b = g.add_content_block(text, vec![0; 16], 1, 0).unwrap();
+            let s =
+                g.add_defined_symbol(b, 0, Some(name.into()), 16, Linkage::Strong, Scope::Default, true, true).unwrap();
+            (b, s)
+        };
+        let (fb, _) = def(&mut g, "f");
+        let (gb, _) = def(&mut g, "g");
+        let (h1b, h1) = def(&mut g, "h1");
+        let (h2b, h2) = def(&mut g, "h2");
+        let (_, _) = def(&mut g, "leaf");
+        let anon_block = g.add_content_block(data, vec![0; 8], 8, 0).unwrap();
+        let anon = g.add_anonymous_symbol(anon_block, 0, 8, false, false).unwrap();
+        let a = g.add_external_symbol("A".into(), Linkage::Strong);
+        let b = g.add_external_symbol("B".into(), Linkage::Weak);
+        let c = g.add_external_symbol("C".into(), Linkage::Strong);
+        let f = g.find_symbol("f").unwrap();
+        g.add_edge(fb, Edge::new(EdgeKind::Delta32, 0, anon, 0)).unwrap();
+        g.add_edge(anon_block, Edge::new(EdgeKind::Pointer64, 0, a, 0)).unwrap();
+        g.add_edge(gb, Edge::new(EdgeKind::BranchPCRel32, 0, f, -4)).unwrap();
+        g.add_edge(gb, Edge::new(EdgeKind::BranchPCRel32, 4, b, -4)).unwrap();
+        g.add_edge(h1b, Edge::new(EdgeKind::BranchPCRel32, 0, h2, -4)).unwrap();
+        g.add_edge(h2b, Edge::new(EdgeKind::BranchPCRel32, 0, h1, -4)).unwrap();
+        g.add_edge(h2b, Edge::new(EdgeKind::BranchPCRel32, 4, c, -4)).unwrap();
+        let deps = external_dependencies(&g);
+        assert_eq!(deps.len(), 5, "one entry per defined named symbol");
+        assert_eq!(names(&deps, "f"), ["A"]);
+        assert_eq!(names(&deps, "g"), ["A", "B"]);
+        assert_eq!(names(&deps, "h1"), ["C"]);
+        assert_eq!(names(&deps, "h2"), ["C"]);
+        assert!(names(&deps, "leaf").is_empty());
+    }
+
+    #[test]
+    fn a_long_chain_is_handled_iteratively_and_shares_its_sets() {
+        let mut g = LinkGraph::new("chain.o");
+        let text = g.add_section(".text", Prot::RX);
+        let ext = g.add_external_symbol("end".into(), Linkage::Strong);
+        let mut next = ext;
+        let n = 200_000;
+        for i in 0..n {
+            let b = g.add_content_block(text, vec![0; 4], 1, 0).unwrap();
+            g.add_edge(b, Edge::new(EdgeKind::BranchPCRel32, 0, next, -4)).unwrap();
+            next = g
+                .add_defined_symbol(b, 0, Some(format!("f{i}").into()), 4, Linkage::Strong, Scope::Default, true, true)
+                .unwrap();
+        }
+        let deps = external_dependencies(&g);
+        assert_eq!(deps.len(), n);
+        let first = &deps[0].depends_on;
+        assert!(deps.iter().all(|d| d.depends_on.len() == 1 && Arc::ptr_eq(&d.depends_on, first)), "one shared set");
+    }
+}

@@ -144,3 +144,34 @@ pub fn collect_init_fini(graph: &mut LinkGraph) -> Result<(), LinkError> {
     out.finis.extend(finis);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use jit_mem::Prot;
+
+    use super::*;
+
+    fn table(g: &mut LinkGraph, name: &str, values: &[u64]) {
+        let s = g.add_section(name, Prot::RW);
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        g.add_content_block(s, bytes, 8, 0).unwrap();
+    }
+
+    #[test]
+    fn initializers_and_finalizers_come_out_in_c_runtime_order() {
+        let mut g = LinkGraph::new("i.o");
+        table(&mut g, ".init_array", &[1, 2]);
+        table(&mut g, ".init_array.200", &[3]);
+        table(&mut g, ".init_array.101", &[4, 5]);
+        table(&mut g, ".ctors", &[6, 7]);
+        table(&mut g, ".fini_array", &[8, 9]);
+        table(&mut g, ".fini_array.101", &[10]);
+        table(&mut g, ".data", &[11]);
+        collect_init_fini(&mut g).unwrap();
+        let inits: Vec<u64> = g.init_fini().inits.iter().map(|e| e.addr.0).collect();
+        let finis: Vec<u64> = g.init_fini().finis.iter().map(|e| e.addr.0).collect();
+        assert_eq!(inits, [4, 5, 3, 1, 2, 7, 6]);
+        assert_eq!(finis, [9, 8, 10]);
+        assert!(is_init_fini_section(".init_array.65535") && !is_init_fini_section(".init_arrayx"));
+    }
+}

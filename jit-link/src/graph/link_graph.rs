@@ -657,3 +657,78 @@ impl LinkGraph {
         self.dso_handle
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EdgeKind;
+
+    fn graph_with_text() -> (LinkGraph, SectionId, BlockId) {
+        let mut g = LinkGraph::new("t.o");
+        let text = g.add_section(".text", Prot::RX);
+        let block = g.add_content_block(text, (0u8..32).collect(), 16, 0).unwrap();
+        (g, text, block)
+    }
+
+    #[test]
+    fn split_block_moves_symbols_and_edges_and_keeps_layout_order() {
+        let (mut g, text, block) = graph_with_text();
+        let after = g.add_content_block(text, vec![0; 4], 1, 0).unwrap();
+        let a =
+            g.add_defined_symbol(block, 0, Some("a".into()), 8, Linkage::Strong, Scope::Default, true, true).unwrap();
+        let b =
+            g.add_defined_symbol(block, 10, Some("b".into()), 8, Linkage::Strong, Scope::Default, true, true).unwrap();
+        let c =
+            g.add_defined_symbol(block, 20, Some("c".into()), 8, Linkage::Strong, Scope::Default, true, true).unwrap();
+        g.add_edge(block, Edge::new(EdgeKind::Delta32, 2, c, -4)).unwrap();
+        g.add_edge(block, Edge::new(EdgeKind::Delta32, 22, a, -4)).unwrap();
+        let pieces = g.split_block(block, &[10, 20]).unwrap();
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces[0], block, "the first piece keeps the id");
+        assert_eq!(g.blocks_in_section(text), vec![pieces[0], pieces[1], pieces[2], after]);
+        assert_eq!(g.block(pieces[1]).unwrap().bytes(), &(10u8..20).collect::<Vec<_>>()[..]);
+        assert_eq!(g.symbol(b).unwrap().def(), SymbolDef::Defined { block: pieces[1], offset: 0 });
+        assert_eq!(g.symbol(c).unwrap().def(), SymbolDef::Defined { block: pieces[2], offset: 0 });
+        assert_eq!(g.block(pieces[0]).unwrap().edges()[0].offset, 2);
+        assert_eq!(g.block(pieces[2]).unwrap().edges()[0].offset, 2);
+        assert!(g.split_block(pieces[2], &[0]).is_err(), "a cut at zero is refused");
+        assert!(g.split_block(pieces[2], &[12]).is_err(), "a cut past the end is refused");
+    }
+
+    #[test]
+    fn names_stay_unique_across_rename_scope_and_external_changes() {
+        let (mut g, _, block) = graph_with_text();
+        let f = g.add_defined_symbol(block, 0, Some("f".into()), 4, Linkage::Weak, Scope::Default, true, true).unwrap();
+        let local = g.add_defined_symbol(block, 4, Some("f".into()), 4, Linkage::Strong, Scope::Local, true, false);
+        assert!(local.is_ok(), "a local may share a global's name");
+        let dup = g.add_defined_symbol(block, 8, Some("f".into()), 4, Linkage::Strong, Scope::Hidden, true, true);
+        assert!(matches!(dup, Err(LinkError::DuplicateSymbol { .. })));
+        assert!(g.rename_symbol(local.unwrap(), "f".into()).is_ok(), "locals are not indexed");
+        g.rename_symbol(f, "f.renamed".into()).unwrap();
+        assert_eq!(g.find_symbol("f"), None);
+        assert_eq!(g.find_symbol("f.renamed"), Some(f));
+        g.make_external(f).unwrap();
+        assert!(g.symbol(f).unwrap().is_external());
+        assert_eq!(g.add_external_symbol("f.renamed".into(), Linkage::Strong), f, "externals are shared by name");
+        let anon = g.add_anonymous_symbol(block, 0, 0, false, false).unwrap();
+        assert!(g.make_external(anon).is_err(), "an anonymous symbol cannot become external");
+    }
+
+    #[test]
+    fn removing_blocks_removes_their_symbols_and_frees_their_names() {
+        let (mut g, text, block) = graph_with_text();
+        let other = g.add_content_block(text, vec![0; 4], 1, 0).unwrap();
+        let f =
+            g.add_defined_symbol(block, 0, Some("f".into()), 4, Linkage::Strong, Scope::Default, true, true).unwrap();
+        let h =
+            g.add_defined_symbol(other, 0, Some("h".into()), 4, Linkage::Strong, Scope::Default, true, true).unwrap();
+        g.remove_blocks(&[block]);
+        assert!(g.symbol(f).is_none() && g.find_symbol("f").is_none());
+        assert!(g.symbol(h).is_some());
+        assert!(
+            g.add_defined_symbol(other, 0, Some("f".into()), 0, Linkage::Strong, Scope::Default, false, true).is_ok()
+        );
+        assert!(g.block(block).is_none());
+        assert!(g.add_edge(block, Edge::new(EdgeKind::Pointer64, 0, h, 0)).is_err(), "stale ids are errors");
+    }
+}

@@ -9,6 +9,7 @@
 use std::alloc::Layout;
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -51,6 +52,14 @@ struct Registry {
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry { slots: Vec::new(), free: Vec::new() });
 
+/// Per-thread blocks alive in the process (for tests and leak checks).
+static LIVE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many per-thread TLS blocks exist right now, over all threads and modules.
+pub fn live_thread_blocks() -> usize {
+    LIVE_BLOCKS.load(Ordering::SeqCst)
+}
+
 /// One thread's block of one module.
 struct ThreadBlock {
     generation: u32,
@@ -64,6 +73,7 @@ impl Drop for ThreadBlock {
             // SAFETY: `ptr` was returned by `std::alloc::alloc(layout)` in `make_block` and is
             // freed only here, once.
             unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+            LIVE_BLOCKS.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -182,6 +192,7 @@ fn make_block(slot: usize, generation: u32) -> Option<ThreadBlock> {
         std::ptr::copy_nonoverlapping(template.image.as_ptr(), ptr, template.image.len());
         std::ptr::write_bytes(ptr.add(template.image.len()), 0, template.layout.size() - template.image.len());
     }
+    LIVE_BLOCKS.fetch_add(1, Ordering::SeqCst);
     Some(ThreadBlock { generation, ptr, layout: template.layout })
 }
 
@@ -242,4 +253,91 @@ pub unsafe extern "C" fn tls_get_addr(index: *const TlsIndex) -> *mut u8 {
 /// The address to bind `__tls_get_addr` to.
 pub fn tls_get_addr_address() -> jit_mem::TargetAddr {
     jit_mem::TargetAddr(tls_get_addr as unsafe extern "C" fn(*const TlsIndex) -> *mut u8 as usize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(module: u64, offset: u64) -> *mut u8 {
+        let ti = TlsIndex { module, offset };
+        // SAFETY: `ti` is a readable tls_index.
+        unsafe { tls_get_addr(&ti) }
+    }
+
+    #[test]
+    fn each_thread_gets_its_own_copy_of_the_template_freed_at_thread_exit() {
+        let module = TlsModule::reserve();
+        let installed = module.install(vec![1, 2, 3, 4, 5, 6, 7, 8], 8).unwrap();
+        let id = installed.id();
+        let here = addr(id, 4);
+        assert!(!here.is_null());
+        // SAFETY: offset 4 of this thread's 8-byte block.
+        unsafe {
+            assert_eq!(*here, 5);
+            *here = 50;
+        }
+        assert_eq!(addr(id, 4), here, "the same block on every access");
+        let before = live_thread_blocks();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let p = addr(id, 4);
+                    // SAFETY: that thread's block.
+                    (p as usize, unsafe { *p })
+                })
+            })
+            .collect();
+        for t in threads {
+            let (p, v) = t.join().unwrap();
+            assert_eq!(v, 5, "a fresh copy of the template");
+            assert_ne!(p, here as usize, "not this thread's block");
+        }
+        // The threads have exited: their blocks are gone (tests running alongside may hold
+        // a block or two of their own).
+        assert!(live_thread_blocks() <= before + 2, "{} blocks live, {before} before", live_thread_blocks());
+        // SAFETY: this thread's block, still alive.
+        unsafe { assert_eq!(*here, 50) };
+        drop(installed);
+        // A thread that never touched it gets nothing (this one keeps its block until it
+        // exits: the fast path does not consult the registry, and code of a freed module
+        // cannot run anyway).
+        let fresh = std::thread::spawn(move || addr(id, 4) as usize).join().unwrap();
+        assert_eq!(fresh, 0, "a freed module has no address");
+    }
+
+    #[test]
+    fn a_reused_slot_never_hands_out_the_previous_modules_block() {
+        let first = TlsModule::reserve().install(vec![11; 16], 16).unwrap();
+        let old_id = first.id();
+        let old = addr(old_id, 0);
+        // SAFETY: this thread's block of the first module.
+        unsafe { assert_eq!(*old, 11) };
+        drop(first);
+        let second = TlsModule::reserve().install(vec![22; 16], 16).unwrap();
+        let p = addr(second.id(), 0);
+        // SAFETY: this thread's block of the second module.
+        unsafe { assert_eq!(*p, 22) };
+        assert!(addr(old_id, 0).is_null(), "the old id is dead even if its slot was reused");
+    }
+
+    #[test]
+    fn an_indirect_index_reaches_the_defining_modules_variable() {
+        let m = TlsModule::reserve().install(vec![0, 0, 0, 0, 9, 9, 9, 9], 4).unwrap();
+        let real = TlsIndex { module: m.id(), offset: 4 };
+        let indirect = TlsIndex { module: INDIRECT_MODULE, offset: &real as *const TlsIndex as usize as u64 };
+        // SAFETY: both indices are readable; the indirect one points at the real one.
+        let (a, b) = unsafe { (tls_get_addr(&real), tls_get_addr(&indirect)) };
+        assert_eq!(a, b);
+        assert!(!a.is_null());
+    }
+
+    #[test]
+    fn reserving_and_dropping_releases_the_slot() {
+        let m = TlsModule::reserve();
+        let id = m.id();
+        drop(m);
+        assert!(addr(id, 0).is_null());
+        assert!(addr(0, 0).is_null(), "module 0 is never valid");
+    }
 }

@@ -284,3 +284,80 @@ pub fn optimize_got_and_stub_accesses(graph: &mut LinkGraph) -> Result<(), LinkE
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use jit_mem::TargetAddr;
+
+    use super::*;
+    use crate::x86_64::{FixupEnv, apply_fixups};
+    use crate::{Linkage, SymbolDef};
+
+    /// A graph whose code loads `near` and `far` through the GOT and calls `far`.
+    fn graph() -> (LinkGraph, crate::BlockId) {
+        let mut g = LinkGraph::new("r.o");
+        let text = g.add_section(".text", Prot::RX);
+        // mov near@GOTPCREL(%rip),%rax; mov far@GOTPCREL(%rip),%rax; call far@PLT
+        let code = vec![0x48, 0x8B, 0x05, 0, 0, 0, 0, 0x48, 0x8B, 0x05, 0, 0, 0, 0, 0xE8, 0, 0, 0, 0];
+        let b = g.add_content_block(text, code, 16, 0).unwrap();
+        g.add_defined_symbol(b, 0, Some("code".into()), 19, Linkage::Strong, Scope::Default, true, true).unwrap();
+        let near = g.add_external_symbol("near".into(), Linkage::Strong);
+        let far = g.add_external_symbol("far".into(), Linkage::Strong);
+        let rex = EdgeKind::RequestGotAndTransformToPcRel32GotLoadRexRelaxable;
+        g.add_edge(b, Edge::new(rex, 3, near, -4)).unwrap();
+        g.add_edge(b, Edge::new(rex, 10, far, -4)).unwrap();
+        g.add_edge(b, Edge::new(EdgeKind::BranchPCRel32, 15, far, -4)).unwrap();
+        (g, b)
+    }
+
+    fn place(g: &mut LinkGraph, code: crate::BlockId) {
+        let mut next = 0x7000_0000_1000u64;
+        for id in g.block_ids() {
+            let addr = if id == code { 0x7000_0000_0000 } else { next };
+            g.set_block_addr(id, TargetAddr(addr));
+            next += 0x10;
+        }
+        for (name, addr) in [("near", 0x7000_0010_0000u64), ("far", 0x1000)] {
+            let s = g.find_symbol(name).unwrap();
+            g.set_external_addr(s, TargetAddr(addr));
+        }
+    }
+
+    #[test]
+    fn in_range_got_loads_become_lea_and_out_of_range_ones_stay() {
+        let (mut g, code) = graph();
+        build_got_and_stubs(&mut g).unwrap();
+        place(&mut g, code);
+        optimize_got_and_stub_accesses(&mut g).unwrap();
+        let b = g.block(code).unwrap();
+        assert_eq!(&b.bytes()[..3], [0x48, 0x8D, 0x05], "near: lea");
+        assert_eq!(&b.bytes()[7..10], [0x48, 0x8B, 0x05], "far: still a GOT load");
+        let near = g.find_symbol("near").unwrap();
+        assert_eq!((b.edges()[0].kind, b.edges()[0].target), (EdgeKind::Delta32, near));
+        let stub = b.edges()[2].target;
+        let stub_block = g.symbol(stub).and_then(|s| s.block()).unwrap();
+        assert_eq!(g.section(g.block(stub_block).unwrap().section()).unwrap().name(), STUBS_SECTION);
+        let got = g.section_by_name(GOT_SECTION).and_then(|s| g.blocks_in_section(s).first().copied());
+        let env = FixupEnv { got_base: got.map(|b| g.block(b).unwrap().addr()), tls_module: 0 };
+        apply_fixups(&mut g, env).unwrap();
+        let b = g.block(code).unwrap();
+        let rel = i32::from_le_bytes(b.bytes()[3..7].try_into().unwrap());
+        assert_eq!(0x7000_0000_0007i64 + rel as i64, 0x7000_0010_0000, "lea reaches near");
+    }
+
+    #[test]
+    fn an_out_of_range_fixup_names_its_source_and_target() {
+        let mut g = LinkGraph::new("far.o");
+        let text = g.add_section(".text", Prot::RX);
+        let b = g.add_content_block(text, vec![0; 8], 1, 0).unwrap();
+        g.add_defined_symbol(b, 0, Some("caller".into()), 8, Linkage::Strong, Scope::Default, true, true).unwrap();
+        let far = g
+            .add_absolute_symbol(Some("faraway".into()), TargetAddr(1 << 40), Linkage::Strong, Scope::Default, false)
+            .unwrap();
+        g.add_edge(b, Edge::new(EdgeKind::Delta32, 2, far, -4)).unwrap();
+        g.set_block_addr(b, TargetAddr(0x1000));
+        let err = apply_fixups(&mut g, FixupEnv::default()).unwrap_err().to_string();
+        assert!(err.contains("far.o") && err.contains(".text+0x2 (caller+0x2)") && err.contains("'faraway'"), "{err}");
+        assert!(matches!(g.symbol(far).unwrap().def(), SymbolDef::Absolute(_)));
+    }
+}
