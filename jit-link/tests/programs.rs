@@ -61,7 +61,9 @@ fn multi_file_c_program_with_cross_object_calls_data_weak_and_common_symbols_run
 
 #[test]
 fn constructors_destructors_and_atexit_run_in_native_priority_order() {
-    same_as_native("ctors", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);
+    let ctors_dtors =
+        Config { tag: "pic-small-ctors-sections", flags: &["-O1", "-fPIC", "-fno-use-init-array"], link: &[] };
+    same_as_native("ctors", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE, ctors_dtors]);
 }
 
 #[test]

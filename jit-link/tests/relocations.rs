@@ -97,3 +97,38 @@ fn every_supported_relocation_computes_the_psabi_value() {
     assert_eq!(unsafe { *(ld as usize as *const i32) }, 99);
     drop(linked);
 }
+
+#[test]
+fn rustc_objects_of_both_code_models_link_and_run() {
+    let _watchdog = Watchdog::start(std::time::Duration::from_secs(120), "rustc objects");
+    let src = programs_dir().join("rust").join("lib.rs");
+    for (model, code_model) in [("pic", "small"), ("pic", "large"), ("static", "large")] {
+        let out = work_dir("rust").join(format!("rust-{model}-{code_model}.o"));
+        let status = std::process::Command::new("rustc")
+            .args(["--crate-type=lib", "--emit=obj", "--edition", "2024", "-C", "opt-level=2", "-C", "panic=abort"])
+            .arg(format!("-Crelocation-model={model}"))
+            .arg(format!("-Ccode-model={code_model}"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .expect("run rustc");
+        assert!(status.success(), "rustc {model} {code_model}");
+        let objects = vec![("lib.o".to_string(), std::fs::read(&out).expect("object"))];
+        let (batch, linked) = link_objects(&objects).expect("link rustc object");
+        let sum = batch.address_of("rust_sum").expect("rust_sum");
+        let counter = batch.address_of("rust_counter").expect("rust_counter");
+        let callbacks = batch.address_of("RUST_CALLBACKS").expect("RUST_CALLBACKS");
+        // SAFETY: the exported `extern "C"` functions of the Rust object, finalized.
+        let (sum_fn, counter_fn): (extern "C" fn(usize) -> u64, extern "C" fn() -> u64) =
+            unsafe { (std::mem::transmute(sum.0 as usize), std::mem::transmute(counter.0 as usize)) };
+        let pid = std::process::id() as u64;
+        assert_eq!(sum_fn(3), 6 + pid, "{model}/{code_model}");
+        assert_eq!(sum_fn(9), 10 + pid);
+        assert_eq!(counter_fn(), 2);
+        // SAFETY: RUST_CALLBACKS is a finalized [extern "C" fn(usize) -> u64; 1].
+        let table = unsafe { *(callbacks.0 as usize as *const u64) };
+        assert_eq!(table, sum.0, "the function pointer table holds rust_sum's address");
+        drop(linked);
+    }
+}
