@@ -24,8 +24,11 @@ pub struct InitFiniEntry {
 ///
 /// `inits` are in the order to call them (by ascending priority, then in the order of the
 /// object); `finis` in the order to call them (by descending priority, each array backwards,
-/// as `__libc_csu_fini`/`_dl_fini` do). To merge several graphs of one dylib, sort all inits
-/// stably by ascending priority and all finis stably by descending priority.
+/// as glibc's `_dl_fini` walks `.fini_array`). To merge the graphs of one dylib the way a
+/// static link would order them: concatenate `inits` in link order and `finis` in *reverse*
+/// link order, then sort inits stably by ascending priority and finis stably by descending
+/// priority. Run finalizers after the `atexit`/`__cxa_atexit` handlers registered since the
+/// initializers ran (the C runtime registers `_dl_fini` first, so it runs last).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InitFini {
     /// Initializers, in calling order.

@@ -40,3 +40,12 @@ pub use name::SymbolName;
 pub use passes::{Pass, PassConfig, PassFn, Phase};
 pub use prune::dead_strip;
 pub use x86_64::EdgeKind;
+
+// The object linking layer moves graphs, continuations and results between threads.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<LinkGraph>();
+    assert_send::<LookupContinuation>();
+    assert_send::<LinkedObject>();
+    assert_send::<PassConfig>();
+};

@@ -120,8 +120,9 @@ fn rustc_objects_of_both_code_models_link_and_run() {
         let counter = batch.address_of("rust_counter").expect("rust_counter");
         let callbacks = batch.address_of("RUST_CALLBACKS").expect("RUST_CALLBACKS");
         // SAFETY: the exported `extern "C"` functions of the Rust object, finalized.
-        let (sum_fn, counter_fn): (extern "C" fn(usize) -> u64, extern "C" fn() -> u64) =
-            unsafe { (std::mem::transmute(sum.0 as usize), std::mem::transmute(counter.0 as usize)) };
+        let sum_fn = unsafe { std::mem::transmute::<usize, extern "C" fn(usize) -> u64>(sum.0 as usize) };
+        // SAFETY: as above.
+        let counter_fn = unsafe { std::mem::transmute::<usize, extern "C" fn() -> u64>(counter.0 as usize) };
         let pid = std::process::id() as u64;
         assert_eq!(sum_fn(3), 6 + pid, "{model}/{code_model}");
         assert_eq!(sum_fn(9), 10 + pid);
@@ -131,4 +132,21 @@ fn rustc_objects_of_both_code_models_link_and_run() {
         assert_eq!(table, sum.0, "the function pointer table holds rust_sum's address");
         drop(linked);
     }
+}
+
+#[test]
+fn an_unsupported_relocation_is_an_error_naming_it_its_section_and_offset() {
+    let dir = work_dir("asm-unsupported");
+    let s = dir.join("size.s");
+    let o = dir.join("size.o");
+    std::fs::write(
+        &s,
+        "        .text\n        .globl f\nf:      nop\n        .reloc ., R_X86_64_SIZE32, f\n        .long 0\n        ret\n",
+    )
+    .expect("write assembly");
+    clang(&["-c", &s.to_string_lossy(), "-o", &o.to_string_lossy()]);
+    let err = jit_link::graph_from_elf_object("size.o", &std::fs::read(&o).expect("object"))
+        .expect_err("R_X86_64_SIZE32 is not supported")
+        .to_string();
+    assert_eq!(err, "size.o: unsupported relocation R_X86_64_SIZE32 in .text at offset 0x1");
 }

@@ -155,24 +155,33 @@ fn split_one(graph: &mut LinkGraph, block: BlockId, first: bool) -> Result<(), L
             graph.remove_block(last);
         }
     }
-    let by_start: HashMap<u64, BlockId> = recs.iter().map(|r| r.start).zip(pieces.iter().copied()).collect();
+    // `pieces[i]` holds `recs[i]` (the cuts are the record starts after the first).
+    let index_of: HashMap<u64, usize> = recs.iter().enumerate().map(|(i, r)| (r.start, i)).collect();
+    let lost = |graph: &LinkGraph, offset: u64| malformed(graph, offset, "record lost while splitting");
     // Every record gets an anonymous symbol at its start for edges to name.
-    let mut sym_of: HashMap<u64, crate::SymbolId> = HashMap::new();
-    for r in &recs {
-        let piece = by_start[&r.start];
+    let mut syms = Vec::with_capacity(recs.len());
+    for (i, r) in recs.iter().enumerate() {
+        let Some(&piece) = pieces.get(i) else {
+            return Err(lost(graph, r.start));
+        };
         if let Some(p) = graph.block_mut(piece) {
             if !(first && r.start == 0) {
                 p.set_align(1, 0);
             }
         }
         let size = graph.block(piece).map(|p| p.size()).unwrap_or(0);
-        sym_of.insert(r.start, graph.add_anonymous_symbol(piece, 0, size, false, false)?);
+        syms.push(graph.add_anonymous_symbol(piece, 0, size, false, false)?);
     }
-    for r in &recs {
+    for (i, r) in recs.iter().enumerate() {
         let Some(cie) = r.cie else { continue };
-        let piece = by_start[&r.start];
+        let (Some(&piece), Some(&me)) = (pieces.get(i), syms.get(i)) else {
+            return Err(lost(graph, r.start));
+        };
+        let Some(&cie_sym) = index_of.get(&cie).and_then(|&c| syms.get(c)) else {
+            return Err(lost(graph, cie));
+        };
         let kind = if r.id_size == 8 { EdgeKind::NegDelta64 } else { EdgeKind::NegDelta32 };
-        graph.add_edge(piece, Edge::new(kind, r.header, sym_of[&cie], 0))?;
+        graph.add_edge(piece, Edge::new(kind, r.header, cie_sym, 0))?;
         // The function this FDE describes: the edge at `pc_begin`.
         let pc_begin = r.header + r.id_size;
         let target = graph
@@ -181,7 +190,7 @@ fn split_one(graph: &mut LinkGraph, block: BlockId, first: bool) -> Result<(), L
             .map(|e| e.target);
         let Some(target) = target else { continue };
         if let Some(function_block) = graph.symbol(target).and_then(|s| s.block()) {
-            graph.add_edge(function_block, Edge::new(EdgeKind::KeepAlive, 0, sym_of[&r.start], 0))?;
+            graph.add_edge(function_block, Edge::new(EdgeKind::KeepAlive, 0, me, 0))?;
         }
     }
     Ok(())
