@@ -7,7 +7,7 @@ use crate::generator::DefinitionGenerator;
 use crate::lookup::{DylibId, MatchFlags, SearchOrder, SymbolState};
 use crate::session::ExecutionSession;
 use crate::state::Effects;
-use crate::symbol::{SymbolDef, SymbolFlags, SymbolName};
+use crate::symbol::{SymbolDef, SymbolName};
 use crate::tracker::ResourceTracker;
 use crate::unit::MaterializationUnit;
 
@@ -28,7 +28,7 @@ pub struct JitDylib {
 
 impl JitDylib {
     pub(crate) fn from_parts(session: ExecutionSession, id: DylibId) -> Self {
-        let name = session.inner.state.lock().dylib(id).name.clone();
+        let name = session.inner.dylib_names.read()[id.index as usize].clone();
         JitDylib { session, id, name }
     }
 
@@ -61,7 +61,7 @@ impl JitDylib {
 
     /// Adds `unit`'s definitions, tracked by `tracker` (or the default tracker).
     pub fn define_boxed(&self, unit: Box<dyn MaterializationUnit>, tracker: Option<&ResourceTracker>) -> Result<()> {
-        let interface: Vec<(SymbolName, SymbolFlags)> = unit.symbols().iter().map(|(n, f)| (n.clone(), *f)).collect();
+        let interface = unit.symbols().clone();
         let inner = &self.session.inner;
         let mut fx = Effects::default();
         let result = {
@@ -220,7 +220,7 @@ impl std::fmt::Debug for JitDylib {
 mod tests {
     use super::*;
     use crate::testutil::*;
-    use crate::{Error, ExecutorAddr, RequiredState, SymbolLookupSet};
+    use crate::{Error, ExecutorAddr, RequiredState, SymbolFlags, SymbolLookupSet};
 
     #[test]
     fn a_second_strong_definition_is_an_error_naming_symbol_and_dylib_and_adds_nothing() {

@@ -69,8 +69,11 @@ pub(crate) trait NodeStore {
 /// A group to emit: these symbols, which depend on those.
 pub(crate) struct EmitGroup {
     pub symbols: SmallVec<[SymId; 1]>,
-    pub deps: Vec<SymId>,
+    pub deps: Deps,
 }
+
+/// A group's dependencies: usually few, so kept inline.
+pub(crate) type Deps = SmallVec<[SymId; 4]>;
 
 /// What an operation changed: symbols that became Ready, and symbols that failed (each with
 /// its cause), in no particular order.
@@ -98,7 +101,7 @@ struct DfsMark {
 struct GroupNode {
     symbols: SmallVec<[SymId; 1]>,
     /// Dependencies not known to be Ready (pruned lazily as they become Ready).
-    deps: Vec<SymId>,
+    deps: Deps,
     pending: u32,
     unready: u32,
     witness: Witness,
@@ -138,18 +141,23 @@ impl DepGraph {
     pub fn emit(
         &mut self,
         store: &mut impl NodeStore,
-        groups: Vec<EmitGroup>,
+        groups: SmallVec<[EmitGroup; 2]>,
         missing: &dyn Fn(SymId) -> Arc<RootCause>,
         out: &mut Outcome,
     ) {
+        if let [group] = &groups[..] {
+            if self.emit_ready_at_once(store, group, out) {
+                return;
+            }
+        }
         // 1. Mark every symbol emitted. Groups that waited on these symbols counted them as
         //    pending when they registered: they all count one less now.
         let mut new_ids: SmallVec<[GroupId; 4]> = SmallVec::with_capacity(groups.len());
-        let mut deps_of: SmallVec<[Vec<SymId>; 4]> = SmallVec::with_capacity(groups.len());
+        let mut deps_of: SmallVec<[Deps; 4]> = SmallVec::with_capacity(groups.len());
         for group in groups {
             let gid = self.groups.insert(GroupNode {
                 symbols: SmallVec::new(),
-                deps: Vec::new(),
+                deps: Deps::new(),
                 pending: 0,
                 unready: 0,
                 witness: Witness::None,
@@ -180,7 +188,8 @@ impl DepGraph {
             deps.dedup();
             let (mut pending, mut unready) = (0u32, 0u32);
             let mut failed = None;
-            deps.retain(|&d| {
+            deps.retain(|d| {
+                let d = *d;
                 let Some(node) = store.node(d) else {
                     failed.get_or_insert_with(|| missing(d));
                     return false;
@@ -228,6 +237,40 @@ impl DepGraph {
             }
         }
         self.settle(store, out);
+    }
+
+    /// The common case: one group whose dependencies are all Ready already (or its own
+    /// symbols). Its symbols go straight to Ready without a node. Returns false, changing
+    /// nothing, when the group must take the general path.
+    fn emit_ready_at_once(&mut self, store: &mut impl NodeStore, group: &EmitGroup, out: &mut Outcome) -> bool {
+        let ready_or_own = |store: &mut _, d: SymId| {
+            group.symbols.contains(&d)
+                || matches!(NodeStore::node(store, d).map(|n| &n.status), Some(NodeStatus::Ready))
+        };
+        if !group.deps.iter().all(|&d| ready_or_own(store, d)) {
+            return false;
+        }
+        for &s in &group.symbols {
+            let Some(node) = store.node(s) else { continue };
+            debug_assert!(matches!(node.status, NodeStatus::Pending), "emitting a non-pending symbol");
+            node.status = NodeStatus::Ready;
+            out.ready.push(s);
+            // Every dependant registered while this symbol was pending counted it both as not
+            // emitted and as not Ready.
+            for w in std::mem::take(&mut node.dependants) {
+                if let Some(wn) = self.groups.get_mut(w) {
+                    wn.pending -= 1;
+                    wn.unready -= 1;
+                    if wn.unready == 0 {
+                        self.to_ready.push(w);
+                    } else if wn.pending == 0 {
+                        self.to_check.push(w);
+                    }
+                }
+            }
+        }
+        self.settle(store, out);
+        true
     }
 
     /// Fails `symbols` (Pending or Emitted) and, transitively, everything that depends on them.
@@ -496,7 +539,7 @@ mod tests {
             let mut out = Outcome::default();
             let group =
                 EmitGroup { symbols: SmallVec::from_elem(ids[i], 1), deps: deps[i].iter().map(|&d| ids[d]).collect() };
-            graph.emit(&mut store, vec![group], &|_| cause(), &mut out);
+            graph.emit(&mut store, smallvec::smallvec![group], &|_| cause(), &mut out);
             emitted[i] = true;
             for s in out.ready {
                 let k = ids.iter().position(|&x| x == s).unwrap();
@@ -575,14 +618,14 @@ mod tests {
             symbols: SmallVec::from_elem(ids[s], 1),
             deps: d.iter().map(|&x| ids[x]).collect(),
         };
-        graph.emit(&mut store, vec![g(0, &[1]), g(3, &[0]), g(5, &[4])], &|_| cause(), &mut out);
-        graph.emit(&mut store, vec![g(1, &[2])], &|_| cause(), &mut out);
+        graph.emit(&mut store, smallvec::smallvec![g(0, &[1]), g(3, &[0]), g(5, &[4])], &|_| cause(), &mut out);
+        graph.emit(&mut store, smallvec::smallvec![g(1, &[2])], &|_| cause(), &mut out);
         assert!(out.ready.is_empty());
         graph.fail(&mut store, &[ids[2]], &cause(), &mut out);
         let mut failed: Vec<usize> = out.failed.iter().map(|s| ids.iter().position(|x| x == s).unwrap()).collect();
         failed.sort();
         assert_eq!(failed, vec![0, 1, 2, 3]);
-        graph.emit(&mut store, vec![g(4, &[])], &|_| cause(), &mut out);
+        graph.emit(&mut store, smallvec::smallvec![g(4, &[])], &|_| cause(), &mut out);
         let mut ready: Vec<usize> = out.ready.iter().map(|s| ids.iter().position(|x| x == s).unwrap()).collect();
         ready.sort();
         assert_eq!(ready, vec![4, 5]);
@@ -592,7 +635,7 @@ mod tests {
         let mut out = Outcome::default();
         graph.emit(
             &mut store,
-            vec![EmitGroup { symbols: SmallVec::from_elem(late, 1), deps: vec![ids[3]] }],
+            smallvec::smallvec![EmitGroup { symbols: SmallVec::from_elem(late, 1), deps: vec![ids[3]].into() }],
             &|_| cause(),
             &mut out,
         );
@@ -609,9 +652,9 @@ mod tests {
         // emitted in one call.
         graph.emit(
             &mut store,
-            vec![
-                EmitGroup { symbols: SmallVec::from_slice(&[ids[0], ids[1]]), deps: vec![ids[2], ids[1]] },
-                EmitGroup { symbols: SmallVec::from_slice(&[ids[2], ids[3]]), deps: vec![ids[0]] },
+            smallvec::smallvec![
+                EmitGroup { symbols: SmallVec::from_slice(&[ids[0], ids[1]]), deps: vec![ids[2], ids[1]].into() },
+                EmitGroup { symbols: SmallVec::from_slice(&[ids[2], ids[3]]), deps: vec![ids[0]].into() },
             ],
             &|_| cause(),
             &mut out,

@@ -34,7 +34,8 @@ pub use rustc_hash::{FxHashMap, FxHashSet};
 pub use session::{ExecutionSession, LookupOptions};
 pub use state::Census;
 pub use symbol::{
-    ExecutorAddr, SymbolDef, SymbolFlags, SymbolFlagsMap, SymbolMap, SymbolName, SymbolNameSet, SymbolStringPool,
+    ExecutorAddr, Interface, SymbolDef, SymbolFlags, SymbolFlagsMap, SymbolMap, SymbolName, SymbolNameSet,
+    SymbolStringPool,
 };
 pub use tracker::{ResourceKey, ResourceManager, ResourceTracker};
 pub use unit::{

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use crate::dispatch::Priority;
 use crate::dylib::JitDylib;
@@ -29,8 +30,17 @@ pub fn live_responsibilities() -> usize {
 /// symbols reach. The group's symbols become Ready when everything they reach is emitted.
 #[derive(Clone, Debug, Default)]
 pub struct EmissionGroup {
-    pub symbols: Vec<SymbolName>,
-    pub depends_on: Vec<(DylibId, SymbolName)>,
+    pub symbols: SmallVec<[SymbolName; 1]>,
+    pub depends_on: SmallVec<[(DylibId, SymbolName); 2]>,
+}
+
+impl EmissionGroup {
+    pub fn new(
+        symbols: impl IntoIterator<Item = SymbolName>,
+        depends_on: impl IntoIterator<Item = (DylibId, SymbolName)>,
+    ) -> Self {
+        EmissionGroup { symbols: symbols.into_iter().collect(), depends_on: depends_on.into_iter().collect() }
+    }
 }
 
 /// The obligation to materialize a set of symbols of one dylib.
@@ -45,14 +55,16 @@ pub struct MaterializationResponsibility {
     inner: Arc<SessionInner>,
     dylib: DylibId,
     symbols: MrSymbols,
-    implicit: Arc<Mutex<Vec<SymId>>>,
+    /// Where lookups made through this responsibility record what they found (made on the
+    /// first such lookup).
+    implicit: Option<Arc<Mutex<Vec<SymId>>>>,
     priority: Priority,
 }
 
 impl MaterializationResponsibility {
     pub(crate) fn new(inner: Arc<SessionInner>, dylib: DylibId, symbols: MrSymbols, priority: Priority) -> Self {
         LIVE.fetch_add(1, Ordering::SeqCst);
-        MaterializationResponsibility { inner, dylib, symbols, implicit: Arc::default(), priority }
+        MaterializationResponsibility { inner, dylib, symbols, implicit: None, priority }
     }
 
     pub fn session(&self) -> ExecutionSession {
@@ -62,6 +74,11 @@ impl MaterializationResponsibility {
     /// The dylib the symbols are defined in.
     pub fn dylib(&self) -> JitDylib {
         JitDylib::from_parts(self.session(), self.dylib)
+    }
+
+    /// The id of the dylib the symbols are defined in (no locking, unlike `dylib`).
+    pub fn dylib_id(&self) -> DylibId {
+        self.dylib
     }
 
     /// How urgently this work was asked for.
@@ -90,7 +107,7 @@ impl MaterializationResponsibility {
 
     /// Gives addresses to (some of) the symbols; lookups waiting for `Resolved` complete.
     pub fn notify_resolved(&mut self, defs: impl IntoIterator<Item = (SymbolName, SymbolDef)>) -> Result<()> {
-        let defs: Vec<(SymbolName, SymbolDef)> = defs.into_iter().collect();
+        let defs: SmallVec<[(SymbolName, SymbolDef); 4]> = defs.into_iter().collect();
         let mut fx = Effects::default();
         let r = self.inner.state.lock().resolve(self.dylib, &mut self.symbols, &defs, &mut fx);
         self.inner.apply(fx);
@@ -101,9 +118,10 @@ impl MaterializationResponsibility {
     /// (a symbol not resolved, an unknown dependency...) every symbol fails with the error; if
     /// some groups depend on symbols that already failed, just those groups fail, and the error
     /// names them.
-    pub fn notify_emitted(mut self, groups: Vec<EmissionGroup>) -> Result<()> {
+    pub fn notify_emitted(mut self, groups: impl IntoIterator<Item = EmissionGroup>) -> Result<()> {
+        let groups: SmallVec<[EmissionGroup; 2]> = groups.into_iter().collect();
         let symbols = std::mem::take(&mut self.symbols);
-        let implicit = std::mem::take(&mut *self.implicit.lock());
+        let implicit = self.implicit.take().map(|sink| std::mem::take(&mut *sink.lock())).unwrap_or_default();
         let mut fx = Effects::default();
         let result = self.inner.state.lock().emit(self.dylib, &symbols, groups, &implicit, self.priority, &mut fx);
         self.inner.apply(fx);
@@ -130,7 +148,7 @@ impl MaterializationResponsibility {
     }
 
     pub fn replace_boxed(&mut self, unit: Box<dyn MaterializationUnit>) -> Result<()> {
-        let interface: Vec<(SymbolName, SymbolFlags)> = unit.symbols().iter().map(|(n, f)| (n.clone(), *f)).collect();
+        let interface = unit.symbols().clone();
         let mut fx = Effects::default();
         let r = self.inner.state.lock().replace(self.dylib, &mut self.symbols, unit, interface, self.priority, &mut fx);
         self.inner.apply(fx);
@@ -139,7 +157,7 @@ impl MaterializationResponsibility {
 
     /// Splits off a responsibility for `names`, to be completed independently.
     pub fn delegate(&mut self, names: &[SymbolName]) -> Result<MaterializationResponsibility> {
-        let unexpected: Vec<SymbolName> = names.iter().filter(|n| !self.symbols.contains_key(*n)).cloned().collect();
+        let unexpected: Vec<SymbolName> = names.iter().filter(|n| !self.symbols.contains_key(n)).cloned().collect();
         if !unexpected.is_empty() {
             let st = self.inner.state.lock();
             let mut responsible: Vec<_> = self.symbols.keys().map(|n| st.qualify_name(self.dylib, n)).collect();
@@ -170,8 +188,10 @@ impl MaterializationResponsibility {
         on_complete: impl FnOnce(Self, Result<LookupResult>) + Send + 'static,
     ) {
         let options = LookupOptions { priority: self.priority, kind: LookupKind::Static };
-        let (inner, implicit) = (self.inner.clone(), self.implicit.clone());
-        inner.start_lookup(order, names, required, options, Some(implicit), Box::new(move |r| on_complete(self, r)));
+        let mut this = self;
+        let implicit = this.implicit.get_or_insert_with(Arc::default).clone();
+        let inner = this.inner.clone();
+        inner.start_lookup(order, names, required, options, Some(implicit), Box::new(move |r| on_complete(this, r)));
     }
 
     /// Runs `f` with the key of the tracker responsible for these symbols, under the session

@@ -31,6 +31,8 @@ type ErrorReporter = Arc<dyn Fn(&Error) + Send + Sync>;
 pub(crate) struct SessionInner {
     pool: SymbolStringPool,
     pub(crate) state: Mutex<SessionState>,
+    /// Dylib names by index (append-only), so handles are made without the session lock.
+    pub(crate) dylib_names: RwLock<Vec<Arc<str>>>,
     dispatcher: Arc<dyn TaskDispatcher>,
     reporter: RwLock<ErrorReporter>,
 }
@@ -61,6 +63,7 @@ impl ExecutionSession {
             inner: Arc::new(SessionInner {
                 pool: SymbolStringPool::new(),
                 state: Mutex::new(SessionState::new(id)),
+                dylib_names: RwLock::new(Vec::new()),
                 dispatcher,
                 reporter: RwLock::new(reporter),
             }),
@@ -91,8 +94,14 @@ impl ExecutionSession {
 
     /// Creates an empty dylib; its link order is itself.
     pub fn create_dylib(&self, name: &str) -> Result<JitDylib> {
-        let id = self.inner.state.lock().create_dylib(name)?;
-        Ok(JitDylib::with_name(self.clone(), id, Arc::from(name)))
+        let name: Arc<str> = Arc::from(name);
+        let id = {
+            let mut st = self.inner.state.lock();
+            let id = st.create_dylib(&name)?;
+            self.inner.dylib_names.write().push(name.clone());
+            id
+        };
+        Ok(JitDylib::with_name(self.clone(), id, name))
     }
 
     pub fn dylib(&self, name: &str) -> Option<JitDylib> {
@@ -506,8 +515,7 @@ mod tests {
                 jd.define(FnUnit::new(&[(&names[i], EXPORTED)], move |mut mr| {
                     let name = mr.symbols().next().unwrap().0.clone();
                     mr.notify_resolved([(name.clone(), addr(i as u64))]).unwrap();
-                    mr.notify_emitted(vec![EmissionGroup { symbols: vec![name], depends_on: vec![(id, dep)] }])
-                        .unwrap();
+                    mr.notify_emitted([EmissionGroup::new([name], [(id, dep)])]).unwrap();
                 }))
                 .unwrap();
             }
@@ -528,10 +536,7 @@ mod tests {
             move |mut mr: MaterializationResponsibility| {
                 let name = mr.symbols().next().unwrap().0.clone();
                 mr.notify_resolved([(name.clone(), addr(1))]).unwrap();
-                let _ = mr.notify_emitted(vec![EmissionGroup {
-                    symbols: vec![name],
-                    depends_on: deps.into_iter().map(|d| (id, d)).collect(),
-                }]);
+                let _ = mr.notify_emitted([EmissionGroup::new([name], deps.into_iter().map(|d| (id, d)))]);
             }
         };
         jd.define(FnUnit::new(&[(&a, EXPORTED)], emit_with(vec![b.clone()]))).unwrap();

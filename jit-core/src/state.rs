@@ -16,13 +16,13 @@ use smallvec::SmallVec;
 use crate::dispatch::Priority;
 use crate::error::{Error, QualifiedSymbol, Result, RootCause};
 use crate::generator::DefinitionGenerator;
-use crate::graph::{DepGraph, EmitGroup, NodeStatus, NodeStore, Outcome, SymId, SymbolNode};
+use crate::graph::{DepGraph, Deps, EmitGroup, NodeStatus, NodeStore, Outcome, SymId, SymbolNode};
 use crate::lookup::{
     DylibId, FoundSymbol, LookupKind, LookupResult, MatchFlags, RequiredState, SearchOrder, SymbolLookupFlags,
     SymbolState,
 };
 use crate::responsibility::EmissionGroup;
-use crate::symbol::{ExecutorAddr, SymbolDef, SymbolFlags, SymbolName};
+use crate::symbol::{ExecutorAddr, Interface, SymbolDef, SymbolFlags, SymbolName};
 use crate::tracker::ResourceManager;
 use crate::unit::MaterializationUnit;
 
@@ -107,7 +107,7 @@ pub(crate) struct UnitEntry {
     /// Names this unit lost to other definitions; it is told before it materializes.
     discards: Vec<SymbolName>,
     dylib: DylibId,
-    symbols: Vec<SymId>,
+    symbols: SmallVec<[SymId; 2]>,
 }
 
 pub(crate) struct TrackerState {
@@ -126,6 +126,9 @@ pub(crate) struct DylibState {
     pub default_tracker: TrackerId,
 }
 
+/// Groups ready for the graph, and the never-searched units they depend on.
+type PreparedEmission = (SmallVec<[EmitGroup; 2]>, SmallVec<[UnitId; 4]>);
+
 /// A symbol a materialization is responsible for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MrSymbol {
@@ -134,7 +137,117 @@ pub(crate) struct MrSymbol {
     pub resolved: bool,
 }
 
-pub(crate) type MrSymbols = FxHashMap<SymbolName, MrSymbol>;
+/// The symbols a responsibility holds, by name. Most hold one or a few, so this is an inline
+/// list searched linearly, with a hash index built only once it grows past a few entries.
+#[derive(Default)]
+pub(crate) struct MrSymbols {
+    entries: SmallVec<[(SymbolName, MrSymbol); 1]>,
+    index: Option<FxHashMap<SymbolName, usize>>,
+}
+
+impl MrSymbols {
+    const INDEX_FROM: usize = 8;
+
+    fn position(&self, name: &SymbolName) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.entries.iter().position(|(n, _)| n == name),
+        }
+    }
+
+    pub fn get(&self, name: &SymbolName) -> Option<&MrSymbol> {
+        self.position(name).map(|i| &self.entries[i].1)
+    }
+
+    pub fn get_mut(&mut self, name: &SymbolName) -> Option<&mut MrSymbol> {
+        self.position(name).map(|i| &mut self.entries[i].1)
+    }
+
+    pub fn contains_key(&self, name: &SymbolName) -> bool {
+        self.position(name).is_some()
+    }
+
+    /// Adds `name` (which must not be present).
+    pub fn insert(&mut self, name: SymbolName, symbol: MrSymbol) {
+        debug_assert!(!self.contains_key(&name));
+        if let Some(index) = &mut self.index {
+            index.insert(name.clone(), self.entries.len());
+        }
+        self.entries.push((name, symbol));
+        if self.index.is_none() && self.entries.len() > Self::INDEX_FROM {
+            self.index = Some(self.entries.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect());
+        }
+    }
+
+    pub fn remove_entry(&mut self, name: &SymbolName) -> Option<(SymbolName, MrSymbol)> {
+        let i = self.position(name)?;
+        let removed = self.entries.swap_remove(i);
+        if let Some(index) = &mut self.index {
+            index.remove(name);
+            if let Some((moved, _)) = self.entries.get(i) {
+                index.insert(moved.clone(), i);
+            }
+        }
+        Some(removed)
+    }
+
+    pub fn remove(&mut self, name: &SymbolName) -> Option<MrSymbol> {
+        self.remove_entry(name).map(|(_, s)| s)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&SymbolName, &MrSymbol)> {
+        self.entries.iter().map(|(n, s)| (n, s))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &SymbolName> {
+        self.entries.iter().map(|(n, _)| n)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &MrSymbol> {
+        self.entries.iter().map(|(_, s)| s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The position of `name` in `iter()` order, for per-symbol scratch marks.
+    pub fn index_of(&self, name: &SymbolName) -> Option<usize> {
+        self.position(name)
+    }
+}
+
+impl std::ops::Index<&SymbolName> for MrSymbols {
+    type Output = MrSymbol;
+    fn index(&self, name: &SymbolName) -> &MrSymbol {
+        self.get(name).expect("symbol held by this responsibility")
+    }
+}
+
+impl FromIterator<(SymbolName, MrSymbol)> for MrSymbols {
+    fn from_iter<I: IntoIterator<Item = (SymbolName, MrSymbol)>>(iter: I) -> Self {
+        let mut out = MrSymbols::default();
+        for (n, s) in iter {
+            out.insert(n, s);
+        }
+        out
+    }
+}
+
+impl<'a> IntoIterator for &'a MrSymbols {
+    type Item = (&'a SymbolName, &'a MrSymbol);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (SymbolName, MrSymbol)>,
+        fn(&'a (SymbolName, MrSymbol)) -> (&'a SymbolName, &'a MrSymbol),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(n, s)| (n, s))
+    }
+}
 
 /// Where a lookup's answer goes.
 pub(crate) enum Completion {
@@ -231,6 +344,8 @@ pub(crate) struct SessionState {
     queries: SlotMap<QueryId, QueryState>,
     pub trackers: SlotMap<TrackerId, TrackerState>,
     graph: DepGraph,
+    /// Buffers for graph outcomes, reused across operations.
+    scratch: Outcome,
     pub resource_managers: Vec<Arc<dyn ResourceManager>>,
 }
 
@@ -253,6 +368,7 @@ impl SessionState {
             queries: SlotMap::with_key(),
             trackers: SlotMap::with_key(),
             graph: DepGraph::default(),
+            scratch: Outcome::default(),
             resource_managers: Vec::new(),
         }
     }
@@ -334,7 +450,13 @@ impl SessionState {
     }
 
     /// Decides where each new definition goes; fails (changing nothing) on a duplicate.
-    fn place(&self, dylib: DylibId, interface: &[(SymbolName, SymbolFlags)]) -> Result<Vec<Placement>> {
+    fn place(&self, dylib: DylibId, interface: &Interface) -> Result<SmallVec<[Placement; 2]>> {
+        if let Some(name) = repeated_name(interface) {
+            return Err(Error::msg(format!(
+                "'{name}' appears twice in one definition for dylib '{}'",
+                self.dylib(dylib).name
+            )));
+        }
         let dl = self.dylib(dylib);
         interface
             .iter()
@@ -387,7 +509,7 @@ impl SessionState {
         };
         let name = self.symbols[sid].name.clone();
         let Some(unit) = self.units.get_mut(uid) else { return };
-        unit.symbols.retain(|&s| s != sid);
+        unit.symbols.retain(|s| *s != sid);
         unit.discards.push(name);
         if unit.symbols.is_empty() {
             let unit = self.units.remove(uid).expect("present");
@@ -401,7 +523,7 @@ impl SessionState {
         dylib: DylibId,
         tracker: TrackerId,
         unit: Box<dyn MaterializationUnit>,
-        interface: Vec<(SymbolName, SymbolFlags)>,
+        interface: Interface,
         fx: &mut Effects,
     ) -> Result<()> {
         if self.ended {
@@ -409,7 +531,7 @@ impl SessionState {
         }
         self.tracker_alive(tracker, dylib)?;
         let placements = self.place(dylib, &interface)?;
-        let uid = self.units.insert(UnitEntry { unit, discards: Vec::new(), dylib, symbols: Vec::new() });
+        let uid = self.units.insert(UnitEntry { unit, discards: Vec::new(), dylib, symbols: SmallVec::new() });
         for ((name, flags), placement) in interface.into_iter().zip(placements) {
             match placement {
                 Placement::New => {
@@ -453,7 +575,7 @@ impl SessionState {
         } else {
             defs
         };
-        let interface: Vec<(SymbolName, SymbolFlags)> = defs.iter().map(|(n, d)| (n.clone(), d.flags)).collect();
+        let interface: Interface = defs.iter().map(|(n, d)| (n.clone(), d.flags)).collect();
         let placements = self.place(dylib, &interface)?;
         for ((name, def), placement) in defs.into_iter().zip(placements) {
             let sid = match placement {
@@ -736,13 +858,17 @@ impl SessionState {
         }
     }
 
-    fn apply(&mut self, out: Outcome, fx: &mut Effects) {
+    /// Tells waiters what an operation on the graph changed; keeps `out`'s buffers for reuse.
+    fn apply(&mut self, mut out: Outcome, fx: &mut Effects) {
         if !out.failed.is_empty() {
             self.on_failed(&out.failed, fx);
         }
         if !out.ready.is_empty() {
             self.on_ready(&out.ready, fx);
         }
+        out.ready.clear();
+        out.failed.clear();
+        self.scratch = out;
     }
 
     // ---- materialization responsibility ------------------------------------------------
@@ -812,7 +938,7 @@ impl SessionState {
         &mut self,
         dylib: DylibId,
         symbols: &MrSymbols,
-        groups: Vec<EmissionGroup>,
+        groups: SmallVec<[EmissionGroup; 2]>,
         implicit: &[SymId],
         priority: Priority,
         fx: &mut Effects,
@@ -828,13 +954,15 @@ impl SessionState {
         for u in to_start {
             self.start_materialization(u, priority, fx);
         }
-        let mut out = Outcome::default();
-        let removed = Arc::new(RootCause {
-            origin: Vec::new(),
-            error: Error::msg("a dependency was removed before it was emitted"),
-        });
+        let mut out = std::mem::take(&mut self.scratch);
+        let removed = || {
+            Arc::new(RootCause {
+                origin: Vec::new(),
+                error: Error::msg("a dependency was removed before it was emitted"),
+            })
+        };
         let SessionState { graph, symbols: arena, .. } = self;
-        graph.emit(arena, emit_groups, &|_| removed.clone(), &mut out);
+        graph.emit(arena, emit_groups, &|_| removed(), &mut out);
         let own_failed: Vec<SymId> = if out.failed.is_empty() {
             Vec::new()
         } else {
@@ -858,9 +986,9 @@ impl SessionState {
         &mut self,
         dylib: DylibId,
         symbols: &MrSymbols,
-        groups: Vec<EmissionGroup>,
+        groups: SmallVec<[EmissionGroup; 2]>,
         implicit: &[SymId],
-    ) -> Result<(Vec<EmitGroup>, SmallVec<[UnitId; 4]>)> {
+    ) -> Result<PreparedEmission> {
         if self.ended {
             return Err(Error::SessionEnded);
         }
@@ -875,18 +1003,18 @@ impl SessionState {
         if !missing.is_empty() {
             return Err(Error::MissingSymbolDefinitions { missing: self.qualify_all(dylib, missing) });
         }
-        let mut covered: FxHashSet<SymId> = FxHashSet::default();
+        let mut covered: SmallVec<[bool; 8]> = smallvec::smallvec![false; symbols.len()];
         let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
-        let mut emit_groups = Vec::with_capacity(groups.len() + 1);
+        let mut emit_groups: SmallVec<[EmitGroup; 2]> = SmallVec::with_capacity(groups.len() + 1);
         for EmissionGroup { symbols: names, depends_on: deps } in groups {
             let mut g = EmitGroup {
                 symbols: SmallVec::with_capacity(names.len()),
-                deps: Vec::with_capacity(deps.len() + implicit.len()),
+                deps: Deps::with_capacity(deps.len() + implicit.len()),
             };
             let mut unexpected = Vec::new();
             for n in &names {
-                match symbols.get(n) {
-                    Some(s) if covered.insert(s.id) => g.symbols.push(s.id),
+                match symbols.index_of(n) {
+                    Some(i) if !std::mem::replace(&mut covered[i], true) => g.symbols.push(symbols[n].id),
                     Some(_) => {}
                     None => unexpected.push(n.clone()),
                 }
@@ -920,9 +1048,10 @@ impl SessionState {
                 emit_groups.push(g);
             }
         }
-        let rest: SmallVec<[SymId; 1]> = symbols.values().map(|s| s.id).filter(|id| !covered.contains(id)).collect();
+        let rest: SmallVec<[SymId; 1]> =
+            symbols.values().zip(&covered).filter(|(_, c)| !**c).map(|(s, _)| s.id).collect();
         if !rest.is_empty() {
-            emit_groups.push(EmitGroup { symbols: rest, deps: implicit.to_vec() });
+            emit_groups.push(EmitGroup { symbols: rest, deps: Deps::from_slice(implicit) });
         }
 
         Ok((emit_groups, to_start))
@@ -935,7 +1064,7 @@ impl SessionState {
             return;
         }
         let cause = Arc::new(RootCause { origin: self.qualify_all(dylib, symbols.keys()), error });
-        let mut out = Outcome::default();
+        let mut out = std::mem::take(&mut self.scratch);
         let SessionState { graph, symbols: arena, .. } = self;
         graph.fail(arena, &ids, &cause, &mut out);
         self.apply(out, fx);
@@ -948,7 +1077,7 @@ impl SessionState {
         dylib: DylibId,
         symbols: &mut MrSymbols,
         unit: Box<dyn MaterializationUnit>,
-        interface: Vec<(SymbolName, SymbolFlags)>,
+        interface: Interface,
         priority: Priority,
         fx: &mut Effects,
     ) -> Result<()> {
@@ -977,7 +1106,7 @@ impl SessionState {
             unit,
             discards: Vec::new(),
             dylib,
-            symbols: Vec::with_capacity(interface.len()),
+            symbols: SmallVec::with_capacity(interface.len()),
         });
         let mut requested = false;
         for (name, flags) in interface {
@@ -1060,7 +1189,7 @@ impl SessionState {
                 origin: qualified.clone(),
                 error: Error::msg("the resource tracker that defined it was removed"),
             });
-            let mut out = Outcome::default();
+            let mut out = std::mem::take(&mut self.scratch);
             let SessionState { graph, symbols: arena, .. } = self;
             graph.fail(arena, &ids, &cause, &mut out);
             self.apply(out, fx);
@@ -1151,6 +1280,20 @@ pub struct Census {
     pub units: usize,
     pub queries: usize,
     pub waiting_groups: usize,
+}
+
+/// A name that appears twice in `interface`, if any.
+fn repeated_name(interface: &Interface) -> Option<&SymbolName> {
+    let entries = interface.as_slice();
+    if entries.len() <= 16 {
+        return entries
+            .iter()
+            .enumerate()
+            .find(|(i, (n, _))| entries[..*i].iter().any(|(m, _)| m == n))
+            .map(|(_, (n, _))| n);
+    }
+    let mut seen = FxHashSet::default();
+    entries.iter().map(|(n, _)| n).find(|n| !seen.insert(*n))
 }
 
 fn result_of(slots: Vec<QuerySlot>) -> LookupResult {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use bitflags::bitflags;
 use dashmap::DashMap;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 /// An interned symbol name.
 ///
@@ -224,9 +225,102 @@ impl SymbolDef {
     }
 }
 
+/// The symbols a materialization unit can provide, with their flags.
+///
+/// A short list kept inline (most units provide one or a few symbols, so defining one costs no
+/// allocation); lookups by name are linear. Names must be unique within an interface:
+/// `JitDylib::define` rejects an interface that repeats one.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Interface(SmallVec<[(SymbolName, SymbolFlags); 2]>);
+
+impl Interface {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `name` with `flags` (replacing the flags if it is already present).
+    pub fn insert(&mut self, name: SymbolName, flags: SymbolFlags) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = flags,
+            None => self.0.push((name, flags)),
+        }
+    }
+
+    /// Adds `name` without checking for a duplicate (for building large interfaces quickly).
+    pub fn push(&mut self, name: SymbolName, flags: SymbolFlags) {
+        self.0.push((name, flags));
+    }
+
+    pub fn with(mut self, name: SymbolName, flags: SymbolFlags) -> Self {
+        self.insert(name, flags);
+        self
+    }
+
+    pub fn remove(&mut self, name: &SymbolName) -> Option<SymbolFlags> {
+        let i = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(i).1)
+    }
+
+    pub fn get(&self, name: &SymbolName) -> Option<SymbolFlags> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, f)| *f)
+    }
+
+    pub fn contains(&self, name: &SymbolName) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&SymbolName, SymbolFlags)> {
+        self.0.iter().map(|(n, f)| (n, *f))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &SymbolName> {
+        self.0.iter().map(|(n, _)| n)
+    }
+
+    pub fn as_slice(&self) -> &[(SymbolName, SymbolFlags)] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(SymbolName, SymbolFlags)> for Interface {
+    fn from_iter<I: IntoIterator<Item = (SymbolName, SymbolFlags)>>(iter: I) -> Self {
+        Interface(iter.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Interface {
+    type Item = (SymbolName, SymbolFlags);
+    type IntoIter = smallvec::IntoIter<[(SymbolName, SymbolFlags); 2]>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Interface {
+    type Item = &'a (SymbolName, SymbolFlags);
+    type IntoIter = std::slice::Iter<'a, (SymbolName, SymbolFlags)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter().map(|(n, fl)| (n, fl))).finish()
+    }
+}
+
 /// Name -> definition, the result of a lookup.
 pub type SymbolMap = FxHashMap<SymbolName, SymbolDef>;
-/// Name -> flags, the interface of a materialization unit.
+/// Name -> flags.
 pub type SymbolFlagsMap = FxHashMap<SymbolName, SymbolFlags>;
 pub type SymbolNameSet = FxHashSet<SymbolName>;
 

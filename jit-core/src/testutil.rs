@@ -7,8 +7,8 @@ use crossbeam_channel::{Receiver, bounded};
 use parking_lot::Mutex;
 
 use crate::{
-    ExecutionSession, ExecutorAddr, JitDylib, MaterializationResponsibility, MaterializationUnit, SymbolDef,
-    SymbolFlags, SymbolFlagsMap, SymbolName,
+    ExecutionSession, ExecutorAddr, Interface, JitDylib, MaterializationResponsibility, MaterializationUnit, SymbolDef,
+    SymbolFlags, SymbolName,
 };
 
 /// How long a test waits for something that should happen at once before calling it a hang.
@@ -18,7 +18,7 @@ type Materialize = Box<dyn FnOnce(MaterializationResponsibility) + Send>;
 
 /// A unit whose materialization is a closure; records the names it was told to discard.
 pub struct FnUnit {
-    pub symbols: SymbolFlagsMap,
+    pub symbols: Interface,
     pub run: Materialize,
     pub discarded: Arc<Mutex<Vec<SymbolName>>>,
 }
@@ -49,7 +49,7 @@ impl MaterializationUnit for FnUnit {
     fn name(&self) -> &str {
         "test unit"
     }
-    fn symbols(&self) -> &SymbolFlagsMap {
+    fn symbols(&self) -> &Interface {
         &self.symbols
     }
     fn materialize(self: Box<Self>, mr: MaterializationResponsibility) {

@@ -7,7 +7,7 @@ use crate::dylib::JitDylib;
 use crate::error::Error;
 use crate::lookup::{MatchFlags, RequiredState, SearchOrder, SymbolLookupFlags, SymbolLookupSet};
 use crate::responsibility::{EmissionGroup, MaterializationResponsibility};
-use crate::symbol::{SymbolDef, SymbolFlags, SymbolFlagsMap, SymbolMap, SymbolName};
+use crate::symbol::{Interface, SymbolDef, SymbolFlags, SymbolMap, SymbolName};
 
 /// A program representation (IR, an object file, an AST, stub bytes) that can produce a set of
 /// symbols when one of them is looked up.
@@ -21,7 +21,7 @@ pub trait MaterializationUnit: Send + 'static {
     fn name(&self) -> &str;
 
     /// The symbols this unit can provide, with their flags.
-    fn symbols(&self) -> &SymbolFlagsMap;
+    fn symbols(&self) -> &Interface;
 
     /// Produces the symbols `mr` is responsible for (perhaps fewer than `symbols()`).
     fn materialize(self: Box<Self>, mr: MaterializationResponsibility);
@@ -32,7 +32,7 @@ pub trait MaterializationUnit: Send + 'static {
 
 /// Symbols whose addresses are already known.
 pub struct AbsoluteSymbolsUnit {
-    interface: SymbolFlagsMap,
+    interface: Interface,
     defs: SymbolMap,
 }
 
@@ -50,7 +50,7 @@ impl MaterializationUnit for AbsoluteSymbolsUnit {
         "absolute symbols"
     }
 
-    fn symbols(&self) -> &SymbolFlagsMap {
+    fn symbols(&self) -> &Interface {
         &self.interface
     }
 
@@ -82,7 +82,7 @@ pub struct ReExportsUnit {
     source: Option<JitDylib>,
     source_flags: MatchFlags,
     aliases: FxHashMap<SymbolName, AliasTarget>,
-    interface: SymbolFlagsMap,
+    interface: Interface,
 }
 
 /// Aliases within one dylib: `alias -> aliasee` both defined in the dylib this unit goes into.
@@ -112,7 +112,7 @@ impl MaterializationUnit for ReExportsUnit {
         "re-exports"
     }
 
-    fn symbols(&self) -> &SymbolFlagsMap {
+    fn symbols(&self) -> &Interface {
         &self.interface
     }
 
@@ -204,11 +204,8 @@ impl MaterializationUnit for ReExportsUnit {
             }
             let groups = now
                 .iter()
-                .map(|(alias, t)| EmissionGroup {
-                    symbols: vec![alias.clone()],
-                    depends_on: vec![(source.id(), t.aliasee.clone())],
-                })
-                .collect();
+                .map(|(alias, t)| EmissionGroup::new([alias.clone()], [(source.id(), t.aliasee.clone())]))
+                .collect::<Vec<_>>();
             let _ = mr.notify_emitted(groups);
         });
     }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jit_core::{
-    EmissionGroup, Error, ExecutionSession, ExecutorAddr, JitDylib, MaterializationResponsibility, MaterializationUnit,
-    RequiredState, SearchOrder, SymbolDef, SymbolFlags, SymbolFlagsMap, SymbolLookupSet, SymbolName,
+    EmissionGroup, Error, ExecutionSession, ExecutorAddr, Interface, JitDylib, MaterializationResponsibility,
+    MaterializationUnit, RequiredState, SearchOrder, SymbolDef, SymbolFlags, SymbolLookupSet, SymbolName,
     live_responsibilities,
 };
 use rand::rngs::StdRng;
@@ -131,7 +131,7 @@ struct World {
 
 struct StressUnit {
     world: Arc<World>,
-    symbols: SymbolFlagsMap,
+    symbols: Interface,
     fails: bool,
     /// How this unit exercises the responsibility API before emitting.
     style: u8,
@@ -167,9 +167,9 @@ fn emit(world: &World, mr: MaterializationResponsibility) {
             let i = world.index[n];
             let on =
                 world.plan.deps[i].iter().map(|&d| (world.dylibs[world.plan.dylib_of[d]].id(), world.names[d].clone()));
-            EmissionGroup { symbols: vec![n.clone()], depends_on: on.collect() }
+            EmissionGroup::new([n.clone()], on)
         })
-        .collect();
+        .collect::<Vec<_>>();
     // An error means a dependency failed first; the session has failed these symbols already.
     let _ = mr.notify_emitted(groups);
 }
@@ -185,7 +185,7 @@ impl MaterializationUnit for StressUnit {
     fn name(&self) -> &str {
         "stress unit"
     }
-    fn symbols(&self) -> &SymbolFlagsMap {
+    fn symbols(&self) -> &Interface {
         &self.symbols
     }
     fn materialize(self: Box<Self>, mut mr: MaterializationResponsibility) {
