@@ -1,4 +1,5 @@
-//! orcjit: a JIT framework in the style of LLVM's ORC v2 and JITLink.
+#![doc = include_str!("../README.md")]
+
 pub use jit_core as core;
 pub use jit_layers as layers;
 pub use jit_link as link;
