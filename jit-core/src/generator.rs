@@ -14,7 +14,8 @@ use crate::symbol::{ExecutorAddr, SymbolDef, SymbolFlags, SymbolName};
 /// Defines symbols on demand.
 ///
 /// Contract: called outside the session lock, for one lookup at a time per dylib (calls for
-/// other lookups of the same dylib wait their turn), with names the dylib does not define.
+/// other lookups of the same dylib wait their turn), with names the dylib does not define,
+/// each once.
 /// Define what you can in `dylib` (any way: `define`, `define_absolute`), then call
 /// `done.finish(result)`, at once or later from any thread. Dropping `done` finishes with `Ok`.
 /// An `Err` fails the lookup with that error.
@@ -273,6 +274,55 @@ mod tests {
         let other = es.intern("gen_other");
         b.define_absolute([(other.clone(), SymbolDef::new(ExecutorAddr(8), SymbolFlags::EXPORTED))]).unwrap();
         assert_eq!(es.lookup_symbol(&b_first, &other).unwrap().addr, ExecutorAddr(8));
+    }
+
+    /// Finishes only when the test says so, after recording that it was called.
+    struct Gated {
+        started: crossbeam_channel::Sender<()>,
+        release: crossbeam_channel::Receiver<()>,
+    }
+    impl DefinitionGenerator for Gated {
+        fn try_to_generate(
+            &self,
+            dylib: &JitDylib,
+            _k: LookupKind,
+            names: &[(SymbolName, SymbolLookupFlags)],
+            done: GeneratorDone,
+        ) {
+            let _ = self.started.send(());
+            let _ = self.release.recv_timeout(crate::testutil::WATCHDOG);
+            let defs = names.iter().map(|(n, _)| (n.clone(), SymbolDef::new(ExecutorAddr(7), SymbolFlags::EXPORTED)));
+            done.finish(dylib.define_absolute_missing(defs.collect()));
+        }
+    }
+
+    #[test]
+    fn lookups_queued_behind_a_busy_generator_all_complete_even_when_it_defined_their_names() {
+        let (es, jd) = setup(4);
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (release, release_rx) = crossbeam_channel::unbounded();
+        jd.add_generator(Gated { started: started_tx, release: release_rx });
+        let x = es.intern("x");
+        // The first lookup runs the generator, which blocks; three more queue behind it. The
+        // generator defines 'x', so the queued lookups no longer need it when they resume.
+        let (first, first_rx) = oneshot();
+        let (es2, jd2, x2) = (es.clone(), jd.clone(), x.clone());
+        std::thread::spawn(move || {
+            es2.lookup(&jd2.search_order(), SymbolLookupSet::from([x2]), RequiredState::Ready, first)
+        });
+        recv(&started);
+        let queued: Vec<_> = (0..3)
+            .map(|_| {
+                let (done, rx) = oneshot();
+                es.lookup(&jd.search_order(), SymbolLookupSet::from([x.clone()]), RequiredState::Ready, done);
+                rx
+            })
+            .collect();
+        release.send(()).unwrap();
+        assert_eq!(recv(&first_rx).unwrap()[&x].addr, ExecutorAddr(7));
+        for rx in queued {
+            assert_eq!(recv(&rx).unwrap()[&x].addr, ExecutorAddr(7), "a queued lookup was stranded");
+        }
     }
 
     #[test]

@@ -677,6 +677,9 @@ impl SessionState {
             return None;
         }
         if let Some(oi) = gen_at {
+            // A lookup may name a symbol twice; a generator sees each missing name once.
+            gen_names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            gen_names.dedup_by(|a, b| a.0 == b.0);
             let d = job.order.0[oi].0;
             let dl = self.dylib_mut(d);
             if dl.generator_busy {
@@ -691,13 +694,13 @@ impl SessionState {
         None
     }
 
-    /// A generator run on `dylib` finished: frees the dylib for the next queued job.
+    /// A generator run on `dylib` finished: every job queued behind it goes on. (Resuming just
+    /// one would strand the rest whenever that one no longer needs a generator: the run just
+    /// finished may have defined its names. Those that still need one queue up again.)
     pub fn generators_done(&mut self, dylib: DylibId, fx: &mut Effects) {
         let dl = self.dylib_mut(dylib);
         dl.generator_busy = false;
-        if let Some(next) = dl.generator_queue.pop_front() {
-            fx.resumes.push(next);
-        }
+        fx.resumes.extend(dl.generator_queue.drain(..));
     }
 
     /// Names of `names` that `dylib` does not define yet.

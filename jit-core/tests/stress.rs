@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jit_core::{
-    EmissionGroup, Error, ExecutionSession, ExecutorAddr, Interface, JitDylib, MaterializationResponsibility,
-    MaterializationUnit, RequiredState, SearchOrder, SymbolDef, SymbolFlags, SymbolLookupSet, SymbolName,
-    live_responsibilities,
+    DefinitionGenerator, EmissionGroup, Error, ExecutionSession, ExecutorAddr, GeneratorDone, Interface, JitDylib,
+    LookupKind, MaterializationResponsibility, MaterializationUnit, RequiredState, SearchOrder, SymbolDef, SymbolFlags,
+    SymbolLookupFlags, SymbolLookupSet, SymbolName, live_responsibilities,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -115,6 +115,42 @@ fn oracle_failed(p: &Plan) -> Vec<bool> {
         }
     }
     failed
+}
+
+/// Defines `gen*` names on demand, finishing on another thread every other time (as a
+/// generator that asks a server would).
+struct Generated;
+
+const GENERATED: usize = 24;
+
+fn generated_addr(name: &str) -> Option<ExecutorAddr> {
+    let i: usize = name.strip_prefix("gen")?.parse().ok()?;
+    (i < GENERATED).then(|| ExecutorAddr(0x9000_0000 + i as u64))
+}
+
+impl DefinitionGenerator for Generated {
+    fn try_to_generate(
+        &self,
+        dylib: &JitDylib,
+        _: LookupKind,
+        names: &[(SymbolName, SymbolLookupFlags)],
+        done: GeneratorDone,
+    ) {
+        let defs: Vec<(SymbolName, SymbolDef)> = names
+            .iter()
+            .filter_map(|(n, _)| generated_addr(n).map(|a| (n.clone(), SymbolDef::new(a, SymbolFlags::EXPORTED))))
+            .collect();
+        let dylib = dylib.clone();
+        let finish = move || {
+            // Runs are serialized per dylib, so nothing else defined these meanwhile.
+            done.finish(dylib.define_absolute(defs))
+        };
+        if names.len() % 2 == 0 {
+            std::thread::spawn(finish);
+        } else {
+            finish();
+        }
+    }
 }
 
 fn addr_of(i: usize) -> ExecutorAddr {
@@ -255,6 +291,10 @@ fn run_case(seed: u64, n: usize, shape: Shape, threads: usize) {
     let es = if threads == 0 { ExecutionSession::in_place() } else { ExecutionSession::with_threads(threads).unwrap() };
     let dylibs: Vec<JitDylib> = (0..ndylibs).map(|d| es.create_dylib(&format!("lib{d}")).unwrap()).collect();
     let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("sym{i}"))).collect();
+    let generated: Vec<SymbolName> = (0..GENERATED).map(|i| es.intern(&format!("gen{i}"))).collect();
+    for d in &dylibs {
+        d.add_generator(Generated);
+    }
     let index = names.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
     let world = Arc::new(World { names, index, dylibs, plan });
     let p = &world.plan;
@@ -275,13 +315,17 @@ fn run_case(seed: u64, n: usize, shape: Shape, threads: usize) {
                 let (world, es, order, completions) =
                     (world.clone(), es.clone(), all_dylibs.clone(), completions.clone());
                 let expect_failed = &expect_failed;
+                let generated = &generated;
                 let mut crng = StdRng::seed_from_u64(seed ^ ((c + 1) * 0x9e37_79b9));
                 s.spawn(move || {
                     let (tx, rx) = crossbeam_channel::unbounded();
                     for q in 0..queries_per_client {
                         let k = crng.random_range(1..=world.plan.n.min(16));
                         let picks: Vec<usize> = (0..k).map(|_| crng.random_range(0..world.plan.n)).collect();
-                        let set: SymbolLookupSet = picks.iter().map(|&i| world.names[i].clone()).collect();
+                        let mut set: SymbolLookupSet = picks.iter().map(|&i| world.names[i].clone()).collect();
+                        for _ in 0..crng.random_range(0..=2) {
+                            set.push(generated[crng.random_range(0..GENERATED)].clone(), SymbolLookupFlags::Required);
+                        }
                         let required =
                             if crng.random_bool(0.5) { RequiredState::Ready } else { RequiredState::Resolved };
                         let (tx, done) = (tx.clone(), completions.clone());
@@ -344,6 +388,11 @@ fn check(
             assert!(required == RequiredState::Resolved || !any_fails, "a Ready lookup of failing symbols succeeded");
             for &i in picks {
                 assert_eq!(map[&world.names[i]].addr, addr_of(i), "sym{i} has the wrong address");
+            }
+            for (name, def) in &map {
+                if let Some(a) = generated_addr(name) {
+                    assert_eq!(def.addr, a, "{name} has the wrong address");
+                }
             }
         }
         Err(Error::FailedToMaterialize { symbols, cause }) => {
