@@ -1,3 +1,9 @@
-//! orcjit's layers: what turns compiler inputs into materialization units.
+//! jit-layers: the layers that turn compiler inputs into materialization units.
 //!
-//! Bridges jit-core (sessions, symbols) with jit-link (linking) and jit-mem (memory).
+//! Bridges jit-core (sessions, symbols), jit-link (linking) and jit-mem (memory): the object
+//! linking layer links relocatable objects into JIT dylibs through the session.
+
+mod initializers;
+mod object_layer;
+
+pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};

@@ -1,0 +1,185 @@
+//! What the object linking layer keeps of each linked object: its memory (owned by the
+//! resource tracker it was added with) and its initializers and finalizers, which run in the
+//! order a static link would give them.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use jit_core::{DylibId, FxHashMap, ResourceKey, Result, SymbolName};
+use jit_link::{InitFiniEntry, LinkedObject};
+use jit_mem::{FinalizedAlloc, TargetAddr};
+use parking_lot::Mutex;
+
+use crate::object_layer::InitArgs;
+
+/// One linked object.
+pub(crate) struct LinkedRecord {
+    object: String,
+    /// The order the object was added in: "link order" for initializers.
+    order: u64,
+    dylib: DylibId,
+    alloc: Option<FinalizedAlloc>,
+    inits: Vec<InitFiniEntry>,
+    finis: Vec<InitFiniEntry>,
+    dso_handle: Option<TargetAddr>,
+    initialized: bool,
+}
+
+impl LinkedRecord {
+    pub(crate) fn new(object: &str, order: u64, dylib: DylibId, linked: LinkedObject) -> Self {
+        LinkedRecord {
+            object: object.to_string(),
+            order,
+            dylib,
+            alloc: Some(linked.alloc),
+            inits: linked.init_fini.inits,
+            finis: linked.init_fini.finis,
+            dso_handle: linked.dso_handle,
+            initialized: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Records by tracker.
+    by_key: FxHashMap<ResourceKey, Vec<LinkedRecord>>,
+    /// Side-effects-only symbols of objects with initializers, not yet looked up, per dylib.
+    init_symbols: FxHashMap<DylibId, Vec<SymbolName>>,
+}
+
+/// The layer's per-object records.
+#[derive(Default)]
+pub(crate) struct Initializers {
+    state: Mutex<State>,
+}
+
+impl Initializers {
+    pub(crate) fn add_init_symbol(&self, dylib: DylibId, name: SymbolName) {
+        self.state.lock().init_symbols.entry(dylib).or_default().push(name);
+    }
+
+    /// The init symbols of `dylib` not yet looked up (taken: looking them up links them).
+    pub(crate) fn init_symbols(&self, dylib: DylibId) -> Vec<SymbolName> {
+        self.state.lock().init_symbols.remove(&dylib).unwrap_or_default()
+    }
+
+    /// Keeps `record` under `key`. Called under the session lock (from `with_resource_key`),
+    /// so it only files the record.
+    pub(crate) fn record(&self, key: ResourceKey, record: LinkedRecord) {
+        self.state.lock().by_key.entry(key).or_default().push(record);
+    }
+
+    /// Runs the initializers of `dylib`'s linked objects that have not run yet: all objects'
+    /// entries in link order, then stably by ascending priority.
+    pub(crate) fn run_pending(&self, dylib: DylibId, args: InitArgs) {
+        let mut calls: Vec<(u32, u64, usize, TargetAddr)> = Vec::new();
+        {
+            let mut st = self.state.lock();
+            for record in st.by_key.values_mut().flatten().filter(|r| r.dylib == dylib && !r.initialized) {
+                record.initialized = true;
+                calls.extend(record.inits.iter().enumerate().map(|(i, e)| (e.priority, record.order, i, e.addr)));
+            }
+        }
+        calls.sort_by_key(|&(priority, order, i, _)| (priority, order, i));
+        for (_, _, _, addr) in calls {
+            // SAFETY: `addr` is an initializer of a linked, finalized object of this dylib (its
+            // memory lives until its tracker is removed); initializers take glibc's
+            // (argc, argv, envp), which a function declared without parameters ignores.
+            let init: extern "C-unwind" fn(c_int, *const *const c_char, *const *const c_char) =
+                unsafe { std::mem::transmute(addr.0 as usize) };
+            init(args.argc, args.argv, args.envp);
+        }
+    }
+
+    /// The finalizer calls of every initialized object of `dylib`, marking them finalized:
+    /// objects in reverse link order; each object's fini entries, then its `atexit` handlers
+    /// and static destructors (`__cxa_finalize` with its `__dso_handle`).
+    fn take_finalizers(&self, dylib: DylibId, with_handlers: bool) -> Vec<Call> {
+        let mut st = self.state.lock();
+        let mut records: Vec<&mut LinkedRecord> =
+            st.by_key.values_mut().flatten().filter(|r| r.dylib == dylib && r.initialized).collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.order));
+        let mut finis: Vec<(u32, usize, usize, Call)> = Vec::new();
+        let mut handlers = Vec::new();
+        for (rank, record) in records.into_iter().enumerate() {
+            record.initialized = false;
+            finis.extend(record.finis.iter().enumerate().map(|(i, e)| (e.priority, rank, i, Call::Fini(e.addr))));
+            if with_handlers {
+                handlers.extend(record.dso_handle.map(Call::Finalize));
+            }
+        }
+        // Descending priority, stable in reverse link order.
+        finis.sort_by_key(|&(priority, rank, i, _)| (std::cmp::Reverse(priority), rank, i));
+        finis.into_iter().map(|(_, _, _, c)| c).chain(handlers).collect()
+    }
+
+    /// Runs the finalizers of `dylib` (see [`take_finalizers`](Self::take_finalizers)).
+    pub(crate) fn run_finalizers(&self, dylib: DylibId) {
+        for call in self.take_finalizers(dylib, true) {
+            call.run();
+        }
+    }
+
+    /// Runs only the `.fini_array`/`.dtors` entries of `dylib`: at process exit, libc runs the
+    /// `atexit` handlers and static destructors itself.
+    pub(crate) fn run_fini_arrays(&self, dylib: DylibId) {
+        for call in self.take_finalizers(dylib, false) {
+            call.run();
+        }
+    }
+
+    /// Releases everything recorded against `key`: finalizers of initialized objects run, then
+    /// the memory is freed (deregistering its `.eh_frame` and TLS).
+    pub(crate) fn release(&self, key: ResourceKey) -> Result<()> {
+        let Some(mut records) = self.state.lock().by_key.remove(&key) else { return Ok(()) };
+        records.sort_by_key(|r| std::cmp::Reverse(r.order));
+        for record in &mut records {
+            if record.initialized {
+                for e in &record.finis {
+                    Call::Fini(e.addr).run();
+                }
+                if let Some(dso) = record.dso_handle {
+                    Call::Finalize(dso).run();
+                }
+            }
+            tracing::debug!(target: "orcjit", object = %record.object, "freeing linked object");
+            drop(record.alloc.take());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn transfer(&self, dst: ResourceKey, src: ResourceKey) {
+        let mut st = self.state.lock();
+        if let Some(moved) = st.by_key.remove(&src) {
+            st.by_key.entry(dst).or_default().extend(moved);
+        }
+    }
+}
+
+enum Call {
+    Fini(TargetAddr),
+    Finalize(TargetAddr),
+}
+
+unsafe extern "C" {
+    /// glibc: runs the `atexit`/`__cxa_atexit` handlers registered with `dso` (all, for NULL).
+    fn __cxa_finalize(dso: *mut c_void);
+}
+
+impl Call {
+    fn run(self) {
+        match self {
+            Call::Fini(addr) => {
+                // SAFETY: a finalizer of a linked object whose memory is still mapped (it is
+                // freed only after its finalizers ran); finalizers take no arguments.
+                let fini: extern "C-unwind" fn() = unsafe { std::mem::transmute(addr.0 as usize) };
+                fini();
+            }
+            Call::Finalize(dso) => {
+                // SAFETY: `dso` is the object's own `__dso_handle`; __cxa_finalize runs (once)
+                // the handlers registered with it, whose code is still mapped.
+                unsafe { __cxa_finalize(dso.0 as usize as *mut c_void) };
+            }
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The object linking layer: relocatable objects become materialization units that jit-link
+//! links through the session, with precise dependencies, memory owned by resource trackers,
+//! and initializers kept for the host to run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jit_core::{
+    DylibId, EmissionGroup, Error, ExecutionSession, ExecutorAddr, FxHashMap, FxHashSet, Interface, JitDylib,
+    LookupKind, LookupOptions, MaterializationResponsibility, MaterializationUnit, RequiredState, ResourceKey,
+    ResourceManager, ResourceTracker, Result, SearchOrder, SymbolDef, SymbolFlags, SymbolLookupFlags, SymbolLookupSet,
+    SymbolName,
+};
+use jit_link::{
+    LinkContext, LinkError, LinkGraph, LinkedObject, LookupContinuation, LookupRequest, PassConfig, Phase, Scope,
+    SymbolDependencies,
+};
+use jit_mem::{MemoryManager, TargetAddr};
+use parking_lot::{Mutex, RwLock};
+
+use crate::initializers::{Initializers, LinkedRecord};
+
+/// Something that takes part in every link of a layer: adds passes, hears the outcome.
+///
+/// Contract: called on whatever thread runs that step of the link, never under a lock of the
+/// session or the layer.
+pub trait LinkPlugin: Send + Sync + 'static {
+    /// Adds or removes passes for the link of `graph` (an object being materialized into
+    /// `dylib`).
+    fn modify_pass_config(&self, _dylib: &JitDylib, _graph: &LinkGraph, _config: &mut PassConfig) -> Result<()> {
+        Ok(())
+    }
+
+    /// The object is linked and its memory finalized; its symbols are about to be emitted.
+    fn notify_finalized(&self, _dylib: &JitDylib, _object: &LinkedObject) {}
+
+    /// The link failed.
+    fn notify_failed(&self, _object: &str, _error: &LinkError) {}
+
+    /// Everything recorded against `key` is being released.
+    fn notify_remove(&self, _key: ResourceKey) {}
+}
+
+pub(crate) struct LayerShared {
+    session: ExecutionSession,
+    memory: Arc<dyn MemoryManager>,
+    plugins: RwLock<Vec<Arc<dyn LinkPlugin>>>,
+    pub(crate) inits: Initializers,
+    next_object: AtomicU64,
+}
+
+/// Links relocatable ELF x86-64 objects into JIT dylibs.
+///
+/// Contract: `add` parses the object's symbol table at once (a malformed object is an error
+/// then) and defines its symbols in the dylib; the object is linked when one of them is first
+/// looked up. Linking resolves the object's references through its dylib's link order and
+/// emits its symbols with the dependencies its graph's edges imply. The memory belongs to the
+/// resource tracker the object was added with: removing the tracker runs the object's
+/// finalizers (if its initializers ran) and frees it. Objects with initializers define a
+/// side-effects-only symbol so that [`initialize`](Self::initialize) can link and run them.
+#[derive(Clone)]
+pub struct ObjectLinkingLayer {
+    shared: Arc<LayerShared>,
+}
+
+struct LayerResources(Arc<LayerShared>);
+
+impl ResourceManager for LayerResources {
+    fn handle_remove(&self, key: ResourceKey) -> Result<()> {
+        for plugin in self.0.plugins.read().iter() {
+            plugin.notify_remove(key);
+        }
+        self.0.inits.release(key)
+    }
+
+    fn handle_transfer(&self, dst: ResourceKey, src: ResourceKey) {
+        self.0.inits.transfer(dst, src);
+    }
+}
+
+impl ObjectLinkingLayer {
+    /// A layer linking into `memory`, registered with `session` as a resource manager (so that
+    /// removing a tracker, or ending the session, frees what it linked).
+    pub fn new(session: &ExecutionSession, memory: Arc<dyn MemoryManager>) -> Self {
+        let shared = Arc::new(LayerShared {
+            session: session.clone(),
+            memory,
+            plugins: RwLock::new(Vec::new()),
+            inits: Initializers::default(),
+            next_object: AtomicU64::new(0),
+        });
+        session.register_resource_manager(Arc::new(LayerResources(shared.clone())));
+        ObjectLinkingLayer { shared }
+    }
+
+    pub fn session(&self) -> &ExecutionSession {
+        &self.shared.session
+    }
+
+    pub fn memory_manager(&self) -> &Arc<dyn MemoryManager> {
+        &self.shared.memory
+    }
+
+    pub fn add_plugin(&self, plugin: Arc<dyn LinkPlugin>) {
+        self.shared.plugins.write().push(plugin);
+    }
+
+    /// Adds the object `bytes` (named `name` in errors) to `dylib`, tracked by its default
+    /// tracker.
+    pub fn add(&self, dylib: &JitDylib, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<()> {
+        self.add_with_tracker(dylib, name, bytes, None)
+    }
+
+    pub fn add_with_tracker(
+        &self,
+        dylib: &JitDylib,
+        name: &str,
+        bytes: impl Into<Arc<[u8]>>,
+        tracker: Option<&ResourceTracker>,
+    ) -> Result<()> {
+        let bytes = bytes.into();
+        let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
+        let unit = ObjectUnit::new(self.shared.clone(), name, bytes, order)?;
+        let init_symbol = unit.init_symbol.clone();
+        dylib.define_boxed(Box::new(unit), tracker)?;
+        if let Some(init) = init_symbol {
+            self.shared.inits.add_init_symbol(dylib.id(), init);
+        }
+        Ok(())
+    }
+
+    /// Links `bytes` for symbols `mr` is responsible for (for layers above that produce
+    /// objects, such as an IR compiler): the object's definitions must match `mr`'s symbols.
+    pub fn emit(&self, mr: MaterializationResponsibility, name: &str, bytes: &[u8]) {
+        let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
+        match jit_link::graph_from_elf_object(name, bytes) {
+            Ok(graph) => link_for(self.shared.clone(), mr, graph, order, FxHashSet::default()),
+            Err(e) => mr.fail(link_error(e)),
+        }
+    }
+
+    /// Links every object of `dylib` that has initializers, then runs the initializers of
+    /// `dylib` that have not run yet, in static-link order (by priority, then by the order the
+    /// objects were added). `argc`, `argv` and `envp` are passed on as glibc does.
+    pub fn initialize(&self, dylib: &JitDylib, args: InitArgs) -> Result<()> {
+        let names = self.shared.inits.init_symbols(dylib.id());
+        if !names.is_empty() {
+            let mut set = SymbolLookupSet::new();
+            for name in names {
+                set.push(name, SymbolLookupFlags::WeaklyReferenced);
+            }
+            self.shared.session.lookup_blocking(&dylib.search_order(), set, RequiredState::Ready)?;
+        }
+        self.shared.inits.run_pending(dylib.id(), args);
+        Ok(())
+    }
+
+    /// Runs, in reverse static-link order, the finalizers of the objects of `dylib` whose
+    /// initializers ran, and the `atexit`/static-destructor handlers they registered.
+    pub fn deinitialize(&self, dylib: &JitDylib) {
+        self.shared.inits.run_finalizers(dylib.id());
+    }
+
+    /// At process exit: runs only the `.fini_array`/`.dtors` entries of `dylib`'s initialized
+    /// objects (libc runs their `atexit` handlers and static destructors itself, in `exit`).
+    /// Register it with `atexit` before running initializers, as the C runtime registers
+    /// `_dl_fini`, so it runs after the handlers the program registers.
+    pub fn run_exit_finalizers(&self, dylib: DylibId) {
+        self.shared.inits.run_fini_arrays(dylib);
+    }
+}
+
+/// What initializers are called with (glibc passes `argc, argv, envp` to `.init_array`
+/// functions; most ignore them).
+#[derive(Clone, Copy, Debug)]
+pub struct InitArgs {
+    pub argc: i32,
+    pub argv: *const *const std::ffi::c_char,
+    pub envp: *const *const std::ffi::c_char,
+}
+
+impl Default for InitArgs {
+    fn default() -> Self {
+        InitArgs { argc: 0, argv: std::ptr::null(), envp: std::ptr::null() }
+    }
+}
+
+// SAFETY: the pointers are only passed through to JIT'd initializers on the calling thread;
+// whoever built the arguments keeps them alive for the call.
+unsafe impl Send for InitArgs {}
+
+/// An object waiting to be linked.
+struct ObjectUnit {
+    shared: Arc<LayerShared>,
+    name: String,
+    bytes: Arc<[u8]>,
+    interface: Interface,
+    order: u64,
+    /// Names the dylib discarded (weak definitions that lost): made external before linking.
+    discarded: FxHashSet<SymbolName>,
+    /// The side-effects-only symbol standing for the object's initializers, if it has any.
+    init_symbol: Option<SymbolName>,
+}
+
+impl ObjectUnit {
+    fn new(shared: Arc<LayerShared>, name: &str, bytes: Arc<[u8]>, order: u64) -> Result<Self> {
+        let graph = jit_link::graph_from_elf_object(name, &bytes).map_err(link_error)?;
+        let session = &shared.session;
+        let mut interface = Interface::new();
+        for (_, sym) in graph.symbols() {
+            let Some(name) = sym.name() else { continue };
+            if !sym.is_defined() || sym.scope() == Scope::Local {
+                continue;
+            }
+            interface.push(session.intern(name.as_str()), flags_of(sym));
+        }
+        let init_symbol = has_initializers(&graph).then(|| session.intern(&format!("$orcjit.init.{order}.{name}")));
+        if let Some(init) = &init_symbol {
+            interface.push(init.clone(), SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
+        }
+        let discarded = FxHashSet::default();
+        Ok(ObjectUnit { shared, name: name.to_string(), bytes, interface, order, discarded, init_symbol })
+    }
+}
+
+fn flags_of(sym: &jit_link::Symbol) -> SymbolFlags {
+    let mut flags = SymbolFlags::empty();
+    if sym.scope() == Scope::Default {
+        flags |= SymbolFlags::EXPORTED;
+    }
+    if sym.linkage() == jit_link::Linkage::Weak {
+        flags |= SymbolFlags::WEAK;
+    }
+    if sym.is_callable() {
+        flags |= SymbolFlags::CALLABLE;
+    }
+    flags
+}
+
+fn has_initializers(graph: &LinkGraph) -> bool {
+    graph.sections().iter().any(|(_, s)| jit_link::init_fini::is_init_fini_section(s.name()))
+}
+
+impl MaterializationUnit for ObjectUnit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn symbols(&self) -> &Interface {
+        &self.interface
+    }
+
+    fn materialize(self: Box<Self>, mr: MaterializationResponsibility) {
+        match jit_link::graph_from_elf_object(&self.name, &self.bytes) {
+            Ok(graph) => link_for(self.shared, mr, graph, self.order, self.discarded),
+            Err(e) => mr.fail(link_error(e)),
+        }
+    }
+
+    fn discard(&mut self, _dylib: &JitDylib, name: &SymbolName) {
+        self.interface.remove(name);
+        self.discarded.insert(name.clone());
+    }
+}
+
+fn link_error(e: LinkError) -> Error {
+    Error::other(e)
+}
+
+fn link_for(
+    shared: Arc<LayerShared>,
+    mr: MaterializationResponsibility,
+    graph: LinkGraph,
+    order: u64,
+    discarded: FxHashSet<SymbolName>,
+) {
+    let dylib = mr.dylib();
+    let link_order = dylib.link_order();
+    let ctx = Arc::new(LayerContext {
+        shared,
+        object: graph.name().to_string(),
+        order,
+        dylib,
+        link_order,
+        discarded,
+        mr: Mutex::new(Some(mr)),
+        deps: Mutex::new(Vec::new()),
+        found: Arc::default(),
+    });
+    let _span = tracing::debug_span!(target: "orcjit", "link", object = %ctx.object).entered();
+    jit_link::link(graph, ctx);
+}
+
+/// The session side of one link.
+struct LayerContext {
+    shared: Arc<LayerShared>,
+    object: String,
+    order: u64,
+    dylib: JitDylib,
+    link_order: SearchOrder,
+    discarded: FxHashSet<SymbolName>,
+    /// Taken by `notify_finalized` or `notify_failed`.
+    mr: Mutex<Option<MaterializationResponsibility>>,
+    deps: Mutex<Vec<SymbolDependencies>>,
+    /// External names found by the lookup: where each is defined (a dependency).
+    found: Arc<Mutex<FoundExternals>>,
+}
+
+type FoundExternals = FxHashMap<jit_link::SymbolName, (DylibId, SymbolName)>;
+
+impl LayerContext {
+    fn with_mr<T>(&self, f: impl FnOnce(&mut MaterializationResponsibility) -> T) -> Option<T> {
+        self.mr.lock().as_mut().map(f)
+    }
+}
+
+impl LinkContext for LayerContext {
+    fn memory_manager(&self) -> Arc<dyn MemoryManager> {
+        self.shared.memory.clone()
+    }
+
+    fn modify_pass_config(&self, graph: &LinkGraph, config: &mut PassConfig) -> Result<(), LinkError> {
+        // Keep what the responsibility must produce; turn definitions the dylib discarded (weak
+        // ones that lost) into references to the winner.
+        let session = self.shared.session.clone();
+        let wanted: FxHashSet<SymbolName> =
+            self.with_mr(|mr| mr.symbols().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+        let discarded = self.discarded.clone();
+        config.prepend(Phase::PrePrune, "orcjit_roots_and_discards", move |graph: &mut LinkGraph| {
+            for id in graph.symbol_ids() {
+                let Some(sym) = graph.symbol(id) else { continue };
+                let Some(name) = sym.name() else { continue };
+                if !sym.is_defined() || sym.scope() == Scope::Local {
+                    continue;
+                }
+                let name = session.intern(name.as_str());
+                if discarded.contains(&name) {
+                    graph.make_external(id)?;
+                } else if wanted.contains(&name) {
+                    if let Some(sym) = graph.symbol_mut(id) {
+                        sym.set_live(true);
+                    }
+                }
+            }
+            Ok(())
+        });
+        for plugin in self.shared.plugins.read().iter() {
+            plugin
+                .modify_pass_config(&self.dylib, graph, config)
+                .map_err(|e| LinkError::custom(&self.object, "plugin", e))?;
+        }
+        Ok(())
+    }
+
+    fn notify_resolved(&self, graph: &LinkGraph) -> Result<(), LinkError> {
+        let session = &self.shared.session;
+        let mut defs = Vec::new();
+        for (id, sym) in graph.symbols() {
+            let Some(name) = sym.name() else { continue };
+            if !sym.is_defined() || sym.scope() == Scope::Local {
+                continue;
+            }
+            let name = session.intern(name.as_str());
+            if let Some(addr) = graph.symbol_addr(id) {
+                defs.push((name, addr));
+            }
+        }
+        let result = self.with_mr(|mr| {
+            let defs: Vec<(SymbolName, SymbolDef)> = defs
+                .into_iter()
+                .filter_map(|(name, addr)| {
+                    let flags = mr.symbols().find(|(n, _)| **n == name).map(|(_, f)| f)?;
+                    Some((name, SymbolDef::new(ExecutorAddr(addr.0), flags)))
+                })
+                .collect();
+            mr.notify_resolved(defs)
+        });
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(LinkError::custom(&self.object, "reporting addresses", e)),
+            None => return Err(LinkError::custom(&self.object, "reporting addresses", "responsibility gone")),
+        }
+        *self.deps.lock() = jit_link::external_dependencies(graph);
+        Ok(())
+    }
+
+    fn lookup(&self, request: LookupRequest, continuation: LookupContinuation) {
+        // Everything is looked up as weakly referenced: jit-link itself reports a missing
+        // required symbol, naming the object and the place that needs it.
+        let session = &self.shared.session;
+        let mut set = SymbolLookupSet::new();
+        let mut names: FxHashMap<SymbolName, jit_link::SymbolName> = FxHashMap::default();
+        for (name, _flags) in request.symbols {
+            let core = session.intern(name.as_str());
+            set.push(core.clone(), SymbolLookupFlags::WeaklyReferenced);
+            names.insert(core, name);
+        }
+        let priority = self.with_mr(|mr| mr.priority()).unwrap_or_default();
+        let options = LookupOptions { priority, kind: LookupKind::Static };
+        let found_sink = self.found.clone();
+        session.lookup_detailed(&self.link_order, set, RequiredState::Resolved, options, move |result| match result {
+            Ok(found) => {
+                let mut map = std::collections::HashMap::with_capacity(found.len());
+                let mut record = found_sink.lock();
+                for f in found.0 {
+                    if let Some(link_name) = names.get(&f.name) {
+                        map.insert(link_name.clone(), TargetAddr(f.def.addr.0));
+                        record.insert(link_name.clone(), (f.dylib, f.name));
+                    }
+                }
+                drop(record);
+                continuation.resolve(Ok(map));
+            }
+            Err(e) => continuation.resolve(Err(Box::new(e))),
+        });
+    }
+
+    fn notify_finalized(&self, linked: LinkedObject) {
+        let Some(mr) = self.mr.lock().take() else { return };
+        for plugin in self.shared.plugins.read().iter() {
+            plugin.notify_finalized(&self.dylib, &linked);
+        }
+        let groups = self.emission_groups(&mr);
+        let record = LinkedRecord::new(&self.object, self.order, self.dylib.id(), linked);
+        let inits = &self.shared.inits;
+        let recorded = mr.with_resource_key(|key| inits.record(key, record));
+        match recorded {
+            // Removed while linking: the memory goes with the record, before anything runs.
+            Err(e) => mr.fail(e),
+            Ok(()) => {
+                // A failure here means a dependency failed first: the session has failed the
+                // symbols concerned and told their waiters.
+                let _ = mr.notify_emitted(groups);
+            }
+        }
+    }
+
+    fn notify_failed(&self, error: LinkError) {
+        for plugin in self.shared.plugins.read().iter() {
+            plugin.notify_failed(&self.object, &error);
+        }
+        if let Some(mr) = self.mr.lock().take() {
+            mr.fail(link_error(error));
+        }
+    }
+}
+
+impl LayerContext {
+    /// One group per distinct dependency set (jit-link shares equal sets), so symbols that
+    /// reach the same externals share one node in the session's graph.
+    fn emission_groups(&self, mr: &MaterializationResponsibility) -> Vec<EmissionGroup> {
+        let session = &self.shared.session;
+        let found = self.found.lock();
+        let mut by_set: FxHashMap<*const [jit_link::SymbolName], usize> = FxHashMap::default();
+        let mut groups: Vec<EmissionGroup> = Vec::new();
+        for dep in self.deps.lock().iter() {
+            let name = session.intern(dep.name.as_str());
+            if !mr.contains(&name) {
+                continue;
+            }
+            let key = Arc::as_ptr(&dep.depends_on);
+            let index = *by_set.entry(key).or_insert_with(|| {
+                let on = dep.depends_on.iter().filter_map(|ext| found.get(ext).cloned());
+                groups.push(EmissionGroup::new([], on));
+                groups.len() - 1
+            });
+            groups[index].symbols.push(name);
+        }
+        groups
+    }
+}

@@ -1,0 +1,4 @@
+//! The subcommands of `orcjit`, one module each.
+
+pub mod demo;
+pub mod link;
