@@ -1,0 +1,170 @@
+//! `orcjit link` runs real programs compiled by clang-19 exactly as their native builds run:
+//! same standard output, same exit status. C and C++ programs from jit-link's test tree (multi-
+//! file programs, constructors and destructors, C++ exceptions and COMDAT, thread-local
+//! variables), and the Lua 5.4 interpreter (from the `lua-src` crate) running a script.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const ORCJIT: &str = env!("CARGO_BIN_EXE_orcjit");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn programs() -> PathBuf {
+    root().join("jit-link/tests/programs")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn check(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Compiles each source to an object in `dir` (C with clang-19, C++ with clang++-19).
+fn compile(dir: &Path, sources: &[PathBuf], flags: &[&str]) -> Vec<PathBuf> {
+    sources
+        .iter()
+        .map(|src| {
+            let obj = dir.join(src.file_name().unwrap()).with_extension("o");
+            let cc = if src.extension().is_some_and(|e| e == "cpp") { "clang++-19" } else { "clang-19" };
+            let out = run(Command::new(cc).args(flags).arg("-c").arg(src).arg("-o").arg(&obj));
+            check(&out, &format!("{cc} -c {}", src.display()));
+            obj
+        })
+        .collect()
+}
+
+/// Links `objects` natively into `dir/native`.
+fn link_native(dir: &Path, objects: &[PathBuf], flags: &[&str], libs: &[&str]) -> PathBuf {
+    let exe = dir.join("native");
+    let out = run(Command::new("clang++-19").args(flags).args(objects).arg("-o").arg(&exe).args(libs));
+    check(&out, "native link");
+    exe
+}
+
+/// Runs the native executable and `orcjit link` on the same objects and arguments, and
+/// requires the same stdout and exit status.
+fn same_as_native(program: &str, objects: &[PathBuf], native: &Path, dlopen: &[&str], args: &[&str]) {
+    let native_run = run(Command::new(native).args(args));
+    for threads in ["1", "2"] {
+        let mut jit = Command::new(ORCJIT);
+        jit.args(["link", "--threads", threads]);
+        for lib in dlopen {
+            jit.arg("--dlopen").arg(lib);
+        }
+        let jit_run = run(jit.args(objects).arg("--").args(args));
+        assert_eq!(
+            String::from_utf8_lossy(&jit_run.stdout),
+            String::from_utf8_lossy(&native_run.stdout),
+            "{program} (--threads {threads}): output differs; orcjit stderr:\n{}",
+            String::from_utf8_lossy(&jit_run.stderr)
+        );
+        assert_eq!(jit_run.status.code(), native_run.status.code(), "{program} (--threads {threads}): exit status");
+    }
+}
+
+struct Case {
+    tag: &'static str,
+    compile: &'static [&'static str],
+    link: &'static [&'static str],
+}
+
+const PIC_SMALL: Case = Case { tag: "pic-small", compile: &["-O1", "-fPIC"], link: &[] };
+const PIC_LARGE: Case = Case { tag: "pic-large", compile: &["-O2", "-fPIC", "-mcmodel=large"], link: &[] };
+const NOPIC_LARGE: Case =
+    Case { tag: "nopic-large", compile: &["-O1", "-fno-pic", "-mcmodel=large"], link: &["-no-pie"] };
+
+fn program_case(dir_name: &str, sources: &[&str], extra: &[&str], libs: &[&str], dlopen: &[&str], cases: &[Case]) {
+    let srcs: Vec<PathBuf> = sources.iter().map(|s| programs().join(dir_name).join(s)).collect();
+    for case in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut flags: Vec<&str> = case.compile.to_vec();
+        flags.extend_from_slice(extra);
+        let objects = compile(tmp.path(), &srcs, &flags);
+        let native = link_native(tmp.path(), &objects, case.link, libs);
+        same_as_native(&format!("{dir_name} ({})", case.tag), &objects, &native, dlopen, &["one", "two"]);
+    }
+}
+
+#[test]
+fn a_multi_file_c_program_with_cross_object_data_weak_and_common_symbols_runs_as_native() {
+    program_case("multi", &["main.c", "lib.c"], &["-fcommon"], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);
+}
+
+#[test]
+fn constructors_destructors_and_atexit_run_in_native_order() {
+    program_case("ctors", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);
+}
+
+#[test]
+fn cxx_exceptions_across_objects_comdat_and_static_objects_run_as_native() {
+    program_case(
+        "cxx",
+        &["main.cpp", "other.cpp"],
+        &[],
+        &["-lstdc++"],
+        &["libstdc++.so.6"],
+        &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE],
+    );
+}
+
+#[test]
+fn thread_local_variables_used_from_several_threads_run_as_native() {
+    program_case("tls", &["main.c", "other.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL, PIC_LARGE]);
+}
+
+#[test]
+fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &[programs().join("undef/main.c")], &["-O1", "-fPIC"]);
+    let out = run(Command::new(ORCJIT).arg("link").args(&objects));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("undefined symbol '") && stderr.contains("main.o"), "{stderr}");
+}
+
+#[test]
+fn a_malformed_object_is_an_error_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.o");
+    std::fs::write(&bad, b"\x7fELF this is not an object").unwrap();
+    let out = run(Command::new(ORCJIT).arg("link").arg(&bad));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad.o"), "{stderr}");
+}
+
+/// The directory of Lua 5.4's C sources inside the `lua-src` crate (a dev-dependency).
+fn lua_sources() -> PathBuf {
+    let out = run(Command::new(env!("CARGO")).args(["metadata", "--format-version", "1"]).current_dir(root()));
+    check(&out, "cargo metadata");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    let lua = packages.iter().find(|p| p["name"] == "lua-src").expect("lua-src is a dev-dependency");
+    let manifest = PathBuf::from(lua["manifest_path"].as_str().expect("manifest path"));
+    manifest.parent().unwrap().join("lua-5.4.9")
+}
+
+#[test]
+fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
+    let src = lua_sources();
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .filter(|p| !matches!(p.file_name().and_then(|n| n.to_str()), Some("lua.c" | "luac.c" | "onelua.c")))
+        .collect();
+    sources.sort();
+    sources.push(root().join("tests/data/lua/host.c"));
+    let include = format!("-I{}", src.display());
+    let flags = ["-O1", "-fPIC", "-std=gnu99", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-w", &include];
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &sources, &flags);
+    let native = link_native(tmp.path(), &objects, &[], &["-lm"]);
+    let script = root().join("tests/data/lua/programs.lua");
+    same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
+}
