@@ -22,5 +22,5 @@ fn the_demo_runs_and_shows_lazy_materialization_cycles_process_symbols_and_failu
 fn an_unknown_command_is_refused_with_usage() {
     let out = Command::new(env!("CARGO_BIN_EXE_orcjit")).arg("frobnicate").output().expect("run orcjit");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command 'frobnicate'"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand 'frobnicate'"));
 }

@@ -168,3 +168,15 @@ fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
     let script = root().join("tests/data/lua/programs.lua");
     same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
 }
+
+#[test]
+fn an_uncaught_cxx_exception_terminates_the_program_as_natively() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &[root().join("tests/data/cxx/uncaught.cpp")], &["-O1", "-fPIC"]);
+    let native = run(&mut Command::new(link_native(tmp.path(), &objects, &[], &["-lstdc++"])));
+    let jit = run(Command::new(ORCJIT).args(["link", "--dlopen", "libstdc++.so.6"]).args(&objects));
+    let stderr = String::from_utf8_lossy(&jit.stderr);
+    assert!(stderr.contains("terminate called after throwing an instance of 'std::runtime_error'"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(jit.status.signal(), native.status.signal(), "both end by SIGABRT: {stderr}");
+}

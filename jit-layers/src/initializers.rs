@@ -2,9 +2,11 @@
 //! resource tracker it was added with) and its initializers and finalizers, which run in the
 //! order a static link would give them.
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::c_void;
 
-use jit_core::{DylibId, FxHashMap, ResourceKey, Result, SymbolName};
+use jit_core::{DylibId, ExecutorAddr, FxHashMap, ResourceKey, Result, SymbolName};
+
+use crate::entry::EntryGate;
 use jit_link::{InitFiniEntry, LinkedObject};
 use jit_mem::{FinalizedAlloc, TargetAddr};
 use parking_lot::Mutex;
@@ -71,7 +73,7 @@ impl Initializers {
 
     /// Runs the initializers of `dylib`'s linked objects that have not run yet: all objects'
     /// entries in link order, then stably by ascending priority.
-    pub(crate) fn run_pending(&self, dylib: DylibId, args: InitArgs) {
+    pub(crate) fn run_pending(&self, dylib: DylibId, args: InitArgs, gate: &EntryGate) {
         let mut calls: Vec<(u32, u64, usize, TargetAddr)> = Vec::new();
         {
             let mut st = self.state.lock();
@@ -85,9 +87,9 @@ impl Initializers {
             // SAFETY: `addr` is an initializer of a linked, finalized object of this dylib (its
             // memory lives until its tracker is removed); initializers take glibc's
             // (argc, argv, envp), which a function declared without parameters ignores.
-            let init: extern "C-unwind" fn(c_int, *const *const c_char, *const *const c_char) =
-                unsafe { std::mem::transmute(addr.0 as usize) };
-            init(args.argc, args.argv, args.envp);
+            unsafe {
+                gate.call(ExecutorAddr(addr.0), args.argc as u64, args.argv as u64, args.envp as u64);
+            }
         }
     }
 
@@ -114,32 +116,32 @@ impl Initializers {
     }
 
     /// Runs the finalizers of `dylib` (see [`take_finalizers`](Self::take_finalizers)).
-    pub(crate) fn run_finalizers(&self, dylib: DylibId) {
+    pub(crate) fn run_finalizers(&self, dylib: DylibId, gate: &EntryGate) {
         for call in self.take_finalizers(dylib, true) {
-            call.run();
+            call.run(gate);
         }
     }
 
     /// Runs only the `.fini_array`/`.dtors` entries of `dylib`: at process exit, libc runs the
     /// `atexit` handlers and static destructors itself.
-    pub(crate) fn run_fini_arrays(&self, dylib: DylibId) {
+    pub(crate) fn run_fini_arrays(&self, dylib: DylibId, gate: &EntryGate) {
         for call in self.take_finalizers(dylib, false) {
-            call.run();
+            call.run(gate);
         }
     }
 
     /// Releases everything recorded against `key`: finalizers of initialized objects run, then
     /// the memory is freed (deregistering its `.eh_frame` and TLS).
-    pub(crate) fn release(&self, key: ResourceKey) -> Result<()> {
+    pub(crate) fn release(&self, key: ResourceKey, gate: &EntryGate) -> Result<()> {
         let Some(mut records) = self.state.lock().by_key.remove(&key) else { return Ok(()) };
         records.sort_by_key(|r| std::cmp::Reverse(r.order));
         for record in &mut records {
             if record.initialized {
                 for e in &record.finis {
-                    Call::Fini(e.addr).run();
+                    Call::Fini(e.addr).run(gate);
                 }
                 if let Some(dso) = record.dso_handle {
-                    Call::Finalize(dso).run();
+                    Call::Finalize(dso).run(gate);
                 }
             }
             tracing::debug!(target: "orcjit", object = %record.object, "freeing linked object");
@@ -167,13 +169,12 @@ unsafe extern "C" {
 }
 
 impl Call {
-    fn run(self) {
+    fn run(self, gate: &EntryGate) {
         match self {
             Call::Fini(addr) => {
                 // SAFETY: a finalizer of a linked object whose memory is still mapped (it is
                 // freed only after its finalizers ran); finalizers take no arguments.
-                let fini: extern "C-unwind" fn() = unsafe { std::mem::transmute(addr.0 as usize) };
-                fini();
+                unsafe { gate.call(ExecutorAddr(addr.0), 0, 0, 0) };
             }
             Call::Finalize(dso) => {
                 // SAFETY: `dso` is the object's own `__dso_handle`; __cxa_finalize runs (once)

@@ -18,6 +18,7 @@ use jit_link::{
 use jit_mem::{MemoryManager, TargetAddr};
 use parking_lot::{Mutex, RwLock};
 
+use crate::entry::EntryGate;
 use crate::initializers::{Initializers, LinkedRecord};
 
 /// Something that takes part in every link of a layer: adds passes, hears the outcome.
@@ -47,6 +48,7 @@ pub(crate) struct LayerShared {
     plugins: RwLock<Vec<Arc<dyn LinkPlugin>>>,
     pub(crate) inits: Initializers,
     next_object: AtomicU64,
+    gate: std::sync::OnceLock<std::result::Result<Arc<EntryGate>, String>>,
 }
 
 /// Links relocatable ELF x86-64 objects into JIT dylibs.
@@ -63,6 +65,13 @@ pub struct ObjectLinkingLayer {
     shared: Arc<LayerShared>,
 }
 
+impl LayerShared {
+    fn entry_gate(&self) -> Result<Arc<EntryGate>> {
+        let gate = self.gate.get_or_init(|| EntryGate::new(&*self.memory).map(Arc::new).map_err(|e| e.to_string()));
+        gate.clone().map_err(|e| Error::msg(format!("cannot make the entry gate: {e}")))
+    }
+}
+
 struct LayerResources(Arc<LayerShared>);
 
 impl ResourceManager for LayerResources {
@@ -70,7 +79,8 @@ impl ResourceManager for LayerResources {
         for plugin in self.0.plugins.read().iter() {
             plugin.notify_remove(key);
         }
-        self.0.inits.release(key)
+        let gate = self.0.entry_gate()?;
+        self.0.inits.release(key, &gate)
     }
 
     fn handle_transfer(&self, dst: ResourceKey, src: ResourceKey) {
@@ -88,6 +98,7 @@ impl ObjectLinkingLayer {
             plugins: RwLock::new(Vec::new()),
             inits: Initializers::default(),
             next_object: AtomicU64::new(0),
+            gate: std::sync::OnceLock::new(),
         });
         session.register_resource_manager(Arc::new(LayerResources(shared.clone())));
         ObjectLinkingLayer { shared }
@@ -99,6 +110,13 @@ impl ObjectLinkingLayer {
 
     pub fn memory_manager(&self) -> &Arc<dyn MemoryManager> {
         &self.shared.memory
+    }
+
+    /// The gate through which this layer calls JIT'd entry points (initializers, finalizers):
+    /// an exception that escapes them terminates the program as it would natively. Use it to
+    /// call `main` too.
+    pub fn entry_gate(&self) -> Result<Arc<EntryGate>> {
+        self.shared.entry_gate()
     }
 
     pub fn add_plugin(&self, plugin: Arc<dyn LinkPlugin>) {
@@ -151,22 +169,27 @@ impl ObjectLinkingLayer {
             }
             self.shared.session.lookup_blocking(&dylib.search_order(), set, RequiredState::Ready)?;
         }
-        self.shared.inits.run_pending(dylib.id(), args);
+        let gate = self.shared.entry_gate()?;
+        self.shared.inits.run_pending(dylib.id(), args, &gate);
         Ok(())
     }
 
     /// Runs, in reverse static-link order, the finalizers of the objects of `dylib` whose
     /// initializers ran, and the `atexit`/static-destructor handlers they registered.
-    pub fn deinitialize(&self, dylib: &JitDylib) {
-        self.shared.inits.run_finalizers(dylib.id());
+    pub fn deinitialize(&self, dylib: &JitDylib) -> Result<()> {
+        let gate = self.shared.entry_gate()?;
+        self.shared.inits.run_finalizers(dylib.id(), &gate);
+        Ok(())
     }
 
     /// At process exit: runs only the `.fini_array`/`.dtors` entries of `dylib`'s initialized
     /// objects (libc runs their `atexit` handlers and static destructors itself, in `exit`).
     /// Register it with `atexit` before running initializers, as the C runtime registers
     /// `_dl_fini`, so it runs after the handlers the program registers.
-    pub fn run_exit_finalizers(&self, dylib: DylibId) {
-        self.shared.inits.run_fini_arrays(dylib);
+    pub fn run_exit_finalizers(&self, dylib: DylibId) -> Result<()> {
+        let gate = self.shared.entry_gate()?;
+        self.shared.inits.run_fini_arrays(dylib, &gate);
+        Ok(())
     }
 }
 

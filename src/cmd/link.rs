@@ -33,7 +33,9 @@ static AT_EXIT: OnceLock<(ObjectLinkingLayer, DylibId)> = OnceLock::new();
 
 extern "C" fn run_fini_arrays() {
     if let Some((layer, dylib)) = AT_EXIT.get() {
-        layer.run_exit_finalizers(*dylib);
+        if let Err(e) = layer.run_exit_finalizers(*dylib) {
+            eprintln!("orcjit link: finalizers: {e}");
+        }
     }
 }
 
@@ -86,11 +88,11 @@ fn link_and_run(args: LinkArgs) -> Result<c_int, Error> {
     }
     let init_args = InitArgs { argc, argv: argv.as_ptr() as *const *const c_char, envp: envp as *const *const c_char };
     layer.initialize(&jd, init_args)?;
-    // SAFETY: 'main' is the program's entry point, linked and Ready; it takes the C signature
-    // int main(int, char **, char **). argv and envp outlive the call.
-    let entry: extern "C-unwind" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int =
-        unsafe { std::mem::transmute(main.addr.0 as usize) };
-    let status = entry(argc, argv.as_mut_ptr(), envp);
+    // Through the gate: an exception escaping main terminates as in a native program.
+    let gate = layer.entry_gate()?;
+    // SAFETY: 'main' is the program's entry point, linked and Ready, with the C signature
+    // int main(int, char **, char **); argv and envp outlive the call.
+    let status = unsafe { gate.call(main.addr, argc as u64, argv.as_mut_ptr() as u64, envp as u64) } as c_int;
     // The code stays mapped until the process exits: the atexit handlers still run it.
     std::mem::forget(es);
     Ok(status)
