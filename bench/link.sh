@@ -26,6 +26,7 @@ for prog in $PROGRAMS; do
     read -r -a argv <<< "$args"
     record_expected "$workload" "$exe" "${argv[@]}"
     group_begin
+    add_config "$workload" "$prog" native native native -- "$exe" "${argv[@]}"
     for opt in $(opts_of "$prog"); do
       dir="$BUILD/$prog/$opt"
       for shape in perfile whole; do
@@ -41,25 +42,29 @@ for prog in $PROGRAMS; do
 done
 
 out="$RESULTS/orcjit-link-raw.tsv"
-collect_results "$out" '^(jitlink|orcjit-link-t[0-9]+)$'
+collect_results "$out" '^(native|jitlink|orcjit-link-t[0-9]+)$'
 python3 - "$out" <<'PY'
 import csv, sys, statistics
 rows = [r for r in csv.reader(open(sys.argv[1]), delimiter='\t')][1:]
-cells = {}
+cells, native = {}, {}
 for r in rows:
     workload, prog, opt, shape, mode, run, wall, user, sys_, rss, status, ok = r[:12]
     if ok != '1':
+        continue
+    if mode == 'native':
+        native.setdefault(workload, []).append(float(wall))
         continue
     cells.setdefault((workload, opt, shape), {}).setdefault(mode, []).append((float(wall), int(rss)))
 modes = sorted({m for c in cells.values() for m in c}, key=lambda m: (m != 'jitlink', m))
 def fmt(v):
     return f"{v*1000:.1f} ms" if v < 1 else f"{v:.2f} s"
-print("| workload | bitcode | shape | " + " | ".join(f"{m} wall / peak RSS" for m in modes) + " | " +
+print("| workload | bitcode | shape | native wall | " + " | ".join(f"{m} wall / peak RSS" for m in modes) + " | " +
       " | ".join(f"{m} / jitlink" for m in modes if m != 'jitlink') + " |")
-print("|---|---|---|" + "---:|" * (2 * len(modes) - 1))
+print("|---|---|---|---:|" + "---:|" * (2 * len(modes) - 1))
 for (workload, opt, shape), c in sorted(cells.items()):
     med = {m: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v) / 1024) for m, v in c.items()}
     cols = [f"{fmt(med[m][0])} / {med[m][1]:.0f} MB" if m in med else "FAIL" for m in modes]
     ratios = [f"{med[m][0] / med['jitlink'][0]:.2f}x" if m in med and 'jitlink' in med else "-" for m in modes if m != 'jitlink']
-    print(f"| {workload} | {opt} | {shape} | " + " | ".join(cols) + " | " + " | ".join(ratios) + " |")
+    nat = fmt(statistics.median(native[workload])) if workload in native else "-"
+    print(f"| {workload} | {opt} | {shape} | {nat} | " + " | ".join(cols) + " | " + " | ".join(ratios) + " |")
 PY
