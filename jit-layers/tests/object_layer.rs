@@ -1,0 +1,183 @@
+//! The object linking layer on real objects compiled by clang-19: linked code runs, trackers
+//! free what they own (after finalizers), plugins take part, weak definitions resolve across
+//! objects, and mutually dependent objects link on a pool of one thread.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use jit_core::{ExecutionSession, JitDylib, ProcessSymbolsGenerator, SymbolLookupSet};
+use jit_layers::{InitArgs, LinkPlugin, ObjectLinkingLayer};
+use jit_link::{LinkGraph, LinkedObject, PassConfig, Phase};
+use jit_mem::{ManagerConfig, MemoryManager};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// Compiles C `source` (named `name.c`) with clang-19 and returns the object's bytes.
+fn object(dir: &Path, name: &str, source: &str) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    let obj = dir.join(format!("{name}.o"));
+    std::fs::write(&src, source).unwrap();
+    let out = Command::new("clang-19").args(["-c", "-O1", "-fPIC"]).arg(&src).arg("-o").arg(&obj).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(obj).unwrap()
+}
+
+fn setup(threads: usize) -> (ExecutionSession, JitDylib, ObjectLinkingLayer, Arc<dyn MemoryManager>) {
+    let es = ExecutionSession::with_threads(threads).unwrap();
+    let memory = jit_mem::default_manager(ManagerConfig::default()).unwrap();
+    let layer = ObjectLinkingLayer::new(&es, memory.clone());
+    let jd = es.create_dylib("main").unwrap();
+    jd.add_generator(ProcessSymbolsGenerator::new());
+    (es, jd, layer, memory)
+}
+
+/// Runs `f` on another thread, failing the test if it takes longer than the watchdog.
+fn watched<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(WATCHDOG).expect("watchdog: hung")
+}
+
+#[test]
+fn linked_code_runs_and_calls_across_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_es, jd, layer, _) = setup(2);
+    let a = object(tmp.path(), "a", "int twice(int); int quad(int x) { return twice(twice(x)); }");
+    let b = object(tmp.path(), "b", "int twice(int x) { return 2 * x; }");
+    layer.add(&jd, "a.o", a).unwrap();
+    layer.add(&jd, "b.o", b).unwrap();
+    let quad = watched(move || jd.lookup("quad")).unwrap();
+    // SAFETY: 'quad' is the C function int quad(int) linked above.
+    let quad: extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(quad.addr.0 as usize) };
+    assert_eq!(quad(5), 20);
+}
+
+static FINALIZED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn orcjit_test_note_finalized() {
+    FINALIZED.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn removing_a_tracker_runs_finalizers_and_frees_the_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (es, jd, layer, memory) = setup(2);
+    let obj = object(
+        tmp.path(),
+        "fin",
+        "void orcjit_test_note_finalized(void);
+         static int ready;
+         __attribute__((constructor)) static void init(void) { ready = 7; }
+         __attribute__((destructor)) static void fini(void) { orcjit_test_note_finalized(); }
+         int value(void) { return ready; }",
+    );
+    // The host provides the callback the object's destructor calls.
+    let note = es.intern("orcjit_test_note_finalized");
+    let note_addr = jit_core::ExecutorAddr::from_ptr(orcjit_test_note_finalized as *const ());
+    jd.define_absolute([(note, jit_core::SymbolDef::new(note_addr, jit_core::SymbolFlags::EXPORTED))]).unwrap();
+    layer.entry_gate().unwrap(); // made once per layer; not part of what the tracker owns
+    let before = memory.stats().in_use;
+    let tracker = jd.create_tracker();
+    layer.add_with_tracker(&jd, "fin.o", obj, Some(&tracker)).unwrap();
+    let (layer2, jd2) = (layer.clone(), jd.clone());
+    watched(move || layer2.initialize(&jd2, InitArgs::default())).unwrap();
+    let value = jd.lookup("value").unwrap();
+    // SAFETY: 'value' is int value(void), linked and initialized above.
+    let value: extern "C" fn() -> i32 = unsafe { std::mem::transmute(value.addr.0 as usize) };
+    assert_eq!(value(), 7, "the constructor ran");
+    assert!(memory.stats().in_use > before);
+    let finalized = FINALIZED.load(Ordering::SeqCst);
+    tracker.remove().unwrap();
+    assert_eq!(FINALIZED.load(Ordering::SeqCst), finalized + 1, "the destructor ran on removal");
+    assert_eq!(memory.stats().in_use, before, "the memory was freed");
+    assert!(jd.lookup("value").is_err());
+    es.end_session().unwrap();
+}
+
+#[derive(Default)]
+struct Watcher {
+    passes: AtomicUsize,
+    finalized: AtomicUsize,
+}
+
+impl LinkPlugin for Watcher {
+    fn modify_pass_config(&self, _: &JitDylib, _: &LinkGraph, config: &mut PassConfig) -> jit_core::Result<()> {
+        let count = Arc::new(AtomicUsize::new(0));
+        config.add(Phase::PostPrune, "watcher", move |g: &mut LinkGraph| {
+            count.fetch_add(g.block_count(), Ordering::SeqCst);
+            Ok(())
+        });
+        self.passes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn notify_finalized(&self, _: &JitDylib, _: &LinkedObject) {
+        self.finalized.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn plugins_add_passes_to_every_link_and_hear_the_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_es, jd, layer, _) = setup(1);
+    let watcher = Arc::new(Watcher::default());
+    layer.add_plugin(watcher.clone());
+    layer.add(&jd, "p.o", object(tmp.path(), "p", "int p(void) { return 1; }")).unwrap();
+    layer.add(&jd, "q.o", object(tmp.path(), "q", "int p(void); int q(void) { return p() + 1; }")).unwrap();
+    watched(move || jd.lookup("q")).unwrap();
+    assert_eq!(watcher.passes.load(Ordering::SeqCst), 2);
+    assert_eq!(watcher.finalized.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_weak_definition_loses_to_a_strong_one_in_another_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_es, jd, layer, _) = setup(2);
+    let weak = object(
+        tmp.path(),
+        "weak",
+        "__attribute__((weak)) int which(void) { return 1; } int call_which(void) { return which(); }",
+    );
+    let strong = object(tmp.path(), "strong", "int which(void) { return 2; }");
+    layer.add(&jd, "weak.o", weak).unwrap();
+    layer.add(&jd, "strong.o", strong).unwrap();
+    let call = watched(move || jd.lookup("call_which")).unwrap();
+    // SAFETY: int call_which(void), linked above.
+    let call: extern "C" fn() -> i32 = unsafe { std::mem::transmute(call.addr.0 as usize) };
+    assert_eq!(call(), 2, "the weak object's own call binds to the strong definition");
+}
+
+#[test]
+fn mutually_dependent_objects_link_on_a_pool_of_one_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (es, jd, layer, _) = setup(1);
+    let n = 12;
+    for i in 0..n {
+        let next = (i + 1) % n;
+        let src = format!("int f{next}(int); int f{i}(int x) {{ return x <= 0 ? {i} : f{next}(x - 1); }}");
+        layer.add(&jd, &format!("f{i}.o"), object(tmp.path(), &format!("f{i}"), &src)).unwrap();
+    }
+    let names: SymbolLookupSet = (0..n).map(|i| es.intern(&format!("f{i}"))).collect();
+    let order = jd.search_order();
+    let es2 = es.clone();
+    let found = watched(move || es2.lookup_blocking(&order, names, jit_core::RequiredState::Ready)).unwrap();
+    let f0 = found[&es.intern("f0")];
+    // SAFETY: int f0(int), linked above.
+    let f0: extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(f0.addr.0 as usize) };
+    assert_eq!(f0(30), 30 % n);
+}
+
+#[test]
+fn a_link_error_fails_the_lookup_with_the_linker_s_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_es, jd, layer, _) = setup(2);
+    let obj =
+        object(tmp.path(), "needs", "int missing_everywhere(void); int needs(void) { return missing_everywhere(); }");
+    layer.add(&jd, "needs.o", obj).unwrap();
+    let err = watched(move || jd.lookup("needs")).unwrap_err().to_string();
+    assert!(err.contains("undefined symbol 'missing_everywhere' referenced from needs.o"), "{err}");
+}
