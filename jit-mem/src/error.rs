@@ -31,6 +31,13 @@ pub enum MemError {
     )]
     InvalidReservation { manager: ManagerId, requested: u64, max: u64 },
 
+    /// A [`crate::Placement::Low`] reservation found no free range below the limit that is
+    /// large enough.
+    #[error(
+        "{manager}: no free range of {requested} bytes below {limit:#x} for a low reservation (the largest free one has {largest_free} bytes); ask for a smaller reservation, or place it anywhere and compile with -fPIC"
+    )]
+    LowAddressSpaceExhausted { manager: ManagerId, requested: u64, limit: u64, largest_free: u64 },
+
     /// The kernel refused another mapping: `vm.max_map_count` is reached.
     #[error(
         "{manager}: the kernel refused another mapping ({op} of {len} bytes at {addr}) with the process at {mappings} mappings; vm.max_map_count is {limit}"

@@ -15,6 +15,10 @@
 //! [`default_manager`] picks the dual-mapped manager and falls back to the mprotect slab
 //! manager (with a `tracing` warning) where dual mapping is refused.
 //!
+//! [`ManagerConfig::placement`] chooses where the reservation lies: anywhere, or
+//! ([`Placement::Low`]) below 2 GiB − 16 MiB, for non-PIC small-code-model code that takes
+//! absolute 32-bit addresses.
+//!
 //! Depends on no other crate of this workspace.
 
 mod addr;
@@ -41,8 +45,8 @@ pub use alloc::{
 pub use dual::DualMappedManager;
 pub use error::{ActionError, MemError};
 pub use manager::{
-    DEFAULT_RESERVATION, DEFAULT_SLAB, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId, ManagerKind, MemStats,
-    MemoryManager,
+    DEFAULT_RESERVATION, DEFAULT_SLAB, LOW_PLACEMENT_LIMIT, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId,
+    ManagerKind, MemStats, MemoryManager, Placement,
 };
 pub use mprotect::MprotectSlabManager;
 pub use page::PageAllocator;

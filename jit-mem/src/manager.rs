@@ -21,6 +21,12 @@ pub const DEFAULT_SLAB: u64 = 1 << 20;
 /// The largest segment alignment the managers support.
 pub const MAX_ALIGN: u64 = 64 << 10;
 
+/// Every address of a [`Placement::Low`] reservation lies below this: 2 GiB − 16 MiB, the
+/// bound the x86-64 psABI's small code model sets for the symbols of non-PIC code (§3.5.1,
+/// "Small code model": `0` to `2^31 − 2^24 − 1`), so that an absolute reference `sym + off`
+/// with `off` below 16 MiB still fits a sign-extended 32-bit field (`R_X86_64_32S`).
+pub const LOW_PLACEMENT_LIMIT: u64 = (1 << 31) - (1 << 24);
+
 /// Which allocation strategy a manager uses.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum ManagerKind {
@@ -72,6 +78,30 @@ impl fmt::Display for ManagerId {
     }
 }
 
+/// Where in the address space a manager's target reservation lies.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Placement {
+    /// Wherever the kernel puts it (far above 4 GiB on x86-64 Linux). Enough for PIC code and
+    /// for any code model that reaches externals through the GOT or 64-bit addresses.
+    #[default]
+    Anywhere,
+    /// Entirely below [`LOW_PLACEMENT_LIMIT`], so that absolute 32-bit addresses
+    /// (`R_X86_64_32`, `R_X86_64_32S`) of anything in it fit: what `-fno-pic
+    /// -mcmodel=small` code needs. Only the target addresses are low: the dual-mapped
+    /// manager's working view may lie anywhere. When no free range below the limit is large
+    /// enough, making the manager fails with [`crate::MemError::LowAddressSpaceExhausted`].
+    Low,
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Placement::Anywhere => "anywhere",
+            Placement::Low => "low",
+        })
+    }
+}
+
 /// How a manager is set up.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ManagerConfig {
@@ -79,11 +109,13 @@ pub struct ManagerConfig {
     pub reservation: u64,
     /// Size of one slab (slab managers): small objects are packed into slabs this big.
     pub slab: u64,
+    /// Where the target reservation lies.
+    pub placement: Placement,
 }
 
 impl Default for ManagerConfig {
     fn default() -> Self {
-        ManagerConfig { reservation: DEFAULT_RESERVATION, slab: DEFAULT_SLAB }
+        ManagerConfig { reservation: DEFAULT_RESERVATION, slab: DEFAULT_SLAB, placement: Placement::Anywhere }
     }
 }
 
@@ -91,6 +123,11 @@ impl ManagerConfig {
     /// The default configuration with another reservation size.
     pub fn with_reservation(reservation: u64) -> ManagerConfig {
         ManagerConfig { reservation, ..ManagerConfig::default() }
+    }
+
+    /// This configuration with another placement.
+    pub fn with_placement(self, placement: Placement) -> ManagerConfig {
+        ManagerConfig { placement, ..self }
     }
 }
 

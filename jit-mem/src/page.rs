@@ -13,12 +13,12 @@ use crate::alloc::{
     ActionFn, Backend, OnDone, OnFinalized, Parts, Placed, run_deallocate_actions, run_finalize_actions,
 };
 use crate::extent::ExtentSet;
-use crate::slab::{check_config, check_request, os_error};
+use crate::slab::{check_config, check_request, os_error, reserve_target};
 use crate::sys::{Reservation, align_up, map_anonymous, page_size, protect};
 use crate::table::{Key, Lookup, Table};
 use crate::{
-    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig, ManagerId, ManagerKind,
-    MemError, MemStats, MemoryManager, Prot, RawFinalizedAlloc, SegmentInfo, SegmentLifetime, TargetAddr, maps,
+    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, ManagerConfig, ManagerId, ManagerKind, MemError,
+    MemStats, MemoryManager, Prot, RawFinalizedAlloc, SegmentInfo, SegmentLifetime, TargetAddr, maps,
 };
 
 struct Record {
@@ -265,8 +265,7 @@ impl PageAllocator {
     pub fn new(config: ManagerConfig) -> Result<PageAllocator, MemError> {
         let id = ManagerId::next(ManagerKind::PagePerSegment);
         let (len, _) = check_config(id, &config)?;
-        let reservation =
-            Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))?;
+        let reservation = reserve_target(id, len, config.placement)?;
         let mut state = State::default();
         state.space.insert(0, len);
         Ok(PageAllocator {

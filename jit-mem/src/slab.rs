@@ -19,11 +19,12 @@ use parking_lot::Mutex;
 
 use crate::alloc::{ActionFn, Backend, OnFinalized, Parts, Placed, run_deallocate_actions, run_finalize_actions};
 use crate::extent::ExtentSet;
-use crate::sys::{Reservation, align_up, page_size};
+use crate::sys::{LowReservationError, Reservation, align_up, page_size};
 use crate::table::{Key, Lookup, Table};
 use crate::{
-    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId,
-    MemError, MemStats, Prot, RawFinalizedAlloc, SegmentInfo, SegmentLifetime, TargetAddr, maps,
+    AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, LOW_PLACEMENT_LIMIT, MAX_ALIGN, MAX_RESERVATION,
+    ManagerConfig, ManagerId, MemError, MemStats, Placement, Prot, RawFinalizedAlloc, SegmentInfo, SegmentLifetime,
+    TargetAddr, maps,
 };
 
 /// Segments are placed at multiples of this, and sized in multiples of it.
@@ -170,6 +171,26 @@ pub(crate) fn check_config(id: ManagerId, config: &ManagerConfig) -> Result<(u64
     Ok((reservation, slab))
 }
 
+/// Reserves a manager's target range of `len` bytes where `placement` says.
+pub(crate) fn reserve_target(id: ManagerId, len: u64, placement: Placement) -> Result<Reservation, MemError> {
+    match placement {
+        Placement::Anywhere => {
+            Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))
+        }
+        Placement::Low => {
+            Reservation::new_below(len as usize, MAX_ALIGN as usize, LOW_PLACEMENT_LIMIT).map_err(|e| match e {
+                LowReservationError::NoRoom { largest_free } => MemError::LowAddressSpaceExhausted {
+                    manager: id,
+                    requested: len,
+                    limit: LOW_PLACEMENT_LIMIT,
+                    largest_free,
+                },
+                LowReservationError::Os(e) => os_error(id, "reserve below 2 GiB", 0, len, e),
+            })
+        }
+    }
+}
+
 /// Checks every segment of a request.
 pub(crate) fn check_request(id: ManagerId, capacity: u64, request: &AllocRequest) -> Result<(), MemError> {
     for (segment, s) in request.segments.iter().enumerate() {
@@ -190,8 +211,7 @@ impl<B: SlabBacking> Slabs<B> {
         make_backing: impl FnOnce(&Reservation) -> Result<B, MemError>,
     ) -> Result<Slabs<B>, MemError> {
         let (len, slab) = check_config(id, config)?;
-        let reservation =
-            Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))?;
+        let reservation = reserve_target(id, len, config.placement)?;
         let backing = make_backing(&reservation)?;
         let mut state = State::default();
         state.space.insert(0, len);

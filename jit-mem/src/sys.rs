@@ -76,6 +76,62 @@ impl Reservation {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Reserves `len` bytes (a page multiple) aligned to `align` that lie entirely inside
+    /// `[floor, limit)`, where `floor` is the lowest address the kernel lets a process map
+    /// (`vm.mmap_min_addr`). The highest free range that fits is taken, which leaves the
+    /// space just above a non-PIE executable to its `brk` heap.
+    ///
+    /// Free ranges are read from `/proc/self/maps`; the mapping is made with
+    /// `MAP_FIXED_NOREPLACE`, so a range another thread mapped meanwhile is never clobbered:
+    /// the search starts again instead (a few times, then gives up).
+    pub(crate) fn new_below(len: usize, align: usize, limit: u64) -> Result<Reservation, LowReservationError> {
+        let page = page_size() as u64;
+        let align = (align as u64).max(page);
+        let floor = align_up(mmap_min_addr().max(page), align);
+        let len64 = len as u64;
+        let mut largest_free = 0;
+        for _ in 0..8 {
+            let mappings = crate::maps::process_mappings().map_err(LowReservationError::Os)?;
+            let gaps = free_gaps(&mappings, floor, limit);
+            largest_free = gaps.iter().map(|g| g.end - g.start).max().unwrap_or(0);
+            let candidate = gaps.iter().rev().find_map(|g| {
+                let base = g.end.checked_sub(len64)? & !(align - 1);
+                (base >= g.start).then_some(base)
+            });
+            let Some(base) = candidate else {
+                return Err(LowReservationError::NoRoom { largest_free });
+            };
+            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: the kernel
+            // fails with EEXIST instead, so this touches no memory anyone else owns.
+            let raw = unsafe {
+                libc::mmap(
+                    base as usize as *mut libc::c_void,
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if raw == libc::MAP_FAILED {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    // Someone mapped part of the range since the maps were read: look again.
+                    continue;
+                }
+                return Err(LowReservationError::Os(e));
+            }
+            if raw as usize as u64 == base {
+                return Ok(Reservation { base: base as usize, len });
+            }
+            // A kernel older than 4.17 takes the unknown flag for a plain hint and may map
+            // elsewhere: give that back and look again.
+            // SAFETY: `raw` is the mapping made just above, used by nobody.
+            unsafe { libc::munmap(raw, len) };
+        }
+        Err(LowReservationError::NoRoom { largest_free })
+    }
 }
 
 impl Drop for Reservation {
@@ -86,6 +142,40 @@ impl Drop for Reservation {
             libc::munmap(self.base as *mut libc::c_void, self.len);
         }
     }
+}
+
+/// Why [`Reservation::new_below`] failed.
+#[derive(Debug)]
+pub(crate) enum LowReservationError {
+    /// No free range below the limit is large enough; the largest has this many bytes.
+    NoRoom { largest_free: u64 },
+    /// Reading the process's mappings or mapping failed.
+    Os(io::Error),
+}
+
+/// The lowest address a process may map (`vm.mmap_min_addr`, 64 KiB unless configured).
+fn mmap_min_addr() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65_536)
+}
+
+/// The unmapped ranges inside `[floor, limit)`, in address order, given every mapping of
+/// the process in address order.
+fn free_gaps(mappings: &[crate::maps::Mapping], floor: u64, limit: u64) -> Vec<std::ops::Range<u64>> {
+    let mut gaps = Vec::new();
+    let mut cur = floor;
+    for m in mappings {
+        if m.range.start >= limit {
+            break;
+        }
+        if m.range.start > cur {
+            gaps.push(cur..m.range.start);
+        }
+        cur = cur.max(m.range.end);
+    }
+    if cur < limit {
+        gaps.push(cur..limit);
+    }
+    gaps
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
@@ -223,5 +313,24 @@ pub fn flush_icache(ptr: *const u8, len: usize) {
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     {
         let _ = (ptr, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maps::Mapping;
+
+    fn mapping(range: std::ops::Range<u64>) -> Mapping {
+        Mapping { range, read: true, write: false, exec: false, shared: false, name: String::new() }
+    }
+
+    #[test]
+    fn free_gaps_lie_between_mappings_inside_the_window() {
+        let maps =
+            [mapping(0x1000..0x5000), mapping(0x8000..0x9000), mapping(0x9000..0xA000), mapping(0x20000..0x30000)];
+        assert_eq!(free_gaps(&maps, 0x2000, 0x28000), vec![0x5000..0x8000, 0xA000..0x20000]);
+        assert_eq!(free_gaps(&maps, 0x10000, 0x40000), vec![0x10000..0x20000, 0x30000..0x40000]);
+        assert_eq!(free_gaps(&[], 0x10000, 0x20000), vec![0x10000..0x20000]);
     }
 }

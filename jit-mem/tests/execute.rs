@@ -216,7 +216,7 @@ fn a_segment_of_several_mebibytes_works() {
 #[test]
 fn running_out_of_the_reservation_is_an_error_and_recoverable() {
     for name in ALL {
-        let mem = manager(name, ManagerConfig { reservation: 4 << 20, slab: 1 << 20 });
+        let mem = manager(name, ManagerConfig { reservation: 4 << 20, slab: 1 << 20, ..ManagerConfig::default() });
         assert!(mem.reservation().end.0 - mem.reservation().start.0 == 4 << 20);
         let too_big = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 5 << 20, 16)]);
         assert!(matches!(mem.allocate(&too_big), Err(MemError::SegmentTooLarge { .. })), "{name}");

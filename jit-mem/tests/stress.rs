@@ -82,7 +82,11 @@ fn worker(mem: Arc<dyn MemoryManager>, thread: usize, rounds: usize, checked: Ar
 }
 
 fn stress(name: &str, rounds: usize) {
-    let mem = manager(name, ManagerConfig::default());
+    stress_with(name, rounds, ManagerConfig::default());
+}
+
+fn stress_with(name: &str, rounds: usize, config: ManagerConfig) {
+    let mem = manager(name, config);
     let checked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<thread::Result<()>>();
@@ -140,6 +144,14 @@ fn mprotect_slab_survives_eight_threads_with_no_wx_mapping() {
 #[test]
 fn page_allocator_survives_eight_threads_with_no_wx_mapping() {
     stress("page", 500);
+}
+
+#[test]
+fn low_placed_managers_survive_eight_threads_with_no_wx_mapping() {
+    let low = ManagerConfig::with_reservation(256 << 20).with_placement(Placement::Low);
+    for (name, rounds) in [("dual", 1000), ("mprotect", 1000), ("page", 250)] {
+        stress_with(name, rounds, low);
+    }
 }
 
 #[test]
