@@ -6,7 +6,7 @@
 //! handle can outlive the pages it names.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::table::Key;
 use crate::{ActionError, ManagerId, MemError, MemoryManager, Prot, SegmentLifetime, TargetAddr};
@@ -409,6 +409,22 @@ impl FinalizedAlloc {
         manager.adopt_raw(raw)
     }
 
+    /// Gives up the handle for a callback that deallocates the allocation: to tie its life to
+    /// another allocation of the same manager, as one of that one's deallocate actions (jit-link
+    /// does this for a graph's second allocation, of stubs and copies for far references).
+    ///
+    /// Unlike a handle moved into the action, the callback holds the manager weakly, so no
+    /// reference cycle runs through the other allocation's record: if the manager goes first,
+    /// this allocation's memory went with it and the callback does nothing. Dropping the
+    /// callback uncalled deallocates too (errors are logged), so nothing leaks.
+    pub fn into_deallocate_action(mut self) -> ActionFn {
+        let release = match self.take() {
+            Some((key, owner)) => WeakRelease { key, owner: Some(Arc::downgrade(&owner)) },
+            None => WeakRelease { key: self.key, owner: None },
+        };
+        Box::new(move || release.run().map_err(|e| Box::new(e) as ActionError))
+    }
+
     /// Takes the key and owner out, leaving a husk whose drop does nothing.
     pub(crate) fn take(&mut self) -> Option<(Key, Arc<dyn Backend>)> {
         self.owner.take().map(|o| (self.key, o))
@@ -430,6 +446,32 @@ impl fmt::Debug for FinalizedAlloc {
         match self.raw() {
             Some(raw) => write!(f, "FinalizedAlloc({raw})"),
             None => f.write_str("FinalizedAlloc(released)"),
+        }
+    }
+}
+
+/// The allocation behind [`FinalizedAlloc::into_deallocate_action`]: released when run or
+/// dropped, if its manager still lives.
+struct WeakRelease {
+    key: Key,
+    owner: Option<Weak<dyn Backend>>,
+}
+
+impl WeakRelease {
+    fn run(mut self) -> Result<(), MemError> {
+        match self.owner.take().and_then(|o| o.upgrade()) {
+            Some(owner) => owner.release(self.key),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WeakRelease {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take().and_then(|o| o.upgrade()) {
+            if let Err(e) = owner.release(self.key) {
+                tracing::warn!(error = %e, "releasing an allocation tied to another one failed");
+            }
         }
     }
 }

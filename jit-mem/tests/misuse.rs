@@ -161,3 +161,47 @@ fn handles_keep_the_memory_mapped_after_the_manager_handle_is_dropped() {
         drop(done);
     }
 }
+
+#[test]
+fn an_allocation_tied_to_another_is_freed_with_it_or_when_its_callback_is_dropped() {
+    for name in ALL {
+        let mem = manager(name, ManagerConfig::default());
+        // Freed with the allocation it is tied to.
+        let child = finalized(&*mem).into_deallocate_action();
+        let parent = mem
+            .allocate(&small_object())
+            .unwrap()
+            .finalize_blocking(vec![FinalizeAction { finalize: Box::new(|| Ok(())), deallocate: Some(child) }]);
+        assert_eq!(mem.stats().allocations, 2, "{name}");
+        mem.deallocate_blocking(vec![parent.unwrap()]).unwrap();
+        assert_eq!(mem.stats().allocations, 0, "{name}: the tied allocation went with its parent");
+        // Freed when the callback is dropped uncalled.
+        let child = finalized(&*mem).into_deallocate_action();
+        assert_eq!(mem.stats().allocations, 1, "{name}");
+        drop(child);
+        assert_eq!(mem.stats().allocations, 0, "{name}: nothing leaks");
+    }
+}
+
+#[test]
+fn a_tied_allocation_makes_no_reference_cycle_through_a_raw_parent() {
+    // The parent is kept only as a raw handle, so only dropping the manager releases it; the
+    // tied callback must not keep the manager alive, and runs as a no-op when it goes.
+    for name in ALL {
+        let ran = Arc::new(AtomicUsize::new(0));
+        {
+            let mem = manager(name, ManagerConfig::default());
+            let child = finalized(&*mem).into_deallocate_action();
+            let r = ran.clone();
+            let action = FinalizeAction::new(
+                || Ok(()),
+                move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    child()
+                },
+            );
+            let _raw = mem.allocate(&small_object()).unwrap().finalize_blocking(vec![action]).unwrap().into_raw();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "{name}: the manager went, running the parent's action");
+    }
+}
