@@ -1,6 +1,6 @@
-//! The `orcjit` command: `orcjit` (or `orcjit demo`) runs a demo of the execution session;
-//! `orcjit link` links relocatable objects into this process and runs their `main`, the
-//! counterpart of `llvm-jitlink`.
+//! The `orcjit` command: `orcjit run` compiles LLVM IR and runs it (with no arguments, a
+//! built-in demo program), `orcjit link` links relocatable objects and runs them, `orcjit demo`
+//! shows the execution session at work.
 
 mod cmd;
 
@@ -17,23 +17,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the execution session at work (the default).
-    Demo,
-    /// Link relocatable ELF objects into this process, run static constructors, call
-    /// main(argc, argv, envp), run destructors and atexit handlers, and exit with main's status.
+    /// Compile LLVM IR (.ll, .bc) on a thread pool, link it into this process and run main,
+    /// like `lli`. With no module, runs a built-in demo program (also what `orcjit` alone does).
+    Run(cmd::run::RunArgs),
+    /// Link relocatable ELF objects into this process and run main, like `llvm-jitlink`.
     Link(cmd::link::LinkArgs),
+    /// Show the execution session at work: lazy materialization, a dependency cycle, process
+    /// symbols, a failure and its root cause.
+    Demo,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => match cmd::demo::run() {
+    match cli.command {
+        None => cmd::run::run(cmd::run::RunArgs::default()),
+        Some(Command::Run(args)) => cmd::run::run(args),
+        Some(Command::Link(args)) => cmd::link::run(args),
+        Some(Command::Demo) => match cmd::demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("orcjit: {e}");
                 ExitCode::FAILURE
             }
         },
-        Command::Link(args) => cmd::link::run(args),
     }
 }

@@ -1,11 +1,22 @@
 //! jit-layers: the layers that turn compiler inputs into materialization units.
 //!
 //! Bridges jit-core (sessions, symbols), jit-link (linking) and jit-mem (memory): the object
-//! linking layer links relocatable objects into JIT dylibs through the session.
+//! linking layer links relocatable objects into JIT dylibs through the session; the IR layers
+//! (feature `llvm`, on by default) compile LLVM IR into objects for it.
 
 mod entry;
 mod initializers;
+#[cfg(feature = "llvm")]
+mod ir;
+#[cfg(feature = "llvm")]
+mod jit;
 mod object_layer;
 
 pub use entry::EntryGate;
+#[cfg(feature = "llvm")]
+pub use ir::{
+    CompileOptions, IrCompileLayer, IrModule, IrSource, IrTransform, IrTransformLayer, ModuleBuilder, PassPipeline,
+};
+#[cfg(feature = "llvm")]
+pub use jit::{Jit, JitBuilder, JitFunction};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};

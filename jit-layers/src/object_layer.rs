@@ -148,11 +148,31 @@ impl ObjectLinkingLayer {
     }
 
     /// Links `bytes` for symbols `mr` is responsible for (for layers above that produce
-    /// objects, such as an IR compiler): the object's definitions must match `mr`'s symbols.
+    /// objects, such as an IR compiler): the object must define `mr`'s symbols; weak
+    /// definitions `mr` does not hold are someone else's and become references to them.
     pub fn emit(&self, mr: MaterializationResponsibility, name: &str, bytes: &[u8]) {
+        self.emit_renamed(mr, name, bytes, Vec::new())
+    }
+
+    /// As [`emit`](Self::emit), first renaming the object's symbols `(from, to)` on its link
+    /// graph. A compiler that gives local symbols canonical names (so that equal code makes
+    /// equal, cacheable objects) restores their real names this way, for profilers and
+    /// debuggers.
+    pub fn emit_renamed(
+        &self,
+        mr: MaterializationResponsibility,
+        name: &str,
+        bytes: &[u8],
+        renames: Vec<(String, String)>,
+    ) {
         let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
         match jit_link::graph_from_elf_object(name, bytes) {
-            Ok(graph) => link_for(self.shared.clone(), mr, graph, order, FxHashSet::default()),
+            Ok(mut graph) => {
+                if let Err(e) = rename_symbols(&mut graph, &renames) {
+                    return mr.fail(link_error(e));
+                }
+                link_for(self.shared.clone(), mr, graph, order, FxHashSet::default())
+            }
             Err(e) => mr.fail(link_error(e)),
         }
     }
@@ -286,6 +306,15 @@ impl MaterializationUnit for ObjectUnit {
     }
 }
 
+fn rename_symbols(graph: &mut LinkGraph, renames: &[(String, String)]) -> Result<(), LinkError> {
+    for (from, to) in renames {
+        if let Some(id) = graph.find_symbol(from) {
+            graph.rename_symbol(id, jit_link::SymbolName::new(to))?;
+        }
+    }
+    Ok(())
+}
+
 fn link_error(e: LinkError) -> Error {
     Error::other(e)
 }
@@ -356,13 +385,15 @@ impl LinkContext for LayerContext {
                 if !sym.is_defined() || sym.scope() == Scope::Local {
                     continue;
                 }
+                let weak = sym.linkage() == jit_link::Linkage::Weak;
                 let name = session.intern(name.as_str());
-                if discarded.contains(&name) {
-                    graph.make_external(id)?;
-                } else if wanted.contains(&name) {
+                if wanted.contains(&name) {
                     if let Some(sym) = graph.symbol_mut(id) {
                         sym.set_live(true);
                     }
+                } else if weak || discarded.contains(&name) {
+                    // Another definition won (or will): bind to it, as a static linker would.
+                    graph.make_external(id)?;
                 }
             }
             Ok(())

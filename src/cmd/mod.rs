@@ -2,3 +2,5 @@
 
 pub mod demo;
 pub mod link;
+pub mod program;
+pub mod run;

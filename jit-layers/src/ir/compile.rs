@@ -1,0 +1,193 @@
+//! Turning one parsed module into an object, on the thread that runs the materialization: the
+//! module is made to define exactly what its responsibility holds, its local names are made
+//! canonical (so equal code hashes equal), optimized if asked, and compiled by this thread's
+//! own `TargetMachine`.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use inkwell::OptimizationLevel;
+use inkwell::llvm_sys;
+use inkwell::module::{Linkage, Module};
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple};
+use inkwell::values::{AsValueRef, GlobalValue};
+use jit_core::{Error, FxHashSet, Result};
+
+use super::module::{aliases, object_name};
+
+/// Code generation settings; part of every cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CompileOptions {
+    /// The code generator's optimization level (`-O0`..`-O3`, as lli's `-O`; IR pipelines are
+    /// transforms, see `IrTransformLayer`).
+    pub opt_level: u8,
+    /// The CPU and features to compile for (the host's by default).
+    pub cpu: String,
+    pub features: String,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { opt_level: 2, cpu: host().cpu.clone(), features: host().features.clone() }
+    }
+}
+
+/// The host target, found once.
+pub(crate) struct Host {
+    pub triple: String,
+    pub cpu: String,
+    pub features: String,
+}
+
+pub(crate) fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        // The JIT runs code here, so the native target is the only one it needs.
+        let _ = Target::initialize_native(&InitializationConfig::default());
+        Host {
+            triple: TargetMachine::get_default_triple().as_str().to_string_lossy().into_owned(),
+            cpu: TargetMachine::get_host_cpu_name().to_string(),
+            features: TargetMachine::get_host_cpu_features().to_string(),
+        }
+    })
+}
+
+fn level(opt: u8) -> OptimizationLevel {
+    match opt {
+        0 => OptimizationLevel::None,
+        1 => OptimizationLevel::Less,
+        2 => OptimizationLevel::Default,
+        _ => OptimizationLevel::Aggressive,
+    }
+}
+
+thread_local! {
+    /// One target machine per worker thread, reused for every module that thread compiles
+    /// with the same settings (making one costs about as much as compiling a small function).
+    static MACHINE: RefCell<Option<(CompileOptions, TargetMachine)>> = const { RefCell::new(None) };
+}
+
+fn with_machine<T>(options: &CompileOptions, f: impl FnOnce(&TargetMachine) -> Result<T>) -> Result<T> {
+    MACHINE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(o, _)| o != options) {
+            let triple = TargetTriple::create(&host().triple);
+            let target =
+                Target::from_triple(&triple).map_err(|e| Error::msg(format!("target {}: {e}", host().triple)))?;
+            // PIC and the small code model: the linker places all JIT'd code and data within
+            // 2 GiB of each other, and reaches libraries through the GOT and PLT stubs.
+            let machine = target
+                .create_target_machine(
+                    &triple,
+                    &options.cpu,
+                    &options.features,
+                    level(options.opt_level),
+                    RelocMode::PIC,
+                    CodeModel::Small,
+                )
+                .ok_or_else(|| Error::msg(format!("cannot create a target machine for {}", host().triple)))?;
+            *slot = Some((options.clone(), machine));
+        }
+        let (_, machine) = slot.as_ref().expect("just set");
+        f(machine)
+    })
+}
+
+/// Makes `module` define exactly the symbols in `keep` (the responsibility's): definitions the
+/// dylib discarded become declarations (their uses bind to the winning definition), and
+/// `linkonce` definitions to keep become `weak`, which optimization may not delete.
+pub(crate) fn restrict_to(module: &Module<'_>, keep: &FxHashSet<String>, discard: &FxHashSet<String>) {
+    let globals =
+        module.get_functions().map(|f| (f.as_global_value(), true)).chain(module.get_globals().map(|g| (g, false)));
+    for (g, is_function) in globals {
+        if g.is_declaration() {
+            continue;
+        }
+        let Some(name) = object_name(g.get_name()) else { continue };
+        if discard.contains(name) {
+            make_declaration(g, is_function);
+        } else if keep.contains(name) {
+            match g.get_linkage() {
+                Linkage::LinkOnceAny => g.set_linkage(Linkage::WeakAny),
+                Linkage::LinkOnceODR => g.set_linkage(Linkage::WeakODR),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn make_declaration(g: GlobalValue<'_>, is_function: bool) {
+    let v = g.as_value_ref();
+    // SAFETY: `v` is a global of the module being prepared on this thread. A function loses
+    // its blocks and personality (a declaration has neither); a variable its initializer.
+    // Either leaves its comdat and becomes external, as LLVM's own deleteBody does.
+    unsafe {
+        if is_function {
+            loop {
+                let bb = llvm_sys::core::LLVMGetFirstBasicBlock(v);
+                if bb.is_null() {
+                    break;
+                }
+                llvm_sys::core::LLVMDeleteBasicBlock(bb);
+            }
+            llvm_sys::core::LLVMSetPersonalityFn(v, std::ptr::null_mut());
+        } else {
+            llvm_sys::core::LLVMSetInitializer(v, std::ptr::null_mut());
+        }
+        llvm_sys::comdat::LLVMSetComdat(v, std::ptr::null_mut());
+        llvm_sys::core::LLVMSetLinkage(v, llvm_sys::LLVMLinkage::LLVMExternalLinkage);
+    }
+}
+
+/// Renames every local (internal or private) function, variable and alias to `__orcjit.lN`,
+/// in module order, so that modules differing only in local names are equal bitcode. Returns
+/// `(canonical, original)` pairs for the locals that reach the object's symbol table.
+pub(crate) fn canonicalize_locals(module: &Module<'_>) -> Vec<(String, String)> {
+    let mut renames = Vec::new();
+    let mut n = 0usize;
+    let mut visit = |g: GlobalValue<'_>| {
+        let linkage = g.get_linkage();
+        if !matches!(linkage, Linkage::Internal | Linkage::Private) {
+            return;
+        }
+        let original = g.get_name().to_string_lossy().into_owned();
+        let canonical = format!("__orcjit.l{n}");
+        n += 1;
+        g.set_name(&canonical);
+        if linkage == Linkage::Internal && !original.is_empty() {
+            renames.push((canonical, original));
+        }
+    };
+    for f in module.get_functions() {
+        visit(f.as_global_value());
+    }
+    for g in module.get_globals() {
+        visit(g);
+    }
+    for a in aliases(module) {
+        visit(a);
+    }
+    renames
+}
+
+/// Runs `transform` (with this thread's target machine), then compiles to an ELF object.
+pub(crate) fn compile_with(
+    module: &Module<'_>,
+    name: &str,
+    options: &CompileOptions,
+    transform: impl FnOnce(&Module<'_>, &TargetMachine) -> Result<()>,
+) -> Result<Vec<u8>> {
+    if module.get_triple().as_str().to_bytes().is_empty() {
+        module.set_triple(&TargetTriple::create(&host().triple));
+    }
+    with_machine(options, |machine| {
+        if module.get_data_layout().as_str().to_bytes().is_empty() {
+            module.set_data_layout(&machine.get_target_data().get_data_layout());
+        }
+        transform(module, machine)?;
+        let buffer = machine
+            .write_to_memory_buffer(module, FileType::Object)
+            .map_err(|e| Error::msg(format!("{name}: code generation failed: {e}")))?;
+        Ok(buffer.as_slice().to_vec())
+    })
+}

@@ -1,0 +1,10 @@
+//! LLVM IR in orcjit: modules (bitcode, text, or built on the compile thread) compiled into
+//! objects on the dispatcher's threads, optionally transformed first.
+
+mod compile;
+mod layer;
+mod module;
+
+pub use compile::CompileOptions;
+pub use layer::{IrCompileLayer, IrTransform, IrTransformLayer, PassPipeline};
+pub use module::{IrModule, IrSource, ModuleBuilder};

@@ -1,0 +1,75 @@
+//! `orcjit run [-O0..3] [--threads N] [--extra-module F]... [--dlopen LIB]... MAIN.{ll,bc} [args]`:
+//! compiles LLVM IR (the main module and extra modules, each on the pool when first needed),
+//! links it into this process and runs it as a C program (see `program.rs`): the counterpart
+//! of `lli -jit-kind=orc`, with lli's option names where they mean the same. Everything after
+//! MAIN (or after `--`) is the program's arguments; argv[0] is MAIN. With no MAIN, runs a
+//! built-in demo program.
+
+use std::process::ExitCode;
+
+use jit_core::Error;
+use jit_layers::{IrModule, Jit};
+
+#[derive(clap::Args, Default)]
+pub struct RunArgs {
+    /// Code generation optimization level, as lli's -O (default 2).
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt: Option<u8>,
+    /// Worker threads that compile and link (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// An LLVM IR pipeline to run before code generation, e.g. 'default<O2>' (lli runs none).
+    #[arg(long, value_name = "PIPELINE")]
+    passes: Option<String>,
+    /// Another module (.bc or .ll) to add.
+    #[arg(long = "extra-module", value_name = "FILE")]
+    extra_modules: Vec<String>,
+    /// Load a shared library whose symbols the program may use (e.g. libstdc++.so.6).
+    #[arg(long = "dlopen", value_name = "LIB")]
+    dlopen: Vec<String>,
+    /// The main module (.bc or .ll), then the program's arguments.
+    #[arg(value_name = "MAIN")]
+    main: Option<String>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+const DEMO_MAIN: &str = include_str!("builtin/demo_main.ll");
+const DEMO_LIB: &str = include_str!("builtin/demo_lib.ll");
+
+pub fn run(args: RunArgs) -> ExitCode {
+    let argv0 = args.main.clone().unwrap_or_else(|| "orcjit-demo".to_string());
+    let program_args: Vec<String> = args.args.iter().skip_while(|a| *a == "--").cloned().collect();
+    match build(&args) {
+        Ok(jit) => super::program::run_and_exit("run", jit, &argv0, &program_args),
+        Err(e) => {
+            eprintln!("orcjit run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build(args: &RunArgs) -> Result<Jit, Error> {
+    let mut builder = Jit::builder().opt_level(args.opt.unwrap_or(2));
+    if let Some(n) = args.threads {
+        builder = builder.threads(n);
+    }
+    if let Some(p) = &args.passes {
+        builder = builder.ir_pipeline(p);
+    }
+    for lib in &args.dlopen {
+        builder = builder.dlopen(lib);
+    }
+    let jit = builder.dlopen("libm.so.6").build()?;
+    match &args.main {
+        Some(main) => jit.add_ir_file(main)?,
+        None => {
+            jit.add_ir(IrModule::text("demo_main.ll", DEMO_MAIN))?;
+            jit.add_ir(IrModule::text("demo_lib.ll", DEMO_LIB))?;
+        }
+    }
+    for extra in &args.extra_modules {
+        jit.add_ir_file(extra)?;
+    }
+    Ok(jit)
+}
