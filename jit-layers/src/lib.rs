@@ -4,6 +4,7 @@
 //! linking layer links relocatable objects into JIT dylibs through the session; the IR layers
 //! (feature `llvm`, on by default) compile LLVM IR into objects for it.
 
+mod cache;
 mod entry;
 mod initializers;
 #[cfg(feature = "llvm")]
@@ -12,6 +13,7 @@ mod ir;
 mod jit;
 mod object_layer;
 
+pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 #[cfg(feature = "llvm")]
 pub use ir::{
