@@ -11,8 +11,11 @@ use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use jit_link::{LinkContext, LinkError, LinkGraph, LinkedObject, LookupContinuation, LookupRequest, Scope, SymbolName};
-use jit_mem::{ManagerConfig, MemoryManager, TargetAddr};
+use jit_link::{
+    ExternalDefinition, LinkContext, LinkError, LinkGraph, LinkedObject, LookupContinuation, LookupRequest, Scope,
+    SymbolName,
+};
+use jit_mem::{ManagerConfig, MemoryManager, Placement, TargetAddr};
 
 #[derive(Default)]
 struct Shared {
@@ -43,6 +46,9 @@ impl LinkContext for Ctx {
     }
     fn lookup(&self, request: LookupRequest, continuation: LookupContinuation) {
         self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).push((request, continuation));
+    }
+    fn describe_external(&self, name: &SymbolName, addr: TargetAddr) -> ExternalDefinition {
+        jit_link::process::describe_definition(name.as_str(), addr)
     }
     fn notify_finalized(&self, linked: LinkedObject) {
         self.shared.done.lock().unwrap_or_else(|e| e.into_inner()).push(Ok(linked));
@@ -80,7 +86,10 @@ fn main() {
     }
     let objects: Vec<(String, Vec<u8>)> =
         paths.iter().map(|p| (p.clone(), std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}")))).collect();
-    let mm = jit_mem::default_manager(ManagerConfig::default()).expect("memory manager");
+    // Non-PIC small-code-model objects need their memory below 2 GiB.
+    let low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes));
+    let placement = if low { Placement::Low } else { Placement::Anywhere };
+    let mm = jit_mem::default_manager(ManagerConfig::default().with_placement(placement)).expect("memory manager");
     for round in 0..repeat {
         let start = Instant::now();
         let shared = Arc::new(Shared::default());
@@ -118,6 +127,10 @@ fn main() {
         );
         if round + 1 == repeat {
             if let Some(argv) = &run {
+                if !failed.is_empty() {
+                    // A failed link's symbols were reported resolved, but its memory is gone.
+                    std::process::exit(1);
+                }
                 let linked: Vec<LinkedObject> = done.into_iter().filter_map(Result::ok).collect();
                 let main = shared.defs.lock().unwrap_or_else(|e| e.into_inner()).get("main").copied();
                 run_program(linked, main, argv);

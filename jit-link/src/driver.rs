@@ -9,13 +9,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jit_mem::{FinalizedAlloc, InFlightAlloc, MemoryManager, TargetAddr};
+use jit_mem::{ActionFn, FinalizeAction, FinalizedAlloc, InFlightAlloc, MemError, MemoryManager, TargetAddr};
+use parking_lot::Mutex;
 
+use crate::far::{self, FarAlloc};
 use crate::layout::{self, Plan};
 use crate::tls::TlsImage;
 use crate::tls::runtime::TlsModule;
 use crate::x86_64::{FixupEnv, GOT_SECTION, apply_fixups};
-use crate::{BoxError, InitFini, LinkError, LinkGraph, Linkage, PassConfig, Phase, SymbolId, SymbolName};
+use crate::{
+    BoxError, ExternalDefinition, InitFini, LinkError, LinkGraph, Linkage, PassConfig, Phase, SymbolId, SymbolName,
+};
 
 /// How a name is wanted by a lookup.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -63,7 +67,9 @@ pub struct LinkedObject {
 /// Contract: for one link, the methods are called one at a time in this order:
 /// [`memory_manager`](Self::memory_manager), [`should_add_default_passes`](Self::should_add_default_passes),
 /// [`modify_pass_config`](Self::modify_pass_config), [`notify_resolved`](Self::notify_resolved),
-/// [`lookup`](Self::lookup) (skipped when the graph has no externals), then exactly one of
+/// [`lookup`](Self::lookup) (skipped when the graph has no externals),
+/// [`describe_external`](Self::describe_external) (zero or more times, in the lookup's
+/// continuation), then exactly one of
 /// [`notify_finalized`](Self::notify_finalized) or [`notify_failed`](Self::notify_failed)
 /// (which may come at any point before, once). They may be called on different threads
 /// (whichever thread resumes the link), never concurrently for one link.
@@ -91,6 +97,17 @@ pub trait LinkContext: Send + Sync {
     /// later, on any thread. Must not block waiting for another link. Dropping the
     /// continuation without resolving it fails the link.
     fn lookup(&self, request: LookupRequest, continuation: LookupContinuation);
+
+    /// What the external `name`, found by [`lookup`](Self::lookup) at `addr`, is: asked (in
+    /// the lookup's continuation, on its thread) only for an external that non-PIC code
+    /// refers to directly (`R_X86_64_PC32`, `R_X86_64_32`, `R_X86_64_32S`) from out of the
+    /// reference's reach, to choose a stand-in in reach (see [`ExternalDefinition`]). Must not
+    /// block on another link. The default knows nothing, which makes such references errors;
+    /// a context whose externals live in this process can answer with
+    /// [`crate::process::describe_definition`].
+    fn describe_external(&self, _name: &SymbolName, _addr: TargetAddr) -> ExternalDefinition {
+        ExternalDefinition::Unknown
+    }
 
     /// The link succeeded: the memory is finalized and runnable.
     fn notify_finalized(&self, linked: LinkedObject);
@@ -137,6 +154,10 @@ struct Linker {
     passes: PassConfig,
     plan: Option<Plan>,
     alloc: Option<InFlightAlloc>,
+    /// The manager `alloc` came from; far references' stand-ins come from it too.
+    memory: Option<Arc<dyn MemoryManager>>,
+    /// The second allocation, of stand-ins for far references, if the graph needs one.
+    far: Option<FarAlloc>,
     externals: Vec<(SymbolId, SymbolName, Linkage)>,
     tls_module: Option<u64>,
 }
@@ -150,6 +171,8 @@ pub fn link(graph: LinkGraph, ctx: Arc<dyn LinkContext>) {
         passes: PassConfig::empty(),
         plan: None,
         alloc: None,
+        memory: None,
+        far: None,
         externals: Vec::new(),
         tls_module: None,
     });
@@ -159,10 +182,11 @@ pub fn link(graph: LinkGraph, ctx: Arc<dyn LinkContext>) {
 impl Linker {
     fn fail(self: Box<Self>, error: LinkError) {
         tracing::debug!(object = self.graph.name(), %error, "link failed");
-        let Linker { graph, ctx, alloc, .. } = *self;
+        let Linker { graph, ctx, alloc, far, .. } = *self;
         // Release memory and TLS reservations before the context hears, so a context that
         // counts live allocations sees none.
         drop(alloc);
+        drop(far);
         drop(graph);
         ctx.notify_failed(error);
     }
@@ -208,6 +232,7 @@ impl Linker {
         }
         self.alloc = Some(alloc);
         self.plan = Some(plan);
+        self.memory = Some(mm);
         passes.run(Phase::PostAllocation, graph)?;
         self.ctx.notify_resolved(graph)?;
 
@@ -253,6 +278,9 @@ impl Linker {
                 }
             }
         }
+        if let Some(mm) = &self.memory {
+            self.far = far::resolve_far_references(&mut self.graph, &*self.ctx, &**mm)?;
+        }
         let graph = &mut self.graph;
         self.passes.run(Phase::PreFixup, graph)?;
         let got_base = graph
@@ -266,7 +294,11 @@ impl Linker {
         let (Some(plan), Some(alloc)) = (self.plan.as_ref(), self.alloc.as_mut()) else {
             return Err(graph.invalid("link resumed without an allocation"));
         };
-        layout::copy_to_working(graph, plan, alloc)
+        layout::copy_to_working(graph, plan, alloc)?;
+        if let Some(far) = self.far.as_mut() {
+            layout::copy_to_working(graph, &far.plan, &mut far.alloc)?;
+        }
+        Ok(())
     }
 
     fn finalize(mut self: Box<Self>) {
@@ -274,21 +306,105 @@ impl Linker {
             let e = self.graph.invalid("link finalized without an allocation");
             return self.fail(e);
         };
-        let actions = std::mem::take(&mut self.graph.finalize_actions);
-        let name = self.graph.name().to_string();
-        let init_fini = std::mem::take(&mut self.graph.init_fini);
-        let dso_handle = self.graph.dso_handle.and_then(|s| self.graph.symbol_addr(s));
-        let tls_module = self.tls_module;
-        let ctx = self.ctx.clone();
+        let mut actions = std::mem::take(&mut self.graph.finalize_actions);
+        let far = self.far.take();
+        let report = Report {
+            ctx: self.ctx.clone(),
+            name: self.graph.name().to_string(),
+            init_fini: std::mem::take(&mut self.graph.init_fini),
+            dso_handle: self.graph.dso_handle.and_then(|s| self.graph.symbol_addr(s)),
+            tls_module: self.tls_module,
+        };
         // The graph is done with; free it before the (possibly deferred) finalize completes.
         drop(self);
-        alloc.finalize(
-            actions,
-            Box::new(move |result| match result {
-                Ok(alloc) => ctx.notify_finalized(LinkedObject { name, alloc, init_fini, dso_handle, tls_module }),
-                Err(source) => ctx.notify_failed(LinkError::Memory { object: name, source }),
-            }),
+        let Some(far) = far else {
+            alloc.finalize(actions, Box::new(move |result| report.finish(result)));
+            return;
+        };
+        // Two allocations, finalized side by side: the mprotect manager may complete either
+        // only once the other is finalized (they can share a page), so neither waits for the
+        // other; whichever completes second reports. The far allocation is then freed with the
+        // graph's, by its first action (deallocate actions run in reverse: it goes last).
+        let release_far: Arc<Mutex<Option<ActionFn>>> = Arc::default();
+        let slot = release_far.clone();
+        actions.insert(
+            0,
+            FinalizeAction::new(
+                || Ok(()),
+                move || match slot.lock().take() {
+                    Some(release) => release(),
+                    None => Ok(()),
+                },
+            ),
         );
+        let join = Arc::new(Mutex::new(Join { report: Some(report), graph: None, far: None, release_far }));
+        let far_join = join.clone();
+        far.alloc.finalize(Vec::new(), Box::new(move |result| Join::arrive(&far_join, None, Some(result))));
+        alloc.finalize(actions, Box::new(move |result| Join::arrive(&join, Some(result), None)));
+    }
+}
+
+/// What the context hears once the memory is final.
+struct Report {
+    ctx: Arc<dyn LinkContext>,
+    name: String,
+    init_fini: InitFini,
+    dso_handle: Option<TargetAddr>,
+    tls_module: Option<u64>,
+}
+
+impl Report {
+    fn finish(self, result: Result<FinalizedAlloc, MemError>) {
+        let Report { ctx, name, init_fini, dso_handle, tls_module } = self;
+        match result {
+            Ok(alloc) => ctx.notify_finalized(LinkedObject { name, alloc, init_fini, dso_handle, tls_module }),
+            Err(source) => ctx.notify_failed(LinkError::Memory { object: name, source }),
+        }
+    }
+}
+
+/// The finalizes of a graph's two allocations, meeting.
+struct Join {
+    report: Option<Report>,
+    graph: Option<Result<FinalizedAlloc, MemError>>,
+    far: Option<Result<FinalizedAlloc, MemError>>,
+    /// Where the far allocation's release goes, for the graph allocation's deallocate action.
+    release_far: Arc<Mutex<Option<ActionFn>>>,
+}
+
+impl Join {
+    /// Records one finalize's outcome; the second to arrive reports (outside the lock). On a
+    /// failure the other allocation is dropped, which frees it.
+    fn arrive(
+        join: &Mutex<Join>,
+        graph: Option<Result<FinalizedAlloc, MemError>>,
+        far: Option<Result<FinalizedAlloc, MemError>>,
+    ) {
+        let (report, graph, far, release_far) = {
+            let mut j = join.lock();
+            if graph.is_some() {
+                j.graph = graph;
+            }
+            if far.is_some() {
+                j.far = far;
+            }
+            if j.graph.is_none() || j.far.is_none() {
+                return;
+            }
+            (j.report.take(), j.graph.take(), j.far.take(), j.release_far.clone())
+        };
+        let (Some(report), Some(graph), Some(far)) = (report, graph, far) else { return };
+        match (graph, far) {
+            (Ok(graph), Ok(far)) => {
+                *release_far.lock() = Some(far.into_deallocate_action());
+                report.finish(Ok(graph));
+            }
+            (Err(e), other) | (other, Err(e)) => {
+                // Freed before the context hears, as on every failure.
+                drop(other);
+                report.finish(Err(e));
+            }
+        }
     }
 }
 

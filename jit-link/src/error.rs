@@ -1,7 +1,7 @@
 //! The one error type of jit-link: every variant names the object and the symbol, section,
 //! relocation or offset involved.
 
-use jit_mem::MemError;
+use jit_mem::{MemError, TargetAddr};
 
 use crate::SymbolName;
 
@@ -52,6 +52,32 @@ pub enum LinkError {
          the target is too far away for this relocation"
     )]
     FixupOutOfRange { object: String, kind: crate::EdgeKind, source_location: String, target: String, value: i128 },
+
+    /// Non-PIC code refers directly (`R_X86_64_PC32`, `R_X86_64_32`, `R_X86_64_32S`) to an
+    /// external out of the reference's reach, and no stand-in in reach would be correct (see
+    /// [`crate::ExternalDefinition`]).
+    #[error(
+        "{object}: {relocation} at {location} refers to '{symbol}' at {addr}, out of its reach, and {reason}",
+        relocation = crate::far::relocation_name(*.kind)
+    )]
+    FarReference {
+        object: String,
+        kind: crate::EdgeKind,
+        location: String,
+        symbol: SymbolName,
+        addr: TargetAddr,
+        reason: String,
+    },
+
+    /// An absolute 32-bit reference in memory placed above its reach: the object was built
+    /// for the small code model without `-fPIC`.
+    #[error(
+        "{object}: {relocation} at {location} needs the address of '{target}' in 32 bits, but the memory manager's \
+         reservation lies at {reservation}; link non-PIC small-code-model objects into a manager placed low \
+         (jit_mem::Placement::Low), or compile them with -fPIC or -mcmodel=large",
+        relocation = crate::far::relocation_name(*.kind)
+    )]
+    NeedsLowPlacement { object: String, kind: crate::EdgeKind, location: String, target: String, reservation: String },
 
     /// A graph operation was given an id or offset that does not fit the graph.
     #[error("{object}: invalid graph operation: {what}")]

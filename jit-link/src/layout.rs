@@ -3,7 +3,7 @@
 use jit_mem::{AllocRequest, InFlightAlloc, MAX_ALIGN, Prot, SegmentLifetime, SegmentRequest, TargetAddr};
 
 use crate::tls::runtime::{MAX_TLS_ALIGN, MAX_TLS_SIZE};
-use crate::{BlockId, LinkError, LinkGraph, SectionKind};
+use crate::{BlockId, LinkError, LinkGraph, SectionId, SectionKind};
 
 /// Blocks and their offsets in a segment (or the TLS image).
 type Placement = Vec<(BlockId, u64)>;
@@ -64,8 +64,17 @@ fn lay_out(graph: &LinkGraph, blocks: &[BlockId], max_align: u64, what: &str) ->
 /// Plans the layout: blocks grouped by (protection, lifetime), in section order then block
 /// order, each aligned.
 pub(crate) fn plan(graph: &LinkGraph) -> Result<Plan, LinkError> {
+    plan_sections(graph, |_| true)
+}
+
+/// Plans the layout of the blocks of the sections `include` accepts (for a second allocation
+/// of the same graph).
+pub(crate) fn plan_sections(graph: &LinkGraph, include: impl Fn(SectionId) -> bool) -> Result<Plan, LinkError> {
     let mut keyed: Vec<(LayoutKey, BlockId, bool)> = Vec::with_capacity(graph.block_count());
     for (id, b) in graph.blocks() {
+        if !include(b.section()) {
+            continue;
+        }
         let Some(s) = graph.section(b.section()) else { continue };
         let prot = Prot::ALL.iter().position(|p| *p == s.prot()).unwrap_or(0);
         let lifetime = match s.lifetime() {

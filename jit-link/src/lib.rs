@@ -10,6 +10,9 @@
 //!   `eh_frame/`, `tls/`, `init_fini.rs`, `builtins.rs`, `prune.rs`.
 //! - [`link`] and [`LinkContext`] (`driver.rs`): the continuation-passing driver.
 //! - [`external_dependencies`] (`deps.rs`): which externals each definition reaches.
+//! - far references (`far.rs`): stubs and read-only copies that bring a library's code and
+//!   data into the reach of non-PIC code; [`process`] tells a context what a symbol of this
+//!   process is, so it can answer [`LinkContext::describe_external`].
 
 mod builtins;
 mod deps;
@@ -17,11 +20,13 @@ mod driver;
 pub mod eh_frame;
 mod elf;
 mod error;
+mod far;
 mod graph;
 pub mod init_fini;
 mod layout;
 mod name;
 mod passes;
+pub mod process;
 mod prune;
 pub mod tls;
 pub mod x86_64;
@@ -29,8 +34,9 @@ pub mod x86_64;
 pub use builtins::{DSO_HANDLE, define_atexit, define_dso_handle, define_section_start_stop};
 pub use deps::{SymbolDependencies, external_dependencies};
 pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, LookupRequest, LookupResult, link};
-pub use elf::{graph_from_elf_object, relocation_name};
+pub use elf::{graph_from_elf_object, needs_low_placement, relocation_name};
 pub use error::{BoxError, LinkError};
+pub use far::{ExternalDefinition, FAR_DATA_SECTION, FAR_STUBS_SECTION};
 pub use graph::{
     Block, BlockContent, BlockId, Edge, LinkGraph, Linkage, Scope, Section, SectionId, SectionKind, Symbol, SymbolDef,
     SymbolId,

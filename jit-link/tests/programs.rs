@@ -26,6 +26,12 @@ const PIC_LARGE_NOPLT: Config =
     Config { tag: "pic-large-noplt", flags: &["-O2", "-fPIC", "-mcmodel=large", "-fno-plt"], link: &[] };
 const NOPIC_LARGE: Config =
     Config { tag: "nopic-large", flags: &["-O1", "-fno-pic", "-mcmodel=large"], link: &["-no-pie"] };
+/// Absolute 32-bit addresses (linked into memory placed low) and PC-relative reads of libc's
+/// data (read-only copies), as a native `-no-pie` build has them through copy relocations.
+const NOPIC_SMALL: Config =
+    Config { tag: "nopic-small", flags: &["-O1", "-fno-pic", "-mcmodel=small"], link: &["-no-pie"] };
+const NOPIC_SMALL_O0: Config =
+    Config { tag: "nopic-small-O0", flags: &["-O0", "-fno-pic", "-mcmodel=small"], link: &["-no-pie"] };
 
 /// Builds `program` both ways under each configuration and compares the runs.
 fn same_as_native(program: &str, sources: &[&str], extra: &[&str], link: &[&str], libs: &[&str], configs: &[Config]) {
@@ -55,7 +61,16 @@ fn multi_file_c_program_with_cross_object_calls_data_weak_and_common_symbols_run
         &["-fcommon"],
         &[],
         &[],
-        &[PIC_SMALL, PIC_LARGE, PIC_SMALL_O0, PIC_SMALL_NOPLT_DEBUG, PIC_LARGE_NOPLT, NOPIC_LARGE],
+        &[
+            PIC_SMALL,
+            PIC_LARGE,
+            PIC_SMALL_O0,
+            PIC_SMALL_NOPLT_DEBUG,
+            PIC_LARGE_NOPLT,
+            NOPIC_LARGE,
+            NOPIC_SMALL,
+            NOPIC_SMALL_O0,
+        ],
     );
 }
 
@@ -63,7 +78,14 @@ fn multi_file_c_program_with_cross_object_calls_data_weak_and_common_symbols_run
 fn constructors_destructors_and_atexit_run_in_native_priority_order() {
     let ctors_dtors =
         Config { tag: "pic-small-ctors-sections", flags: &["-O1", "-fPIC", "-fno-use-init-array"], link: &[] };
-    same_as_native("ctors", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE, ctors_dtors]);
+    same_as_native(
+        "ctors",
+        &["main.c", "other.c"],
+        &[],
+        &[],
+        &[],
+        &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE, ctors_dtors, NOPIC_SMALL, NOPIC_SMALL_O0],
+    );
 }
 
 #[test]
@@ -74,7 +96,16 @@ fn cxx_comdat_static_objects_and_exceptions_across_objects_run_as_native() {
         &[],
         &["-lstdc++"],
         &["libstdc++.so.6", "libm.so.6"],
-        &[PIC_SMALL, PIC_LARGE, PIC_SMALL_O0, PIC_SMALL_NOPLT_DEBUG, PIC_LARGE_NOPLT, NOPIC_LARGE],
+        &[
+            PIC_SMALL,
+            PIC_LARGE,
+            PIC_SMALL_O0,
+            PIC_SMALL_NOPLT_DEBUG,
+            PIC_LARGE_NOPLT,
+            NOPIC_LARGE,
+            NOPIC_SMALL,
+            NOPIC_SMALL_O0,
+        ],
     );
 }
 
@@ -113,18 +144,58 @@ fn undefined_symbol_error_names_the_symbol_and_the_object_that_needs_it() {
 }
 
 #[test]
-fn non_pic_small_model_absolute_addresses_fail_with_a_range_error_naming_both_symbols() {
-    // -fno-pic -mcmodel=small code takes addresses as 32-bit immediates (R_X86_64_32); JIT
-    // memory above 4 GiB cannot satisfy them, and the error must say so precisely.
+fn non_pic_code_reading_stdout_stderr_and_libc_constants_directly_runs_as_native() {
+    same_as_native("stdio", &["main.c", "other.c"], &[], &[], &[], &[NOPIC_SMALL, NOPIC_SMALL_O0, PIC_SMALL]);
+}
+
+#[test]
+fn non_pic_small_model_objects_link_into_low_memory_and_say_so_when_placed_high() {
+    // -fno-pic -mcmodel=small code takes addresses as 32-bit immediates (R_X86_64_32); memory
+    // above 4 GiB cannot hold them, and the error says what to do.
     let objects =
         compile("multi", &["main.c", "lib.c"], &["-O1", "-fno-pic", "-mcmodel=small", "-fcommon"], "nopic-small");
-    match link_objects(&objects) {
-        Ok(_) => {} // Memory placed below 4 GiB: fine too.
-        Err(e) => {
-            let err = e.to_string();
-            assert!(err.contains("out of range"), "{err}");
-            assert!(err.contains("Pointer32"), "{err}");
-            assert!(err.contains(".o:") && err.contains(".text+0x"), "{err}");
-        }
+    assert!(objects.iter().all(|(_, bytes)| jit_link::needs_low_placement(bytes)));
+    let err = match link_objects_into(&objects, memory()) {
+        Ok(_) => panic!("absolute 32-bit addresses must not link into memory placed anywhere"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, jit_link::LinkError::NeedsLowPlacement { .. }), "{err}");
+    let err = err.to_string();
+    assert!(err.contains("R_X86_64_32") && err.contains(".text+0x"), "{err}");
+    assert!(err.contains("jit_mem::Placement::Low") && err.contains("-fPIC"), "{err}");
+    let (batch, linked) = link_objects_into(&objects, low_memory()).expect("links into low memory");
+    let main = batch.address_of("main").expect("main");
+    assert!(main.0 < jit_mem::LOW_PLACEMENT_LIMIT, "{main}");
+    // PIC objects need nothing of the kind.
+    let pic = compile("multi", &["main.c", "lib.c"], &["-O1", "-fPIC", "-fcommon"], "pic-small");
+    assert!(pic.iter().all(|(_, bytes)| !jit_link::needs_low_placement(bytes)));
+    drop(linked);
+}
+
+#[test]
+fn a_variable_libc_writes_after_the_link_is_an_error_naming_it_and_where_non_pic_code_reads_it() {
+    for opt in ["-O1", "-O0"] {
+        let objects = compile("mutable", &["optind.c"], &[opt, "-fno-pic", "-mcmodel=small"], &format!("nopic{opt}"));
+        let err = match link_objects(&objects) {
+            Ok(_) => panic!("{opt}: optind must not be copied"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.starts_with("optind.o: R_X86_64_"), "{opt}: {err}");
+        assert!(err.contains("at .text+0x") && err.contains("(main+0x"), "{opt}: {err}");
+        assert!(err.contains("refers to 'optind'") && err.contains("may change after the link"), "{opt}: {err}");
+        assert!(err.contains("-fPIC"), "{opt}: {err}");
+    }
+}
+
+#[test]
+fn a_store_to_a_variable_non_pic_code_can_only_have_a_copy_of_is_an_error() {
+    for opt in ["-O1", "-O0"] {
+        let objects = compile("mutable", &["assign.c"], &[opt, "-fno-pic", "-mcmodel=small"], &format!("nopic{opt}"));
+        let err = match link_objects(&objects) {
+            Ok(_) => panic!("{opt}: a store to stdout must not go to a copy"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.starts_with("assign.o: R_X86_64_") && err.contains("(main+0x"), "{opt}: {err}");
+        assert!(err.contains("refers to 'stdout'") && err.contains("the code stores to it"), "{opt}: {err}");
     }
 }

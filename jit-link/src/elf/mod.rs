@@ -2,9 +2,11 @@
 
 mod comdat;
 mod file;
+mod placement;
 mod relocation;
 mod section;
 mod symbol;
 
 pub use file::graph_from_elf_object;
+pub use placement::needs_low_placement;
 pub use relocation::relocation_name;

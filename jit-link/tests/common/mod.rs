@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jit_link::{
-    LinkContext, LinkError, LinkGraph, Linkage, LinkedObject, LookupContinuation, LookupRequest, PassConfig, Phase,
-    Scope, SymbolName,
+    ExternalDefinition, LinkContext, LinkError, LinkGraph, Linkage, LinkedObject, LookupContinuation, LookupRequest,
+    PassConfig, Phase, Scope, SymbolName,
 };
-use jit_mem::{ManagerConfig, MemoryManager, TargetAddr};
+use jit_mem::{ManagerConfig, MemoryManager, Placement, TargetAddr};
 
 /// Where this test binary keeps its compiled objects.
 pub fn work_dir(sub: &str) -> PathBuf {
@@ -121,6 +121,22 @@ pub fn memory() -> Arc<dyn MemoryManager> {
     MM.get_or_init(|| jit_mem::default_manager(ManagerConfig::default()).expect("memory manager")).clone()
 }
 
+/// The process's memory manager placed below 2 GiB, for non-PIC small-code-model objects.
+pub fn low_memory() -> Arc<dyn MemoryManager> {
+    static MM: OnceLock<Arc<dyn MemoryManager>> = OnceLock::new();
+    MM.get_or_init(|| {
+        let config = ManagerConfig::default().with_placement(Placement::Low);
+        jit_mem::default_manager(config).expect("low memory manager")
+    })
+    .clone()
+}
+
+/// The manager `orcjit link` would choose for these objects: low if any takes absolute
+/// 32-bit addresses.
+pub fn memory_for(objects: &[(String, Vec<u8>)]) -> Arc<dyn MemoryManager> {
+    if objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes)) { low_memory() } else { memory() }
+}
+
 /// `dlopen`s a library into the global namespace so `dlsym(RTLD_DEFAULT)` sees it.
 pub fn dlopen_global(lib: &str) {
     let c = CString::new(lib).expect("library name");
@@ -153,6 +169,8 @@ pub struct Batch {
     pub fake: Option<TargetAddr>,
     /// The threads links finished on.
     pub finished_on: Mutex<Vec<std::thread::ThreadId>>,
+    /// Where the batch's graphs are linked.
+    pub memory: Arc<dyn MemoryManager>,
 }
 
 struct ObjectContext {
@@ -163,7 +181,7 @@ struct ObjectContext {
 
 impl LinkContext for ObjectContext {
     fn memory_manager(&self) -> Arc<dyn MemoryManager> {
-        memory()
+        self.batch.memory.clone()
     }
 
     fn modify_pass_config(&self, _graph: &LinkGraph, config: &mut PassConfig) -> Result<(), LinkError> {
@@ -196,6 +214,11 @@ impl LinkContext for ObjectContext {
     fn lookup(&self, request: LookupRequest, continuation: LookupContinuation) {
         self.batch.lookups_issued.fetch_add(1, Ordering::SeqCst);
         self.batch.pending.lock().expect("pending").push((request, continuation));
+    }
+
+    fn describe_external(&self, name: &SymbolName, addr: TargetAddr) -> ExternalDefinition {
+        // Externals come from this process (dlsym), like the object linking layer's.
+        jit_link::process::describe_definition(name.as_str(), addr)
     }
 
     fn notify_finalized(&self, linked: LinkedObject) {
@@ -267,6 +290,15 @@ pub fn link_graphs(
     graphs: Vec<LinkGraph>,
     fake: Option<TargetAddr>,
 ) -> (Arc<Batch>, Vec<Result<LinkedObject, LinkError>>) {
+    link_graphs_into(graphs, fake, memory())
+}
+
+/// [`link_graphs`] into the given memory manager.
+pub fn link_graphs_into(
+    graphs: Vec<LinkGraph>,
+    fake: Option<TargetAddr>,
+    memory: Arc<dyn MemoryManager>,
+) -> (Arc<Batch>, Vec<Result<LinkedObject, LinkError>>) {
     let n = graphs.len();
     let losers = losing_weak_definitions(&graphs);
     let batch = Arc::new(Batch {
@@ -277,6 +309,7 @@ pub fn link_graphs(
         issued_before_first_answer: AtomicUsize::new(0),
         fake,
         finished_on: Mutex::new(Vec::new()),
+        memory,
     });
     for (index, (graph, losers)) in graphs.into_iter().zip(losers).enumerate() {
         let ctx = Arc::new(ObjectContext { batch: batch.clone(), index, losers });
@@ -297,13 +330,22 @@ pub fn link_graphs(
     (batch, results)
 }
 
-/// Parses and links objects; returns the linked objects and the batch, or the first error.
+/// Parses and links objects into the manager `orcjit link` would choose ([`memory_for`]);
+/// returns the linked objects and the batch, or the first error.
 pub fn link_objects(objects: &[(String, Vec<u8>)]) -> Result<(Arc<Batch>, Vec<LinkedObject>), LinkError> {
+    link_objects_into(objects, memory_for(objects))
+}
+
+/// [`link_objects`] into the given memory manager.
+pub fn link_objects_into(
+    objects: &[(String, Vec<u8>)],
+    memory: Arc<dyn MemoryManager>,
+) -> Result<(Arc<Batch>, Vec<LinkedObject>), LinkError> {
     let mut graphs = Vec::new();
     for (name, bytes) in objects {
         graphs.push(jit_link::graph_from_elf_object(name, bytes)?);
     }
-    let (batch, results) = link_graphs(graphs, None);
+    let (batch, results) = link_graphs_into(graphs, None, memory);
     let mut linked = Vec::new();
     for r in results {
         linked.push(r?);
