@@ -469,6 +469,13 @@ impl LinkContext for LayerContext {
         });
     }
 
+    fn describe_external(&self, name: &jit_link::SymbolName, addr: TargetAddr) -> jit_link::ExternalDefinition {
+        // Every address the session hands out is in this process: JIT'd memory or a loaded
+        // library. What a library's symbol is decides whether non-PIC code may reach it
+        // through a stub or a read-only copy.
+        jit_link::process::describe_definition(name.as_str(), addr)
+    }
+
     fn notify_finalized(&self, linked: LinkedObject) {
         let Some(mr) = self.mr.lock().take() else { return };
         for plugin in self.shared.plugins.read().iter() {
@@ -521,5 +528,83 @@ impl LayerContext {
             groups[index].symbols.push(name);
         }
         groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jit_core::ProcessSymbolsGenerator;
+    use jit_mem::{ManagerConfig, Placement};
+
+    use super::*;
+
+    /// Compiles C `source` without PIC for the small code model; returns the object's bytes.
+    fn nopic_object(dir: &std::path::Path, name: &str, source: &str) -> Vec<u8> {
+        let (src, obj) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
+        std::fs::write(&src, source).unwrap();
+        let out = std::process::Command::new("clang-19")
+            .args(["-c", "-O1", "-fno-pic", "-mcmodel=small"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(obj).unwrap()
+    }
+
+    /// Looks `name` up on another thread, failing the test if that hangs.
+    fn lookup_watched(jd: &JitDylib, name: &'static str) -> Result<SymbolDef> {
+        let jd = jd.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(jd.lookup(name));
+        });
+        rx.recv_timeout(Duration::from_secs(60)).expect("watchdog: lookup hung")
+    }
+
+    #[test]
+    fn non_pic_small_model_objects_reach_libc_through_the_layers_context() {
+        let tmp = tempfile::tempdir().unwrap();
+        let es = ExecutionSession::with_threads(2).unwrap();
+        let low = ManagerConfig::default().with_placement(Placement::Low);
+        let layer = ObjectLinkingLayer::new(&es, jit_mem::default_manager(low).unwrap());
+        let jd = es.create_dylib("main").unwrap();
+        jd.add_generator(ProcessSymbolsGenerator::new());
+        let far = nopic_object(
+            tmp.path(),
+            "far",
+            "#include <stdio.h>\n#include <string.h>\n\
+             FILE *get_stdout(void) { return stdout; }\n\
+             size_t (*get_strlen(void))(const char *) { return strlen; }\n",
+        );
+        assert!(jit_link::needs_low_placement(&far));
+        layer.add(&jd, "far.o", far).unwrap();
+        let get_stdout = lookup_watched(&jd, "get_stdout").unwrap();
+        let get_strlen = lookup_watched(&jd, "get_strlen").unwrap();
+        type Getter = extern "C" fn() -> usize;
+        // SAFETY: the functions of the object above, linked and ready; they take nothing.
+        let get_stdout = unsafe { std::mem::transmute::<usize, Getter>(get_stdout.addr.0 as usize) };
+        // SAFETY: as above.
+        let get_strlen = unsafe { std::mem::transmute::<usize, Getter>(get_strlen.addr.0 as usize) };
+        // The process's own `stdout`, found through the dylib's process-symbols generator.
+        let libc_stdout = lookup_watched(&jd, "stdout").unwrap().addr.0 as usize;
+        // SAFETY: libc's `stdout` is a pointer-sized variable.
+        let stdout_now = unsafe { *(libc_stdout as *const usize) };
+        assert_eq!(get_stdout(), stdout_now, "read through a copy of stdout");
+        // SAFETY: the pointer stands for libc's strlen.
+        let strlen: extern "C" fn(*const std::ffi::c_char) -> usize = unsafe { std::mem::transmute(get_strlen()) };
+        assert_eq!(strlen(c"four".as_ptr()), 4);
+
+        let mutable =
+            nopic_object(tmp.path(), "opt", "#include <unistd.h>\nint first_operand(void) { return optind; }\n");
+        layer.add(&jd, "opt.o", mutable).unwrap();
+        let err = lookup_watched(&jd, "first_operand").expect_err("optind cannot be copied").to_string();
+        assert!(
+            err.contains("opt.o") && err.contains("'optind'") && err.contains("may change after the link"),
+            "{err}"
+        );
     }
 }
