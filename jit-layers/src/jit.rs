@@ -3,7 +3,7 @@
 //! by a builder.
 
 use std::ffi::{CString, c_char};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jit_core::{
@@ -12,7 +12,7 @@ use jit_core::{
 use jit_mem::{ManagerConfig, MemoryManager};
 
 use crate::ir::{CompileOptions, IrCompileLayer, IrModule, IrTransformLayer};
-use crate::{InitArgs, ObjectLinkingLayer};
+use crate::{InitArgs, ObjectCache, ObjectLinkingLayer};
 
 /// Builds a [`Jit`].
 #[must_use]
@@ -23,7 +23,11 @@ pub struct JitBuilder {
     process_symbols: bool,
     dlopen: Vec<String>,
     memory: Option<Arc<dyn MemoryManager>>,
+    cache: Option<(PathBuf, u64)>,
 }
+
+/// The object cache's size cap unless told otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
 impl JitBuilder {
     /// Worker threads for compiling and linking (default: one per CPU).
@@ -56,6 +60,17 @@ impl JitBuilder {
         self
     }
 
+    /// Keeps compiled objects in `dir` (created if needed), shared safely with other threads
+    /// and processes, capped at [`DEFAULT_CACHE_BYTES`] (least recently used go first).
+    pub fn cache(self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_with_limit(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    pub fn cache_with_limit(mut self, dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        self.cache = Some((dir.into(), max_bytes));
+        self
+    }
+
     /// The memory manager to link into (default: jit-mem's default manager).
     pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
         self.memory = Some(memory);
@@ -70,7 +85,14 @@ impl JitBuilder {
             None => jit_mem::default_manager(ManagerConfig::default()).map_err(Error::other)?,
         };
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
-        let mut ir = IrTransformLayer::new(IrCompileLayer::new(objects.clone(), self.compile));
+        let compile = match self.cache {
+            Some((dir, max)) => {
+                let cache = ObjectCache::open(&dir, max).map_err(Error::other)?;
+                IrCompileLayer::with_cache(objects.clone(), self.compile, cache)
+            }
+            None => IrCompileLayer::new(objects.clone(), self.compile),
+        };
+        let mut ir = IrTransformLayer::new(compile);
         if let Some(pipeline) = &self.pipeline {
             ir = ir.with_pipeline(pipeline);
         }
@@ -107,6 +129,7 @@ impl Jit {
             process_symbols: true,
             dlopen: Vec::new(),
             memory: None,
+            cache: None,
         }
     }
 
@@ -128,6 +151,11 @@ impl Jit {
 
     pub fn memory_manager(&self) -> &Arc<dyn MemoryManager> {
         &self.memory
+    }
+
+    /// The object cache, if the builder was given one.
+    pub fn cache(&self) -> Option<&ObjectCache> {
+        self.ir.compile_layer().cache()
     }
 
     /// Adds an IR module to the main dylib.

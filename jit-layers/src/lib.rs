@@ -20,5 +20,5 @@ pub use ir::{
     CompileOptions, IrCompileLayer, IrModule, IrSource, IrTransform, IrTransformLayer, ModuleBuilder, PassPipeline,
 };
 #[cfg(feature = "llvm")]
-pub use jit::{Jit, JitBuilder, JitFunction};
+pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};

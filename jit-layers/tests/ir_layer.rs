@@ -96,6 +96,11 @@ fn malformed_input_gives_llvm_s_diagnostic_and_the_session_keeps_working() {
     let err =
         jit.add_ir(IrModule::text("unverified.ll", "define i32 @g() {\n  ret i64 0\n}\n")).unwrap_err().to_string();
     assert!(err.contains("unverified.ll"), "{err}");
+    // A module that parses but does not verify is refused when it is compiled.
+    let self_ref = "define i32 @h() {\n  %x = add i32 %x, 1\n  ret i32 %x\n}\n";
+    jit.add_ir(IrModule::text("selfref.ll", self_ref)).unwrap();
+    let err = jit.lookup_address("h").unwrap_err().to_string();
+    assert!(err.contains("selfref.ll: invalid module"), "{err}");
     jit.add_ir(IrModule::text("good.ll", "define i32 @good() {\n  ret i32 7\n}\n")).unwrap();
     let f = jit.lookup::<unsafe extern "C" fn() -> i32>("good").unwrap();
     // SAFETY: good is int(void).
@@ -174,4 +179,104 @@ fn linkonce_definitions_in_two_modules_resolve_to_one_address() {
     let (a, b) = unsafe { (one(), two()) };
     assert_eq!(a, b, "function pointers taken in different modules compare equal");
     assert_eq!(a as u64, jit.lookup_address("shared").unwrap().0);
+}
+
+/// Counts the modules it sees: it runs only when a module is really compiled.
+struct Compiled(AtomicUsize);
+impl IrTransform for Compiled {
+    fn name(&self) -> &str {
+        "count compiled modules"
+    }
+    fn transform(&self, _: &Module<'_>, _: &TargetMachine) -> jit_core::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn cached_jit(dir: &Path, counter: &Arc<Compiled>) -> (Jit, jit_layers::IrTransformLayer) {
+    let jit = Jit::builder().threads(2).cache(dir).build().unwrap();
+    let layer = jit.ir_layer().clone().with_transform(counter.clone());
+    (jit, layer)
+}
+
+fn call_i32(jit: &Jit, name: &str) -> i32 {
+    let f = jit.lookup::<unsafe extern "C" fn() -> i32>(name).unwrap();
+    // SAFETY: the tests' functions are int(void).
+    unsafe { f() }
+}
+
+#[test]
+fn a_warm_cache_skips_compilation_and_gives_the_same_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ir = "define i32 @forty_two() {\n  ret i32 42\n}\n";
+    let counter = Arc::new(Compiled(AtomicUsize::new(0)));
+    for run in 0..3 {
+        let (jit, layer) = cached_jit(tmp.path(), &counter);
+        layer.add(jit.main_dylib(), IrModule::text("m.ll", ir)).unwrap();
+        assert_eq!(call_i32(&jit, "forty_two"), 42);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "compiled once, then served by the cache (run {run})");
+        let stats = jit.cache().unwrap().stats();
+        if run > 0 {
+            assert!(stats.hits > 0 && stats.misses == 0, "{stats}");
+        }
+    }
+}
+
+#[test]
+fn modules_that_differ_only_in_local_names_share_one_cached_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let module = |local: &str| {
+        format!(
+            "define internal i32 @{local}(i32 %x) noinline {{\n  %y = mul i32 %x, 7\n  ret i32 %y\n}}\n\
+             define i32 @api() {{\n  %r = call i32 @{local}(i32 6)\n  ret i32 %r\n}}\n"
+        )
+    };
+    let counter = Arc::new(Compiled(AtomicUsize::new(0)));
+    let (jit, layer) = cached_jit(tmp.path(), &counter);
+    layer.add(jit.main_dylib(), IrModule::text("first.ll", module("helper_one"))).unwrap();
+    assert_eq!(call_i32(&jit, "api"), 42);
+    // A fresh JIT on the same cache: same code, another local name.
+    let (jit, layer) = cached_jit(tmp.path(), &counter);
+    layer.add(jit.main_dylib(), IrModule::text("second.ll", module("helper_two"))).unwrap();
+    assert_eq!(call_i32(&jit, "api"), 42);
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1, "the second module reused the first's object");
+}
+
+#[test]
+fn a_corrupted_cache_entry_is_recompiled_and_replaced_never_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ir = "define i32 @seven() {\n  ret i32 7\n}\n";
+    let counter = Arc::new(Compiled(AtomicUsize::new(0)));
+    {
+        let (jit, layer) = cached_jit(tmp.path(), &counter);
+        layer.add(jit.main_dylib(), IrModule::text("m.ll", ir)).unwrap();
+        assert_eq!(call_i32(&jit, "seven"), 7);
+    }
+    // Damage every entry: flip a byte in the middle of each file.
+    for entry in std::fs::read_dir(tmp.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let (jit, layer) = cached_jit(tmp.path(), &counter);
+    layer.add(jit.main_dylib(), IrModule::text("m.ll", ir)).unwrap();
+    assert_eq!(call_i32(&jit, "seven"), 7);
+    assert_eq!(counter.0.load(Ordering::SeqCst), 2, "recompiled");
+    assert!(jit.cache().unwrap().stats().corrupt >= 1);
+    let (jit, layer) = cached_jit(tmp.path(), &counter);
+    layer.add(jit.main_dylib(), IrModule::text("m.ll", ir)).unwrap();
+    assert_eq!(call_i32(&jit, "seven"), 7);
+    assert_eq!(counter.0.load(Ordering::SeqCst), 2, "the replaced entries serve the next run");
+}
+
+#[test]
+fn malformed_bitcode_after_a_valid_signature_is_an_error_not_an_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bc = bitcode(tmp.path(), "t", "int t(void) { return 3; }");
+    bc.truncate(bc.len() / 2);
+    let jit = jit();
+    let err = jit.add_ir(IrModule::bitcode("half.bc", bc)).unwrap_err().to_string();
+    assert!(err.starts_with("half.bc: invalid bitcode"), "{err}");
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use jit_core::Error;
 use jit_layers::Jit;
+use jit_mem::{ManagerConfig, Placement};
 
 #[derive(clap::Args)]
 pub struct LinkArgs {
@@ -25,7 +26,7 @@ pub struct LinkArgs {
 
 pub fn run(args: LinkArgs) -> ExitCode {
     match build(&args) {
-        Ok(jit) => super::program::run_and_exit("link", jit, &args.objects[0], &args.args),
+        Ok(jit) => super::program::run_and_exit("link", jit, &args.objects[0], &args.args, |_| {}),
         Err(e) => {
             eprintln!("orcjit link: {e}");
             ExitCode::FAILURE
@@ -34,6 +35,11 @@ pub fn run(args: LinkArgs) -> ExitCode {
 }
 
 fn build(args: &LinkArgs) -> Result<Jit, Error> {
+    let mut objects = Vec::with_capacity(args.objects.len());
+    for path in &args.objects {
+        let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
+        objects.push((path, bytes));
+    }
     let mut builder = Jit::builder();
     if let Some(n) = args.threads {
         builder = builder.threads(n);
@@ -41,10 +47,16 @@ fn build(args: &LinkArgs) -> Result<Jit, Error> {
     for lib in &args.dlopen {
         builder = builder.dlopen(lib);
     }
+    // Non-PIC small-code-model objects take absolute 32-bit addresses, so their memory must
+    // lie below 2 GiB; other programs keep the default placement.
+    if objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes)) {
+        let low = ManagerConfig::default().with_placement(Placement::Low);
+        builder = builder.memory_manager(jit_mem::default_manager(low).map_err(Error::other)?);
+    }
     // C programs may use libm as they use libc (llvm-jitlink has it in its own process).
     let jit = builder.dlopen("libm.so.6").build()?;
-    for path in &args.objects {
-        jit.add_object_file(path)?;
+    for (path, bytes) in objects {
+        jit.add_object(path, bytes)?;
     }
     Ok(jit)
 }

@@ -20,10 +20,12 @@ extern "C" fn run_fini_arrays() {
 }
 
 /// Runs `main` of `jit`'s main dylib and exits the process with its status (or reports the
-/// error and returns a failure status). `what` names the command in error messages.
-pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String]) -> ExitCode {
+/// error and returns a failure status). `what` names the command in error messages;
+/// `after_main` runs once main has returned (e.g. to report statistics).
+pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String], after_main: impl FnOnce(&Jit)) -> ExitCode {
     match run(&jit, argv0, args) {
         Ok(status) => {
+            after_main(&jit);
             // The code stays mapped until the process is gone: exit runs handlers that call it.
             std::mem::forget(jit);
             // SAFETY: exit runs the atexit handlers (the program's, then ours, registered before

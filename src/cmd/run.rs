@@ -1,4 +1,4 @@
-//! `orcjit run [-O0..3] [--threads N] [--extra-module F]... [--dlopen LIB]... MAIN.{ll,bc} [args]`:
+//! `orcjit run [-O0..3] [--threads N] [--cache DIR] [--extra-module F]... [--dlopen LIB]... MAIN [args]`:
 //! compiles LLVM IR (the main module and extra modules, each on the pool when first needed),
 //! links it into this process and runs it as a C program (see `program.rs`): the counterpart
 //! of `lli -jit-kind=orc`, with lli's option names where they mean the same. Everything after
@@ -27,6 +27,13 @@ pub struct RunArgs {
     /// Load a shared library whose symbols the program may use (e.g. libstdc++.so.6).
     #[arg(long = "dlopen", value_name = "LIB")]
     dlopen: Vec<String>,
+    /// Keep compiled objects in DIR and reuse them when the same IR is compiled again with
+    /// the same settings (shared safely by concurrent runs).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<String>,
+    /// Print the object cache's hit, miss and store counts to stderr when main returns.
+    #[arg(long = "cache-stats")]
+    cache_stats: bool,
     /// The main module (.bc or .ll), then the program's arguments.
     #[arg(value_name = "MAIN")]
     main: Option<String>,
@@ -41,7 +48,14 @@ pub fn run(args: RunArgs) -> ExitCode {
     let argv0 = args.main.clone().unwrap_or_else(|| "orcjit-demo".to_string());
     let program_args: Vec<String> = args.args.iter().skip_while(|a| *a == "--").cloned().collect();
     match build(&args) {
-        Ok(jit) => super::program::run_and_exit("run", jit, &argv0, &program_args),
+        Ok(jit) => {
+            let report = args.cache_stats;
+            super::program::run_and_exit("run", jit, &argv0, &program_args, move |jit| {
+                if let (true, Some(cache)) = (report, jit.cache()) {
+                    eprintln!("orcjit: object cache {}: {}", cache.dir().display(), cache.stats());
+                }
+            })
+        }
         Err(e) => {
             eprintln!("orcjit run: {e}");
             ExitCode::FAILURE
@@ -59,6 +73,9 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     }
     for lib in &args.dlopen {
         builder = builder.dlopen(lib);
+    }
+    if let Some(dir) = &args.cache {
+        builder = builder.cache(dir);
     }
     let jit = builder.dlopen("libm.so.6").build()?;
     match &args.main {

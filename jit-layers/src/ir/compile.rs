@@ -13,6 +13,8 @@ use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Tar
 use inkwell::values::{AsValueRef, GlobalValue};
 use jit_core::{Error, FxHashSet, Result};
 
+use crate::{CacheKey, CacheKeyBuilder};
+
 use super::module::{aliases, object_name};
 
 /// Code generation settings; part of every cache key.
@@ -50,6 +52,37 @@ pub(crate) fn host() -> &'static Host {
             features: TargetMachine::get_host_cpu_features().to_string(),
         }
     })
+}
+
+/// The LLVM version the objects are made by.
+pub(crate) fn llvm_version() -> String {
+    let (mut major, mut minor, mut patch) = (0, 0, 0);
+    // SAFETY: writes three integers through valid pointers.
+    unsafe { llvm_sys::core::LLVMGetVersion(&mut major, &mut minor, &mut patch) };
+    format!("{major}.{minor}.{patch}")
+}
+
+/// The object cache key of `module` (already restricted and canonicalized) compiled with
+/// `options` after `transforms`: everything that decides the object's bytes.
+pub(crate) fn cache_key(module: &Module<'_>, options: &CompileOptions, transforms: &[&str]) -> CacheKey {
+    let bitcode = module.write_bitcode_to_memory();
+    let mut key = CacheKeyBuilder::new().part("object", b"v1").part("settings", settings_id(options).as_bytes());
+    for t in transforms {
+        key = key.part("transform", t.as_bytes());
+    }
+    key.part("bitcode", bitcode.as_slice()).finish()
+}
+
+/// Everything about code generation that decides an object's bytes, besides its IR.
+pub(crate) fn settings_id(options: &CompileOptions) -> String {
+    format!(
+        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model small; reloc model pic",
+        llvm_version(),
+        host().triple,
+        options.cpu,
+        options.features,
+        options.opt_level
+    )
 }
 
 fn level(opt: u8) -> OptimizationLevel {
@@ -140,9 +173,13 @@ fn make_declaration(g: GlobalValue<'_>, is_function: bool) {
 }
 
 /// Renames every local (internal or private) function, variable and alias to `__orcjit.lN`,
-/// in module order, so that modules differing only in local names are equal bitcode. Returns
+/// in module order (and the source file name to `orcjit`), so that modules differing only in
+/// local names are equal bitcode. Returns
 /// `(canonical, original)` pairs for the locals that reach the object's symbol table.
 pub(crate) fn canonicalize_locals(module: &Module<'_>) -> Vec<(String, String)> {
+    // The source file name is recorded in the bitcode too (it only names the object's file
+    // symbol): make it the same for every module.
+    module.set_source_file_name("orcjit");
     let mut renames = Vec::new();
     let mut n = 0usize;
     let mut visit = |g: GlobalValue<'_>| {

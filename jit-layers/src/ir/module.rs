@@ -70,6 +70,55 @@ fn is_bitcode(bytes: &[u8]) -> bool {
     bytes.starts_with(b"BC\xC0\xDE") || bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
 }
 
+/// Reads `source` only as far as its globals' headers (bitcode: function bodies are left
+/// unread; text: parsed whole), enough to read its interface; errors carry LLVM's diagnostic.
+pub(crate) fn parse_headers<'c>(context: &'c Context, name: &str, source: &IrSource) -> Result<Module<'c>> {
+    let IrSource::Bitcode(bytes) = source else { return parse(context, name, source) };
+    let buffer = MemoryBuffer::create_from_memory_range_copy(bytes, name);
+    let raw = buffer.as_mut_ptr();
+    std::mem::forget(buffer);
+    let mut module = std::ptr::null_mut();
+    // The lazy reader reports errors through the context's diagnostic handler, whose default
+    // exits the process: collect them instead, for as long as the call lasts.
+    let mut messages: Vec<String> = Vec::new();
+    // SAFETY: the handler and its context pointer (`messages`, on this stack frame) are
+    // installed for the duration of the call only and removed before `messages` goes away. On
+    // success LLVMGetBitcodeModuleInContext2 takes ownership of the buffer (hence the forget
+    // above) and stores a module owned by `context` in `module`; on failure the buffer is
+    // disposed of below.
+    let failed = unsafe {
+        let ctx = context.raw();
+        llvm_sys::core::LLVMContextSetDiagnosticHandler(ctx, Some(collect_diagnostic), (&raw mut messages).cast());
+        let failed = llvm_sys::bit_reader::LLVMGetBitcodeModuleInContext2(ctx, raw, &mut module);
+        llvm_sys::core::LLVMContextSetDiagnosticHandler(ctx, None, std::ptr::null_mut());
+        failed
+    };
+    if failed != 0 || module.is_null() {
+        // It owns the buffer only on success.
+        // SAFETY: `raw` is the buffer created above, owned by nothing else on failure.
+        unsafe { llvm_sys::core::LLVMDisposeMemoryBuffer(raw) };
+        let reason = if messages.is_empty() { "unreadable bitcode".to_string() } else { messages.join("; ") };
+        return Err(Error::msg(format!("{name}: invalid bitcode: {reason}")));
+    }
+    // SAFETY: `module` is a live module owned by `context`, handed to inkwell's owner type.
+    Ok(unsafe { Module::new(module) })
+}
+
+/// An LLVM diagnostic handler that appends each message to the `Vec<String>` it is given.
+extern "C" fn collect_diagnostic(info: llvm_sys::prelude::LLVMDiagnosticInfoRef, sink: *mut std::ffi::c_void) {
+    // SAFETY: `sink` is the `Vec<String>` installed with this handler in `parse_headers`, alive
+    // while the handler is installed; `info` is valid for the duration of the call, and the
+    // description LLVM returns is a NUL-terminated string we must free.
+    unsafe {
+        let text = llvm_sys::core::LLVMGetDiagInfoDescription(info);
+        if !text.is_null() {
+            let message = CStr::from_ptr(text).to_string_lossy().into_owned();
+            llvm_sys::core::LLVMDisposeMessage(text);
+            (*sink.cast::<Vec<String>>()).push(message);
+        }
+    }
+}
+
 /// Parses bitcode or text into `context`; errors carry LLVM's diagnostic and the module's name.
 pub(crate) fn parse<'c>(context: &'c Context, name: &str, source: &IrSource) -> Result<Module<'c>> {
     let fail = |what: &str, msg: String| Error::msg(format!("{name}: {what}: {}", msg.trim_end()));
