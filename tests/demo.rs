@@ -1,10 +1,20 @@
-//! The README's first command (`cargo run --release`, the `orcjit` demo) works end to end.
+//! The README's first command (`cargo run --release`: `orcjit` with no arguments runs a built-in
+//! IR program) and `orcjit demo` (the execution session at work) work end to end.
 
 use std::process::Command;
 
 #[test]
-fn the_demo_runs_and_shows_lazy_materialization_cycles_process_symbols_and_failures() {
+fn orcjit_alone_compiles_and_runs_its_built_in_program() {
     let out = Command::new(env!("CARGO_BIN_EXE_orcjit")).output().expect("run orcjit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "orcjit failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2262 primes below 20000, the largest 19997"), "{stdout}");
+    assert!(stdout.contains("fib(40) = 102334155"), "{stdout}");
+}
+
+#[test]
+fn the_session_demo_shows_lazy_materialization_cycles_process_symbols_and_failures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orcjit")).arg("demo").output().expect("run orcjit demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "orcjit failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     for expected in [
