@@ -211,6 +211,9 @@ fn find_far_references(
             continue;
         }
         for (index, edge) in block.edges().iter().enumerate() {
+            if !matches!(edge.kind, EdgeKind::Pointer32 | EdgeKind::Pointer32Signed | EdgeKind::Delta32) {
+                continue;
+            }
             let Some(target) = graph.symbol(edge.target) else { continue };
             let Some(s) = graph.symbol_addr(edge.target) else { continue };
             let p = block.addr().0.wrapping_add(edge.offset) as i128;
