@@ -235,3 +235,24 @@ fn a_failed_finalize_frees_both_allocations_before_the_context_hears() {
         assert_eq!(mm.stats().allocations, 0, "{name}: neither allocation is left");
     }
 }
+
+#[test]
+fn a_pc32_call_to_a_far_function_goes_through_a_stub() {
+    // Compilers call through R_X86_64_PLT32, which the GOT/PLT pass sends through a stub; an
+    // R_X86_64_PC32 call (older compilers, hand-written assembly) becomes a far reference to a
+    // function, which gets a stub too.
+    let dir = work_dir("far");
+    let (s, o) = (dir.join("pc32call.s"), dir.join("pc32call.o"));
+    std::fs::write(
+        &s,
+        "        .text\n        .globl count\ncount:  pushq %rbx\n        leaq msg(%rip), %rdi\n\
+         \x20       .byte 0xe8\n        .long strlen - . - 4\n        popq %rbx\n        ret\n\
+         \x20       .section .rodata\nmsg:    .asciz \"twelve chars\"\n",
+    )
+    .expect("asm");
+    clang(&["-c", &s.to_string_lossy(), "-o", &o.to_string_lossy()]);
+    let objects = vec![("pc32call.o".to_string(), std::fs::read(&o).expect("object"))];
+    let (batch, linked) = link_objects_into(&objects, low_memory()).expect("links");
+    assert_eq!(call::<usize>(batch.address_of("count").expect("count")), 12);
+    drop(linked);
+}
