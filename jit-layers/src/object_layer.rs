@@ -147,9 +147,20 @@ impl ObjectLinkingLayer {
         Ok(())
     }
 
+    /// A side-effects-only symbol standing for the initializers of a unit a layer above adds
+    /// to `dylib` (define it in the unit's interface): [`initialize`](Self::initialize) looks it
+    /// up, so the unit is compiled and linked, and its initializers run, even if nothing else
+    /// refers to it.
+    pub fn initializer_symbol(&self, dylib: &JitDylib, unit_name: &str) -> SymbolName {
+        let n = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
+        let name = self.shared.session.intern(&format!("$orcjit.init.{n}.{unit_name}"));
+        self.shared.inits.add_init_symbol(dylib.id(), name.clone());
+        name
+    }
+
     /// Links `bytes` for symbols `mr` is responsible for (for layers above that produce
-    /// objects, such as an IR compiler): the object must define `mr`'s symbols; weak
-    /// definitions `mr` does not hold are someone else's and become references to them.
+    /// objects, such as an IR compiler): the object must define `mr`'s symbols (and may define
+    /// others of its own, which the dylib does not see).
     pub fn emit(&self, mr: MaterializationResponsibility, name: &str, bytes: &[u8]) {
         self.emit_renamed(mr, name, bytes, Vec::new())
     }
@@ -385,14 +396,15 @@ impl LinkContext for LayerContext {
                 if !sym.is_defined() || sym.scope() == Scope::Local {
                     continue;
                 }
-                let weak = sym.linkage() == jit_link::Linkage::Weak;
                 let name = session.intern(name.as_str());
                 if wanted.contains(&name) {
                     if let Some(sym) = graph.symbol_mut(id) {
                         sym.set_live(true);
                     }
-                } else if weak || discarded.contains(&name) {
-                    // Another definition won (or will): bind to it, as a static linker would.
+                } else if discarded.contains(&name) {
+                    // Another definition won: bind to it, as a static linker would. (Other
+                    // definitions the responsibility does not hold are the code generator's own,
+                    // such as DW.ref.__gxx_personality_v0, and stay this object's.)
                     graph.make_external(id)?;
                 }
             }

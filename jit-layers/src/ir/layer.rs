@@ -8,11 +8,11 @@ use inkwell::module::Module;
 use inkwell::targets::TargetMachine;
 use jit_core::{
     Error, FxHashSet, Interface, JitDylib, MaterializationResponsibility, MaterializationUnit, ResourceTracker, Result,
-    SymbolName,
+    SymbolFlags, SymbolName,
 };
 
 use super::compile::{CompileOptions, cache_key, canonicalize_locals, compile_with, restrict_to, settings_id};
-use super::module::{IrModule, IrSource, ModuleBuilder, interface_of, parse, parse_headers};
+use super::module::{IrModule, IrSource, ModuleBuilder, has_initializers, interface_of, parse, parse_headers};
 use crate::{CacheKey, CacheKeyBuilder, ObjectCache, ObjectLinkingLayer};
 
 /// A change to a module before it is compiled (an optimization pipeline, instrumentation...).
@@ -104,7 +104,12 @@ impl IrCompileLayer {
                 // verified, when it is compiled.
                 let context = Context::create();
                 let parsed = parse_headers(&context, &name, &source)?;
-                (interface_of(session, &parsed), UnitSource::Ir(source))
+                let mut interface = interface_of(session, &parsed);
+                if has_initializers(&parsed) {
+                    let init = self.shared.objects.initializer_symbol(dylib, &name);
+                    interface.push(init, SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
+                }
+                (interface, UnitSource::Ir(source))
             }
         };
         let unit = IrUnit {

@@ -187,6 +187,12 @@ pub(crate) fn interface_of(session: &ExecutionSession, module: &Module<'_>) -> I
     interface
 }
 
+/// Whether the module has static constructors or destructors (its object will have
+/// `.init_array`/`.fini_array` entries).
+pub(crate) fn has_initializers(module: &Module<'_>) -> bool {
+    ["llvm.global_ctors", "llvm.global_dtors"].iter().any(|n| module.get_global(n).is_some_and(|g| !g.is_declaration()))
+}
+
 /// The module's global aliases (inkwell has no iterator for them).
 pub(crate) fn aliases<'c>(module: &Module<'c>) -> Vec<GlobalValue<'c>> {
     let mut out = Vec::new();

@@ -1,0 +1,3 @@
+#include "registry.h"
+static Registrar first("first plugin");
+static Registrar second("second plugin");
