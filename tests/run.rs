@@ -173,3 +173,79 @@ fn the_lua_interpreter_from_bitcode_runs_as_native_at_two_levels_threads_and_wit
         same_as_native(&format!("lua ({round} cache)"), &bitcode, &native, &["--cache", cache], &args);
     }
 }
+
+/// A C program of about 50,000 IR instructions at -O0 (so `orcjit run` splits it across
+/// threads): static functions calling each other, static variables and string constants used
+/// from many functions, a table of function pointers, computed goto (`blockaddress`), a
+/// function-local static and a static constructor.
+fn big_program(functions: usize) -> String {
+    let mut c = String::from(
+        "#include <stdio.h>\n#include <stdint.h>\n#include <string.h>\n\
+         static uint64_t counter;\nstatic int initialized;\n\
+         static const char *const words[] = {\"alpha\", \"beta\", \"gamma\", \"delta\"};\n\
+         __attribute__((constructor)) static void init(void) { initialized = 7; }\n",
+    );
+    for i in 0..functions {
+        c += &format!("static uint64_t f{i}(uint64_t x);\n");
+    }
+    for i in 0..functions {
+        let (a, b) = (i / 2, i / 3);
+        let calls = if i == 0 {
+            String::new()
+        } else {
+            format!("if (x & 1) y += f{a}(x >> 1);\n  if (x & 2) y ^= f{b}(x >> 2);")
+        };
+        c += &format!(
+            "static uint64_t f{i}(uint64_t x) {{\n  uint64_t y = x * {m} + {i};\n  \
+             for (int k = 0; k < (int)(x % 5); k++) {{ y = (y << 3) ^ (y >> 7) ^ (uint64_t)k; }}\n  \
+             switch (y % 4) {{ case 0: y += strlen(words[0]); break; case 1: y -= {i}; break;\n    \
+             case 2: y ^= (uint64_t)words[2][1]; break; default: counter += 1; }}\n  {calls}\n  return y;\n}}\n",
+            m = 2 * i + 1
+        );
+    }
+    c += "static uint64_t (*const table[])(uint64_t) = {";
+    for i in 0..functions {
+        c += &format!("f{i},");
+    }
+    c += "};\n\
+          static int computed(int op, int x) {\n  static void *const labels[] = {&&inc, &&dbl, &&dec};\n  \
+          goto *labels[op % 3];\ninc: return x + 1;\ndbl: return x * 2;\ndec: return x - 3;\n}\n\
+          static int calls(void) { static int n; return ++n; }\n\
+          int main(void) {\n  uint64_t sum = 0;\n  \
+          for (unsigned i = 0; i < sizeof table / sizeof table[0]; i++) sum += table[i](i * 2654435761u);\n  \
+          int g = 0;\n  for (int op = 0; op < 9; op++) g = computed(op, g + op);\n  calls(); calls();\n  \
+          printf(\"sum %llu counter %llu init %d goto %d calls %d %s\\n\", (unsigned long long)sum,\n         \
+          (unsigned long long)counter, initialized, g, calls(), words[3]);\n  return (int)(sum % 7);\n}\n";
+    c
+}
+
+/// The object cache's store count from `--cache-stats` output.
+fn cache_stores(stderr: &str) -> usize {
+    let line = stderr.lines().find(|l| l.contains("object cache")).unwrap_or_else(|| panic!("no stats in {stderr}"));
+    let stores = line.split(", ").find(|p| p.ends_with(" stores")).unwrap_or_else(|| panic!("no stores in {line}"));
+    stores.trim_end_matches(" stores").parse().unwrap()
+}
+
+#[test]
+fn a_large_module_split_across_threads_runs_as_native_cold_and_warm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.c");
+    std::fs::write(&src, big_program(1200)).unwrap();
+    let (bitcode, native) = build(tmp.path(), &[src], &["-O0", "-fPIC", "-w"], &[]);
+    for threads in ["1", "2"] {
+        same_as_native("big", &bitcode, &native, &["--threads", threads], &[]);
+    }
+    // Split, the module's objects are stored one per partition plus a record naming them;
+    // whole, one object plus a record. Warm runs link what was stored, whichever thread count.
+    for (threads, split) in [("1", false), ("2", true)] {
+        let cache = tmp.path().join(format!("cache{threads}"));
+        let cache = cache.to_str().unwrap();
+        let opts = ["--threads", threads, "--cache", cache, "--cache-stats"];
+        let cold = run(Command::new(ORCJIT).arg("run").args(opts).arg(&bitcode[0]));
+        let stores = cache_stores(&String::from_utf8_lossy(&cold.stderr));
+        assert_eq!(stores > 2, split, "{threads} thread(s): {stores} cache stores");
+        for warm in ["1", "2"] {
+            same_as_native("big (warm cache)", &bitcode, &native, &["--threads", warm, "--cache", cache], &[]);
+        }
+    }
+}

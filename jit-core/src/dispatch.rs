@@ -87,6 +87,11 @@ pub trait TaskDispatcher: Send + Sync + 'static {
     /// Stops accepting work and releases the threads. Queued materializations are dropped,
     /// queued callbacks run. Idempotent; callable from any thread, including a worker.
     fn shutdown(&self);
+
+    /// How many tasks can run at once: what a layer may split work into to use every thread.
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// Runs every task on the thread that dispatches it.
@@ -300,6 +305,10 @@ impl TaskDispatcher for ThreadPoolDispatcher {
                 recv(shared.speculative_rx) -> t => if let Ok(t) = t { t.run() },
             }
         }
+    }
+
+    fn concurrency(&self) -> usize {
+        self.threads
     }
 
     fn shutdown(&self) {

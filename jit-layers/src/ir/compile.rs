@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use inkwell::OptimizationLevel;
 use inkwell::llvm_sys;
+use inkwell::llvm_sys::prelude::LLVMValueRef;
 use inkwell::module::{Linkage, Module};
 use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple};
 use inkwell::values::{AsValueRef, GlobalValue};
@@ -149,13 +150,14 @@ pub(crate) fn restrict_to(module: &Module<'_>, keep: &FxHashSet<String>, discard
     }
 }
 
-fn make_declaration(g: GlobalValue<'_>, is_function: bool) {
+pub(crate) fn make_declaration(g: GlobalValue<'_>, is_function: bool) {
     let v = g.as_value_ref();
     // SAFETY: `v` is a global of the module being prepared on this thread. A function loses
     // its blocks and personality (a declaration has neither); a variable its initializer.
     // Either leaves its comdat and becomes external, as LLVM's own deleteBody does.
     unsafe {
         if is_function {
+            drop_all_references(v);
             loop {
                 let bb = llvm_sys::core::LLVMGetFirstBasicBlock(v);
                 if bb.is_null() {
@@ -169,6 +171,34 @@ fn make_declaration(g: GlobalValue<'_>, is_function: bool) {
         }
         llvm_sys::comdat::LLVMSetComdat(v, std::ptr::null_mut());
         llvm_sys::core::LLVMSetLinkage(v, llvm_sys::LLVMLinkage::LLVMExternalLinkage);
+    }
+}
+
+/// Clears every operand of every instruction of function `f`, as LLVM's
+/// `Function::dropAllReferences` does before it deletes a body: then no instruction or block
+/// is used by another one (a loop's header is the target of a later block's branch, a phi
+/// uses values from later blocks), and the blocks can be deleted in any order. Blocks whose
+/// address is taken are still used by their `blockaddress` constants, which LLVM replaces
+/// when the block goes.
+///
+/// # Safety
+///
+/// `f` is a function of a module owned by the calling thread; its body is deleted next.
+unsafe fn drop_all_references(f: LLVMValueRef) {
+    // SAFETY: (the caller's) the blocks and instructions walked belong to `f`; setting an
+    // instruction's operand to null is what `User::dropAllReferences` does.
+    unsafe {
+        let mut bb = llvm_sys::core::LLVMGetFirstBasicBlock(f);
+        while !bb.is_null() {
+            let mut i = llvm_sys::core::LLVMGetFirstInstruction(bb);
+            while !i.is_null() {
+                for op in 0..llvm_sys::core::LLVMGetNumOperands(i) {
+                    llvm_sys::core::LLVMSetOperand(i, op as u32, std::ptr::null_mut());
+                }
+                i = llvm_sys::core::LLVMGetNextInstruction(i);
+            }
+            bb = llvm_sys::core::LLVMGetNextBasicBlock(bb);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 mod compile;
 mod layer;
 mod module;
+mod partition;
+mod unit;
 
 pub use compile::CompileOptions;
 pub use layer::{IrCompileLayer, IrTransform, IrTransformLayer, PassPipeline};

@@ -1,0 +1,261 @@
+//! Splitting one large module into partitions that compile in parallel, each on its own thread
+//! in its own LLVM context (contexts are not thread-safe, so every partition re-reads the
+//! module and keeps only its part).
+//!
+//! Every partition must describe the same symbols the same way, so everything here is
+//! deterministic: it depends only on the module's content. Locals become hidden globals with
+//! names derived from that content, so partitions can reach each other's, and a function body
+//! lives in exactly one partition (global variables in partition 0).
+
+use inkwell::GlobalVisibility;
+use inkwell::llvm_sys;
+use inkwell::llvm_sys::prelude::LLVMValueRef;
+use inkwell::module::{Linkage, Module};
+use inkwell::values::{AsValueRef, GlobalValue};
+use jit_core::{FxHashMap, FxHashSet};
+
+use super::compile::make_declaration;
+use super::module::{aliases, object_name};
+
+/// A module is split only above this many instructions: below, one thread compiles it faster
+/// than several threads can each re-read it.
+pub(crate) const SPLIT_ABOVE: usize = 30_000;
+
+/// About this many instructions per partition.
+const PART_SIZE: usize = 15_000;
+
+/// How a module is split: the functions whose bodies each partition keeps, and the locals
+/// made global (with whether each is a function).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SplitPlan {
+    pub parts: Vec<Vec<String>>,
+    pub promoted: Vec<(String, bool)>,
+}
+
+fn functions<'c>(module: &Module<'c>) -> impl Iterator<Item = GlobalValue<'c>> {
+    module.get_functions().map(|f| f.as_global_value())
+}
+
+/// Instructions in a function's body (0 for a declaration).
+fn instructions(f: GlobalValue<'_>) -> usize {
+    let mut n = 0;
+    // SAFETY: walks a function's blocks and instructions with LLVM's iterators; all are owned
+    // by the module, which is alive for the call.
+    unsafe {
+        let mut bb = llvm_sys::core::LLVMGetFirstBasicBlock(f.as_value_ref());
+        while !bb.is_null() {
+            let mut i = llvm_sys::core::LLVMGetFirstInstruction(bb);
+            while !i.is_null() {
+                n += 1;
+                i = llvm_sys::core::LLVMGetNextInstruction(i);
+            }
+            bb = llvm_sys::core::LLVMGetNextBasicBlock(bb);
+        }
+    }
+    n
+}
+
+/// Into how many partitions `module` should be split for `threads` threads (1: not at all).
+/// Modules with aliases or ifuncs are not split (LLVM's C API cannot remove an alias from a
+/// partition that does not own its target).
+pub(crate) fn split_count(module: &Module<'_>, threads: usize) -> usize {
+    if threads < 2 || !aliases(module).is_empty() {
+        return 1;
+    }
+    // SAFETY: reads the head of the module's ifunc list.
+    if unsafe { !llvm_sys::core::LLVMGetFirstGlobalIFunc(module.as_mut_ptr()).is_null() } {
+        return 1;
+    }
+    let total: usize = functions(module).map(instructions).sum();
+    if total < SPLIT_ABOVE { 1 } else { (total / PART_SIZE).clamp(2, 2 * threads) }
+}
+
+/// Makes every local function and variable (already given canonical names) a hidden global
+/// named `__orcjit.<tag>.<canonical>`, so that partitions can refer to each other's. Returns
+/// the promoted names, each with whether it is a function.
+pub(crate) fn promote_locals(module: &Module<'_>, tag: &str) -> Vec<(String, bool)> {
+    let mut promoted = Vec::new();
+    let all = functions(module).map(|g| (g, true)).chain(module.get_globals().map(|g| (g, false)));
+    for (g, is_function) in all {
+        if !matches!(g.get_linkage(), Linkage::Internal | Linkage::Private) {
+            continue;
+        }
+        let name = format!("__orcjit.{tag}.{}", g.get_name().to_string_lossy());
+        g.set_name(&name);
+        g.set_linkage(Linkage::External);
+        g.set_visibility(GlobalVisibility::Hidden);
+        // A promoted constant keeps its identity: it is one definition, reached by name.
+        // SAFETY: clears the unnamed_addr attribute of a global of this module.
+        unsafe {
+            llvm_sys::core::LLVMSetUnnamedAddress(g.as_value_ref(), llvm_sys::LLVMUnnamedAddr::LLVMNoUnnamedAddr)
+        };
+        promoted.push((name, is_function));
+    }
+    promoted
+}
+
+/// Walks `value` and the operands of constant `value`s, calling `found` with the function of
+/// every blockaddress it meets.
+fn blockaddress_functions(value: LLVMValueRef, seen: &mut FxHashSet<usize>, found: &mut dyn FnMut(LLVMValueRef)) {
+    // SAFETY: inspects a value of a live module: its kind, and its operands when it is a
+    // constant (not a global, whose own operands are its initializer, visited separately).
+    unsafe {
+        if value.is_null() {
+            return;
+        }
+        if !llvm_sys::core::LLVMIsABlockAddress(value).is_null() {
+            found(llvm_sys::core::LLVMGetBlockAddressFunction(value));
+            return;
+        }
+        let is_constant = !llvm_sys::core::LLVMIsAConstant(value).is_null();
+        let is_global = !llvm_sys::core::LLVMIsAGlobalValue(value).is_null();
+        if !is_constant || is_global || !seen.insert(value as usize) {
+            return;
+        }
+        for i in 0..llvm_sys::core::LLVMGetNumOperands(value).max(0) as u32 {
+            blockaddress_functions(llvm_sys::core::LLVMGetOperand(value, i), seen, found);
+        }
+    }
+}
+
+/// Functions whose bodies must stay with partition 0: those a global variable's initializer
+/// or another function takes a blockaddress of (a block's address only means something next
+/// to its function), and those sharing a comdat with a variable.
+fn pinned_to_first(module: &Module<'_>) -> FxHashSet<String> {
+    let mut pinned = FxHashSet::default();
+    let mut seen = FxHashSet::default();
+    let pin = |f: LLVMValueRef, pinned: &mut FxHashSet<String>| {
+        // SAFETY: `f` is a function of the module; its name is valid while the module lives.
+        let name = unsafe { GlobalValue::new(f) }.get_name().to_string_lossy().into_owned();
+        pinned.insert(name);
+    };
+    for g in module.get_globals() {
+        // SAFETY: a global variable of the module; its initializer (if any) is a constant.
+        let init = unsafe { llvm_sys::core::LLVMGetInitializer(g.as_value_ref()) };
+        blockaddress_functions(init, &mut seen, &mut |f| pin(f, &mut pinned));
+    }
+    for f in functions(module) {
+        let this = f.as_value_ref();
+        let mut others = Vec::new();
+        // SAFETY: walks the instructions of a function of the module and their operands.
+        unsafe {
+            let mut bb = llvm_sys::core::LLVMGetFirstBasicBlock(this);
+            while !bb.is_null() {
+                let mut i = llvm_sys::core::LLVMGetFirstInstruction(bb);
+                while !i.is_null() {
+                    for k in 0..llvm_sys::core::LLVMGetNumOperands(i).max(0) as u32 {
+                        blockaddress_functions(llvm_sys::core::LLVMGetOperand(i, k), &mut seen, &mut |t| {
+                            if t != this {
+                                others.push(t);
+                            }
+                        });
+                    }
+                    i = llvm_sys::core::LLVMGetNextInstruction(i);
+                }
+                bb = llvm_sys::core::LLVMGetNextBasicBlock(bb);
+            }
+        }
+        if !others.is_empty() {
+            pin(this, &mut pinned);
+            for t in others {
+                pin(t, &mut pinned);
+            }
+        }
+    }
+    // Comdats that hold a variable: their functions go with the variables.
+    let comdat = |g: GlobalValue<'_>| {
+        // SAFETY: reads the comdat of a global of the module (null if none).
+        unsafe { llvm_sys::comdat::LLVMGetComdat(g.as_value_ref()) as usize }
+    };
+    let variable_comdats: FxHashSet<usize> = module.get_globals().map(comdat).filter(|&c| c != 0).collect();
+    for f in functions(module) {
+        if variable_comdats.contains(&comdat(f)) {
+            pinned.insert(f.get_name().to_string_lossy().into_owned());
+        }
+    }
+    pinned
+}
+
+/// Assigns function bodies to `k` partitions: pinned functions and each comdat group as a
+/// whole, the rest largest first to the lightest partition.
+pub(crate) fn plan(module: &Module<'_>, k: usize, promoted: Vec<(String, bool)>) -> SplitPlan {
+    let pinned = pinned_to_first(module);
+    // Units of assignment: a comdat group's functions together, others alone.
+    let mut units: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut by_comdat: FxHashMap<usize, usize> = FxHashMap::default();
+    let mut parts: Vec<Vec<String>> = vec![Vec::new(); k];
+    let mut load = vec![0usize; k];
+    for f in functions(module) {
+        if f.is_declaration() {
+            continue;
+        }
+        let name = f.get_name().to_string_lossy().into_owned();
+        let size = instructions(f);
+        if pinned.contains(&name) {
+            parts[0].push(name);
+            load[0] += size;
+            continue;
+        }
+        // SAFETY: reads the comdat of a function of the module (null if none).
+        let comdat = unsafe { llvm_sys::comdat::LLVMGetComdat(f.as_value_ref()) as usize };
+        match (comdat, by_comdat.get(&comdat)) {
+            (0, _) => units.push((size, vec![name])),
+            (_, Some(&u)) => {
+                units[u].0 += size;
+                units[u].1.push(name);
+            }
+            (c, None) => {
+                by_comdat.insert(c, units.len());
+                units.push((size, vec![name]));
+            }
+        }
+    }
+    // Largest first; ties by name, so the plan depends on the content only.
+    units.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    for (size, names) in units {
+        let lightest = (0..k).min_by_key(|&i| (load[i], i)).expect("k >= 1");
+        load[lightest] += size;
+        parts[lightest].extend(names);
+    }
+    SplitPlan { parts, promoted }
+}
+
+/// Keeps in `module` only what partition `part` defines: its functions' bodies, and (for
+/// partition 0 only) the global variables' initializers. Everything else becomes a
+/// declaration, reached through the symbols the other partitions define.
+pub(crate) fn keep_partition(module: &Module<'_>, plan: &SplitPlan, part: usize) {
+    let mine: FxHashSet<&str> = plan.parts[part].iter().map(String::as_str).collect();
+    for f in functions(module) {
+        if !f.is_declaration() && !mine.contains(f.get_name().to_str().unwrap_or("")) {
+            make_declaration(f, true);
+        }
+    }
+    if part != 0 {
+        for g in module.get_globals() {
+            // Appending globals (llvm.global_ctors, llvm.used...) only mean something once.
+            if !g.is_declaration() {
+                if g.get_linkage() == Linkage::Appending {
+                    // SAFETY: deletes a special global that no instruction uses.
+                    unsafe { llvm_sys::core::LLVMDeleteGlobal(g.as_value_ref()) };
+                } else {
+                    make_declaration(g, false);
+                }
+            }
+        }
+    }
+}
+
+/// The object names of what partition `part` defines (partition 0 also every global
+/// variable), to split the responsibility by.
+pub(crate) fn defined_names(module: &Module<'_>, plan: &SplitPlan, part: usize) -> Vec<String> {
+    let object = |ir: &str| ir.strip_prefix('\u{1}').unwrap_or(ir).to_string();
+    let mut names: Vec<String> = plan.parts[part].iter().map(|n| object(n)).collect();
+    if part == 0 {
+        for g in module.get_globals() {
+            if !g.is_declaration() && !matches!(g.get_linkage(), Linkage::Appending | Linkage::AvailableExternally) {
+                names.extend(object_name(g.get_name()).map(str::to_string));
+            }
+        }
+    }
+    names
+}
