@@ -176,12 +176,12 @@ fn the_lua_interpreter_from_bitcode_runs_as_native_at_two_levels_threads_and_wit
 
 /// A C program of about 50,000 IR instructions at -O0 (so `orcjit run` splits it across
 /// threads): static functions calling each other, static variables and string constants used
-/// from many functions, a table of function pointers, computed goto (`blockaddress`), a
-/// function-local static and a static constructor.
+/// from many functions (one of them thread-local), a table of function pointers, computed goto
+/// (`blockaddress`), a function-local static and a static constructor.
 fn big_program(functions: usize) -> String {
     let mut c = String::from(
         "#include <stdio.h>\n#include <stdint.h>\n#include <string.h>\n\
-         static uint64_t counter;\nstatic int initialized;\n\
+         static uint64_t counter;\nstatic __thread uint64_t tcount;\nstatic int initialized;\n\
          static const char *const words[] = {\"alpha\", \"beta\", \"gamma\", \"delta\"};\n\
          __attribute__((constructor)) static void init(void) { initialized = 7; }\n",
     );
@@ -199,7 +199,7 @@ fn big_program(functions: usize) -> String {
             "static uint64_t f{i}(uint64_t x) {{\n  uint64_t y = x * {m} + {i};\n  \
              for (int k = 0; k < (int)(x % 5); k++) {{ y = (y << 3) ^ (y >> 7) ^ (uint64_t)k; }}\n  \
              switch (y % 4) {{ case 0: y += strlen(words[0]); break; case 1: y -= {i}; break;\n    \
-             case 2: y ^= (uint64_t)words[2][1]; break; default: counter += 1; }}\n  {calls}\n  return y;\n}}\n",
+             case 2: y ^= (uint64_t)words[2][1]; break; default: counter += 1; tcount += 2; }}\n  {calls}\n  return y;\n}}\n",
             m = 2 * i + 1
         );
     }
@@ -214,8 +214,8 @@ fn big_program(functions: usize) -> String {
           int main(void) {\n  uint64_t sum = 0;\n  \
           for (unsigned i = 0; i < sizeof table / sizeof table[0]; i++) sum += table[i](i * 2654435761u);\n  \
           int g = 0;\n  for (int op = 0; op < 9; op++) g = computed(op, g + op);\n  calls(); calls();\n  \
-          printf(\"sum %llu counter %llu init %d goto %d calls %d %s\\n\", (unsigned long long)sum,\n         \
-          (unsigned long long)counter, initialized, g, calls(), words[3]);\n  return (int)(sum % 7);\n}\n";
+          printf(\"sum %llu counter %llu tls %llu init %d goto %d calls %d %s\\n\", (unsigned long long)sum,\n         \
+          (unsigned long long)counter, (unsigned long long)tcount, initialized, g, calls(), words[3]);\n  return (int)(sum % 7);\n}\n";
     c
 }
 

@@ -32,12 +32,12 @@ pub(crate) struct SplitPlan {
     pub promoted: Vec<(String, bool)>,
 }
 
-fn functions<'c>(module: &Module<'c>) -> impl Iterator<Item = GlobalValue<'c>> {
+pub(crate) fn functions<'c>(module: &Module<'c>) -> impl Iterator<Item = GlobalValue<'c>> {
     module.get_functions().map(|f| f.as_global_value())
 }
 
 /// Instructions in a function's body (0 for a declaration).
-fn instructions(f: GlobalValue<'_>) -> usize {
+pub(crate) fn instructions(f: GlobalValue<'_>) -> usize {
     let mut n = 0;
     // SAFETY: walks a function's blocks and instructions with LLVM's iterators; all are owned
     // by the module, which is alive for the call.
@@ -74,14 +74,29 @@ pub(crate) fn split_count(module: &Module<'_>, threads: usize) -> usize {
 /// named `__orcjit.<tag>.<canonical>`, so that partitions can refer to each other's. Returns
 /// the promoted names, each with whether it is a function.
 pub(crate) fn promote_locals(module: &Module<'_>, tag: &str) -> Vec<(String, bool)> {
+    promote_locals_as(module, |name, _| format!("__orcjit.{tag}.{name}"))
+}
+
+/// Makes every local function and variable a global named `name(old name, index)` (`index`
+/// counts the locals, for unnamed ones), hidden (thread-local variables excepted, see
+/// [`recreate_thread_local`]). Returns the new names, each with whether it is a function.
+pub(crate) fn promote_locals_as(module: &Module<'_>, name: impl Fn(&str, usize) -> String) -> Vec<(String, bool)> {
     let mut promoted = Vec::new();
-    let all = functions(module).map(|g| (g, true)).chain(module.get_globals().map(|g| (g, false)));
-    for (g, is_function) in all {
-        if !matches!(g.get_linkage(), Linkage::Internal | Linkage::Private) {
+    let locals: Vec<(GlobalValue<'_>, bool)> = functions(module)
+        .map(|g| (g, true))
+        .chain(module.get_globals().map(|g| (g, false)))
+        .filter(|(g, _)| matches!(g.get_linkage(), Linkage::Internal | Linkage::Private))
+        .collect();
+    for (index, (g, is_function)) in locals.into_iter().enumerate() {
+        let old = g.get_name().to_string_lossy();
+        let new = name(old.strip_prefix('\u{1}').unwrap_or(&old), index);
+        if g.is_thread_local() {
+            // SAFETY: `g` is a thread-local variable of `module`, which this thread owns.
+            unsafe { recreate_thread_local(module, g.as_value_ref(), &new) };
+            promoted.push((new, false));
             continue;
         }
-        let name = format!("__orcjit.{tag}.{}", g.get_name().to_string_lossy());
-        g.set_name(&name);
+        g.set_name(&new);
         g.set_linkage(Linkage::External);
         g.set_visibility(GlobalVisibility::Hidden);
         // A promoted constant keeps its identity: it is one definition, reached by name.
@@ -89,9 +104,53 @@ pub(crate) fn promote_locals(module: &Module<'_>, tag: &str) -> Vec<(String, boo
         unsafe {
             llvm_sys::core::LLVMSetUnnamedAddress(g.as_value_ref(), llvm_sys::LLVMUnnamedAddr::LLVMNoUnnamedAddr)
         };
-        promoted.push((name, is_function));
+        promoted.push((new, is_function));
     }
     promoted
+}
+
+/// Replaces local thread-local variable `g` by a fresh external global named `name` with the
+/// same type, initializer, TLS mode, alignment, section and metadata. LLVM keeps the
+/// `dso_local` mark of a local through any change of linkage or visibility, and code in other
+/// partitions would then reach a dso_local thread-local with the local-dynamic model: an
+/// offset into *their own* object's TLS block. A fresh default-visibility global is not
+/// dso_local, so they use the general-dynamic model and find it by name.
+///
+/// # Safety
+///
+/// `g` is a global variable of `module`, owned by the calling thread; it is deleted.
+unsafe fn recreate_thread_local(module: &Module<'_>, g: LLVMValueRef, name: &str) {
+    use llvm_sys::core::*;
+    // SAFETY: (the caller's) every call reads or writes `g`, the fresh global, or the
+    // module; the metadata entries copied are disposed of after use.
+    unsafe {
+        let space = LLVMGetPointerAddressSpace(LLVMTypeOf(g));
+        let fresh = LLVMAddGlobalInAddressSpace(module.as_mut_ptr(), LLVMGlobalGetValueType(g), c"".as_ptr(), space);
+        let init = LLVMGetInitializer(g);
+        if !init.is_null() {
+            LLVMSetInitializer(fresh, init);
+        }
+        LLVMSetThreadLocalMode(fresh, LLVMGetThreadLocalMode(g));
+        LLVMSetGlobalConstant(fresh, LLVMIsGlobalConstant(g));
+        LLVMSetExternallyInitialized(fresh, LLVMIsExternallyInitialized(g));
+        LLVMSetAlignment(fresh, LLVMGetAlignment(g));
+        let section = LLVMGetSection(g);
+        if !section.is_null() {
+            LLVMSetSection(fresh, section);
+        }
+        let mut count = 0usize;
+        let entries = LLVMGlobalCopyAllMetadata(g, &mut count);
+        for i in 0..count as u32 {
+            let kind = LLVMValueMetadataEntriesGetKind(entries, i);
+            LLVMGlobalSetMetadata(fresh, kind, LLVMValueMetadataEntriesGetMetadata(entries, i));
+        }
+        if !entries.is_null() {
+            LLVMDisposeValueMetadataEntries(entries);
+        }
+        LLVMReplaceAllUsesWith(g, fresh);
+        LLVMDeleteGlobal(g);
+        LLVMSetValueName2(fresh, name.as_ptr().cast(), name.len());
+    }
 }
 
 /// Walks `value` and the operands of constant `value`s, calling `found` with the function of
@@ -121,7 +180,7 @@ fn blockaddress_functions(value: LLVMValueRef, seen: &mut FxHashSet<usize>, foun
 /// Functions whose bodies must stay with partition 0: those a global variable's initializer
 /// or another function takes a blockaddress of (a block's address only means something next
 /// to its function), and those sharing a comdat with a variable.
-fn pinned_to_first(module: &Module<'_>) -> FxHashSet<String> {
+pub(crate) fn pinned_to_first(module: &Module<'_>) -> FxHashSet<String> {
     let mut pinned = FxHashSet::default();
     let mut seen = FxHashSet::default();
     let pin = |f: LLVMValueRef, pinned: &mut FxHashSet<String>| {
