@@ -11,6 +11,7 @@ mod initializers;
 mod ir;
 #[cfg(feature = "llvm")]
 mod jit;
+mod lazy;
 mod object_layer;
 
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
@@ -21,4 +22,5 @@ pub use ir::{
 };
 #[cfg(feature = "llvm")]
 pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction};
+pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};

@@ -1,0 +1,421 @@
+//! Lazy re-exports: the materialization unit that defines stubs standing for bodies in other
+//! dylibs, the resolver that looks a body up on its stub's first call, and [`LazyReexports`],
+//! the manager that owns stubs, trampoline and resolver (LLVM's `LazyReexportsManager` and
+//! `lazyReexports`, `llvm/lib/ExecutionEngine/Orc/LazyReexports.cpp`).
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jit_core::{
+    Error, ExecutionSession, ExecutorAddr, FxHashSet, Interface, JitDylib, MaterializationResponsibility,
+    MaterializationUnit, ResourceKey, ResourceManager, ResourceTracker, Result, SymbolFlags, SymbolName,
+};
+use jit_mem::MemoryManager;
+use parking_lot::{Mutex, RwLock};
+
+use super::reentry::{Reentry, StateSave};
+use super::stubs::{BATCH_STUBS, NewBatch};
+use super::table::{Refusal, StubTable};
+
+/// One lazy re-export: `stub`, defined with `flags`, stands for `body` in `body_dylib`.
+#[derive(Clone, Debug)]
+pub struct LazyStub {
+    pub stub: SymbolName,
+    /// Must include [`SymbolFlags::CALLABLE`].
+    pub flags: SymbolFlags,
+    pub body_dylib: JitDylib,
+    pub body: SymbolName,
+}
+
+impl LazyStub {
+    /// An exported, callable stub `stub` for `body` in `body_dylib`.
+    pub fn new(stub: SymbolName, body_dylib: &JitDylib, body: SymbolName) -> LazyStub {
+        LazyStub { stub, flags: SymbolFlags::EXPORTED | SymbolFlags::CALLABLE, body_dylib: body_dylib.clone(), body }
+    }
+}
+
+/// Where a materialized stub stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StubStatus {
+    /// The stub's address: the symbol's address, what callers call.
+    pub stub: ExecutorAddr,
+    pub flags: SymbolFlags,
+    /// Where calls go now: `None` while they still enter the resolver.
+    pub target: Option<ExecutorAddr>,
+}
+
+/// A manager's counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazyStats {
+    /// Stubs defined in some dylib.
+    pub live_stubs: usize,
+    /// Stubs made and not handed out yet.
+    pub free_stubs: usize,
+    /// Stubs whose tracker was removed (never reused).
+    pub dead_stubs: usize,
+    /// Batches of stubs whose memory is held.
+    pub batches: usize,
+    /// Calls that entered the resolver.
+    pub resolver_entries: u64,
+}
+
+type FirstCallListener = dyn Fn(&JitDylib, &SymbolName, &JitDylib, &SymbolName) + Send + Sync;
+
+struct Shared {
+    session: ExecutionSession,
+    memory: Arc<dyn MemoryManager>,
+    reentry: Reentry,
+    table: Mutex<StubTable>,
+    listener: RwLock<Option<Arc<FirstCallListener>>>,
+    resolver_entries: AtomicU64,
+}
+
+/// Lazy call-through stubs for one session: a function's body is looked up (and so compiled
+/// and linked) the first time its stub is called, not when the stub's address is taken.
+///
+/// Contract:
+/// - [`add`](Self::add) defines stubs in a dylib. A stub is materialized (made, and given its
+///   address) when first looked up, with no dependency on its body; its body is looked up in its
+///   own dylib alone, at Ready, the first time the stub is *called*, on the calling thread (a
+///   program thread or a pool worker: the session's blocking lookup helps the pool while it
+///   waits, so this works with a pool of one thread). Concurrent first calls all enter the
+///   resolver; the session materializes the body once, and all of them go on to it.
+/// - A call that cannot be completed (the body fails to compile or link, does not exist, or the
+///   stub's tracker was removed) prints the reason to stderr and aborts the process: there is
+///   no caller to return an error to.
+/// - Later calls cost one indirect jump. [`redirect`](Self::redirect) repoints a stub
+///   atomically.
+/// - Removing a stub's tracker makes calls through its old address abort with a clear message
+///   (the stub is never reused). Stub memory is freed when the session ends (for stubs) and
+///   when the last handle is dropped (for the trampoline). Calling a stub after that, like
+///   calling any freed JIT'd code, is the caller's error.
+#[derive(Clone)]
+pub struct LazyReexports {
+    shared: Arc<Shared>,
+}
+
+impl LazyReexports {
+    /// A manager making its stubs and trampoline in `memory`, registered with `session` as a
+    /// resource manager (so that removing a tracker retires its stubs).
+    pub fn new(session: &ExecutionSession, memory: Arc<dyn MemoryManager>) -> Result<LazyReexports> {
+        Self::with_state_save(session, memory, StateSave::detect())
+    }
+
+    pub(super) fn with_state_save(
+        session: &ExecutionSession,
+        memory: Arc<dyn MemoryManager>,
+        save: StateSave,
+    ) -> Result<LazyReexports> {
+        let reentry = Reentry::new(&*memory, save, resolve)?;
+        let shared = Arc::new(Shared {
+            session: session.clone(),
+            memory,
+            reentry,
+            table: Mutex::new(StubTable::default()),
+            listener: RwLock::new(None),
+            resolver_entries: AtomicU64::new(0),
+        });
+        // No stub exists yet, so nothing can reach the trampoline before this.
+        shared.reentry.set_context(Arc::as_ptr(&shared) as *const ());
+        session.register_resource_manager(Arc::new(LazyResources(shared.clone())));
+        tracing::debug!(target: "orcjit", state_save = ?shared.reentry.state_save(), "lazy re-exports manager ready");
+        Ok(LazyReexports { shared })
+    }
+
+    /// Defines in `dylib` one stub per entry (see the type's contract), tracked by `tracker`
+    /// (or the dylib's default tracker). Every stub must be callable; names must be distinct
+    /// (and, as for any definition, new to the dylib).
+    pub fn add(&self, dylib: &JitDylib, stubs: Vec<LazyStub>, tracker: Option<&ResourceTracker>) -> Result<()> {
+        if stubs.is_empty() {
+            return Ok(());
+        }
+        dylib.define_boxed(self.unit(dylib.name(), stubs)?, tracker)
+    }
+
+    /// The unit [`add`](Self::add) defines (`dylib` names the dylib in messages), for a layer
+    /// that hands stubs to a dylib itself, e.g. with `MaterializationResponsibility::replace`.
+    pub fn unit(&self, dylib: &str, stubs: Vec<LazyStub>) -> Result<Box<dyn MaterializationUnit>> {
+        let mut seen = FxHashSet::default();
+        let mut interface = Interface::new();
+        for s in &stubs {
+            if !s.flags.contains(SymbolFlags::CALLABLE)
+                || s.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY)
+            {
+                return Err(Error::msg(format!(
+                    "lazy stub '{}' in dylib '{}' must be a callable symbol with an address (flags: {:?})",
+                    s.stub, dylib, s.flags
+                )));
+            }
+            if !seen.insert(s.stub.clone()) {
+                return Err(Error::DuplicateDefinition { symbol: s.stub.clone(), dylib: Arc::from(dylib) });
+            }
+            interface.push(s.stub.clone(), s.flags);
+        }
+        let name = match stubs.len() {
+            0 => format!("no lazy stubs in '{dylib}'"),
+            1 => format!("lazy stub '{}' in '{dylib}'", stubs[0].stub),
+            n => format!("lazy stubs '{}' and {} more in '{dylib}'", stubs[0].stub, n - 1),
+        };
+        Ok(Box::new(LazyUnit { shared: self.shared.clone(), name, interface, stubs }))
+    }
+
+    /// Points stub `name` of `dylib` at `addr`, atomically: calls already in the old body
+    /// finish there, every call that starts after this returns goes to `addr` (for REPL
+    /// redefinition). The stub must be materialized (looked up at least once).
+    pub fn redirect(&self, dylib: &JitDylib, name: &SymbolName, addr: ExecutorAddr) -> Result<()> {
+        if addr == ExecutorAddr::NULL {
+            return Err(Error::msg(format!(
+                "cannot redirect lazy stub '{name}' in dylib '{}' to address 0",
+                dylib.name()
+            )));
+        }
+        self.shared.table.lock().redirect(dylib, name, addr)
+    }
+
+    /// Calls `f(stub dylib, stub, body dylib, body)` when a stub is first called, on the
+    /// calling thread, outside every lock, before its body is looked up (a hook for
+    /// speculation). Replaces the previous listener.
+    pub fn set_first_call_listener(
+        &self,
+        f: impl Fn(&JitDylib, &SymbolName, &JitDylib, &SymbolName) + Send + Sync + 'static,
+    ) {
+        *self.shared.listener.write() = Some(Arc::new(f));
+    }
+
+    /// Where stub `name` of `dylib` stands, if it is materialized and live.
+    pub fn stub_status(&self, dylib: &JitDylib, name: &SymbolName) -> Option<StubStatus> {
+        self.shared.table.lock().status(dylib, name)
+    }
+
+    pub fn stats(&self) -> LazyStats {
+        let mut stats = self.shared.table.lock().stats();
+        stats.resolver_entries = self.shared.resolver_entries.load(Ordering::Relaxed);
+        stats
+    }
+
+    pub fn session(&self) -> &ExecutionSession {
+        &self.shared.session
+    }
+}
+
+impl std::fmt::Debug for LazyReexports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyReexports")
+            .field("state_save", &self.shared.reentry.state_save())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Shared {
+    /// Makes stubs for what `mr` holds of `stubs` and emits them.
+    ///
+    /// Every stub the responsibility holds is made now, not only the requested ones: a stub is
+    /// 24 bytes and never compiles anything, while handing unrequested ones back (as LLVM's
+    /// older `LazyReexportsMaterializationUnit` does) makes a module of n functions cost O(n²)
+    /// in re-defined interfaces as they are called one by one.
+    fn emit(self: &Arc<Self>, mut mr: MaterializationResponsibility, stubs: Vec<LazyStub>) {
+        let stubs: Vec<LazyStub> = stubs.into_iter().filter(|s| mr.contains(&s.stub)).collect();
+        let n = stubs.len();
+        let mut ids = self.table.lock().take_free(n);
+        let mut batch = None;
+        if ids.len() < n {
+            let missing = n - ids.len();
+            match self.new_batch(missing) {
+                Ok((new, index, first)) => {
+                    ids.extend(first..first + missing as u32);
+                    batch = Some((new, index));
+                }
+                Err(e) => {
+                    self.table.lock().untake(&ids);
+                    return mr.fail(e);
+                }
+            }
+        }
+        let dylib = mr.dylib();
+        let defs = match mr.with_resource_key(|key| self.table.lock().bind(&ids, &stubs, &dylib, key)) {
+            Ok(defs) => defs,
+            Err(e) => {
+                self.table.lock().untake(&ids);
+                self.finish(batch, None);
+                return mr.fail(e);
+            }
+        };
+        if let Err(e) = mr.notify_resolved(defs) {
+            self.table.lock().kill(&ids);
+            self.finish(batch, None);
+            return mr.fail(e);
+        }
+        // Addresses go out before the batch is finalized, as a linker reports addresses before
+        // it finalizes: a manager may complete the finalize only once in-flight neighbours
+        // finalize, and those may be links waiting for these very addresses.
+        self.finish(batch, Some(mr));
+    }
+
+    /// A new batch of at least `needed` stubs, written and recorded (in flight).
+    fn new_batch(&self, needed: usize) -> Result<(NewBatch, u32, u32)> {
+        let count = u32::try_from(needed)
+            .map_err(|_| Error::msg(format!("lazy stubs: {needed} stubs in one unit is too many")))?
+            .max(BATCH_STUBS);
+        let mut batch = NewBatch::allocate(&*self.memory, count)?;
+        let (index, first) = self.table.lock().add_batch(batch.stubs(), batch.slots(), batch.count())?;
+        if let Err(e) = batch.write(first, self.reentry.entry()) {
+            self.table.lock().batch_failed(index);
+            return Err(e);
+        }
+        Ok((batch, index, first))
+    }
+
+    /// Finalizes `batch` (its free stubs then join the pool) and emits `mr`'s stubs once
+    /// they can run.
+    fn finish(self: &Arc<Self>, batch: Option<(NewBatch, u32)>, mr: Option<MaterializationResponsibility>) {
+        let Some((batch, index)) = batch else {
+            if let Some(mr) = mr {
+                // Stubs depend on nothing (that is the point); an error here has already
+                // failed them and told their waiters.
+                let _ = mr.notify_emitted(Vec::new());
+            }
+            return;
+        };
+        let shared = self.clone();
+        batch.finalize(Box::new(move |result| {
+            match result {
+                Ok(alloc) => {
+                    shared.table.lock().batch_finalized(index, alloc);
+                    if let Some(mr) = mr {
+                        let _ = mr.notify_emitted(Vec::new());
+                    }
+                }
+                Err(e) => {
+                    shared.table.lock().batch_failed(index);
+                    if let Some(mr) = mr {
+                        mr.fail(Error::msg(format!("lazy stubs: cannot finalize their memory: {e}")));
+                    }
+                }
+            }
+            shared.release_if_ended();
+        }));
+    }
+
+    /// Frees the batches no live stub uses once the session has ended.
+    fn release_if_ended(&self) {
+        if self.session.has_ended() {
+            let freed = self.table.lock().release_unused();
+            drop(freed);
+        }
+    }
+
+    /// The resolver's work for a call through stub `id`: the address to go on to, or the
+    /// message to die with.
+    fn resolve(&self, id: u64) -> std::result::Result<u64, String> {
+        self.resolver_entries.fetch_add(1, Ordering::Relaxed);
+        let call = self.table.lock().enter(id).map_err(|r| refusal(id, r))?;
+        let _span = tracing::debug_span!(target: "orcjit", "lazy call", stub = %call.stub, body = %call.body).entered();
+        if call.first {
+            let listener = self.listener.read().clone();
+            if let Some(listener) = listener {
+                listener(&call.dylib, &call.stub, &call.body_dylib, &call.body);
+            }
+        }
+        let failed = |why: &dyn std::fmt::Display| {
+            format!(
+                "orcjit: lazy call to '{}' (body '{}' in '{}') failed: {why}",
+                call.stub,
+                call.body,
+                call.body_dylib.name()
+            )
+        };
+        let session = call.body_dylib.session();
+        let body = session.lookup_symbol(&call.body_dylib.search_order(), &call.body).map_err(|e| failed(&e))?;
+        if body.addr == ExecutorAddr::NULL || body.addr.0 == call.addr {
+            return Err(failed(&format_args!("the body's address is {:#x}, which cannot be called", body.addr.0)));
+        }
+        self.table.lock().publish(id, body.addr.0).map_err(|r| refusal(id, r))
+    }
+}
+
+fn refusal(id: u64, why: Refusal) -> String {
+    match why {
+        Refusal::Dead { stub, dylib } => format!(
+            "orcjit: call through lazy stub '{stub}' of '{dylib}' after its resource tracker was removed \
+             (the caller holds a stale address)"
+        ),
+        Refusal::Unknown => format!("orcjit: lazy re-entry from unknown stub #{id}"),
+    }
+}
+
+/// Entered from the re-entry trampoline with the context word and the id the stub pushed;
+/// returns where the call goes on. Never unwinds: any failure ends the process.
+///
+/// # Safety
+/// `context` must point to a live `Shared`.
+unsafe extern "C" fn resolve(context: *const (), id: u64) -> u64 {
+    // SAFETY: the trampoline passes the word `with_state_save` set to its manager's `Shared`.
+    // The trampoline's memory belongs to that `Shared`, so while a stub can reach it the
+    // `Shared` is alive.
+    let shared = unsafe { &*(context as *const Shared) };
+    match catch_unwind(AssertUnwindSafe(|| shared.resolve(id))) {
+        Ok(Ok(target)) => target,
+        Ok(Err(message)) => die(&message),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            // Dropping the payload could panic again; the process ends anyway.
+            std::mem::forget(panic);
+            die(&format!("orcjit: lazy call through stub #{id} panicked: {what}"))
+        }
+    }
+}
+
+fn die(message: &str) -> ! {
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+    std::process::abort()
+}
+
+/// The stubs of one `add`, not made yet.
+struct LazyUnit {
+    shared: Arc<Shared>,
+    name: String,
+    interface: Interface,
+    stubs: Vec<LazyStub>,
+}
+
+impl MaterializationUnit for LazyUnit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn symbols(&self) -> &Interface {
+        &self.interface
+    }
+
+    fn materialize(self: Box<Self>, mr: MaterializationResponsibility) {
+        let LazyUnit { shared, stubs, .. } = *self;
+        shared.emit(mr, stubs);
+    }
+
+    fn discard(&mut self, _dylib: &JitDylib, name: &SymbolName) {
+        self.interface.remove(name);
+        self.stubs.retain(|s| s.stub != *name);
+    }
+}
+
+/// Retires stubs with their trackers.
+struct LazyResources(Arc<Shared>);
+
+impl ResourceManager for LazyResources {
+    fn handle_remove(&self, key: ResourceKey) -> Result<()> {
+        self.0.table.lock().remove(key);
+        self.0.release_if_ended();
+        Ok(())
+    }
+
+    fn handle_transfer(&self, dst: ResourceKey, src: ResourceKey) {
+        self.0.table.lock().transfer(dst, src);
+    }
+}
