@@ -69,6 +69,8 @@ struct BatchRecord {
     state: BatchState,
     first: u32,
     count: u32,
+    /// How many of its stubs are `Live`.
+    live: u32,
 }
 
 /// A call entering the resolver: what to look up.
@@ -120,7 +122,7 @@ impl StubTable {
             return Err(Error::msg(format!("lazy stubs: more than {MAX_ID} stubs in one manager")));
         };
         let batch = self.batches.len() as u32;
-        self.batches.push(BatchRecord { state: BatchState::InFlight, first, count });
+        self.batches.push(BatchRecord { state: BatchState::InFlight, first, count, live: 0 });
         for i in 0..u64::from(count) {
             self.records.push(StubRecord {
                 batch,
@@ -154,6 +156,7 @@ impl StubTable {
                 called: false,
             }));
             defs.push((s.stub.clone(), SymbolDef::new(ExecutorAddr(record.addr), s.flags)));
+            self.batches[record.batch as usize].live += 1;
             self.by_name.insert((dylib.id(), s.stub.clone()), id);
         }
         self.by_key.entry(key).or_default().extend_from_slice(ids);
@@ -221,7 +224,9 @@ impl StubTable {
         if self.by_name.get(&name_key) == Some(&id) {
             self.by_name.remove(&name_key);
         }
-        if matches!(self.batches[self.records[id as usize].batch as usize].state, BatchState::Finalized(_)) {
+        let batch = &mut self.batches[self.records[id as usize].batch as usize];
+        batch.live -= 1;
+        if matches!(batch.state, BatchState::Finalized(_)) {
             // SAFETY: the batch is finalized and its allocation is held by this table, under
             // whose lock we are.
             unsafe { slot.store(lazy_entry) };
@@ -243,21 +248,14 @@ impl StubTable {
     /// of the session, when every tracker is gone); the caller frees it outside the lock.
     pub(super) fn release_unused(&mut self) -> Vec<FinalizedAlloc> {
         let mut freed = Vec::new();
-        for index in 0..self.batches.len() {
-            let b = &self.batches[index];
-            if !matches!(b.state, BatchState::Finalized(_)) {
-                continue;
-            }
-            let ids = b.first..b.first + b.count;
-            if ids.clone().any(|id| matches!(self.records[id as usize].state, StubState::Live(_))) {
-                continue;
-            }
-            if let BatchState::Finalized(alloc) =
-                std::mem::replace(&mut self.batches[index].state, BatchState::Released)
-            {
+        for b in self.batches.iter_mut().filter(|b| b.live == 0 && matches!(b.state, BatchState::Finalized(_))) {
+            if let BatchState::Finalized(alloc) = std::mem::replace(&mut b.state, BatchState::Released) {
                 freed.push(alloc);
             }
-            self.pool.retain(|id| !ids.contains(id));
+        }
+        if !freed.is_empty() {
+            let (records, batches) = (&self.records, &self.batches);
+            self.pool.retain(|&id| !matches!(batches[records[id as usize].batch as usize].state, BatchState::Released));
         }
         freed
     }
