@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 
-use jit_core::{DylibId, ExecutorAddr, FxHashMap, ResourceKey, Result, SymbolName};
+use jit_core::{DylibId, ExecutorAddr, FxHashMap, JitDylib, ResourceKey, Result, SymbolName};
 
 use crate::entry::EntryGate;
 use jit_link::{InitFiniEntry, LinkedObject};
@@ -45,8 +45,12 @@ impl LinkedRecord {
 struct State {
     /// Records by tracker.
     by_key: FxHashMap<ResourceKey, Vec<LinkedRecord>>,
-    /// Side-effects-only symbols of objects with initializers, not yet looked up, per dylib.
-    init_symbols: FxHashMap<DylibId, Vec<SymbolName>>,
+    /// Side-effects-only symbols of objects with initializers, not yet looked up, per dylib
+    /// whose initializers they stand for, each with the dylib defining it (`None`: that one).
+    init_symbols: FxHashMap<DylibId, Vec<(Option<JitDylib>, SymbolName)>>,
+    /// Dylibs whose linked objects' initializers count as another dylib's (a compile-on-demand
+    /// layer's implementation dylib, for the dylib its modules were added to).
+    owners: FxHashMap<DylibId, DylibId>,
 }
 
 /// The layer's per-object records.
@@ -56,13 +60,22 @@ pub(crate) struct Initializers {
 }
 
 impl Initializers {
-    pub(crate) fn add_init_symbol(&self, dylib: DylibId, name: SymbolName) {
-        self.state.lock().init_symbols.entry(dylib).or_default().push(name);
+    pub(crate) fn add_init_symbol(&self, dylib: DylibId, defined_in: Option<JitDylib>, name: SymbolName) {
+        self.state.lock().init_symbols.entry(dylib).or_default().push((defined_in, name));
     }
 
     /// The init symbols of `dylib` not yet looked up (taken: looking them up links them).
-    pub(crate) fn init_symbols(&self, dylib: DylibId) -> Vec<SymbolName> {
+    pub(crate) fn init_symbols(&self, dylib: DylibId) -> Vec<(Option<JitDylib>, SymbolName)> {
         self.state.lock().init_symbols.remove(&dylib).unwrap_or_default()
+    }
+
+    pub(crate) fn set_owner(&self, dylib: DylibId, owner: DylibId) {
+        self.state.lock().owners.insert(dylib, owner);
+    }
+
+    /// The dylib whose initializers those of objects linked into `dylib` are.
+    pub(crate) fn owner_of(&self, dylib: DylibId) -> DylibId {
+        self.state.lock().owners.get(&dylib).copied().unwrap_or(dylib)
     }
 
     /// Keeps `record` under `key`. Called under the session lock (from `with_resource_key`),
@@ -177,6 +190,9 @@ impl Call {
                 unsafe { gate.call(ExecutorAddr(addr.0), 0, 0, 0) };
             }
             Call::Finalize(dso) => {
+                // Handlers JIT'd code registered through orcjit's `__cxa_atexit`, then any it
+                // registered with libc directly.
+                crate::at_exit::finalize(dso.0 as usize);
                 // SAFETY: `dso` is the object's own `__dso_handle`; __cxa_finalize runs (once)
                 // the handlers registered with it, whose code is still mapped.
                 unsafe { __cxa_finalize(dso.0 as usize as *mut c_void) };

@@ -8,11 +8,27 @@ use std::sync::Arc;
 
 use jit_core::{
     DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, ProcessSymbolsGenerator, Result,
+    SymbolDef, SymbolFlags,
 };
 use jit_mem::{ManagerConfig, MemoryManager};
 
-use crate::ir::{CompileOptions, IrCompileLayer, IrModule, IrTransformLayer};
-use crate::{InitArgs, ObjectCache, ObjectLinkingLayer};
+use crate::ir::{
+    CompileOnDemandLayer, CompileOptions, IrCompileLayer, IrModule, IrTransformLayer, PartitionPolicy, PerFunction,
+    WholeModule,
+};
+use crate::{InitArgs, LazyReexports, ObjectCache, ObjectLinkingLayer};
+
+/// When IR added to a [`Jit`] is compiled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Laziness {
+    /// A module when one of its symbols is first looked up (the default).
+    #[default]
+    None,
+    /// A module when one of its functions is first called (behind lazy stubs).
+    Module,
+    /// Each function when it is first called.
+    Function,
+}
 
 /// Builds a [`Jit`].
 #[must_use]
@@ -24,6 +40,8 @@ pub struct JitBuilder {
     dlopen: Vec<String>,
     memory: Option<Arc<dyn MemoryManager>>,
     cache: Option<(PathBuf, u64)>,
+    laziness: Laziness,
+    policy: Option<Arc<dyn PartitionPolicy>>,
 }
 
 /// The object cache's size cap unless told otherwise.
@@ -71,6 +89,19 @@ impl JitBuilder {
         self
     }
 
+    /// When added IR is compiled (default: [`Laziness::None`], a module when first looked up).
+    pub fn lazy(mut self, laziness: Laziness) -> Self {
+        self.laziness = laziness;
+        self
+    }
+
+    /// Lazy compilation with a partition policy of one's own (see [`PartitionPolicy`]).
+    pub fn partition_policy(mut self, policy: Arc<dyn PartitionPolicy>) -> Self {
+        self.laziness = Laziness::Function;
+        self.policy = Some(policy);
+        self
+    }
+
     /// The memory manager to link into (default: jit-mem's default manager).
     pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
         self.memory = Some(memory);
@@ -103,7 +134,26 @@ impl JitBuilder {
         if self.process_symbols {
             main.add_generator(ProcessSymbolsGenerator::new());
         }
-        Ok(Jit { session, main, objects, ir, memory })
+        // JIT'd code registers its exit handlers with orcjit and exits through it (see
+        // `at_exit`), so that what runs at exit can still be compiled then.
+        main.define_absolute(crate::at_exit::overrides().into_iter().map(|(name, addr)| {
+            let flags = SymbolFlags::EXPORTED | SymbolFlags::CALLABLE;
+            (session.intern(name), SymbolDef::new(ExecutorAddr(addr as u64), flags))
+        }))?;
+        let (stubs, lazy) = match self.laziness {
+            Laziness::None => (None, None),
+            laziness => {
+                let stubs = LazyReexports::new(&session, memory.clone())?;
+                let policy: Arc<dyn PartitionPolicy> = match (laziness, self.policy) {
+                    (_, Some(policy)) => policy,
+                    (Laziness::Module, None) => Arc::new(WholeModule),
+                    _ => Arc::new(PerFunction),
+                };
+                let lazy = CompileOnDemandLayer::new(ir.clone(), stubs.clone(), policy);
+                (Some(stubs), Some(lazy))
+            }
+        };
+        Ok(Jit { session, main, objects, ir, lazy, stubs, memory })
     }
 }
 
@@ -117,6 +167,8 @@ pub struct Jit {
     main: JitDylib,
     objects: ObjectLinkingLayer,
     ir: IrTransformLayer,
+    lazy: Option<CompileOnDemandLayer>,
+    stubs: Option<LazyReexports>,
     memory: Arc<dyn MemoryManager>,
 }
 
@@ -130,6 +182,8 @@ impl Jit {
             dlopen: Vec::new(),
             memory: None,
             cache: None,
+            laziness: Laziness::None,
+            policy: None,
         }
     }
 
@@ -153,14 +207,27 @@ impl Jit {
         &self.memory
     }
 
+    /// The compile-on-demand layer, if the JIT is lazy.
+    pub fn lazy_layer(&self) -> Option<&CompileOnDemandLayer> {
+        self.lazy.as_ref()
+    }
+
+    /// The lazy stubs' manager, if the JIT is lazy (to redirect stubs, or watch first calls).
+    pub fn lazy_reexports(&self) -> Option<&LazyReexports> {
+        self.stubs.as_ref()
+    }
+
     /// The object cache, if the builder was given one.
     pub fn cache(&self) -> Option<&ObjectCache> {
         self.ir.compile_layer().cache()
     }
 
-    /// Adds an IR module to the main dylib.
+    /// Adds an IR module to the main dylib (lazily if the JIT is lazy).
     pub fn add_ir(&self, module: IrModule) -> Result<()> {
-        self.ir.add(&self.main, module)
+        match &self.lazy {
+            Some(lazy) => lazy.add(&self.main, module),
+            None => self.ir.add(&self.main, module),
+        }
     }
 
     /// Adds a `.bc` or `.ll` file to the main dylib.
@@ -221,6 +288,10 @@ impl Jit {
         // SAFETY: libc's `environ` is the NULL-terminated environment of this process.
         let envp = unsafe { environ };
         let main = self.lookup_address("main")?;
+        if let Some(lazy) = &self.lazy {
+            // Errors in main's own code are reported here, not by ending the process.
+            lazy.compile_now(&self.main, "main")?;
+        }
         let init = InitArgs { argc, argv: argv.as_ptr() as *const *const c_char, envp: envp as *const *const c_char };
         self.initialize(init)?;
         let gate = self.objects.entry_gate()?;

@@ -4,6 +4,7 @@
 //! linking layer links relocatable objects into JIT dylibs through the session; the IR layers
 //! (feature `llvm`, on by default) compile LLVM IR into objects for it.
 
+pub mod at_exit;
 mod cache;
 mod entry;
 mod initializers;
@@ -18,9 +19,10 @@ pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 #[cfg(feature = "llvm")]
 pub use ir::{
-    CompileOptions, IrCompileLayer, IrModule, IrSource, IrTransform, IrTransformLayer, ModuleBuilder, PassPipeline,
+    CompileOnDemandLayer, CompileOptions, FunctionInfo, IrCompileLayer, IrModule, IrSource, IrTransform,
+    IrTransformLayer, ModuleBuilder, PartitionPolicy, PassPipeline, PerFunction, WholeModule,
 };
 #[cfg(feature = "llvm")]
-pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction};
+pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction, Laziness};
 pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};

@@ -142,7 +142,7 @@ impl ObjectLinkingLayer {
         let init_symbol = unit.init_symbol.clone();
         dylib.define_boxed(Box::new(unit), tracker)?;
         if let Some(init) = init_symbol {
-            self.shared.inits.add_init_symbol(dylib.id(), init);
+            self.shared.inits.add_init_symbol(dylib.id(), None, init);
         }
         Ok(())
     }
@@ -154,8 +154,27 @@ impl ObjectLinkingLayer {
     pub fn initializer_symbol(&self, dylib: &JitDylib, unit_name: &str) -> SymbolName {
         let n = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
         let name = self.shared.session.intern(&format!("$orcjit.init.{n}.{unit_name}"));
-        self.shared.inits.add_init_symbol(dylib.id(), name.clone());
+        self.shared.inits.add_init_symbol(dylib.id(), None, name.clone());
         name
+    }
+
+    /// As [`initializer_symbol`](Self::initializer_symbol), for a unit added to `defined_in`
+    /// whose initializers are `owner`'s (run by `initialize(owner)`); see
+    /// [`set_initializer_owner`](Self::set_initializer_owner). Returns the symbol and the
+    /// link order its object should be emitted with (see
+    /// [`emit_in_order`](Self::emit_in_order)), so initializers run in the order units were added.
+    pub fn initializer_symbol_in(&self, owner: &JitDylib, defined_in: &JitDylib, unit_name: &str) -> (SymbolName, u64) {
+        let n = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
+        let name = self.shared.session.intern(&format!("$orcjit.init.{n}.{unit_name}"));
+        self.shared.inits.add_init_symbol(owner.id(), Some(defined_in.clone()), name.clone());
+        (name, n)
+    }
+
+    /// Makes the initializers and finalizers of objects linked into `dylib` count as
+    /// `owner`'s: [`initialize`](Self::initialize) and [`deinitialize`](Self::deinitialize) of
+    /// `owner` run them. For layers that link a dylib's code into a companion dylib.
+    pub fn set_initializer_owner(&self, dylib: &JitDylib, owner: &JitDylib) {
+        self.shared.inits.set_owner(dylib.id(), owner.id());
     }
 
     /// Links `bytes` for symbols `mr` is responsible for (for layers above that produce
@@ -177,6 +196,19 @@ impl ObjectLinkingLayer {
         renames: Vec<(String, String)>,
     ) {
         let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
+        self.emit_in_order(mr, name, bytes, renames, order)
+    }
+
+    /// As [`emit_renamed`](Self::emit_renamed), with the object's place in link order (which
+    /// orders initializers) given, e.g. reserved when the unit was added.
+    pub fn emit_in_order(
+        &self,
+        mr: MaterializationResponsibility,
+        name: &str,
+        bytes: &[u8],
+        renames: Vec<(String, String)>,
+        order: u64,
+    ) {
         match jit_link::graph_from_elf_object(name, bytes) {
             Ok(mut graph) => {
                 if let Err(e) = rename_symbols(&mut graph, &renames) {
@@ -193,12 +225,21 @@ impl ObjectLinkingLayer {
     /// objects were added). `argc`, `argv` and `envp` are passed on as glibc does.
     pub fn initialize(&self, dylib: &JitDylib, args: InitArgs) -> Result<()> {
         let names = self.shared.inits.init_symbols(dylib.id());
-        if !names.is_empty() {
-            let mut set = SymbolLookupSet::new();
-            for name in names {
-                set.push(name, SymbolLookupFlags::WeaklyReferenced);
-            }
-            self.shared.session.lookup_blocking(&dylib.search_order(), set, RequiredState::Ready)?;
+        // One lookup per dylib the symbols are defined in, in the order they were added.
+        let mut by_dylib: Vec<(JitDylib, SymbolLookupSet)> = Vec::new();
+        for (defined_in, name) in names {
+            let defined_in = defined_in.unwrap_or_else(|| dylib.clone());
+            let at = match by_dylib.iter().position(|(d, _)| *d == defined_in) {
+                Some(at) => at,
+                None => {
+                    by_dylib.push((defined_in, SymbolLookupSet::new()));
+                    by_dylib.len() - 1
+                }
+            };
+            by_dylib[at].1.push(name, SymbolLookupFlags::WeaklyReferenced);
+        }
+        for (defined_in, set) in by_dylib {
+            self.shared.session.lookup_blocking(&defined_in.search_order(), set, RequiredState::Ready)?;
         }
         let gate = self.shared.entry_gate()?;
         self.shared.inits.run_pending(dylib.id(), args, &gate);
@@ -494,7 +535,8 @@ impl LinkContext for LayerContext {
             plugin.notify_finalized(&self.dylib, &linked);
         }
         let groups = self.emission_groups(&mr);
-        let record = LinkedRecord::new(&self.object, self.order, self.dylib.id(), linked);
+        let owner = self.shared.inits.owner_of(self.dylib.id());
+        let record = LinkedRecord::new(&self.object, self.order, owner, linked);
         let inits = &self.shared.inits;
         let recorded = mr.with_resource_key(|key| inits.record(key, record));
         match recorded {

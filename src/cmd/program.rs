@@ -3,21 +3,9 @@
 //! Shared by `orcjit run` and `orcjit link`.
 
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
-use jit_core::{DylibId, Error};
-use jit_layers::{Jit, ObjectLinkingLayer};
-
-/// The layer and dylib whose `.fini_array` entries run at exit.
-static AT_EXIT: OnceLock<(ObjectLinkingLayer, DylibId)> = OnceLock::new();
-
-extern "C" fn run_fini_arrays() {
-    if let Some((layer, dylib)) = AT_EXIT.get() {
-        if let Err(e) = layer.run_exit_finalizers(*dylib) {
-            eprintln!("orcjit: finalizers: {e}");
-        }
-    }
-}
+use jit_core::Error;
+use jit_layers::{Jit, at_exit};
 
 /// Runs `main` of `jit`'s main dylib and exits the process with its status (or reports the
 /// error and returns a failure status). `what` names the command in error messages;
@@ -26,10 +14,11 @@ pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String], after_ma
     match run(&jit, argv0, args) {
         Ok(status) => {
             after_main(&jit);
-            // The code stays mapped until the process is gone: exit runs handlers that call it.
+            at_exit::run_exit_sequence();
+            // The code stays mapped until the process is gone: libc's exit may still run
+            // handlers native code registered that call it.
             std::mem::forget(jit);
-            // SAFETY: exit runs the atexit handlers (the program's, then ours, registered before
-            // its constructors and so run last) and flushes stdio.
+            // SAFETY: exit runs the remaining (native) atexit handlers and flushes stdio.
             unsafe { libc::exit(status) }
         }
         Err(e) => {
@@ -42,9 +31,11 @@ pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String], after_ma
 fn run(jit: &Jit, argv0: &str, args: &[String]) -> Result<i32, Error> {
     // Look main up first: a program that does not link should fail before anything runs.
     jit.lookup_address("main")?;
-    if AT_EXIT.set((jit.object_layer().clone(), jit.main_dylib().id())).is_ok() {
-        // SAFETY: registers a plain extern "C" function that reads AT_EXIT, set just above.
-        unsafe { libc::atexit(run_fini_arrays) };
-    }
+    let (layer, dylib) = (jit.object_layer().clone(), jit.main_dylib().id());
+    at_exit::add_exit_hook(move || {
+        if let Err(e) = layer.run_exit_finalizers(dylib) {
+            eprintln!("orcjit: finalizers: {e}");
+        }
+    });
     jit.run_main(argv0, args)
 }

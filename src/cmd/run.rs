@@ -1,20 +1,39 @@
-//! `orcjit run [-O0..3] [--threads N] [--cache DIR] [--extra-module F]... [--dlopen LIB]... MAIN [args]`:
-//! compiles LLVM IR (the main module and extra modules, each on the pool when first needed),
-//! links it into this process and runs it as a C program (see `program.rs`): the counterpart
-//! of `lli -jit-kind=orc`, with lli's option names where they mean the same. Everything after
+//! `orcjit run [-O0..3] [--lazy=none|module|function] [--threads N] [--cache DIR]
+//! [--extra-module F]... [--dlopen LIB]... MAIN [args]`: compiles LLVM IR (the main module and
+//! extra modules: by default each function when first called; with `--lazy=module` each module
+//! when one of its functions is first called; with `--lazy=none` each module when first
+//! looked up), on the pool, links it into this process and runs it as a C program (see
+//! `program.rs`): the counterpart of `lli -jit-kind=orc-lazy` (and, with `--lazy=none`, of
+//! `lli -jit-kind=orc`), with lli's option names where they mean the same. Everything after
 //! MAIN (or after `--`) is the program's arguments; argv[0] is MAIN. With no MAIN, runs a
 //! built-in demo program.
 
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{IrModule, Jit};
+use jit_layers::{IrModule, Jit, Laziness};
+
+/// `--lazy`'s values.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum Lazy {
+    /// Each module when one of its symbols is first looked up (as lli -jit-kind=orc).
+    None,
+    /// Each module when one of its functions is first called.
+    Module,
+    /// Each function when it is first called.
+    #[default]
+    Function,
+}
 
 #[derive(clap::Args, Default)]
 pub struct RunArgs {
     /// Code generation optimization level, as lli's -O (default 2).
     #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
     opt: Option<u8>,
+    /// When code is compiled: each function when first called, each module when one of its
+    /// functions is first called, or each module when first looked up.
+    #[arg(long, value_enum, default_value_t = Lazy::Function)]
+    lazy: Lazy,
     /// Worker threads that compile and link (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -64,7 +83,12 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 fn build(args: &RunArgs) -> Result<Jit, Error> {
-    let mut builder = Jit::builder().opt_level(args.opt.unwrap_or(2));
+    let laziness = match args.lazy {
+        Lazy::None => Laziness::None,
+        Lazy::Module => Laziness::Module,
+        Lazy::Function => Laziness::Function,
+    };
+    let mut builder = Jit::builder().opt_level(args.opt.unwrap_or(2)).lazy(laziness);
     if let Some(n) = args.threads {
         builder = builder.threads(n);
     }

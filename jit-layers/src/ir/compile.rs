@@ -101,7 +101,7 @@ thread_local! {
     static MACHINE: RefCell<Option<(CompileOptions, TargetMachine)>> = const { RefCell::new(None) };
 }
 
-fn with_machine<T>(options: &CompileOptions, f: impl FnOnce(&TargetMachine) -> Result<T>) -> Result<T> {
+pub(crate) fn with_machine<T>(options: &CompileOptions, f: impl FnOnce(&TargetMachine) -> Result<T>) -> Result<T> {
     MACHINE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(o, _)| o != options) {

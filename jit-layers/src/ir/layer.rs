@@ -151,6 +151,10 @@ impl IrTransformLayer {
         &self.compile
     }
 
+    pub(crate) fn transforms(&self) -> Vec<Arc<dyn IrTransform>> {
+        self.transforms.clone()
+    }
+
     pub fn add(&self, dylib: &JitDylib, module: IrModule) -> Result<()> {
         self.add_with_tracker(dylib, module, None)
     }

@@ -1,12 +1,15 @@
 //! LLVM IR in orcjit: modules (bitcode, text, or built on the compile thread) compiled into
 //! objects on the dispatcher's threads, optionally transformed first.
 
+mod cod;
 mod compile;
 mod layer;
 mod module;
 mod partition;
 mod unit;
+mod wire;
 
+pub use cod::{CompileOnDemandLayer, FunctionInfo, PartitionPolicy, PerFunction, WholeModule};
 pub use compile::CompileOptions;
 pub use layer::{IrCompileLayer, IrTransform, IrTransformLayer, PassPipeline};
 pub use module::{IrModule, IrSource, ModuleBuilder};

@@ -15,6 +15,7 @@ use super::compile::{cache_key, canonicalize_locals, compile_with, restrict_to, 
 use super::layer::{IrShared, IrTransform};
 use super::module::{IrSource, ModuleBuilder, parse};
 use super::partition::{defined_names, keep_partition, plan, promote_locals, split_count};
+use super::wire::{Reader, put_str};
 use crate::{CacheKey, CacheKeyBuilder, ObjectCache};
 
 pub(crate) enum UnitSource {
@@ -38,14 +39,14 @@ impl IrInput {
         }
     }
 
-    fn source(&self) -> IrSource {
+    pub(crate) fn source(&self) -> IrSource {
         match self {
             IrInput::Bitcode(b) => IrSource::Bitcode(b.clone()),
             IrInput::Text(t) => IrSource::Text(t.clone()),
         }
     }
 
-    fn bytes(&self) -> (&str, &[u8]) {
+    pub(crate) fn bytes(&self) -> (&str, &[u8]) {
         match self {
             IrInput::Bitcode(b) => ("bitcode", b),
             IrInput::Text(t) => ("text", t),
@@ -326,7 +327,7 @@ impl Job {
 
 /// A name part derived from the module's content, for the globals its locals become: equal
 /// inputs get equal names (as their other symbols are equal too), different ones do not clash.
-fn content_tag(source: &IrInput) -> String {
+pub(crate) fn content_tag(source: &IrInput) -> String {
     let (_, bytes) = source.bytes();
     CacheKeyBuilder::new().part("promoted locals", bytes).finish().to_string()[..16].to_string()
 }
@@ -356,10 +357,7 @@ impl Record {
     /// Little-endian; every string as a u32 length and its bytes.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let put = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        };
+        let put = put_str;
         match self {
             Record::Whole { object, renames } => {
                 out.extend_from_slice(WHOLE_MAGIC);
@@ -396,7 +394,7 @@ impl Record {
         if magic == WHOLE_MAGIC {
             let object = CacheKey::from_bytes(r.take(CacheKey::LEN)?.try_into().ok()?);
             let renames = (0..r.u32()?).map(|_| Some((r.string()?, r.string()?))).collect::<Option<Vec<_>>>()?;
-            return r.0.is_empty().then_some(Record::Whole { object, renames });
+            return r.is_empty().then_some(Record::Whole { object, renames });
         }
         if magic != SPLIT_MAGIC {
             return None;
@@ -406,26 +404,7 @@ impl Record {
         let parts = (0..r.u32()?)
             .map(|_| (0..r.u32()?).map(|_| r.string()).collect::<Option<Vec<_>>>())
             .collect::<Option<Vec<_>>>()?;
-        (r.0.is_empty() && !parts.is_empty()).then_some(Record::Split { promoted, parts })
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = self.0.split_at_checked(n)?;
-        self.0 = tail;
-        Some(head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
+        (r.is_empty() && !parts.is_empty()).then_some(Record::Split { promoted, parts })
     }
 }
 

@@ -1,0 +1,99 @@
+//! The exit of JIT'd programs: the handlers their code registers with `atexit` and
+//! `__cxa_atexit` are kept here rather than in libc, and JIT'd calls to `exit` run them (and
+//! the hooks a host adds, such as the JIT's `.fini_array` entries) while the JIT can still
+//! compile, before libc's `exit` runs its own handlers and tears the process down.
+//!
+//! Why not libc's list: libc runs exit handlers in reverse order of registration, and LLVM
+//! registers destructors for statics it builds lazily, during compiles. With lazy compilation
+//! an exit handler, or a function it calls, may be compiled for the first time at exit: after
+//! some of those destructors ran, in libc's order.
+
+use std::ffi::{c_int, c_void};
+use std::sync::Once;
+
+use parking_lot::Mutex;
+
+/// A handler as `__cxa_atexit` takes it: `f(arg)`, registered against the DSO handle `dso`.
+#[derive(Clone, Copy)]
+struct Handler {
+    f: unsafe extern "C" fn(*mut c_void),
+    arg: usize,
+    dso: usize,
+}
+
+static HANDLERS: Mutex<Vec<Handler>> = Mutex::new(Vec::new());
+type Hook = Box<dyn Fn() + Send + Sync>;
+static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+static SEQUENCE: Once = Once::new();
+static LIBC_HOOK: Once = Once::new();
+
+/// `__cxa_atexit` for JIT'd code (its `atexit` becomes `__cxa_atexit(f, NULL, __dso_handle)`):
+/// keeps the handler for [`run_exit_sequence`] or [`finalize`].
+pub(crate) unsafe extern "C" fn cxa_atexit(
+    f: unsafe extern "C" fn(*mut c_void),
+    arg: *mut c_void,
+    dso: *mut c_void,
+) -> c_int {
+    // A program that returns from a host's main rather than calling exit still gets its
+    // handlers run, when libc's exit reaches this (a best effort: later LLVM statics are gone).
+    LIBC_HOOK.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with no captured state.
+        unsafe { libc::atexit(run_exit_sequence_from_libc) };
+    });
+    HANDLERS.lock().push(Handler { f, arg: arg as usize, dso: dso as usize });
+    0
+}
+
+/// `exit` for JIT'd code: runs [`run_exit_sequence`], then libc's `exit`.
+pub(crate) extern "C" fn exit(status: c_int) -> ! {
+    run_exit_sequence();
+    // SAFETY: what the program asked for; libc runs its own handlers and flushes stdio.
+    unsafe { libc::exit(status) }
+}
+
+extern "C" fn run_exit_sequence_from_libc() {
+    run_exit_sequence();
+}
+
+/// Adds a hook that [`run_exit_sequence`] runs after the handlers (e.g. `.fini_array` entries,
+/// which native programs run after the `atexit` handlers).
+pub fn add_exit_hook(hook: impl Fn() + Send + Sync + 'static) {
+    HOOKS.lock().push(Box::new(hook));
+}
+
+/// Runs, once per process, every handler JIT'd code registered and has not run, most recent
+/// first (handlers registered meanwhile included), then the exit hooks, in the order added.
+/// Call it before `exit` when returning from a JIT'd `main`; a JIT'd call to `exit` calls it.
+pub fn run_exit_sequence() {
+    SEQUENCE.call_once(|| {
+        while let Some(h) = HANDLERS.lock().pop() {
+            // SAFETY: a handler registered by JIT'd code, whose code is still mapped (its
+            // object's memory is freed only after its handlers ran, see `finalize`).
+            unsafe { (h.f)(h.arg as *mut c_void) };
+        }
+        let hooks = std::mem::take(&mut *HOOKS.lock());
+        for hook in hooks {
+            hook();
+        }
+    });
+}
+
+/// `__cxa_finalize(dso)` for the handlers kept here: runs those registered against `dso`,
+/// most recent first, and forgets them.
+pub(crate) fn finalize(dso: usize) {
+    loop {
+        let next = {
+            let mut handlers = HANDLERS.lock();
+            let at = handlers.iter().rposition(|h| h.dso == dso);
+            at.map(|i| handlers.remove(i))
+        };
+        let Some(h) = next else { break };
+        // SAFETY: as in `run_exit_sequence`; the caller frees the object's memory afterwards.
+        unsafe { (h.f)(h.arg as *mut c_void) };
+    }
+}
+
+/// The addresses JIT'd code should bind `__cxa_atexit` and `exit` to.
+pub(crate) fn overrides() -> [(&'static str, usize); 2] {
+    [("__cxa_atexit", cxa_atexit as *const () as usize), ("exit", exit as *const () as usize)]
+}

@@ -1,0 +1,625 @@
+//! A module parsed once and compiled a partition at a time ("at rest" between compiles).
+//!
+//! Every function body is renamed `<name>.body`, and a declaration takes the function's own
+//! name, so that every reference to the function (calls from other partitions, addresses
+//! taken anywhere) goes through the symbol the layer above makes a lazy stub: the stub is the
+//! function's one address. Calls within one partition go straight to the body.
+//!
+//! At rest, the module defines nothing: bodies' blocks and variables' initializers are kept
+//! aside. Compiling partition `p` puts back its bodies (and, for partition 0, the variables,
+//! comdats and module assembly), runs the code generator, and takes them out again; a body,
+//! once compiled, is deleted. So each compile costs what its partition holds, not what the
+//! module holds, and the module is read and prepared once.
+
+use std::mem::ManuallyDrop;
+
+use inkwell::context::Context;
+use inkwell::llvm_sys;
+use inkwell::llvm_sys::prelude::{LLVMBasicBlockRef, LLVMValueRef};
+use inkwell::llvm_sys::{LLVMLinkage, LLVMVisibility};
+use inkwell::module::{Linkage, Module};
+use inkwell::values::{AsValueRef, GlobalValue};
+use jit_core::{Error, FxHashMap, FxHashSet, Result};
+
+use super::super::compile::{CompileOptions, compile_with, make_declaration, restrict_to, with_machine};
+use super::super::layer::IrTransform;
+use super::super::module::{IrSource, aliases, object_name, parse};
+use super::super::partition::{functions, instructions, pinned_to_first, promote_locals_as};
+use super::plan::{FunctionInfo, PartitionPolicy, assign};
+
+/// The name a promoted local gets: its own (or `anon<index>`), tagged with the module's
+/// content so that equal locals of different modules do not clash.
+pub(crate) fn promoted_name(local: &str, index: usize, tag: &str) -> String {
+    if local.is_empty() { format!("anon{index}.orcjit.{tag}") } else { format!("{local}.orcjit.{tag}") }
+}
+
+/// The symbol a function's body is defined under.
+pub(crate) fn body_name(function: &str) -> String {
+    format!("{function}.body")
+}
+
+/// What preparing a module decided: the symbols of the partitions and of the promoted locals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Promoted local functions: each gets a stub (its name) and a body (`<name>.body`).
+    pub promoted_functions: Vec<String>,
+    /// Promoted local variables.
+    pub promoted_variables: Vec<String>,
+    /// The symbols each partition defines (bodies, and in partition 0 every variable and data
+    /// alias). Partition 0 also holds the module's initializers.
+    pub parts: Vec<Vec<String>>,
+}
+
+/// What a module is prepared with.
+pub(crate) struct Preparation<'a> {
+    pub name: &'a str,
+    pub source: &'a IrSource,
+    /// Names (object names) the dylib kept, and those it discarded (weak definitions that lost).
+    pub keep: &'a FxHashSet<String>,
+    pub discard: &'a FxHashSet<String>,
+    pub transforms: &'a [std::sync::Arc<dyn IrTransform>],
+    pub options: &'a CompileOptions,
+    pub tag: &'a str,
+    pub policy: &'a dyn PartitionPolicy,
+    /// Put everything in one partition whatever the policy says (the module has data aliases).
+    pub whole: bool,
+}
+
+struct Body {
+    function: LLVMValueRef,
+    /// The blocks, kept aside while at rest; empty once compiled.
+    blocks: Vec<LLVMBasicBlockRef>,
+    linkage: LLVMLinkage,
+    part: usize,
+}
+
+struct Variable {
+    global: LLVMValueRef,
+    init: LLVMValueRef,
+    linkage: LLVMLinkage,
+    visibility: LLVMVisibility,
+    comdat: llvm_sys::prelude::LLVMComdatRef,
+}
+
+/// The prepared module, in its own LLVM context.
+///
+/// Contract: used by one thread at a time (the owner keeps it behind a mutex): an LLVM context
+/// is not thread-safe, but it is not tied to a thread either.
+pub(crate) struct RestingModule {
+    name: String,
+    // Declared before `context`: the module is disposed of first.
+    module: ManuallyDrop<Module<'static>>,
+    context: ManuallyDrop<Box<Context>>,
+    bodies: Vec<Body>,
+    variables: Vec<Variable>,
+    asm: Vec<u8>,
+    /// Each intrinsic called by a body at rest, and the plain declaration its calls use
+    /// meanwhile (see `swap_intrinsics`).
+    stand_ins: FxHashMap<usize, LLVMValueRef>,
+    intrinsic_of: FxHashMap<usize, LLVMValueRef>,
+}
+
+// SAFETY: the context and module are only touched through `&mut self` (the owner's mutex
+// serializes threads), and LLVM contexts may move between threads.
+unsafe impl Send for RestingModule {}
+
+impl Drop for RestingModule {
+    fn drop(&mut self) {
+        // Blocks kept aside belong to no function: give them back so that disposing of the
+        // module frees them before the values they use.
+        for body in &mut self.bodies {
+            for bb in body.blocks.drain(..) {
+                // SAFETY: `bb` was taken out of `body.function`, which is still alive.
+                unsafe { llvm_sys::core::LLVMAppendExistingBasicBlock(body.function, bb) };
+            }
+        }
+        // SAFETY: the module lives in the boxed context; it is dropped first, then the context,
+        // and neither is used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.module);
+            ManuallyDrop::drop(&mut self.context);
+        }
+    }
+}
+
+impl RestingModule {
+    /// Reads, checks and prepares a module; returns it at rest, with its layout.
+    pub(crate) fn prepare(p: &Preparation<'_>) -> Result<(RestingModule, Layout)> {
+        let context = Box::new(Context::create());
+        // SAFETY: the context is boxed (its address is stable) and outlives the module: the
+        // module is disposed of first in `drop`. 'static only erases that pairing.
+        let context_ref: &'static Context = unsafe { &*(&*context as *const Context) };
+        let module = parse(context_ref, p.name, p.source)?;
+        let mut rest = RestingModule {
+            name: p.name.to_string(),
+            module: ManuallyDrop::new(module),
+            context: ManuallyDrop::new(context),
+            bodies: Vec::new(),
+            variables: Vec::new(),
+            asm: Vec::new(),
+            stand_ins: FxHashMap::default(),
+            intrinsic_of: FxHashMap::default(),
+        };
+        let layout = rest.split(p)?;
+        Ok((rest, layout))
+    }
+
+    fn module(&self) -> &Module<'static> {
+        &self.module
+    }
+
+    fn split(&mut self, p: &Preparation<'_>) -> Result<Layout> {
+        let module: &Module<'static> = &self.module;
+        restrict_to(module, p.keep, p.discard);
+        if !p.transforms.is_empty() {
+            with_machine(p.options, |machine| {
+                p.transforms.iter().try_for_each(|t| {
+                    t.transform(module, machine).map_err(|e| Error::msg(format!("{}: {}: {e}", p.name, t.name())))
+                })
+            })?;
+        }
+        module.verify().map_err(|e| Error::msg(format!("{}: invalid module: {}", p.name, e.to_string().trim_end())))?;
+        // Bodies that are only there for inlining are never emitted.
+        for f in functions(module) {
+            if !f.is_declaration() && f.get_linkage() == Linkage::AvailableExternally {
+                make_declaration(f, true);
+            }
+        }
+        // Pinned functions are found by name, so before locals are renamed.
+        let mut pinned: FxHashSet<usize> = pinned_to_first(module)
+            .iter()
+            .filter_map(|name| module.get_function(name))
+            .map(|f| f.as_value_ref() as usize)
+            .collect();
+        // `__start_<section>` and `__stop_<section>` are made by the linker for the object that
+        // holds the section: their users must be in the same object as the section's variables.
+        for f in functions(module) {
+            // SAFETY: walks a function of this thread's module.
+            if unsafe { uses_section_bounds(f.as_value_ref()) } {
+                pinned.insert(f.as_value_ref() as usize);
+            }
+        }
+        let tag = p.tag;
+        let promoted = promote_locals_as(module, |local, index| promoted_name(local, index, tag));
+
+        // The functions with bodies, in module order, and their partitions.
+        let defined: Vec<GlobalValue<'static>> = functions(module).filter(|f| !f.is_declaration()).collect();
+        let infos: Vec<FunctionInfo> = defined
+            .iter()
+            .map(|f| FunctionInfo {
+                name: object_name(f.get_name()).unwrap_or("").to_string(),
+                instructions: instructions(*f),
+                pinned: pinned.contains(&(f.as_value_ref() as usize)),
+            })
+            .collect();
+        let part_of = if p.whole { vec![0; infos.len()] } else { assign(p.policy, &infos) };
+        let parts = part_of.iter().copied().max().map_or(1, |m| m + 1);
+
+        self.redirect_function_aliases()?;
+        let mut declaration_of: FxHashMap<usize, usize> = FxHashMap::default();
+        let mut layout_parts: Vec<Vec<String>> = vec![Vec::new(); parts];
+        for (index, f) in defined.iter().enumerate() {
+            let info = &infos[index];
+            // SAFETY: `f` is a function with a body of this thread's module.
+            let declaration = unsafe { self.split_function(f.as_value_ref(), &info.name) };
+            declaration_of.insert(declaration as usize, index);
+            layout_parts[part_of[index]].push(body_name(&info.name));
+            self.bodies.push(Body {
+                function: f.as_value_ref(),
+                blocks: Vec::new(),
+                // SAFETY: reads the linkage of a function of the module.
+                linkage: unsafe { llvm_sys::core::LLVMGetLinkage(f.as_value_ref()) },
+                part: part_of[index],
+            });
+        }
+        // Calls within a partition go straight to the body.
+        let targets: Vec<(LLVMValueRef, usize)> = self.bodies.iter().map(|b| (b.function, b.part)).collect();
+        for &(f, part) in &targets {
+            // SAFETY: walks the instructions of a body of this thread's module.
+            unsafe { direct_calls_within(f, part, &declaration_of, &targets) };
+        }
+        for g in self.module().get_globals() {
+            if g.is_declaration() || g.get_linkage() == Linkage::AvailableExternally {
+                continue;
+            }
+            if g.get_linkage() != Linkage::Appending {
+                if let Some(name) = object_name(g.get_name()) {
+                    layout_parts[0].push(name.to_string());
+                }
+            }
+            // SAFETY: reads the parts of a defined variable of the module.
+            unsafe {
+                let v = g.as_value_ref();
+                self.variables.push(Variable {
+                    global: v,
+                    init: llvm_sys::core::LLVMGetInitializer(v),
+                    linkage: llvm_sys::core::LLVMGetLinkage(v),
+                    visibility: llvm_sys::core::LLVMGetVisibility(v),
+                    comdat: llvm_sys::comdat::LLVMGetComdat(v),
+                });
+            }
+        }
+        for alias in aliases(self.module()) {
+            // Data aliases (function aliases were made inert above) stay with the variables.
+            if alias.get_linkage() != Linkage::Private {
+                if let Some(name) = object_name(alias.get_name()) {
+                    layout_parts[0].push(name.to_string());
+                }
+            }
+        }
+        // SAFETY: reads the module's assembly; the bytes are copied before anything changes it.
+        unsafe {
+            let mut len = 0usize;
+            let asm = llvm_sys::core::LLVMGetModuleInlineAsm(self.module.as_mut_ptr(), &mut len);
+            if !asm.is_null() && len > 0 {
+                self.asm = std::slice::from_raw_parts(asm.cast::<u8>(), len).to_vec();
+            }
+        }
+        self.put_to_rest();
+        let (promoted_functions, promoted_variables) = promoted.into_iter().partition::<Vec<_>, _>(|(_, f)| *f);
+        Ok(Layout {
+            promoted_functions: promoted_functions.into_iter().map(|(n, _)| n).collect(),
+            promoted_variables: promoted_variables.into_iter().map(|(n, _)| n).collect(),
+            parts: layout_parts,
+        })
+    }
+
+    /// Renames function `f` (object name `name`) to its body name and gives its references to a
+    /// new declaration with its old name (and type, calling convention and attributes).
+    /// References that LLVM cannot move (a `blockaddress` of the function's own blocks) stay;
+    /// so do constants that use a function whose blocks' addresses are taken (they keep the
+    /// body's address). Returns the declaration.
+    ///
+    /// # Safety
+    ///
+    /// `f` is a function with a body of this thread's module.
+    unsafe fn split_function(&self, f: LLVMValueRef, name: &str) -> LLVMValueRef {
+        use llvm_sys::core::*;
+        // SAFETY: (the caller's) every value touched is `f`, its new declaration, or a user of
+        // `f` in the same module.
+        unsafe {
+            let old = value_name(f);
+            set_value_name(f, body_name(name));
+            let module = self.module.as_mut_ptr();
+            let declaration = LLVMAddFunction(module, c"".as_ptr(), LLVMGlobalGetValueType(f));
+            set_value_name(declaration, &old);
+            copy_function_signature(f, declaration);
+            let (mut has_block_addresses, mut use_) = (false, LLVMGetFirstUse(f));
+            while !use_.is_null() {
+                if !LLVMIsABlockAddress(LLVMGetUser(use_)).is_null() {
+                    has_block_addresses = true;
+                }
+                use_ = LLVMGetNextUse(use_);
+            }
+            if !has_block_addresses {
+                LLVMReplaceAllUsesWith(f, declaration);
+            } else {
+                // Only instructions can be given another operand one use at a time.
+                let mut uses = Vec::new();
+                let mut use_ = LLVMGetFirstUse(f);
+                while !use_.is_null() {
+                    uses.push(LLVMGetUser(use_));
+                    use_ = LLVMGetNextUse(use_);
+                }
+                for user in uses {
+                    if LLVMIsAInstruction(user).is_null() {
+                        continue;
+                    }
+                    for i in 0..LLVMGetNumOperands(user).max(0) as u32 {
+                        if LLVMGetOperand(user, i) == f {
+                            LLVMSetOperand(user, i, declaration);
+                        }
+                    }
+                }
+            }
+            // A body's comdat only mattered for the static linker; the dylib picks one of
+            // several weak bodies by name.
+            llvm_sys::comdat::LLVMSetComdat(f, std::ptr::null_mut());
+            declaration
+        }
+    }
+
+    /// Function aliases are made inert: their references go to a declaration with the
+    /// alias's name (the layer defines that name as an alias of the function's stub), and the
+    /// alias itself becomes a private alias of null, which emits nothing.
+    fn redirect_function_aliases(&self) -> Result<()> {
+        use llvm_sys::core::*;
+        for alias in aliases(self.module()) {
+            let a = alias.as_value_ref();
+            // SAFETY: reads and rewrites an alias of this thread's module and its users.
+            unsafe {
+                let aliasee = LLVMAliasGetAliasee(a);
+                if aliasee.is_null() || LLVMIsAFunction(aliasee).is_null() {
+                    continue;
+                }
+                let old = value_name(a);
+                set_value_name(a, format!("{}.orcjit.inert", object_name(alias.get_name()).unwrap_or("alias")));
+                let declaration = LLVMAddFunction(self.module.as_mut_ptr(), c"".as_ptr(), LLVMGlobalGetValueType(a));
+                set_value_name(declaration, &old);
+                copy_function_signature(aliasee, declaration);
+                LLVMReplaceAllUsesWith(a, declaration);
+                LLVMAliasSetAliasee(a, LLVMConstNull(LLVMTypeOf(a)));
+                LLVMSetLinkage(a, LLVMLinkage::LLVMPrivateLinkage);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every body's blocks and every variable's initializer out, leaving declarations.
+    fn put_to_rest(&mut self) {
+        use llvm_sys::core::*;
+        let functions: Vec<LLVMValueRef> = self.bodies.iter().map(|b| b.function).collect();
+        for f in functions {
+            // SAFETY: `f` is a body of this thread's module, its blocks still attached.
+            unsafe { self.swap_intrinsics(f, true) };
+        }
+        for body in &mut self.bodies {
+            // SAFETY: detaches the blocks of a function of this thread's module; they are kept
+            // in `body.blocks` until put back (or until `drop` gives them back).
+            unsafe {
+                let mut bb = LLVMGetFirstBasicBlock(body.function);
+                while !bb.is_null() {
+                    let next = LLVMGetNextBasicBlock(bb);
+                    LLVMRemoveBasicBlockFromParent(bb);
+                    body.blocks.push(bb);
+                    bb = next;
+                }
+                // A declaration must be external, and a hidden one would be named in every
+                // object (as an undefined symbol) whether used or not.
+                LLVMSetLinkage(body.function, LLVMLinkage::LLVMExternalLinkage);
+                LLVMSetVisibility(body.function, LLVMVisibility::LLVMDefaultVisibility);
+            }
+        }
+        self.variables_to_rest();
+        // SAFETY: clears the module's assembly (kept in `self.asm`).
+        unsafe { LLVMSetModuleInlineAsm2(self.module.as_mut_ptr(), c"".as_ptr(), 0) };
+    }
+
+    /// Blocks at rest belong to no function, but their instructions are still users of what
+    /// they use; a code generator pass that walks an intrinsic's users (pre-ISel lowering of
+    /// memcpy and friends) would reach them and ask for their function. So at rest their calls
+    /// to intrinsics go to stand-in declarations (plain functions no pass looks at), and back
+    /// when the body is compiled. `to_rest` says which way.
+    ///
+    /// # Safety
+    ///
+    /// `f` is a body of this thread's module with its blocks attached.
+    unsafe fn swap_intrinsics(&mut self, f: LLVMValueRef, to_rest: bool) {
+        use llvm_sys::core::*;
+        // SAFETY: (the caller's) walks `f`'s instructions; the callee is the last operand of
+        // a call, invoke or callbr (LLVM's CallBase::getCalledOperand is Op<-1>).
+        unsafe {
+            let module = self.module.as_mut_ptr();
+            let mut bb = LLVMGetFirstBasicBlock(f);
+            while !bb.is_null() {
+                let mut i = LLVMGetFirstInstruction(bb);
+                while !i.is_null() {
+                    let is_call = !LLVMIsACallInst(i).is_null()
+                        || !LLVMIsAInvokeInst(i).is_null()
+                        || !LLVMIsACallBrInst(i).is_null();
+                    let n = LLVMGetNumOperands(i);
+                    if is_call && n > 0 {
+                        let callee = LLVMGetOperand(i, n as u32 - 1);
+                        let swapped = if to_rest {
+                            let intrinsic = !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) != 0;
+                            intrinsic.then(|| {
+                                *self.stand_ins.entry(callee as usize).or_insert_with(|| {
+                                    let stand_in = LLVMAddFunction(
+                                        module,
+                                        c"__orcjit.rest.intrinsic".as_ptr(),
+                                        LLVMGlobalGetValueType(callee),
+                                    );
+                                    self.intrinsic_of.insert(stand_in as usize, callee);
+                                    stand_in
+                                })
+                            })
+                        } else {
+                            self.intrinsic_of.get(&(callee as usize)).copied()
+                        };
+                        if let Some(to) = swapped {
+                            LLVMSetOperand(i, n as u32 - 1, to);
+                        }
+                    }
+                    i = LLVMGetNextInstruction(i);
+                }
+                bb = LLVMGetNextBasicBlock(bb);
+            }
+        }
+    }
+
+    fn variables_to_rest(&self) {
+        use llvm_sys::core::*;
+        for v in &self.variables {
+            // SAFETY: makes a variable of this thread's module a declaration; its initializer,
+            // linkage, visibility and comdat are kept in `v`.
+            unsafe {
+                LLVMSetInitializer(v.global, std::ptr::null_mut());
+                LLVMSetLinkage(v.global, LLVMLinkage::LLVMExternalLinkage);
+                if v.visibility != LLVMVisibility::LLVMDefaultVisibility {
+                    LLVMSetVisibility(v.global, LLVMVisibility::LLVMDefaultVisibility);
+                }
+                llvm_sys::comdat::LLVMSetComdat(v.global, std::ptr::null_mut());
+            }
+        }
+    }
+
+    /// Compiles partition `part` (at most once; its bodies are deleted after). Returns the
+    /// object.
+    pub(crate) fn compile(&mut self, part: usize, options: &CompileOptions) -> Result<Vec<u8>> {
+        use llvm_sys::core::*;
+        let name = format!("{}#{part}", self.name);
+        let mut attached = Vec::new();
+        for body in self.bodies.iter_mut().filter(|b| b.part == part) {
+            if body.blocks.is_empty() {
+                return Err(Error::msg(format!("{name}: compiled twice")));
+            }
+            // SAFETY: puts back the blocks taken out of this function, in their order.
+            unsafe {
+                for bb in body.blocks.drain(..) {
+                    LLVMAppendExistingBasicBlock(body.function, bb);
+                }
+                LLVMSetLinkage(body.function, body.linkage);
+                LLVMSetVisibility(body.function, LLVMVisibility::LLVMHiddenVisibility);
+            }
+            attached.push(body.function);
+        }
+        for f in attached {
+            // SAFETY: `f`'s blocks were just put back.
+            unsafe { self.swap_intrinsics(f, false) };
+        }
+        if part == 0 {
+            for v in &self.variables {
+                // SAFETY: gives a variable of this module back what `variables_to_rest` took.
+                unsafe {
+                    LLVMSetInitializer(v.global, v.init);
+                    LLVMSetLinkage(v.global, v.linkage);
+                    LLVMSetVisibility(v.global, v.visibility);
+                    llvm_sys::comdat::LLVMSetComdat(v.global, v.comdat);
+                }
+            }
+            // SAFETY: sets the module's assembly from bytes we own.
+            unsafe { LLVMSetModuleInlineAsm2(self.module.as_mut_ptr(), self.asm.as_ptr().cast(), self.asm.len()) };
+        }
+        let object = compile_with(self.module(), &name, options, |_, _| Ok(()));
+        // Compiled (or failed for good): the bodies are not needed again.
+        for body in self.bodies.iter().filter(|b| b.part == part) {
+            // SAFETY: `body.function` is a function of this module whose blocks are attached.
+            unsafe { make_declaration(GlobalValue::new(body.function), true) };
+            // SAFETY: as above.
+            unsafe { LLVMSetVisibility(body.function, LLVMVisibility::LLVMDefaultVisibility) };
+        }
+        if part == 0 {
+            self.variables_to_rest();
+            // SAFETY: clears the module's assembly again.
+            unsafe { LLVMSetModuleInlineAsm2(self.module.as_mut_ptr(), c"".as_ptr(), 0) };
+        }
+        object
+    }
+}
+
+/// Points the calls in function `f` (of partition `part`) at the bodies of callees in the
+/// same partition instead of their declarations (stubs).
+///
+/// # Safety
+///
+/// `f` is a function of a module owned by the calling thread; `declaration_of` maps the
+/// declarations made by `split_function` to indexes of `bodies` (body, partition).
+unsafe fn direct_calls_within(
+    f: LLVMValueRef,
+    part: usize,
+    declaration_of: &FxHashMap<usize, usize>,
+    bodies: &[(LLVMValueRef, usize)],
+) {
+    use llvm_sys::core::*;
+    // SAFETY: (the caller's) walks `f`'s instructions; the callee is the last operand of a
+    // call, invoke or callbr (LLVM's CallBase::getCalledOperand is Op<-1>).
+    unsafe {
+        let mut bb = LLVMGetFirstBasicBlock(f);
+        while !bb.is_null() {
+            let mut i = LLVMGetFirstInstruction(bb);
+            while !i.is_null() {
+                let is_call =
+                    !LLVMIsACallInst(i).is_null() || !LLVMIsAInvokeInst(i).is_null() || !LLVMIsACallBrInst(i).is_null();
+                if is_call {
+                    let callee = LLVMGetCalledValue(i);
+                    if let Some(&(body, body_part)) = declaration_of.get(&(callee as usize)).map(|&k| &bodies[k]) {
+                        let n = LLVMGetNumOperands(i);
+                        if body_part == part && n > 0 && LLVMGetOperand(i, n as u32 - 1) == callee {
+                            LLVMSetOperand(i, n as u32 - 1, body);
+                        }
+                    }
+                }
+                i = LLVMGetNextInstruction(i);
+            }
+            bb = LLVMGetNextBasicBlock(bb);
+        }
+    }
+}
+
+/// Whether function `f` refers to a `__start_`/`__stop_` section bound.
+///
+/// # Safety
+///
+/// `f` is a function of a module owned by the calling thread.
+unsafe fn uses_section_bounds(f: LLVMValueRef) -> bool {
+    use llvm_sys::core::*;
+    fn visit(v: LLVMValueRef, depth: usize) -> bool {
+        // SAFETY: inspects a value of the caller's module: its kind, name, and (for constant
+        // expressions) operands.
+        unsafe {
+            if v.is_null() || depth > 8 {
+                return false;
+            }
+            if !LLVMIsAGlobalValue(v).is_null() {
+                let name = value_name(v);
+                return name.starts_with(b"__start_") || name.starts_with(b"__stop_");
+            }
+            if LLVMIsAConstantExpr(v).is_null() {
+                return false;
+            }
+            (0..LLVMGetNumOperands(v).max(0) as u32).any(|k| visit(LLVMGetOperand(v, k), depth + 1))
+        }
+    }
+    // SAFETY: (the caller's) walks `f`'s instructions and their operands.
+    unsafe {
+        let mut bb = LLVMGetFirstBasicBlock(f);
+        while !bb.is_null() {
+            let mut i = LLVMGetFirstInstruction(bb);
+            while !i.is_null() {
+                if (0..LLVMGetNumOperands(i).max(0) as u32).any(|k| visit(LLVMGetOperand(i, k), 0)) {
+                    return true;
+                }
+                i = LLVMGetNextInstruction(i);
+            }
+            bb = LLVMGetNextBasicBlock(bb);
+        }
+    }
+    false
+}
+
+/// Copies calling convention and attributes of function `from` onto `to`.
+///
+/// # Safety
+///
+/// Both are functions (of one context) with the same type.
+unsafe fn copy_function_signature(from: LLVMValueRef, to: LLVMValueRef) {
+    use llvm_sys::core::*;
+    // SAFETY: (the caller's) reads `from`'s attributes into a buffer of the size LLVM reports
+    // and adds each to `to` at the same index.
+    unsafe {
+        LLVMSetFunctionCallConv(to, LLVMGetFunctionCallConv(from));
+        let params = LLVMCountParams(from);
+        // Index ~0 is the function, 0 the return value, 1.. the parameters.
+        let indexes = std::iter::once(u32::MAX).chain(0..=params);
+        for index in indexes {
+            let n = LLVMGetAttributeCountAtIndex(from, index);
+            if n == 0 {
+                continue;
+            }
+            let mut attributes = vec![std::ptr::null_mut(); n as usize];
+            LLVMGetAttributesAtIndex(from, index, attributes.as_mut_ptr());
+            for a in attributes {
+                LLVMAddAttributeAtIndex(to, index, a);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `v` is a live value.
+unsafe fn value_name(v: LLVMValueRef) -> Vec<u8> {
+    let mut len = 0usize;
+    // SAFETY: (the caller's) LLVM returns a pointer to `len` bytes owned by the value.
+    unsafe {
+        let p = llvm_sys::core::LLVMGetValueName2(v, &mut len);
+        if p.is_null() { Vec::new() } else { std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec() }
+    }
+}
+
+/// # Safety
+/// `v` is a live value.
+unsafe fn set_value_name(v: LLVMValueRef, name: impl AsRef<[u8]>) {
+    let name = name.as_ref();
+    // SAFETY: (the caller's) LLVM copies the `name.len()` bytes.
+    unsafe { llvm_sys::core::LLVMSetValueName2(v, name.as_ptr().cast(), name.len()) };
+}
