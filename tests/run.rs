@@ -232,20 +232,35 @@ fn a_large_module_split_across_threads_runs_as_native_cold_and_warm() {
     let src = tmp.path().join("big.c");
     std::fs::write(&src, big_program(1200)).unwrap();
     let (bitcode, native) = build(tmp.path(), &[src], &["-O0", "-fPIC", "-w"], &[]);
-    for threads in ["1", "2"] {
-        same_as_native("big", &bitcode, &native, &["--threads", threads], &[]);
+    for lazy in ["--lazy=none", "--lazy=module", "--lazy=function"] {
+        for threads in ["1", "2"] {
+            same_as_native("big", &bitcode, &native, &[lazy, "--threads", threads], &[]);
+        }
     }
     // Split, the module's objects are stored one per partition plus a record naming them;
     // whole, one object plus a record. Warm runs link what was stored, whichever thread count.
     for (threads, split) in [("1", false), ("2", true)] {
         let cache = tmp.path().join(format!("cache{threads}"));
         let cache = cache.to_str().unwrap();
-        let opts = ["--threads", threads, "--cache", cache, "--cache-stats"];
+        let opts = ["--lazy=none", "--threads", threads, "--cache", cache, "--cache-stats"];
         let cold = run(Command::new(ORCJIT).arg("run").args(opts).arg(&bitcode[0]));
         let stores = cache_stores(&String::from_utf8_lossy(&cold.stderr));
         assert_eq!(stores > 2, split, "{threads} thread(s): {stores} cache stores");
         for warm in ["1", "2"] {
-            same_as_native("big (warm cache)", &bitcode, &native, &["--threads", warm, "--cache", cache], &[]);
+            let opts = ["--lazy=none", "--threads", warm, "--cache", cache];
+            same_as_native("big (warm cache)", &bitcode, &native, &opts, &[]);
+        }
+    }
+    // Lazily, each function called is an object of its own; a warm run compiles nothing.
+    let cache = tmp.path().join("cache-lazy");
+    let cache = cache.to_str().unwrap();
+    for round in ["cold", "warm"] {
+        let opts = ["--lazy=function", "--threads", "2", "--cache", cache, "--cache-stats"];
+        same_as_native(&format!("big, lazy ({round} cache)"), &bitcode, &native, &opts[..5], &[]);
+        let out = run(Command::new(ORCJIT).arg("run").args(opts).arg(&bitcode[0]));
+        let stats = String::from_utf8_lossy(&out.stderr);
+        if round == "warm" {
+            assert!(stats.contains(" 0 misses") && stats.contains(" 0 stores"), "{stats}");
         }
     }
 }
