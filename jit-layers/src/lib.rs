@@ -19,7 +19,7 @@ pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 #[cfg(feature = "llvm")]
 pub use ir::{
-    CompileOnDemandLayer, CompileOptions, FunctionInfo, IrCompileLayer, IrModule, IrSource, IrTransform,
+    CodStats, CompileOnDemandLayer, CompileOptions, FunctionInfo, IrCompileLayer, IrModule, IrSource, IrTransform,
     IrTransformLayer, ModuleBuilder, PartitionPolicy, PassPipeline, PerFunction, WholeModule,
 };
 #[cfg(feature = "llvm")]

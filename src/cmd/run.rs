@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// Print the object cache's hit, miss and store counts to stderr when main returns.
     #[arg(long = "cache-stats")]
     cache_stats: bool,
+    /// Print what lazy compilation did (modules split, partitions compiled or cached, stub
+    /// first calls) to stderr when main returns.
+    #[arg(long = "lazy-stats")]
+    lazy_stats: bool,
     /// The main module (.bc or .ll), then the program's arguments.
     #[arg(value_name = "MAIN")]
     main: Option<String>,
@@ -68,10 +72,19 @@ pub fn run(args: RunArgs) -> ExitCode {
     let program_args: Vec<String> = args.args.iter().skip_while(|a| *a == "--").cloned().collect();
     match build(&args) {
         Ok(jit) => {
-            let report = args.cache_stats;
+            let (cache_stats, lazy_stats) = (args.cache_stats, args.lazy_stats);
             super::program::run_and_exit("run", jit, &argv0, &program_args, move |jit| {
-                if let (true, Some(cache)) = (report, jit.cache()) {
+                if let (true, Some(cache)) = (cache_stats, jit.cache()) {
                     eprintln!("orcjit: object cache {}: {}", cache.dir().display(), cache.stats());
+                }
+                if let (true, Some(layer), Some(stubs)) = (lazy_stats, jit.lazy_layer(), jit.lazy_reexports()) {
+                    let s = stubs.stats();
+                    eprintln!(
+                        "orcjit: lazy: {}; {} stubs, {} resolver entries",
+                        layer.stats(),
+                        s.live_stubs,
+                        s.resolver_entries
+                    );
                 }
             })
         }

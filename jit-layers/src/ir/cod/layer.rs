@@ -20,7 +20,7 @@ use super::super::module::{
 use super::super::unit::{IrInput, content_tag};
 use super::plan::PartitionPolicy;
 use super::rest::{body_name, promoted_name};
-use super::units::{CodShared, LazyModule, ModuleState, ModuleUnit};
+use super::units::{CodShared, CodStats, LazyModule, ModuleState, ModuleUnit};
 use crate::lazy::{LazyReexports, LazyStub};
 
 /// Adds IR modules so that each function is compiled the first time it is called.
@@ -82,11 +82,21 @@ impl CompileOnDemandLayer {
     /// with stubs from `stubs`, partitioning by `policy`.
     pub fn new(ir: IrTransformLayer, stubs: LazyReexports, policy: Arc<dyn PartitionPolicy>) -> Self {
         let compile = ir.compile_layer();
-        let shared =
-            Arc::new(CodShared { ir: compile.shared.clone(), transforms: ir.transforms().into(), stubs, policy });
+        let shared = Arc::new(CodShared {
+            ir: compile.shared.clone(),
+            transforms: ir.transforms().into(),
+            stubs,
+            policy,
+            stats: Default::default(),
+        });
         let trackers = Arc::new(ImplTrackers::default());
         compile.object_layer().session().register_resource_manager(trackers.clone());
         CompileOnDemandLayer { shared, eager: ir, impls: Arc::default(), trackers }
+    }
+
+    /// What the layer has done so far: modules split, partitions compiled or found cached.
+    pub fn stats(&self) -> CodStats {
+        self.shared.stats.snapshot()
     }
 
     pub fn policy(&self) -> &Arc<dyn PartitionPolicy> {
@@ -229,6 +239,7 @@ impl CompileOnDemandLayer {
         });
         drop(headers);
 
+        self.shared.stats.added();
         let module = Arc::new(LazyModule {
             shared: self.shared.clone(),
             name,

@@ -3,6 +3,7 @@
 //! and where each partition's object comes from (the cache, or the module at rest).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jit_core::{
     Error, FxHashSet, Interface, JitDylib, MaterializationResponsibility, MaterializationUnit, Result, SymbolFlags,
@@ -25,6 +26,54 @@ pub(crate) struct CodShared {
     pub transforms: Arc<[Arc<dyn IrTransform>]>,
     pub stubs: LazyReexports,
     pub policy: Arc<dyn PartitionPolicy>,
+    pub stats: Counters,
+}
+
+/// What the layer has done, counted as it happens.
+#[derive(Default)]
+pub(crate) struct Counters {
+    modules_added: AtomicU64,
+    modules_prepared: AtomicU64,
+    partitions_compiled: AtomicU64,
+    partitions_from_cache: AtomicU64,
+}
+
+/// What a [`CompileOnDemandLayer`](super::CompileOnDemandLayer) has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodStats {
+    /// Modules added lazily (split on first use).
+    pub modules_added: u64,
+    /// Modules read, split and kept at rest for their partitions to compile.
+    pub modules_prepared: u64,
+    /// Partitions compiled by LLVM.
+    pub partitions_compiled: u64,
+    /// Partitions whose object came from the cache.
+    pub partitions_from_cache: u64,
+}
+
+impl std::fmt::Display for CodStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} modules added lazily, {} prepared, {} partitions compiled, {} from the cache",
+            self.modules_added, self.modules_prepared, self.partitions_compiled, self.partitions_from_cache
+        )
+    }
+}
+
+impl Counters {
+    pub fn added(&self) {
+        self.modules_added.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CodStats {
+        CodStats {
+            modules_added: self.modules_added.load(Ordering::Relaxed),
+            modules_prepared: self.modules_prepared.load(Ordering::Relaxed),
+            partitions_compiled: self.partitions_compiled.load(Ordering::Relaxed),
+            partitions_from_cache: self.partitions_from_cache.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// One module added lazily, shared by its units.
@@ -90,6 +139,7 @@ impl LazyModule {
 
     fn prepare(&self, discarded: &FxHashSet<String>) -> Result<(RestingModule, Layout)> {
         let _span = tracing::debug_span!(target: "orcjit", "prepare", module = %self.name).entered();
+        self.shared.stats.modules_prepared.fetch_add(1, Ordering::Relaxed);
         RestingModule::prepare(&Preparation {
             name: &self.name,
             source: &self.input.source(),
@@ -160,6 +210,7 @@ impl LazyModule {
         let key = self.input_key(&mut st).map(|input| part_key(&input, part));
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
             if let Some(object) = cache.get(key) {
+                self.shared.stats.partitions_from_cache.fetch_add(1, Ordering::Relaxed);
                 self.finished(&mut st, part);
                 return Ok(object);
             }
@@ -176,6 +227,7 @@ impl LazyModule {
         }
         let resting = st.resting.as_mut().expect("prepared above");
         let object = resting.compile(part, &self.shared.ir.options);
+        self.shared.stats.partitions_compiled.fetch_add(1, Ordering::Relaxed);
         self.finished(&mut st, part);
         drop(st);
         let object = object?;
