@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `orcjit run` against `lli-19 -jit-kind=orc` (eager ORC, same codegen level) on the same
+# `orcjit run --lazy=none` against `lli-19 -jit-kind=orc` (eager ORC, same codegen level) on the same
 # bitcode and workloads, measured with the shared peer harness (../shared/bench: same ptime,
 # interleaving, output checked against the native build), RUNS runs each (default 5);
 # medians printed as a markdown table. Modes: lli; orcjit with 1 and 2 threads, no cache;
@@ -40,11 +40,11 @@ for prog in $PROGRAMS; do
       main="$dir/bc/$driver.bc"
       add_config "$workload" "$prog" "$opt" perfile lli -- "$LLI" -jit-kind=orc "-O$codegen" "${extra[@]}" "$main" "${argv[@]}"
       for t in 1 2; do
-        add_config "$workload" "$prog" "$opt" perfile "orcjit-t$t" -- "$orcjit" run "-O$codegen" --threads "$t" "${extra[@]}" "$main" "${argv[@]}"
+        add_config "$workload" "$prog" "$opt" perfile "orcjit-t$t" -- "$orcjit" run "-O$codegen" --lazy=none --threads "$t" "${extra[@]}" "$main" "${argv[@]}"
       done
       cache="$cache_root/$prog-$opt"
-      (cd "$PEER_DIR" && "$orcjit" run "-O$codegen" --cache "$cache" "${extra[@]}" "$main" "${argv[@]}" > /dev/null)
-      add_config "$workload" "$prog" "$opt" perfile orcjit-warm -- "$orcjit" run "-O$codegen" --threads 2 --cache "$cache" "${extra[@]}" "$main" "${argv[@]}"
+      (cd "$PEER_DIR" && "$orcjit" run "-O$codegen" --lazy=none --cache "$cache" "${extra[@]}" "$main" "${argv[@]}" > /dev/null)
+      add_config "$workload" "$prog" "$opt" perfile orcjit-warm -- "$orcjit" run "-O$codegen" --lazy=none --threads 2 --cache "$cache" "${extra[@]}" "$main" "${argv[@]}"
     done
     group_run
   done < <(workloads_of "$prog")

@@ -10,8 +10,9 @@
 
 use std::ffi::{c_int, c_void};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 /// A handler as `__cxa_atexit` takes it: `f(arg)`, registered against the DSO handle `dso`.
 #[derive(Clone, Copy)]
@@ -25,6 +26,10 @@ static HANDLERS: Mutex<Vec<Handler>> = Mutex::new(Vec::new());
 type Hook = Box<dyn Fn() + Send + Sync>;
 static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
 static SEQUENCE: Once = Once::new();
+/// Held (shared) by background compiles; taken for good when the program exits.
+static BACKGROUND: RwLock<()> = RwLock::new(());
+/// Set when the program exited while a background compile was running.
+static SKIP_TEARDOWN: AtomicBool = AtomicBool::new(false);
 static LIBC_HOOK: Once = Once::new();
 
 /// `__cxa_atexit` for JIT'd code (its `atexit` becomes `__cxa_atexit(f, NULL, __dso_handle)`):
@@ -44,11 +49,41 @@ pub(crate) unsafe extern "C" fn cxa_atexit(
     0
 }
 
-/// `exit` for JIT'd code: runs [`run_exit_sequence`], then libc's `exit`.
+/// `exit` for JIT'd code: runs [`run_exit_sequence`], then [`exit_process`].
 pub(crate) extern "C" fn exit(status: c_int) -> ! {
     run_exit_sequence();
+    exit_process(status)
+}
+
+/// Ends the process after [`run_exit_sequence`]: libc's `exit` (its own handlers, static
+/// destructors, stdio flushed), unless a background compile was still running when the
+/// program exited; then stdio is flushed and the process ends without tearing down LLVM under
+/// that compile (the handlers JIT'd code registered have run).
+pub fn exit_process(status: c_int) -> ! {
+    if SKIP_TEARDOWN.load(Ordering::Acquire) {
+        // SAFETY: flushes every stdio stream, then ends the process at once.
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+            libc::_exit(status)
+        }
+    }
     // SAFETY: what the program asked for; libc runs its own handlers and flushes stdio.
     unsafe { libc::exit(status) }
+}
+
+/// Permission to run a background compile (one nobody waits for, such as a tier-up): `None`
+/// once the program is exiting. Hold it for the whole compile.
+pub(crate) fn background_compile() -> Option<RwLockReadGuard<'static, ()>> {
+    BACKGROUND.try_read().filter(|_| !SEQUENCE.is_completed())
+}
+
+/// Stops background compiles for good: none starts after this; if one is running, the
+/// process will end without libc's teardown (see [`exit_process`]).
+fn stop_background_compiles() {
+    match BACKGROUND.try_write() {
+        Some(guard) => std::mem::forget(guard),
+        None => SKIP_TEARDOWN.store(true, Ordering::Release),
+    }
 }
 
 extern "C" fn run_exit_sequence_from_libc() {
@@ -75,6 +110,7 @@ pub fn run_exit_sequence() {
         for hook in hooks {
             hook();
         }
+        stop_background_compiles();
     });
 }
 

@@ -14,7 +14,7 @@ use jit_mem::{ManagerConfig, MemoryManager};
 
 use crate::ir::{
     CompileOnDemandLayer, CompileOptions, IrCompileLayer, IrModule, IrTransformLayer, PartitionPolicy, PerFunction,
-    WholeModule,
+    TierUp, WholeModule,
 };
 use crate::{InitArgs, LazyReexports, ObjectCache, ObjectLinkingLayer};
 
@@ -42,6 +42,7 @@ pub struct JitBuilder {
     cache: Option<(PathBuf, u64)>,
     laziness: Laziness,
     policy: Option<Arc<dyn PartitionPolicy>>,
+    tier: Option<TierUp>,
 }
 
 /// The object cache's size cap unless told otherwise.
@@ -102,6 +103,13 @@ impl JitBuilder {
         self
     }
 
+    /// Lazy code in two tiers: a quick first compile, and hot partitions compiled again at
+    /// the JIT's level in the background (see [`TierUp`]; default: off, one compile).
+    pub fn tier_up(mut self, tier: Option<TierUp>) -> Self {
+        self.tier = tier;
+        self
+    }
+
     /// The memory manager to link into (default: jit-mem's default manager).
     pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
         self.memory = Some(memory);
@@ -149,7 +157,7 @@ impl JitBuilder {
                     (Laziness::Module, None) => Arc::new(WholeModule),
                     _ => Arc::new(PerFunction),
                 };
-                let lazy = CompileOnDemandLayer::new(ir.clone(), stubs.clone(), policy);
+                let lazy = CompileOnDemandLayer::with_tier_up(ir.clone(), stubs.clone(), policy, self.tier);
                 (Some(stubs), Some(lazy))
             }
         };
@@ -184,6 +192,7 @@ impl Jit {
             cache: None,
             laziness: Laziness::None,
             policy: None,
+            tier: None,
         }
     }
 

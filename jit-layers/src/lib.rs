@@ -20,7 +20,7 @@ pub use entry::EntryGate;
 #[cfg(feature = "llvm")]
 pub use ir::{
     CodStats, CompileOnDemandLayer, CompileOptions, FunctionInfo, IrCompileLayer, IrModule, IrSource, IrTransform,
-    IrTransformLayer, ModuleBuilder, PartitionPolicy, PassPipeline, PerFunction, WholeModule,
+    IrTransformLayer, ModuleBuilder, PartitionPolicy, PassPipeline, PerFunction, TierUp, WholeModule,
 };
 #[cfg(feature = "llvm")]
 pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction, Laziness};

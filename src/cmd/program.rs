@@ -18,8 +18,7 @@ pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String], after_ma
             // The code stays mapped until the process is gone: libc's exit may still run
             // handlers native code registered that call it.
             std::mem::forget(jit);
-            // SAFETY: exit runs the remaining (native) atexit handlers and flushes stdio.
-            unsafe { libc::exit(status) }
+            at_exit::exit_process(status)
         }
         Err(e) => {
             eprintln!("orcjit {what}: {e}");

@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{IrModule, Jit, Laziness};
+use jit_layers::{IrModule, Jit, Laziness, TierUp};
 
 /// `--lazy`'s values.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// functions is first called, or each module when first looked up.
     #[arg(long, value_enum, default_value_t = Lazy::Function)]
     lazy: Lazy,
+    /// Lazy code in two tiers: first compiled at -O0 (quick), then, in the background, at -O
+    /// for functions called this many times (0: one compile, at -O). Default 1000 with
+    /// --lazy=function and -O1 or above; otherwise 0.
+    #[arg(long = "tier-up", value_name = "CALLS")]
+    tier_up: Option<u32>,
     /// Worker threads that compile and link (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -101,7 +106,13 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
         Lazy::Module => Laziness::Module,
         Lazy::Function => Laziness::Function,
     };
-    let mut builder = Jit::builder().opt_level(args.opt.unwrap_or(2)).lazy(laziness);
+    let opt = args.opt.unwrap_or(2);
+    let calls = args.tier_up.unwrap_or(match laziness {
+        Laziness::Function if opt > 0 => TierUp::default().calls,
+        _ => 0,
+    });
+    let tier = (calls > 0 && opt > 0).then_some(TierUp { calls, ..TierUp::default() });
+    let mut builder = Jit::builder().opt_level(opt).lazy(laziness).tier_up(tier);
     if let Some(n) = args.threads {
         builder = builder.threads(n);
     }

@@ -9,7 +9,7 @@ mod partition;
 mod unit;
 mod wire;
 
-pub use cod::{CodStats, CompileOnDemandLayer, FunctionInfo, PartitionPolicy, PerFunction, WholeModule};
+pub use cod::{CodStats, CompileOnDemandLayer, FunctionInfo, PartitionPolicy, PerFunction, TierUp, WholeModule};
 pub use compile::CompileOptions;
 pub use layer::{IrCompileLayer, IrTransform, IrTransformLayer, PassPipeline};
 pub use module::{IrModule, IrSource, ModuleBuilder};

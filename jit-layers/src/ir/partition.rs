@@ -155,7 +155,11 @@ unsafe fn recreate_thread_local(module: &Module<'_>, g: LLVMValueRef, name: &str
 
 /// Walks `value` and the operands of constant `value`s, calling `found` with the function of
 /// every blockaddress it meets.
-fn blockaddress_functions(value: LLVMValueRef, seen: &mut FxHashSet<usize>, found: &mut dyn FnMut(LLVMValueRef)) {
+pub(crate) fn blockaddress_functions(
+    value: LLVMValueRef,
+    seen: &mut FxHashSet<usize>,
+    found: &mut dyn FnMut(LLVMValueRef),
+) {
     // SAFETY: inspects a value of a live module: its kind, and its operands when it is a
     // constant (not a global, whose own operands are its initializer, visited separately).
     unsafe {

@@ -7,9 +7,10 @@ use inkwell::llvm_sys;
 use inkwell::module::Linkage;
 use inkwell::values::AsValueRef;
 use jit_core::{
-    AliasTarget, DylibId, Error, FxHashMap, FxHashSet, Interface, JitDylib, MatchFlags, MaterializationResponsibility,
-    MaterializationUnit, RequiredState, ResourceKey, ResourceManager, ResourceTracker, Result, SearchOrder,
-    SymbolFlags, SymbolLookupFlags, SymbolLookupSet, SymbolName, aliases, reexports,
+    AliasTarget, DylibId, Error, ExecutorAddr, FxHashMap, FxHashSet, Interface, JitDylib, MatchFlags,
+    MaterializationResponsibility, MaterializationUnit, RequiredState, ResourceKey, ResourceManager, ResourceTracker,
+    Result, SearchOrder, SymbolDef, SymbolFlags, SymbolLookupFlags, SymbolLookupSet, SymbolName, absolute_symbols,
+    aliases, reexports,
 };
 use parking_lot::Mutex;
 
@@ -19,8 +20,8 @@ use super::super::module::{
 };
 use super::super::unit::{IrInput, content_tag};
 use super::plan::PartitionPolicy;
-use super::rest::{body_name, promoted_name};
-use super::units::{CodShared, CodStats, LazyModule, ModuleState, ModuleUnit};
+use super::rest::{TIER_UP_HOOK, body_name, promoted_name};
+use super::units::{CodShared, CodStats, LazyModule, ModuleState, ModuleUnit, TierUp, tier_up_hook};
 use crate::lazy::{LazyReexports, LazyStub};
 
 /// Adds IR modules so that each function is compiled the first time it is called.
@@ -47,27 +48,36 @@ pub struct CompileOnDemandLayer {
     trackers: Arc<ImplTrackers>,
 }
 
-/// The implementation dylib's tracker for each tracker modules were added with.
+/// The implementation dylib's tracker for each tracker modules were added with, and the
+/// modules added with it that compile in two tiers (kept for as long as their first-tier
+/// code may call for the second).
 #[derive(Default)]
-struct ImplTrackers(Mutex<FxHashMap<ResourceKey, ResourceTracker>>);
+struct ImplTrackers(Mutex<FxHashMap<ResourceKey, Implementation>>);
+
+struct Implementation {
+    tracker: ResourceTracker,
+    tiered: Vec<Arc<LazyModule>>,
+}
 
 impl ResourceManager for ImplTrackers {
     fn handle_remove(&self, key: ResourceKey) -> Result<()> {
-        let tracker = self.0.lock().remove(&key);
-        match tracker {
-            Some(tracker) => tracker.remove(),
-            None => Ok(()),
+        let tracker = self.0.lock().remove(&key).map(|i| i.tracker);
+        match tracker.map(|t| t.remove()) {
+            // The session ended: it removed every tracker, the implementation's among them.
+            Some(Err(Error::ResourceTrackerDefunct { .. })) | None => Ok(()),
+            Some(result) => result,
         }
     }
 
     fn handle_transfer(&self, dst: ResourceKey, src: ResourceKey) {
         let mut map = self.0.lock();
         if let Some(from) = map.remove(&src) {
-            match map.get(&dst) {
+            match map.get_mut(&dst) {
                 Some(to) => {
-                    if let Err(e) = from.transfer_to(to) {
+                    if let Err(e) = from.tracker.transfer_to(&to.tracker) {
                         tracing::warn!(target: "orcjit", "cannot transfer an implementation tracker: {e}");
                     }
+                    to.tiered.extend(from.tiered);
                 }
                 None => {
                     map.insert(dst, from);
@@ -81,6 +91,16 @@ impl CompileOnDemandLayer {
     /// A layer compiling through `ir` (its compile layer's settings and cache, its transforms),
     /// with stubs from `stubs`, partitioning by `policy`.
     pub fn new(ir: IrTransformLayer, stubs: LazyReexports, policy: Arc<dyn PartitionPolicy>) -> Self {
+        Self::with_tier_up(ir, stubs, policy, None)
+    }
+
+    /// As [`new`](Self::new), compiling in two tiers if `tier` is given (see [`TierUp`]).
+    pub fn with_tier_up(
+        ir: IrTransformLayer,
+        stubs: LazyReexports,
+        policy: Arc<dyn PartitionPolicy>,
+        tier: Option<TierUp>,
+    ) -> Self {
         let compile = ir.compile_layer();
         let shared = Arc::new(CodShared {
             ir: compile.shared.clone(),
@@ -88,6 +108,8 @@ impl CompileOnDemandLayer {
             stubs,
             policy,
             stats: Default::default(),
+            tier,
+            tier_queue: Mutex::default(),
         });
         let trackers = Arc::new(ImplTrackers::default());
         compile.object_layer().session().register_resource_manager(trackers.clone());
@@ -120,6 +142,11 @@ impl CompileOnDemandLayer {
         order.push(imp.id(), MatchFlags::All);
         imp.set_link_order(order, false);
         self.shared.ir.objects.set_initializer_owner(&imp, dylib);
+        if self.shared.tier.is_some() {
+            let hook = session.intern(TIER_UP_HOOK.to_str().expect("ASCII"));
+            let addr = ExecutorAddr(tier_up_hook as *const () as usize as u64);
+            imp.define(absolute_symbols([(hook, SymbolDef::new(addr, SymbolFlags::CALLABLE))]))?;
+        }
         impls.insert(dylib.id(), imp.clone());
         Ok(imp)
     }
@@ -240,6 +267,7 @@ impl CompileOnDemandLayer {
         drop(headers);
 
         self.shared.stats.added();
+        let imp_tracker = self.implementation_tracker(dylib, &imp, tracker);
         let module = Arc::new(LazyModule {
             shared: self.shared.clone(),
             name,
@@ -248,10 +276,19 @@ impl CompileOnDemandLayer {
             whole,
             init,
             keep,
+            owner: dylib.clone(),
+            imp: imp.clone(),
+            imp_tracker: imp_tracker.clone(),
             state: Mutex::new(ModuleState::default()),
+            tier2: Mutex::default(),
         });
         dylib.define_boxed(Box::new(facade), tracker)?;
-        let imp_tracker = self.implementation_tracker(dylib, &imp, tracker);
+        if self.shared.tier.is_some() {
+            let key = tracker.map_or_else(|| dylib.default_tracker().key(), |t| t.key());
+            if let Some(i) = self.trackers.0.lock().get_mut(&key) {
+                i.tiered.push(module.clone());
+            }
+        }
         imp.define_boxed(Box::new(ModuleUnit { module, interface: implementation }), Some(&imp_tracker))
     }
 
@@ -263,7 +300,9 @@ impl CompileOnDemandLayer {
         tracker: Option<&ResourceTracker>,
     ) -> ResourceTracker {
         let key = tracker.map_or_else(|| dylib.default_tracker().key(), |t| t.key());
-        self.trackers.0.lock().entry(key).or_insert_with(|| imp.create_tracker()).clone()
+        let mut map = self.trackers.0.lock();
+        let i = map.entry(key).or_insert_with(|| Implementation { tracker: imp.create_tracker(), tiered: Vec::new() });
+        i.tracker.clone()
     }
 }
 

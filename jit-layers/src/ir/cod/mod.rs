@@ -8,4 +8,4 @@ mod units;
 
 pub use layer::CompileOnDemandLayer;
 pub use plan::{FunctionInfo, PartitionPolicy, PerFunction, WholeModule};
-pub use units::CodStats;
+pub use units::{CodStats, TierUp};

@@ -24,7 +24,7 @@ use jit_core::{Error, FxHashMap, FxHashSet, Result};
 use super::super::compile::{CompileOptions, compile_with, make_declaration, restrict_to, with_machine};
 use super::super::layer::IrTransform;
 use super::super::module::{IrSource, aliases, object_name, parse};
-use super::super::partition::{functions, instructions, pinned_to_first, promote_locals_as};
+use super::super::partition::{blockaddress_functions, functions, instructions, pinned_to_first, promote_locals_as};
 use super::plan::{FunctionInfo, PartitionPolicy, assign};
 
 /// The name a promoted local gets: its own (or `anon<index>`), tagged with the module's
@@ -36,6 +36,27 @@ pub(crate) fn promoted_name(local: &str, index: usize, tag: &str) -> String {
 /// The symbol a function's body is defined under.
 pub(crate) fn body_name(function: &str) -> String {
     format!("{function}.body")
+}
+
+/// What a tier-2 body's symbol adds to its tier-1 body's (see [`Build::Renamed`]).
+pub(crate) const TIER2_SUFFIX: &str = ".t2";
+
+/// The function first-tier code calls when a partition becomes hot: `void(i64 cookie)`.
+/// The cookie is the address of an absolute symbol (see [`Build::Counted`]), so that the
+/// object names no value of this process and may be cached.
+pub(crate) const TIER_UP_HOOK: &std::ffi::CStr = c"__orcjit_tier_up";
+
+/// How a partition is compiled.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Build<'a> {
+    /// As it is.
+    Plain,
+    /// First tier: every call to one of its functions counts down from `threshold`; the call
+    /// that reaches zero calls [`TIER_UP_HOOK`] first, with the address of symbol `cookie`
+    /// (which the layer defines as an absolute symbol naming the partition).
+    Counted { threshold: u32, cookie: &'a str },
+    /// Second tier: its bodies' symbols get [`TIER2_SUFFIX`] (the first tier's are linked).
+    Renamed,
 }
 
 /// What preparing a module decided: the symbols of the partitions and of the promoted locals.
@@ -79,6 +100,9 @@ struct Variable {
     linkage: LLVMLinkage,
     visibility: LLVMVisibility,
     comdat: llvm_sys::prelude::LLVMComdatRef,
+    /// Its initializer takes the address of a block (a computed-goto table): a second-tier
+    /// compile of partition 0 gets a private copy, pointing into the second-tier code.
+    blockaddress: bool,
 }
 
 /// The prepared module, in its own LLVM context.
@@ -97,6 +121,11 @@ pub(crate) struct RestingModule {
     /// meanwhile (see `swap_intrinsics`).
     stand_ins: FxHashMap<usize, LLVMValueRef>,
     intrinsic_of: FxHashMap<usize, LLVMValueRef>,
+    /// Whether partition 0 may be compiled in two tiers: its second-tier object defines no
+    /// variables (they stay in the first tier's), which holds unless a function uses
+    /// `__start_`/`__stop_` bounds (of sections in the first tier's object) or a computed-goto
+    /// table can be written.
+    first_tierable: bool,
 }
 
 // SAFETY: the context and module are only touched through `&mut self` (the owner's mutex
@@ -139,6 +168,7 @@ impl RestingModule {
             asm: Vec::new(),
             stand_ins: FxHashMap::default(),
             intrinsic_of: FxHashMap::default(),
+            first_tierable: true,
         };
         let layout = rest.split(p)?;
         Ok((rest, layout))
@@ -146,6 +176,11 @@ impl RestingModule {
 
     fn module(&self) -> &Module<'static> {
         &self.module
+    }
+
+    /// Whether partition `part` may be compiled in two tiers (see `first_tierable`).
+    pub(crate) fn tierable(&self, part: usize) -> bool {
+        part != 0 || self.first_tierable
     }
 
     fn split(&mut self, p: &Preparation<'_>) -> Result<Layout> {
@@ -177,6 +212,7 @@ impl RestingModule {
             // SAFETY: walks a function of this thread's module.
             if unsafe { uses_section_bounds(f.as_value_ref()) } {
                 pinned.insert(f.as_value_ref() as usize);
+                self.first_tierable = false;
             }
         }
         let tag = p.tag;
@@ -230,12 +266,19 @@ impl RestingModule {
             // SAFETY: reads the parts of a defined variable of the module.
             unsafe {
                 let v = g.as_value_ref();
+                let init = llvm_sys::core::LLVMGetInitializer(v);
+                let mut blockaddress = false;
+                blockaddress_functions(init, &mut FxHashSet::default(), &mut |_| blockaddress = true);
+                if blockaddress && llvm_sys::core::LLVMIsGlobalConstant(v) == 0 {
+                    self.first_tierable = false;
+                }
                 self.variables.push(Variable {
                     global: v,
-                    init: llvm_sys::core::LLVMGetInitializer(v),
+                    init,
                     linkage: llvm_sys::core::LLVMGetLinkage(v),
                     visibility: llvm_sys::core::LLVMGetVisibility(v),
                     comdat: llvm_sys::comdat::LLVMGetComdat(v),
+                    blockaddress,
                 });
             }
         }
@@ -266,9 +309,8 @@ impl RestingModule {
 
     /// Renames function `f` (object name `name`) to its body name and gives its references to a
     /// new declaration with its old name (and type, calling convention and attributes).
-    /// References that LLVM cannot move (a `blockaddress` of the function's own blocks) stay;
-    /// so do constants that use a function whose blocks' addresses are taken (they keep the
-    /// body's address). Returns the declaration.
+    /// References that must not move (a `blockaddress` of the function's own blocks) stay.
+    /// Returns the declaration.
     ///
     /// # Safety
     ///
@@ -294,23 +336,9 @@ impl RestingModule {
             if !has_block_addresses {
                 LLVMReplaceAllUsesWith(f, declaration);
             } else {
-                // Only instructions can be given another operand one use at a time.
-                let mut uses = Vec::new();
-                let mut use_ = LLVMGetFirstUse(f);
-                while !use_.is_null() {
-                    uses.push(LLVMGetUser(use_));
-                    use_ = LLVMGetNextUse(use_);
-                }
-                for user in uses {
-                    if LLVMIsAInstruction(user).is_null() {
-                        continue;
-                    }
-                    for i in 0..LLVMGetNumOperands(user).max(0) as u32 {
-                        if LLVMGetOperand(user, i) == f {
-                            LLVMSetOperand(user, i, declaration);
-                        }
-                    }
-                }
+                // RAUW would move the `blockaddress` constants too (they must stay with the
+                // body), so every other use is moved by hand.
+                replace_uses_except_block_addresses(f, declaration);
             }
             // A body's comdat only mattered for the static linker; the dylib picks one of
             // several weak bodies by name.
@@ -443,9 +471,9 @@ impl RestingModule {
         }
     }
 
-    /// Compiles partition `part` (at most once; its bodies are deleted after). Returns the
-    /// object.
-    pub(crate) fn compile(&mut self, part: usize, options: &CompileOptions) -> Result<Vec<u8>> {
+    /// Compiles partition `part` (at most once; its bodies are deleted after), as `build`
+    /// says. Returns the object.
+    pub(crate) fn compile(&mut self, part: usize, options: &CompileOptions, build: Build<'_>) -> Result<Vec<u8>> {
         use llvm_sys::core::*;
         let name = format!("{}#{part}", self.name);
         let mut attached = Vec::new();
@@ -467,7 +495,17 @@ impl RestingModule {
             // SAFETY: `f`'s blocks were just put back.
             unsafe { self.swap_intrinsics(f, false) };
         }
-        if part == 0 {
+        let renamed = matches!(build, Build::Renamed);
+        if part == 0 && renamed {
+            // The variables stay in the first tier's object; computed-goto tables are copied.
+            for v in self.variables.iter().filter(|v| v.blockaddress) {
+                // SAFETY: gives a constant of this module its initializer, privately.
+                unsafe {
+                    LLVMSetInitializer(v.global, v.init);
+                    LLVMSetLinkage(v.global, LLVMLinkage::LLVMPrivateLinkage);
+                }
+            }
+        } else if part == 0 {
             for v in &self.variables {
                 // SAFETY: gives a variable of this module back what `variables_to_rest` took.
                 unsafe {
@@ -480,6 +518,24 @@ impl RestingModule {
             // SAFETY: sets the module's assembly from bytes we own.
             unsafe { LLVMSetModuleInlineAsm2(self.module.as_mut_ptr(), self.asm.as_ptr().cast(), self.asm.len()) };
         }
+        let attached: Vec<LLVMValueRef> = self.bodies.iter().filter(|b| b.part == part).map(|b| b.function).collect();
+        let counter = match build {
+            // SAFETY: the partition's bodies are attached, in this thread's module.
+            Build::Counted { threshold, cookie } => Some(unsafe { self.count_calls(&attached, threshold, cookie) }),
+            Build::Plain => None,
+            Build::Renamed => {
+                for &f in &attached {
+                    // SAFETY: renames a function of this module (uses refer to it, not its name)
+                    // and takes it out of its comdat: the first tier's object has that group,
+                    // and a linker would keep only one of the two.
+                    unsafe {
+                        set_value_name(f, [value_name(f).as_slice(), TIER2_SUFFIX.as_bytes()].concat());
+                        llvm_sys::comdat::LLVMSetComdat(f, std::ptr::null_mut());
+                    }
+                }
+                None
+            }
+        };
         let object = compile_with(self.module(), &name, options, |_, _| Ok(()));
         // Compiled (or failed for good): the bodies are not needed again.
         for body in self.bodies.iter().filter(|b| b.part == part) {
@@ -493,7 +549,144 @@ impl RestingModule {
             // SAFETY: clears the module's assembly again.
             unsafe { LLVMSetModuleInlineAsm2(self.module.as_mut_ptr(), c"".as_ptr(), 0) };
         }
+        if let Some(counter) = counter {
+            // SAFETY: its only users were in the bodies just made declarations.
+            unsafe { LLVMDeleteGlobal(counter) };
+        }
         object
+    }
+
+    /// Makes each function in `functions` count its calls in one shared counter (a private
+    /// variable starting at `threshold`) and call `__orcjit_tier_up(cookie)` on the call that
+    /// brings it to zero. Returns the counter. Leading allocas move to the new entry block, so
+    /// they stay static. Naked functions are left alone.
+    ///
+    /// # Safety
+    ///
+    /// `functions` are functions of this thread's module with their blocks attached.
+    unsafe fn count_calls(&mut self, functions: &[LLVMValueRef], threshold: u32, cookie: &str) -> LLVMValueRef {
+        use llvm_sys::LLVMAtomicOrdering::LLVMAtomicOrderingMonotonic;
+        use llvm_sys::LLVMAtomicRMWBinOp::LLVMAtomicRMWBinOpSub;
+        use llvm_sys::LLVMIntPredicate::LLVMIntEQ;
+        use llvm_sys::core::*;
+        // SAFETY: (the caller's) builds instructions in blocks of `functions`, and a variable
+        // and a declaration in their module.
+        unsafe {
+            let module = self.module.as_mut_ptr();
+            let ctx = LLVMGetModuleContext(module);
+            let i32t = LLVMInt32TypeInContext(ctx);
+            let i64t = LLVMInt64TypeInContext(ctx);
+            let counter = LLVMAddGlobal(module, i32t, c"__orcjit.calls".as_ptr());
+            LLVMSetInitializer(counter, LLVMConstInt(i32t, threshold as u64, 0));
+            LLVMSetLinkage(counter, LLVMLinkage::LLVMPrivateLinkage);
+            let mut params = [i64t];
+            let hook_type = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params.as_mut_ptr(), 1, 0);
+            let mut hook = LLVMGetNamedFunction(module, TIER_UP_HOOK.as_ptr());
+            if hook.is_null() {
+                hook = LLVMAddFunction(module, TIER_UP_HOOK.as_ptr(), hook_type);
+            }
+            let cookie = std::ffi::CString::new(cookie).expect("a symbol name has no NUL");
+            let mut cookie_symbol = LLVMGetNamedGlobal(module, cookie.as_ptr());
+            if cookie_symbol.is_null() {
+                cookie_symbol = LLVMAddGlobal(module, LLVMInt8TypeInContext(ctx), cookie.as_ptr());
+            }
+            let builder = LLVMCreateBuilderInContext(ctx);
+            let naked = LLVMGetEnumAttributeKindForName(c"naked".as_ptr(), 5);
+            for &f in functions {
+                // A naked function's body is its assembly, nothing else.
+                if !LLVMGetEnumAttributeAtIndex(f, llvm_sys::LLVMAttributeFunctionIndex, naked).is_null() {
+                    continue;
+                }
+                let entry = LLVMGetEntryBasicBlock(f);
+                let count = LLVMInsertBasicBlockInContext(ctx, entry, c"orcjit.count".as_ptr());
+                let hot = LLVMInsertBasicBlockInContext(ctx, entry, c"orcjit.hot".as_ptr());
+                LLVMPositionBuilderAtEnd(builder, count);
+                let mut i = LLVMGetFirstInstruction(entry);
+                while !i.is_null() && !LLVMIsAAllocaInst(i).is_null() {
+                    let next = LLVMGetNextInstruction(i);
+                    LLVMInstructionRemoveFromParent(i);
+                    LLVMInsertIntoBuilder(builder, i);
+                    i = next;
+                }
+                let one = LLVMConstInt(i32t, 1, 0);
+                let old =
+                    LLVMBuildAtomicRMW(builder, LLVMAtomicRMWBinOpSub, counter, one, LLVMAtomicOrderingMonotonic, 0);
+                let is_hot = LLVMBuildICmp(builder, LLVMIntEQ, old, one, c"".as_ptr());
+                LLVMBuildCondBr(builder, is_hot, hot, entry);
+                LLVMPositionBuilderAtEnd(builder, hot);
+                let mut args = [LLVMConstPtrToInt(cookie_symbol, i64t)];
+                LLVMBuildCall2(builder, hook_type, hook, args.as_mut_ptr(), 1, c"".as_ptr());
+                LLVMBuildBr(builder, entry);
+            }
+            LLVMDisposeBuilder(builder);
+            counter
+        }
+    }
+}
+
+/// Makes every user of `from` but `blockaddress` constants use `to`: instructions take it as
+/// an operand, variables as their initializer; constant arrays, structs and vectors holding
+/// `from` are rebuilt holding `to`, and their own users moved to the new constant in turn.
+/// (Other constant expressions of a function are left as they are.)
+///
+/// # Safety
+///
+/// `from` and `to` are values of one module owned by the calling thread, of one type.
+unsafe fn replace_uses_except_block_addresses(from: LLVMValueRef, to: LLVMValueRef) {
+    use llvm_sys::LLVMTypeKind;
+    use llvm_sys::core::*;
+    // SAFETY: (the caller's) reads and rewrites users of `from` in its module.
+    unsafe {
+        let mut users = Vec::new();
+        let mut use_ = LLVMGetFirstUse(from);
+        while !use_.is_null() {
+            let user = LLVMGetUser(use_);
+            if !users.contains(&user) {
+                users.push(user);
+            }
+            use_ = LLVMGetNextUse(use_);
+        }
+        for user in users {
+            if !LLVMIsAInstruction(user).is_null() {
+                for i in 0..LLVMGetNumOperands(user).max(0) as u32 {
+                    if LLVMGetOperand(user, i) == from {
+                        LLVMSetOperand(user, i, to);
+                    }
+                }
+            } else if !LLVMIsAGlobalVariable(user).is_null() {
+                if LLVMGetInitializer(user) == from {
+                    LLVMSetInitializer(user, to);
+                }
+            } else if !LLVMIsAConstantArray(user).is_null()
+                || !LLVMIsAConstantStruct(user).is_null()
+                || !LLVMIsAConstantVector(user).is_null()
+            {
+                let n = LLVMGetNumOperands(user).max(0) as u32;
+                let mut elements: Vec<LLVMValueRef> = (0..n)
+                    .map(|i| match LLVMGetOperand(user, i) {
+                        e if e == from => to,
+                        e => e,
+                    })
+                    .collect();
+                let ty = LLVMTypeOf(user);
+                let rebuilt = match LLVMGetTypeKind(ty) {
+                    LLVMTypeKind::LLVMArrayTypeKind => {
+                        LLVMConstArray2(LLVMGetElementType(ty), elements.as_mut_ptr(), n as u64)
+                    }
+                    LLVMTypeKind::LLVMStructTypeKind if !LLVMGetStructName(ty).is_null() => {
+                        LLVMConstNamedStruct(ty, elements.as_mut_ptr(), n)
+                    }
+                    LLVMTypeKind::LLVMStructTypeKind => LLVMConstStructInContext(
+                        LLVMGetTypeContext(ty),
+                        elements.as_mut_ptr(),
+                        n,
+                        LLVMIsPackedStruct(ty),
+                    ),
+                    _ => LLVMConstVector(elements.as_mut_ptr(), n),
+                };
+                replace_uses_except_block_addresses(user, rebuilt);
+            }
+        }
     }
 }
 

@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jit_core::{
-    Error, FxHashSet, Interface, JitDylib, MaterializationResponsibility, MaterializationUnit, Result, SymbolFlags,
-    SymbolName, Task, TaskKind,
+    Error, ExecutionSession, ExecutorAddr, FxHashSet, Interface, JitDylib, MatchFlags, MaterializationResponsibility,
+    MaterializationUnit, Priority, RequiredState, ResourceTracker, Result, SearchOrder, SymbolDef, SymbolFlags,
+    SymbolLookupFlags, SymbolLookupSet, SymbolName, Task, TaskKind,
 };
 use parking_lot::Mutex;
 
-use super::super::compile::settings_id;
+use super::super::compile::{CompileOptions, settings_id};
 use super::super::layer::{IrShared, IrTransform};
 use super::super::unit::IrInput;
 use super::super::wire::{Reader, put_strings};
 use super::plan::PartitionPolicy;
-use super::rest::{Layout, Preparation, RestingModule, body_name};
+use super::rest::{Build, Layout, Preparation, RestingModule, TIER2_SUFFIX, body_name};
 use crate::lazy::{LazyReexports, LazyStub};
 use crate::{CacheKey, CacheKeyBuilder};
 
@@ -27,11 +28,73 @@ pub(crate) struct CodShared {
     pub stubs: LazyReexports,
     pub policy: Arc<dyn PartitionPolicy>,
     pub stats: Counters,
+    pub tier: Option<TierUp>,
+    /// Hot partitions waiting for their second tier, compiled one at a time so that at most
+    /// one worker is busy with work nobody waits for.
+    pub tier_queue: Mutex<TierQueue>,
+}
+
+#[derive(Default)]
+pub(crate) struct TierQueue {
+    waiting: std::collections::VecDeque<(Arc<LazyModule>, usize)>,
+    running: bool,
+}
+
+impl CodShared {
+    /// Queues a task that compiles the next hot partition, then queues itself again (so that
+    /// demanded work queued meanwhile goes first); the last one clears `running`. Called by
+    /// whoever set `running`.
+    fn run_tier_queue(self: &Arc<Self>, session: &ExecutionSession) {
+        let shared = self.clone();
+        let again = session.clone();
+        session.dispatch(Task::new(TaskKind::Materialization, Priority::Speculative, move || {
+            let next = {
+                let mut q = shared.tier_queue.lock();
+                let next = q.waiting.pop_front();
+                q.running = next.is_some();
+                next
+            };
+            let Some((module, part)) = next else { return };
+            // The first tier goes on running if this fails: slower, not wrong. A panic must
+            // not stop the queue either.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.tier_up(part))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(target: "orcjit", module = %module.name, part, "not tiered up: {e}"),
+                Err(_) => tracing::error!(target: "orcjit", module = %module.name, part, "tier-up panicked"),
+            }
+            drop(module);
+            shared.run_tier_queue(&again);
+        }));
+    }
+}
+
+/// Tiered compilation: partitions are first compiled quickly (at `first_opt_level`, with a
+/// call counter), and a partition whose functions are called `calls` times is compiled again
+/// in the background at the layer's own level, its stubs then redirected to the new code.
+///
+/// Partition 0 (a module's variables, and functions pinned to them) and whole-module
+/// partitions are compiled once, at the layer's level: the variables must stay where they
+/// are. Second-tier objects are cached (and a warm cache links them at once); first-tier ones
+/// are not (they name this process's counters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TierUp {
+    /// The code generator's level for the first tier (0: FastISel and the fast register
+    /// allocator, several times quicker than -O2).
+    pub first_opt_level: u8,
+    /// Calls (into a partition's functions, counted together) that make it hot.
+    pub calls: u32,
+}
+
+impl Default for TierUp {
+    fn default() -> Self {
+        TierUp { first_opt_level: 0, calls: 1000 }
+    }
 }
 
 /// What the layer has done, counted as it happens.
 #[derive(Default)]
 pub(crate) struct Counters {
+    tiered_up: AtomicU64,
     modules_added: AtomicU64,
     modules_prepared: AtomicU64,
     partitions_compiled: AtomicU64,
@@ -49,14 +112,20 @@ pub struct CodStats {
     pub partitions_compiled: u64,
     /// Partitions whose object came from the cache.
     pub partitions_from_cache: u64,
+    /// Hot partitions compiled again at the full level and linked (see [`TierUp`]).
+    pub tiered_up: u64,
 }
 
 impl std::fmt::Display for CodStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} modules added lazily, {} prepared, {} partitions compiled, {} from the cache",
-            self.modules_added, self.modules_prepared, self.partitions_compiled, self.partitions_from_cache
+            "{} modules added lazily, {} prepared, {} partitions compiled, {} from the cache, {} tiered up",
+            self.modules_added,
+            self.modules_prepared,
+            self.partitions_compiled,
+            self.partitions_from_cache,
+            self.tiered_up
         )
     }
 }
@@ -72,6 +141,7 @@ impl Counters {
             modules_prepared: self.modules_prepared.load(Ordering::Relaxed),
             partitions_compiled: self.partitions_compiled.load(Ordering::Relaxed),
             partitions_from_cache: self.partitions_from_cache.load(Ordering::Relaxed),
+            tiered_up: self.tiered_up.load(Ordering::Relaxed),
         }
     }
 }
@@ -90,7 +160,22 @@ pub(crate) struct LazyModule {
     pub init: Option<(SymbolName, u64)>,
     /// Object names of the module's definitions the dylibs kept.
     pub keep: FxHashSet<String>,
+    /// The dylib the module was added to (its stubs), its implementation dylib (bodies,
+    /// variables, stubs of promoted locals), and the tracker of its implementation.
+    pub owner: JitDylib,
+    pub imp: JitDylib,
+    pub imp_tracker: ResourceTracker,
     pub state: Mutex<ModuleState>,
+    /// A second copy of the module at rest, for second-tier compiles (which then never wait
+    /// for first-tier ones), made on the first tier-up.
+    pub tier2: Mutex<Tier2State>,
+}
+
+#[derive(Default)]
+pub(crate) struct Tier2State {
+    resting: Option<RestingModule>,
+    /// Partitions tiered up (or being tiered up).
+    started: FxHashSet<usize>,
 }
 
 #[derive(Default)]
@@ -193,26 +278,72 @@ impl LazyModule {
     fn materialize_part(self: &Arc<Self>, part: usize, mr: MaterializationResponsibility) {
         let name = format!("{}#{part}", self.name);
         let _span = tracing::debug_span!(target: "orcjit", "compile", module = %name).entered();
-        match self.part_object(part) {
-            Ok(object) => {
+        let object = self.part_object(part).and_then(|object| {
+            if object.counted {
+                // The cookie its code passes to the tier-up hook: this process's name for it.
+                let cookie = register_tier_target(self, part);
+                let symbol = self.imp.session().intern(&self.cookie_symbol(part));
+                let def = SymbolDef::new(ExecutorAddr(cookie), SymbolFlags::empty());
+                self.imp.define_absolute_with_tracker([(symbol, def)], &self.imp_tracker)?;
+            }
+            Ok(object)
+        });
+        match object {
+            Ok(PartObject { bytes, renames, .. }) => {
                 let objects = &self.shared.ir.objects;
                 match (part, &self.init) {
-                    (0, Some((_, order))) => objects.emit_in_order(mr, &name, &object, Vec::new(), *order),
-                    _ => objects.emit(mr, &name, &object),
+                    (0, Some((_, order))) => objects.emit_in_order(mr, &name, &bytes, renames, *order),
+                    _ => objects.emit_renamed(mr, &name, &bytes, renames),
                 }
             }
             Err(e) => mr.fail(e),
         }
     }
 
-    fn part_object(&self, part: usize) -> Result<Vec<u8>> {
+    /// The symbol whose address first-tier code of partition `part` passes to the tier-up hook.
+    fn cookie_symbol(&self, part: usize) -> String {
+        format!("__orcjit.tier.{}.{part}", self.tag)
+    }
+
+    /// Whether the module is compiled in two tiers (partition 0 only if its module at rest
+    /// says it may be).
+    fn tiering(&self) -> Option<TierUp> {
+        self.shared.tier.filter(|_| !self.whole)
+    }
+
+    /// The names partition `part`'s bodies have in its second-tier object, and their own.
+    fn tier2_renames(&self, layout: &Layout, part: usize) -> Vec<(String, String)> {
+        layout.parts[part].iter().map(|n| (format!("{n}{TIER2_SUFFIX}"), n.clone())).collect()
+    }
+
+    /// Partition `part`'s object: from the cache (a hot partition's second tier, a first
+    /// tier, or the one build of a partition compiled once) or compiled now.
+    fn part_object(self: &Arc<Self>, part: usize) -> Result<PartObject> {
         let mut st = self.state.lock();
-        let key = self.input_key(&mut st).map(|input| part_key(&input, part));
-        if let (Some(cache), Some(key)) = (self.cache(), &key) {
-            if let Some(object) = cache.get(key) {
+        let input = self.input_key(&mut st);
+        let tiering = self.tiering();
+        if let (Some(cache), Some(input)) = (self.cache(), &input) {
+            let mut kinds = Vec::new();
+            if let (Some(_), true) = (tiering, part != 0) {
+                // Partition 0's second tier defines no variables: it cannot stand in for the first.
+                kinds.push(Build::Renamed);
+            }
+            if let Some(tier) = tiering {
+                kinds.push(Build::Counted { threshold: tier.calls, cookie: "" });
+            }
+            kinds.push(Build::Plain);
+            for build in kinds {
+                let Some(bytes) = cache.get(&part_key(input, part, build, tiering)) else { continue };
                 self.shared.stats.partitions_from_cache.fetch_add(1, Ordering::Relaxed);
                 self.finished(&mut st, part);
-                return Ok(object);
+                let renames = match (build, &st.layout) {
+                    (Build::Renamed, Some(layout)) => self.tier2_renames(layout, part),
+                    _ => Vec::new(),
+                };
+                if matches!(build, Build::Renamed) {
+                    self.tier2.lock().started.insert(part);
+                }
+                return Ok(PartObject { bytes, renames, counted: matches!(build, Build::Counted { .. }) });
             }
         }
         if st.resting.is_none() {
@@ -225,16 +356,118 @@ impl LazyModule {
             }
             st.resting = Some(resting);
         }
+        let cookie = self.cookie_symbol(part);
         let resting = st.resting.as_mut().expect("prepared above");
-        let object = resting.compile(part, &self.shared.ir.options);
+        let (build, options) = match tiering.filter(|_| resting.tierable(part)) {
+            Some(tier) => (
+                Build::Counted { threshold: tier.calls.max(1), cookie: &cookie },
+                CompileOptions { opt_level: tier.first_opt_level, ..self.shared.ir.options.clone() },
+            ),
+            None => (Build::Plain, self.shared.ir.options.clone()),
+        };
+        let bytes = resting.compile(part, &options, build);
         self.shared.stats.partitions_compiled.fetch_add(1, Ordering::Relaxed);
         self.finished(&mut st, part);
         drop(st);
-        let object = object?;
-        if let (Some(cache), Some(key)) = (self.cache(), &key) {
-            self.store(cache, key, &object);
+        let bytes = bytes?;
+        if let (Some(cache), Some(input)) = (self.cache(), &input) {
+            self.store(cache, &part_key(input, part, build, tiering), &bytes);
         }
-        Ok(object)
+        Ok(PartObject { bytes, renames: Vec::new(), counted: matches!(build, Build::Counted { .. }) })
+    }
+
+    /// Queues the second-tier compile of partition `part` (once), behind demanded work.
+    fn schedule_tier_up(self: &Arc<Self>, part: usize) {
+        if !self.tier2.lock().started.insert(part) {
+            return;
+        }
+        let start = {
+            let mut q = self.shared.tier_queue.lock();
+            q.waiting.push_back((self.clone(), part));
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            self.shared.run_tier_queue(self.imp.session());
+        }
+    }
+
+    /// Compiles partition `part` at the full level, links it into the implementation dylib
+    /// and points the partition's stubs at it.
+    fn tier_up(self: &Arc<Self>, part: usize) -> Result<()> {
+        // Background compiles stop when the program exits (LLVM's statics go with it).
+        let Some(_gate) = crate::at_exit::background_compile() else { return Ok(()) };
+        let name = format!("{}#{part}{TIER2_SUFFIX}", self.name);
+        let _span = tracing::debug_span!(target: "orcjit", "tier up", module = %name).entered();
+        let (layout, discarded, key) = {
+            let mut st = self.state.lock();
+            let input = self.input_key(&mut st);
+            let layout = st.layout.clone().ok_or_else(|| Error::msg(format!("{name}: no layout")))?;
+            (layout, st.discarded.clone(), input.map(|input| part_key(&input, part, Build::Renamed, self.tiering())))
+        };
+        let cached = match (self.cache(), &key) {
+            (Some(cache), Some(key)) => cache.get(key),
+            _ => None,
+        };
+        let object = if let Some(object) = cached {
+            self.shared.stats.partitions_from_cache.fetch_add(1, Ordering::Relaxed);
+            object
+        } else {
+            let mut t2 = self.tier2.lock();
+            if t2.resting.is_none() {
+                let (resting, again) = self.prepare(&discarded)?;
+                if again != *layout {
+                    return Err(Error::msg(format!("{name}: the module splits differently the second time")));
+                }
+                t2.resting = Some(resting);
+            }
+            let resting = t2.resting.as_mut().expect("prepared above");
+            let object = resting.compile(part, &self.shared.ir.options, Build::Renamed)?;
+            drop(t2);
+            if let (Some(cache), Some(key)) = (self.cache(), &key) {
+                self.store(cache, key, &object);
+            }
+            object
+        };
+        self.shared.ir.objects.add_with_tracker(&self.imp, &name, object, Some(&self.imp_tracker))?;
+
+        // The stubs to move: each body's function, in the owner dylib or (a promoted local)
+        // in the implementation dylib; not those whose definition lost to another module's.
+        let session = self.imp.session();
+        let promoted: FxHashSet<&str> = layout.promoted_functions.iter().map(String::as_str).collect();
+        let mut moves: Vec<(JitDylib, SymbolName, SymbolName)> = Vec::new();
+        let mut set = SymbolLookupSet::new();
+        for body in &layout.parts[part] {
+            let Some(function) = body.strip_suffix(".body") else { continue };
+            if discarded.contains(function) {
+                continue;
+            }
+            let dylib = if promoted.contains(function) { self.imp.clone() } else { self.owner.clone() };
+            let new = session.intern(&format!("{body}{TIER2_SUFFIX}"));
+            set.push(new.clone(), SymbolLookupFlags::Required);
+            moves.push((dylib, session.intern(function), new));
+        }
+        let stubs = self.shared.stubs.clone();
+        let stats = self.shared.clone();
+        let order = SearchOrder::new().then(&self.imp, MatchFlags::All);
+        session.lookup(&order, set, RequiredState::Ready, move |found| {
+            let found = match found {
+                Ok(found) => found,
+                Err(e) => return tracing::warn!(target: "orcjit", module = %name, "not tiered up: {e}"),
+            };
+            let mut moved = false;
+            for (dylib, stub, new) in moves {
+                if let Some(def) = found.get(&new) {
+                    match stubs.redirect(&dylib, &stub, def.addr) {
+                        Ok(()) => moved = true,
+                        Err(e) => tracing::debug!(target: "orcjit", "stub {stub} not redirected: {e}"),
+                    }
+                }
+            }
+            if moved {
+                stats.stats.tiered_up.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Ok(())
     }
 
     /// Notes partition `part` done; the module at rest goes once every partition is.
@@ -248,12 +481,54 @@ impl LazyModule {
     }
 }
 
-/// The cache key of partition `part` of the module with input key `input`.
-fn part_key(input: &CacheKey, part: usize) -> CacheKey {
-    CacheKeyBuilder::new()
-        .part("lazy partition of", input.as_bytes())
-        .part("index", &(part as u64).to_le_bytes())
-        .finish()
+/// A partition's object, and how to link it.
+struct PartObject {
+    bytes: Vec<u8>,
+    /// Symbol renames (a second-tier object standing in for the first).
+    renames: Vec<(String, String)>,
+    /// First-tier code: its cookie symbol must be defined.
+    counted: bool,
+}
+
+/// The cache key of partition `part` of the module with input key `input`, built as `build`
+/// (under tiering `tier`).
+fn part_key(input: &CacheKey, part: usize, build: Build<'_>, tier: Option<TierUp>) -> CacheKey {
+    let key =
+        CacheKeyBuilder::new().part("lazy partition of", input.as_bytes()).part("index", &(part as u64).to_le_bytes());
+    match (build, tier) {
+        (Build::Counted { .. }, Some(tier)) => key
+            .part("build", b"tier 1")
+            .part("level", &[tier.first_opt_level])
+            .part("calls", &tier.calls.max(1).to_le_bytes()),
+        (Build::Renamed, _) => key.part("build", b"tier 2"),
+        _ => key.part("build", b"plain"),
+    }
+    .finish()
+}
+
+/// First-tier code names its partition by an index into this list (its cookie); entries
+/// stay (a few bytes each) so that a cookie never names another partition.
+static TIER_TARGETS: Mutex<Vec<(std::sync::Weak<LazyModule>, usize)>> = Mutex::new(Vec::new());
+
+/// Registers partition `part` of `module`; returns its cookie (never 0: the cookie is an
+/// address, and a linker reads address 0 as an unresolved weak reference).
+fn register_tier_target(module: &Arc<LazyModule>, part: usize) -> u64 {
+    let mut targets = TIER_TARGETS.lock();
+    targets.push((Arc::downgrade(module), part));
+    targets.len() as u64
+}
+
+/// `__orcjit_tier_up(cookie)`, called by first-tier code on the call that makes its partition
+/// hot: queues the second-tier compile and returns at once. Never unwinds into its caller.
+pub(crate) extern "C" fn tier_up_hook(cookie: u64) {
+    let _ = std::panic::catch_unwind(|| {
+        let target = (cookie as usize).checked_sub(1).and_then(|i| TIER_TARGETS.lock().get(i).cloned());
+        if let Some((module, part)) = target {
+            if let Some(module) = module.upgrade() {
+                module.schedule_tier_up(part);
+            }
+        }
+    });
 }
 
 const LAYOUT_MAGIC: &[u8; 8] = b"ORCJITLZ";
