@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Lazy::Function)]
     lazy: Lazy,
     /// Lazy code in two tiers: first compiled at -O0 (quick), then, in the background, at -O
-    /// for functions called this many times (0: one compile, at -O). Default 1000 with
+    /// for functions called this many times (0: one compile, at -O). Default 10000 with
     /// --lazy=function and -O1 or above; otherwise 0.
     #[arg(long = "tier-up", value_name = "CALLS")]
     tier_up: Option<u32>,

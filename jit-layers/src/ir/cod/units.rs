@@ -87,7 +87,7 @@ pub struct TierUp {
 
 impl Default for TierUp {
     fn default() -> Self {
-        TierUp { first_opt_level: 0, calls: 1000 }
+        TierUp { first_opt_level: 0, calls: 10_000 }
     }
 }
 
