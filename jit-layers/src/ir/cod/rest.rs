@@ -84,6 +84,8 @@ pub(crate) struct Preparation<'a> {
     pub policy: &'a dyn PartitionPolicy,
     /// Put everything in one partition whatever the policy says (the module has data aliases).
     pub whole: bool,
+    /// Check the module with LLVM's verifier (not needed for a second copy of a module).
+    pub verify: bool,
 }
 
 struct Body {
@@ -126,6 +128,11 @@ pub(crate) struct RestingModule {
     /// `__start_`/`__stop_` bounds (of sections in the first tier's object) or a computed-goto
     /// table can be written.
     first_tierable: bool,
+    /// Declarations out of the module's function and variable lists (see
+    /// `keep_only_used_declarations`), and whether each is a function.
+    unlinked: FxHashMap<usize, bool>,
+    /// The tier-up hook's declaration, once made.
+    hook: Option<LLVMValueRef>,
 }
 
 // SAFETY: the context and module are only touched through `&mut self` (the owner's mutex
@@ -134,6 +141,17 @@ unsafe impl Send for RestingModule {}
 
 impl Drop for RestingModule {
     fn drop(&mut self) {
+        // Declarations kept out of the module go back in, so that disposing of it frees them.
+        for (g, function) in std::mem::take(&mut self.unlinked) {
+            // SAFETY: `g` is a global unlinked from this module, alive; a name clash only
+            // renames it.
+            unsafe {
+                match function {
+                    true => orcjit_relink_function(self.module.as_mut_ptr(), g as LLVMValueRef),
+                    false => orcjit_relink_variable(self.module.as_mut_ptr(), g as LLVMValueRef),
+                }
+            }
+        }
         // Blocks kept aside belong to no function: give them back so that disposing of the
         // module frees them before the values they use.
         for body in &mut self.bodies {
@@ -169,6 +187,8 @@ impl RestingModule {
             stand_ins: FxHashMap::default(),
             intrinsic_of: FxHashMap::default(),
             first_tierable: true,
+            unlinked: FxHashMap::default(),
+            hook: None,
         };
         let layout = rest.split(p)?;
         Ok((rest, layout))
@@ -193,7 +213,11 @@ impl RestingModule {
                 })
             })?;
         }
-        module.verify().map_err(|e| Error::msg(format!("{}: invalid module: {}", p.name, e.to_string().trim_end())))?;
+        if p.verify {
+            module
+                .verify()
+                .map_err(|e| Error::msg(format!("{}: invalid module: {}", p.name, e.to_string().trim_end())))?;
+        }
         // Bodies that are only there for inlining are never emitted.
         for f in functions(module) {
             if !f.is_declaration() && f.get_linkage() == Linkage::AvailableExternally {
@@ -476,6 +500,11 @@ impl RestingModule {
     pub(crate) fn compile(&mut self, part: usize, options: &CompileOptions, build: Build<'_>) -> Result<Vec<u8>> {
         use llvm_sys::core::*;
         let name = format!("{}#{part}", self.name);
+        let functions: Vec<LLVMValueRef> = self.bodies.iter().filter(|b| b.part == part).map(|b| b.function).collect();
+        for f in functions {
+            // SAFETY: `f` is a function of this module.
+            unsafe { self.link(f) };
+        }
         let mut attached = Vec::new();
         for body in self.bodies.iter_mut().filter(|b| b.part == part) {
             if body.blocks.is_empty() {
@@ -536,6 +565,9 @@ impl RestingModule {
                 None
             }
         };
+        // Partition 0 (once per module) has variables, which may use any function.
+        // SAFETY: the partition's bodies are attached, in this thread's module.
+        unsafe { self.keep_only_used_declarations(&attached, part == 0) };
         let object = compile_with(self.module(), &name, options, |_, _| Ok(()));
         // Compiled (or failed for good): the bodies are not needed again.
         for body in self.bodies.iter().filter(|b| b.part == part) {
@@ -549,22 +581,128 @@ impl RestingModule {
             // SAFETY: clears the module's assembly again.
             unsafe { LLVMSetModuleInlineAsm2(self.module.as_mut_ptr(), c"".as_ptr(), 0) };
         }
-        if let Some(counter) = counter {
-            // SAFETY: its only users were in the bodies just made declarations.
-            unsafe { LLVMDeleteGlobal(counter) };
+        if let Some((counter, cookie)) = counter {
+            // SAFETY: their only users were in the bodies just made declarations.
+            unsafe {
+                LLVMDeleteGlobal(counter);
+                LLVMDeleteGlobal(cookie);
+            }
         }
         object
     }
 
+    /// Leaves in the module's function list only the declarations `bodies` (attached) use, or
+    /// all of them if `all`: the code generator visits every declaration in the module for
+    /// every partition it compiles (it names each one's symbol), which would make each compile
+    /// cost O(module). Declarations out of the list stay alive (uses, names) until needed.
+    ///
+    /// # Safety
+    ///
+    /// `bodies` are the attached functions of this thread's module; unless `all`, no variable
+    /// with an initializer uses a function.
+    unsafe fn keep_only_used_declarations(&mut self, bodies: &[LLVMValueRef], all: bool) {
+        use llvm_sys::core::*;
+        // SAFETY: (the caller's) reads the bodies' instructions and the module's function list.
+        unsafe {
+            if all {
+                let unlinked: Vec<usize> = self.unlinked.keys().copied().collect();
+                for g in unlinked {
+                    self.link(g as LLVMValueRef);
+                }
+                return;
+            }
+            let mut used: FxHashSet<usize> = FxHashSet::default();
+            let mut seen: FxHashSet<usize> = FxHashSet::default();
+            for &f in bodies {
+                used.insert(f as usize);
+                if LLVMHasPersonalityFn(f) != 0 {
+                    collect_globals(LLVMGetPersonalityFn(f), &mut seen, &mut used);
+                }
+                let mut bb = LLVMGetFirstBasicBlock(f);
+                while !bb.is_null() {
+                    let mut i = LLVMGetFirstInstruction(bb);
+                    while !i.is_null() {
+                        for k in 0..LLVMGetNumOperands(i).max(0) as u32 {
+                            collect_globals(LLVMGetOperand(i, k), &mut seen, &mut used);
+                        }
+                        i = LLVMGetNextInstruction(i);
+                    }
+                    bb = LLVMGetNextBasicBlock(bb);
+                }
+            }
+            for &g in &used {
+                self.link(g as LLVMValueRef);
+            }
+            let module = self.module.as_mut_ptr();
+            let mut f = LLVMGetFirstFunction(module);
+            while !f.is_null() {
+                let next = LLVMGetNextFunction(f);
+                if LLVMIsDeclaration(f) != 0 && !used.contains(&(f as usize)) {
+                    orcjit_unlink_function(f);
+                    self.unlinked.insert(f as usize, true);
+                }
+                f = next;
+            }
+            let mut v = LLVMGetFirstGlobal(module);
+            while !v.is_null() {
+                let next = LLVMGetNextGlobal(v);
+                if LLVMIsDeclaration(v) != 0 && !used.contains(&(v as usize)) {
+                    orcjit_unlink_variable(v);
+                    self.unlinked.insert(v as usize, false);
+                }
+                v = next;
+            }
+        }
+    }
+
+    /// Puts global `g` back in the module's function or variable list if it is out. A
+    /// declaration the code generator added meanwhile under its name (a library function it
+    /// lowered an intrinsic to) gives way to it.
+    ///
+    /// # Safety
+    ///
+    /// `g` is a function or variable of this thread's module.
+    unsafe fn link(&mut self, g: LLVMValueRef) {
+        use llvm_sys::core::*;
+        let Some(function) = self.unlinked.remove(&(g as usize)) else { return };
+        let module = self.module.as_mut_ptr();
+        // SAFETY: (the caller's) `g` is alive, out of its list; a namesake in the list is a
+        // declaration made while `g` was out, used only by bodies compiled since (declarations
+        // now) or by the partition about to be compiled, which then uses `g` instead.
+        unsafe {
+            let name = std::ffi::CString::new(value_name(g)).unwrap_or_default();
+            let namesake = match function {
+                true => LLVMGetNamedFunction(module, name.as_ptr()),
+                false => LLVMGetNamedGlobal(module, name.as_ptr()),
+            };
+            if !namesake.is_null() && namesake != g && LLVMIsDeclaration(namesake) != 0 {
+                LLVMReplaceAllUsesWith(namesake, g);
+                match function {
+                    true => LLVMDeleteFunction(namesake),
+                    false => LLVMDeleteGlobal(namesake),
+                }
+            }
+            match function {
+                true => orcjit_relink_function(module, g),
+                false => orcjit_relink_variable(module, g),
+            }
+        }
+    }
+
     /// Makes each function in `functions` count its calls in one shared counter (a private
     /// variable starting at `threshold`) and call `__orcjit_tier_up(cookie)` on the call that
-    /// brings it to zero. Returns the counter. Leading allocas move to the new entry block, so
+    /// brings it to zero. Returns the counter and the cookie's declaration. Leading allocas move to the new entry block, so
     /// they stay static. Naked functions are left alone.
     ///
     /// # Safety
     ///
     /// `functions` are functions of this thread's module with their blocks attached.
-    unsafe fn count_calls(&mut self, functions: &[LLVMValueRef], threshold: u32, cookie: &str) -> LLVMValueRef {
+    unsafe fn count_calls(
+        &mut self,
+        functions: &[LLVMValueRef],
+        threshold: u32,
+        cookie: &str,
+    ) -> (LLVMValueRef, LLVMValueRef) {
         use llvm_sys::LLVMAtomicOrdering::LLVMAtomicOrderingMonotonic;
         use llvm_sys::LLVMAtomicRMWBinOp::LLVMAtomicRMWBinOpSub;
         use llvm_sys::LLVMIntPredicate::LLVMIntEQ;
@@ -581,10 +719,13 @@ impl RestingModule {
             LLVMSetLinkage(counter, LLVMLinkage::LLVMPrivateLinkage);
             let mut params = [i64t];
             let hook_type = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params.as_mut_ptr(), 1, 0);
-            let mut hook = LLVMGetNamedFunction(module, TIER_UP_HOOK.as_ptr());
-            if hook.is_null() {
-                hook = LLVMAddFunction(module, TIER_UP_HOOK.as_ptr(), hook_type);
-            }
+            let hook = match self.hook {
+                Some(hook) => {
+                    self.link(hook);
+                    hook
+                }
+                None => *self.hook.insert(LLVMAddFunction(module, TIER_UP_HOOK.as_ptr(), hook_type)),
+            };
             let cookie = std::ffi::CString::new(cookie).expect("a symbol name has no NUL");
             let mut cookie_symbol = LLVMGetNamedGlobal(module, cookie.as_ptr());
             if cookie_symbol.is_null() {
@@ -619,7 +760,47 @@ impl RestingModule {
                 LLVMBuildBr(builder, entry);
             }
             LLVMDisposeBuilder(builder);
-            counter
+            (counter, cookie_symbol)
+        }
+    }
+}
+
+unsafe extern "C" {
+    /// `Function::removeFromParent` (src/ir/shim.cpp).
+    fn orcjit_unlink_function(f: LLVMValueRef);
+    /// Appends an unlinked function to module `m`'s function list (src/ir/shim.cpp).
+    fn orcjit_relink_function(m: llvm_sys::prelude::LLVMModuleRef, f: LLVMValueRef);
+    /// `GlobalVariable::removeFromParent` (src/ir/shim.cpp).
+    fn orcjit_unlink_variable(v: LLVMValueRef);
+    /// Appends an unlinked variable to module `m`'s variable list (src/ir/shim.cpp).
+    fn orcjit_relink_variable(m: llvm_sys::prelude::LLVMModuleRef, v: LLVMValueRef);
+}
+
+/// Adds to `found` the functions and variables `value` is or holds (through constant
+/// expressions and aggregates; not through variables' initializers).
+///
+/// # Safety
+///
+/// `value` is a live value.
+unsafe fn collect_globals(value: LLVMValueRef, seen: &mut FxHashSet<usize>, found: &mut FxHashSet<usize>) {
+    use llvm_sys::core::*;
+    // SAFETY: (the caller's) inspects a value and, for constants, their operands.
+    unsafe {
+        if value.is_null() {
+            return;
+        }
+        if !LLVMIsAFunction(value).is_null() || !LLVMIsAGlobalVariable(value).is_null() {
+            found.insert(value as usize);
+            return;
+        }
+        let aggregate_or_expr = !LLVMIsAConstantExpr(value).is_null()
+            || !LLVMIsAConstantArray(value).is_null()
+            || !LLVMIsAConstantStruct(value).is_null()
+            || !LLVMIsAConstantVector(value).is_null();
+        if aggregate_or_expr && seen.insert(value as usize) {
+            for k in 0..LLVMGetNumOperands(value).max(0) as u32 {
+                collect_globals(LLVMGetOperand(value, k), seen, found);
+            }
         }
     }
 }

@@ -211,7 +211,7 @@ impl LazyModule {
                 return Ok(layout);
             }
         }
-        let (resting, layout) = self.prepare(&st.discarded)?;
+        let (resting, layout) = self.prepare(&st.discarded, true)?;
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
             self.store(cache, key, &encode_layout(&layout));
         }
@@ -222,7 +222,8 @@ impl LazyModule {
         Ok(layout)
     }
 
-    fn prepare(&self, discarded: &FxHashSet<String>) -> Result<(RestingModule, Layout)> {
+    /// Reads and prepares the module (checking it with LLVM's verifier if `verify`).
+    fn prepare(&self, discarded: &FxHashSet<String>, verify: bool) -> Result<(RestingModule, Layout)> {
         let _span = tracing::debug_span!(target: "orcjit", "prepare", module = %self.name).entered();
         self.shared.stats.modules_prepared.fetch_add(1, Ordering::Relaxed);
         RestingModule::prepare(&Preparation {
@@ -235,6 +236,7 @@ impl LazyModule {
             tag: &self.tag,
             policy: &*self.shared.policy,
             whole: self.whole,
+            verify,
         })
     }
 
@@ -347,7 +349,7 @@ impl LazyModule {
             }
         }
         if st.resting.is_none() {
-            let (resting, layout) = self.prepare(&st.discarded)?;
+            let (resting, layout) = self.prepare(&st.discarded, true)?;
             if st.layout.as_deref().is_some_and(|l| *l != layout) {
                 return Err(Error::msg(format!(
                     "{}: the cached layout of this module does not match the module (corrupt cache?)",
@@ -414,7 +416,7 @@ impl LazyModule {
         } else {
             let mut t2 = self.tier2.lock();
             if t2.resting.is_none() {
-                let (resting, again) = self.prepare(&discarded)?;
+                let (resting, again) = self.prepare(&discarded, false)?;
                 if again != *layout {
                     return Err(Error::msg(format!("{name}: the module splits differently the second time")));
                 }
