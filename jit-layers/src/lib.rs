@@ -14,6 +14,7 @@ mod ir;
 mod jit;
 mod lazy;
 mod object_layer;
+mod perf_map;
 
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
@@ -26,3 +27,4 @@ pub use ir::{
 pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction, Laziness};
 pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};
+pub use perf_map::PerfMap;

@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{IrModule, Jit, Laziness, TierUp};
+use jit_layers::{IrModule, Jit, Laziness, PerfMap, TierUp};
 
 /// `--lazy`'s values.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// first calls) to stderr when main returns.
     #[arg(long = "lazy-stats")]
     lazy_stats: bool,
+    /// Write /tmp/perf-PID.map as code is linked, so that `perf report` names JIT'd functions
+    /// (code then goes to anonymous mprotect slabs: perf reads the map only for those).
+    #[arg(long = "perf-map")]
+    perf_map: bool,
     /// The main module (.bc or .ll), then the program's arguments.
     #[arg(value_name = "MAIN")]
     main: Option<String>,
@@ -125,7 +129,18 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     if let Some(dir) = &args.cache {
         builder = builder.cache(dir);
     }
+    if args.perf_map {
+        // perf (6.1) credits samples in the dual-mapped slabs' memfd to the memfd, never to
+        // the map; anonymous memory it looks up in the map.
+        let memory = jit_mem::MprotectSlabManager::new(jit_mem::ManagerConfig::default())
+            .map_err(|e| Error::msg(format!("cannot set up JIT memory: {e}")))?;
+        builder = builder.memory_manager(std::sync::Arc::new(memory));
+    }
     let jit = builder.dlopen("libm.so.6").build()?;
+    if args.perf_map {
+        let map = PerfMap::new().map_err(|e| Error::msg(format!("cannot write the perf map: {e}")))?;
+        jit.object_layer().add_plugin(map);
+    }
     match &args.main {
         Some(main) => jit.add_ir_file(main)?,
         None => {

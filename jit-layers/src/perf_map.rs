@@ -1,0 +1,91 @@
+//! A perf map: `/tmp/perf-<pid>.map`, one line `START SIZE NAME` (hex, no prefix) per JIT'd
+//! function, which `perf report` reads to name samples in memory no file backs (the format of
+//! the Linux perf tool's `tools/perf/Documentation/jit-interface.txt`).
+//!
+//! Names are the functions' own: the compile-on-demand layer's `<f>.body` is written `f`, its
+//! second tier `f [tier 2]`, a promoted local `<f>.orcjit.<tag>` `f`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jit_core::{JitDylib, Result};
+use jit_link::{LinkGraph, PassConfig, Phase};
+use parking_lot::Mutex;
+
+use crate::LinkPlugin;
+
+/// Writes the perf map of every object linked by the layer it is added to
+/// ([`ObjectLinkingLayer::add_plugin`](crate::ObjectLinkingLayer::add_plugin)).
+pub struct PerfMap {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl PerfMap {
+    /// Opens (creates, or appends to) this process's map, `/tmp/perf-<pid>.map`.
+    pub fn new() -> std::io::Result<Arc<Self>> {
+        let path = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Arc::new(PerfMap { path, file: Arc::new(Mutex::new(file)) }))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// How a symbol reads in the map (see the module's doc).
+fn display_name(symbol: &str) -> String {
+    let (base, tier2) = match symbol.strip_suffix(".t2") {
+        Some(base) => (base, true),
+        None => (symbol, false),
+    };
+    let base = base.strip_suffix(".body").unwrap_or(base);
+    let base = base.find(".orcjit.").map_or(base, |at| &base[..at]);
+    if tier2 { format!("{base} [tier 2]") } else { base.to_string() }
+}
+
+/// The map's lines for `graph`'s defined functions (addresses assigned).
+fn lines(graph: &LinkGraph) -> String {
+    let mut out = String::new();
+    for (id, symbol) in graph.symbols() {
+        if !symbol.is_defined() || !symbol.is_callable() || symbol.size() == 0 {
+            continue;
+        }
+        let (Some(name), Some(addr)) = (symbol.name(), graph.symbol_addr(id)) else { continue };
+        out.push_str(&format!("{:x} {:x} {}\n", addr.0, symbol.size(), display_name(name.as_str())));
+    }
+    out
+}
+
+impl LinkPlugin for PerfMap {
+    fn modify_pass_config(&self, _dylib: &JitDylib, _graph: &LinkGraph, config: &mut PassConfig) -> Result<()> {
+        let file = self.file.clone();
+        config.add(Phase::PostAllocation, "perf map", move |graph| {
+            let text = lines(graph);
+            if !text.is_empty() {
+                // A map that cannot be written is a profile without names, not a failed link.
+                if let Err(e) = file.lock().write_all(text.as_bytes()) {
+                    tracing::warn!(target: "orcjit", "perf map: {e}");
+                }
+            }
+            Ok(())
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_as_the_functions_they_are() {
+        assert_eq!(display_name("luaV_execute.body"), "luaV_execute");
+        assert_eq!(display_name("luaV_execute.body.t2"), "luaV_execute [tier 2]");
+        assert_eq!(display_name("l_alloc.orcjit.3fa2.body"), "l_alloc");
+        assert_eq!(display_name("main"), "main");
+    }
+}
