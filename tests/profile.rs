@@ -1,6 +1,8 @@
-//! Profiling JIT'd code: under `perf record`, `orcjit run --perf-map` writes the perf map that
-//! `perf report` uses to name samples in JIT'd functions (the test says it is skipped, and
-//! passes, where `perf record` is not installed or not permitted).
+//! Profiling and debugging JIT'd code: under `perf record`, `orcjit run --perf-map` writes the
+//! perf map that `perf report` uses to name samples in JIT'd functions; under gdb, `--gdb`
+//! registers each object through GDB's JIT interface, so a crash's backtrace names the JIT'd
+//! frames, lazily compiled or not. (Each test says it is skipped, and passes, where its tool
+//! is not installed or not permitted.)
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -63,4 +65,57 @@ fn perf_report_names_jit_d_functions_from_the_perf_map() {
     let text = String::from_utf8_lossy(&report.stdout);
     let line = text.lines().find(|l| l.contains("spin_for_a_while"));
     assert!(line.is_some_and(|l| l.contains("[JIT]")), "perf report names no JIT'd spin_for_a_while:\n{text}");
+}
+
+/// A crash two JIT'd calls deep.
+const CRASH: &str = r#"
+#include <stdio.h>
+__attribute__((noinline)) int crash_here(int *p) { return *p + 1; }
+__attribute__((noinline)) int call_crash(int *p) { return crash_here(p) * 2; }
+int main(void) { puts("about to crash"); fflush(stdout); return call_crash((int *)0); }
+"#;
+
+#[test]
+fn gdb_backtraces_name_jit_d_frames_registered_through_its_jit_interface() {
+    // gdb must be installed and allowed to trace (containers may forbid ptrace).
+    match Command::new("gdb").args(["-batch", "-nx", "-ex", "run", "--args", "true"]).output() {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("exited normally") => {}
+        Ok(out) => {
+            eprintln!("skipped: gdb cannot run a program here: {}", String::from_utf8_lossy(&out.stderr).trim());
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: gdb is not installed: {e}");
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("crash.c");
+    let bc = tmp.path().join("crash.bc");
+    std::fs::write(&src, CRASH).unwrap();
+    let cc = Command::new("clang-19").args(["-O0", "-c", "-emit-llvm"]).arg(&src).arg("-o").arg(&bc).output().unwrap();
+    assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
+    let bc = bc.to_str().unwrap();
+    let backtrace = |options: &[&str]| {
+        let mut args = vec!["-batch", "-nx", "-ex", "run", "-ex", "bt", "--args", ORCJIT, "run"];
+        args.extend_from_slice(options);
+        args.push(bc);
+        let out = run("gdb", &args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("SIGSEGV"), "the program did not crash under gdb:\n{text}");
+        text.lines().filter(|l| l.starts_with('#')).map(str::to_string).collect::<Vec<_>>()
+    };
+    for lazy in ["--lazy=function", "--lazy=none"] {
+        let frames = backtrace(&["--gdb", lazy]);
+        for (i, name) in ["crash_here", "call_crash", "main"].iter().enumerate() {
+            assert!(
+                frames.get(i).is_some_and(|f| f.contains(&format!(" in {name} ("))),
+                "{lazy}: frame #{i} should be {name}:\n{}",
+                frames.join("\n")
+            );
+        }
+    }
+    // Without the registration gdb has no name for the crashing frame.
+    let frames = backtrace(&[]);
+    assert!(frames.first().is_some_and(|f| f.contains("in ?? ()")), "{}", frames.join("\n"));
 }

@@ -7,6 +7,7 @@
 pub mod at_exit;
 mod cache;
 mod entry;
+mod gdb;
 mod initializers;
 #[cfg(feature = "llvm")]
 mod ir;
@@ -18,6 +19,7 @@ mod perf_map;
 
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
+pub use gdb::GdbRegistration;
 #[cfg(feature = "llvm")]
 pub use ir::{
     CodStats, CompileOnDemandLayer, CompileOptions, FunctionInfo, IrCompileLayer, IrModule, IrSource, IrTransform,

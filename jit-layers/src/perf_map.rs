@@ -47,17 +47,22 @@ fn display_name(symbol: &str) -> String {
     if tier2 { format!("{base} [tier 2]") } else { base.to_string() }
 }
 
-/// The map's lines for `graph`'s defined functions (addresses assigned).
-fn lines(graph: &LinkGraph) -> String {
-    let mut out = String::new();
+/// `graph`'s defined functions (addresses assigned): address, size, and name as it reads.
+pub(crate) fn functions(graph: &LinkGraph) -> Vec<(u64, u64, String)> {
+    let mut out = Vec::new();
     for (id, symbol) in graph.symbols() {
         if !symbol.is_defined() || !symbol.is_callable() || symbol.size() == 0 {
             continue;
         }
         let (Some(name), Some(addr)) = (symbol.name(), graph.symbol_addr(id)) else { continue };
-        out.push_str(&format!("{:x} {:x} {}\n", addr.0, symbol.size(), display_name(name.as_str())));
+        out.push((addr.0, symbol.size(), display_name(name.as_str())));
     }
     out
+}
+
+/// The map's lines for `graph`'s defined functions.
+fn lines(graph: &LinkGraph) -> String {
+    functions(graph).into_iter().map(|(addr, size, name)| format!("{addr:x} {size:x} {name}\n")).collect()
 }
 
 impl LinkPlugin for PerfMap {

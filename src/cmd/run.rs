@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{IrModule, Jit, Laziness, PerfMap, TierUp};
+use jit_layers::{GdbRegistration, IrModule, Jit, Laziness, PerfMap, TierUp};
 
 /// `--lazy`'s values.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// (code then goes to anonymous mprotect slabs: perf reads the map only for those).
     #[arg(long = "perf-map")]
     perf_map: bool,
+    /// Register each linked object with GDB's JIT interface, so that backtraces under gdb name
+    /// JIT'd functions.
+    #[arg(long)]
+    gdb: bool,
     /// The main module (.bc or .ll), then the program's arguments.
     #[arg(value_name = "MAIN")]
     main: Option<String>,
@@ -140,6 +144,9 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     if args.perf_map {
         let map = PerfMap::new().map_err(|e| Error::msg(format!("cannot write the perf map: {e}")))?;
         jit.object_layer().add_plugin(map);
+    }
+    if args.gdb {
+        jit.object_layer().add_plugin(GdbRegistration::new());
     }
     match &args.main {
         Some(main) => jit.add_ir_file(main)?,
