@@ -26,9 +26,9 @@ static HANDLERS: Mutex<Vec<Handler>> = Mutex::new(Vec::new());
 type Hook = Box<dyn Fn() + Send + Sync>;
 static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
 static SEQUENCE: Once = Once::new();
-/// Held (shared) by background compiles; taken for good when the program exits.
-static BACKGROUND: RwLock<()> = RwLock::new(());
-/// Set when the program exited while a background compile was running.
+/// Held (shared) by every LLVM compile; taken for good when the program exits.
+static COMPILES: RwLock<()> = RwLock::new(());
+/// Set when the program exited while a compile was running.
 static SKIP_TEARDOWN: AtomicBool = AtomicBool::new(false);
 static LIBC_HOOK: Once = Once::new();
 
@@ -56,9 +56,10 @@ pub(crate) extern "C" fn exit(status: c_int) -> ! {
 }
 
 /// Ends the process after [`run_exit_sequence`]: libc's `exit` (its own handlers, static
-/// destructors, stdio flushed), unless a background compile was still running when the
-/// program exited; then stdio is flushed and the process ends without tearing down LLVM under
-/// that compile (the handlers JIT'd code registered have run).
+/// destructors, stdio flushed), unless a compile (a second tier, a speculative guess, another
+/// thread's first call) was still running when the program exited; then stdio is flushed and
+/// the process ends without destroying LLVM's statics under that compile (the handlers JIT'd
+/// code registered have run).
 pub fn exit_process(status: c_int) -> ! {
     if SKIP_TEARDOWN.load(Ordering::Acquire) {
         // SAFETY: flushes every stdio stream, then ends the process at once.
@@ -71,16 +72,16 @@ pub fn exit_process(status: c_int) -> ! {
     unsafe { libc::exit(status) }
 }
 
-/// Permission to run a background compile (one nobody waits for, such as a tier-up): `None`
-/// once the program is exiting. Hold it for the whole compile.
-pub(crate) fn background_compile() -> Option<RwLockReadGuard<'static, ()>> {
-    BACKGROUND.try_read().filter(|_| !SEQUENCE.is_completed())
+/// Permission to run LLVM: `None` once the program has exited (libc is about to destroy
+/// LLVM's statics). Hold it for the whole compile.
+pub(crate) fn compile_permit() -> Option<RwLockReadGuard<'static, ()>> {
+    COMPILES.try_read()
 }
 
-/// Stops background compiles for good: none starts after this; if one is running, the
-/// process will end without libc's teardown (see [`exit_process`]).
-fn stop_background_compiles() {
-    match BACKGROUND.try_write() {
+/// Stops compiles for good: none starts after this; if one is running, the process will end
+/// without libc's teardown (see [`exit_process`]).
+fn stop_compiles() {
+    match COMPILES.try_write() {
         Some(guard) => std::mem::forget(guard),
         None => SKIP_TEARDOWN.store(true, Ordering::Release),
     }
@@ -110,7 +111,7 @@ pub fn run_exit_sequence() {
         for hook in hooks {
             hook();
         }
-        stop_background_compiles();
+        stop_compiles();
     });
 }
 

@@ -16,6 +16,7 @@ use crate::ir::{
     CompileOnDemandLayer, CompileOptions, IrCompileLayer, IrModule, IrTransformLayer, PartitionPolicy, PerFunction,
     TierUp, WholeModule,
 };
+use crate::speculate::{ReplayProfile, SpeculationPolicy, Speculator, StaticCallees};
 use crate::{InitArgs, LazyReexports, ObjectCache, ObjectLinkingLayer};
 
 /// When IR added to a [`Jit`] is compiled.
@@ -43,6 +44,22 @@ pub struct JitBuilder {
     laziness: Laziness,
     policy: Option<Arc<dyn PartitionPolicy>>,
     tier: Option<TierUp>,
+    speculation: Speculation,
+    record_first_calls: bool,
+}
+
+/// What a lazy JIT compiles ahead (see [`crate::speculate`]).
+#[derive(Clone, Default)]
+pub enum Speculation {
+    /// Nothing: each function when first called.
+    #[default]
+    None,
+    /// The direct callees of each function first called ([`StaticCallees`], 16 at most).
+    Static,
+    /// A recorded first-call order, from the start ([`ReplayProfile`]).
+    Profile(Arc<ReplayProfile>),
+    /// A policy of one's own.
+    Custom(Arc<dyn SpeculationPolicy>),
 }
 
 /// The object cache's size cap unless told otherwise.
@@ -110,6 +127,18 @@ impl JitBuilder {
         self
     }
 
+    /// What a lazy JIT compiles ahead of the program (default: nothing).
+    pub fn speculation(mut self, speculation: Speculation) -> Self {
+        self.speculation = speculation;
+        self
+    }
+
+    /// Records the order of first calls (a lazy JIT's; see [`Jit::speculator`]).
+    pub fn record_first_calls(mut self, yes: bool) -> Self {
+        self.record_first_calls = yes;
+        self
+    }
+
     /// The memory manager to link into (default: jit-mem's default manager).
     pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
         self.memory = Some(memory);
@@ -161,7 +190,20 @@ impl JitBuilder {
                 (Some(stubs), Some(lazy))
             }
         };
-        Ok(Jit { session, main, objects, ir, lazy, stubs, memory })
+        let policy: Option<Arc<dyn SpeculationPolicy>> = match (self.speculation, &lazy) {
+            (_, None) | (Speculation::None, _) => None,
+            (Speculation::Static, Some(layer)) => {
+                let layer = layer.clone();
+                Some(Arc::new(StaticCallees::new(move |dylib, body| layer.callees(dylib, body), 16)))
+            }
+            (Speculation::Profile(profile), _) => Some(profile),
+            (Speculation::Custom(policy), _) => Some(policy),
+        };
+        let speculator = match &stubs {
+            Some(stubs) if policy.is_some() || self.record_first_calls => Some(Speculator::install(stubs, policy)),
+            _ => None,
+        };
+        Ok(Jit { session, main, objects, ir, lazy, stubs, speculator, memory })
     }
 }
 
@@ -177,6 +219,7 @@ pub struct Jit {
     ir: IrTransformLayer,
     lazy: Option<CompileOnDemandLayer>,
     stubs: Option<LazyReexports>,
+    speculator: Option<Arc<Speculator>>,
     memory: Arc<dyn MemoryManager>,
 }
 
@@ -193,6 +236,8 @@ impl Jit {
             laziness: Laziness::None,
             policy: None,
             tier: None,
+            speculation: Speculation::None,
+            record_first_calls: false,
         }
     }
 
@@ -219,6 +264,11 @@ impl Jit {
     /// The compile-on-demand layer, if the JIT is lazy.
     pub fn lazy_layer(&self) -> Option<&CompileOnDemandLayer> {
         self.lazy.as_ref()
+    }
+
+    /// The speculator, if the JIT is lazy and speculates or records first calls.
+    pub fn speculator(&self) -> Option<&Arc<Speculator>> {
+        self.speculator.as_ref()
     }
 
     /// The lazy stubs' manager, if the JIT is lazy (to redirect stubs, or watch first calls).
@@ -297,6 +347,9 @@ impl Jit {
         // SAFETY: libc's `environ` is the NULL-terminated environment of this process.
         let envp = unsafe { environ };
         let main = self.lookup_address("main")?;
+        if let Some(speculator) = &self.speculator {
+            speculator.start();
+        }
         if let Some(lazy) = &self.lazy {
             // Errors in main's own code are reported here, not by ending the process.
             lazy.compile_now(&self.main, "main")?;

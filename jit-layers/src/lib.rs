@@ -16,6 +16,7 @@ mod jit;
 mod lazy;
 mod object_layer;
 mod perf_map;
+pub mod speculate;
 
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
@@ -26,7 +27,8 @@ pub use ir::{
     IrTransformLayer, ModuleBuilder, PartitionPolicy, PassPipeline, PerFunction, TierUp, WholeModule,
 };
 #[cfg(feature = "llvm")]
-pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction, Laziness};
+pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction, Laziness, Speculation};
 pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};
 pub use perf_map::PerfMap;
+pub use speculate::{ReplayProfile, SpeculationPolicy, SpeculationStats, Speculator, StaticCallees};

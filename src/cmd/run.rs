@@ -11,7 +11,19 @@
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{GdbRegistration, IrModule, Jit, Laziness, PerfMap, TierUp};
+use jit_layers::{GdbRegistration, IrModule, Jit, Laziness, PerfMap, ReplayProfile, Speculation, TierUp};
+
+/// `--speculate`'s values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Speculate {
+    /// Compile nothing ahead.
+    #[default]
+    None,
+    /// When a function is first called, compile its direct callees ahead.
+    Static,
+    /// Replay the first-call order of --profile FILE from the start.
+    Profile,
+}
 
 /// `--lazy`'s values.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -39,6 +51,15 @@ pub struct RunArgs {
     /// --lazy=function and -O1 or above; otherwise 0.
     #[arg(long = "tier-up", value_name = "CALLS")]
     tier_up: Option<u32>,
+    /// What to compile ahead of the program, on workers it does not wait for (lazy only).
+    #[arg(long, value_enum, default_value_t = Speculate::None)]
+    speculate: Speculate,
+    /// The profile --speculate=profile replays (implies it).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<String>,
+    /// Write the order of first calls to FILE when the program exits (a profile).
+    #[arg(long = "record-profile", value_name = "FILE")]
+    record_profile: Option<String>,
     /// Worker threads that compile and link (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -98,6 +119,9 @@ pub fn run(args: RunArgs) -> ExitCode {
                         s.live_stubs,
                         s.resolver_entries
                     );
+                    if let Some(speculator) = jit.speculator() {
+                        eprintln!("orcjit: speculation: {}", speculator.stats());
+                    }
                 }
             })
         }
@@ -120,7 +144,22 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
         _ => 0,
     });
     let tier = (calls > 0 && opt > 0).then_some(TierUp { calls, ..TierUp::default() });
-    let mut builder = Jit::builder().opt_level(opt).lazy(laziness).tier_up(tier);
+    let speculation = match (args.speculate, &args.profile) {
+        (Speculate::Profile, None) => return Err(Error::msg("--speculate=profile needs --profile FILE")),
+        (_, Some(path)) => {
+            let profile = ReplayProfile::read(std::path::Path::new(path))
+                .map_err(|e| Error::msg(format!("cannot read the profile {path}: {e}")))?;
+            Speculation::Profile(std::sync::Arc::new(profile))
+        }
+        (Speculate::Static, None) => Speculation::Static,
+        (Speculate::None, None) => Speculation::None,
+    };
+    let mut builder = Jit::builder()
+        .opt_level(opt)
+        .lazy(laziness)
+        .tier_up(tier)
+        .speculation(speculation)
+        .record_first_calls(args.record_profile.is_some());
     if let Some(n) = args.threads {
         builder = builder.threads(n);
     }
@@ -147,6 +186,14 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     }
     if args.gdb {
         jit.object_layer().add_plugin(GdbRegistration::new());
+    }
+    if let (Some(path), Some(speculator)) = (args.record_profile.clone(), jit.speculator().cloned()) {
+        // Written when the program exits (however it exits), with every first call it made.
+        jit_layers::at_exit::add_exit_hook(move || {
+            if let Err(e) = std::fs::write(&path, speculator.profile()) {
+                eprintln!("orcjit: cannot write the profile {path}: {e}");
+            }
+        });
     }
     match &args.main {
         Some(main) => jit.add_ir_file(main)?,

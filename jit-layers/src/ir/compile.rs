@@ -247,6 +247,10 @@ pub(crate) fn compile_with(
     if module.get_triple().as_str().to_bytes().is_empty() {
         module.set_triple(&TargetTriple::create(&host().triple));
     }
+    // After the program exited, LLVM's statics may be going: nothing more is compiled (the
+    // exit waits for no compile; see `at_exit::exit_process`).
+    let _permit = crate::at_exit::compile_permit()
+        .ok_or_else(|| Error::msg(format!("{name}: not compiled: the program has exited")))?;
     with_machine(options, |machine| {
         if module.get_data_layout().as_str().to_bytes().is_empty() {
             module.set_data_layout(&machine.get_target_data().get_data_layout());

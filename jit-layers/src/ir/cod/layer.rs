@@ -110,6 +110,7 @@ impl CompileOnDemandLayer {
             stats: Default::default(),
             tier,
             tier_queue: Mutex::default(),
+            calls: Default::default(),
         });
         let trackers = Arc::new(ImplTrackers::default());
         compile.object_layer().session().register_resource_manager(trackers.clone());
@@ -119,6 +120,12 @@ impl CompileOnDemandLayer {
     /// What the layer has done so far: modules split, partitions compiled or found cached.
     pub fn stats(&self) -> CodStats {
         self.shared.stats.snapshot()
+    }
+
+    /// The bodies that body `body` of implementation dylib `imp` calls directly, once its
+    /// module was read (for speculation; empty before, or if the module came from the cache).
+    pub fn callees(&self, imp: &JitDylib, body: &SymbolName) -> Arc<[SymbolName]> {
+        self.shared.calls.read().get(&(imp.id(), body.clone())).cloned().unwrap_or_else(|| Arc::from([]))
     }
 
     pub fn policy(&self) -> &Arc<dyn PartitionPolicy> {

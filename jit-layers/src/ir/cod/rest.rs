@@ -133,6 +133,9 @@ pub(crate) struct RestingModule {
     unlinked: FxHashMap<usize, bool>,
     /// The tier-up hook's declaration, once made.
     hook: Option<LLVMValueRef>,
+    /// Each body's direct callees, as bodies (`<callee>.body`), in the order first called
+    /// (for speculation; see [`direct_callees`]).
+    pub(crate) calls: Vec<(String, Vec<String>)>,
 }
 
 // SAFETY: the context and module are only touched through `&mut self` (the owner's mutex
@@ -189,6 +192,7 @@ impl RestingModule {
             first_tierable: true,
             unlinked: FxHashMap::default(),
             hook: None,
+            calls: Vec::new(),
         };
         let layout = rest.split(p)?;
         Ok((rest, layout))
@@ -277,6 +281,12 @@ impl RestingModule {
         for &(f, part) in &targets {
             // SAFETY: walks the instructions of a body of this thread's module.
             unsafe { direct_calls_within(f, part, &declaration_of, &targets) };
+        }
+        for &(f, _) in &targets {
+            // SAFETY: walks the instructions of a body of this thread's module.
+            let callees = unsafe { direct_callees(f) };
+            // SAFETY: names a function of the module.
+            self.calls.push((String::from_utf8_lossy(&unsafe { value_name(f) }).into_owned(), callees));
         }
         for g in self.module().get_globals() {
             if g.is_declaration() || g.get_linkage() == Linkage::AvailableExternally {
@@ -774,6 +784,42 @@ unsafe extern "C" {
     fn orcjit_unlink_variable(v: LLVMValueRef);
     /// Appends an unlinked variable to module `m`'s variable list (src/ir/shim.cpp).
     fn orcjit_relink_variable(m: llvm_sys::prelude::LLVMModuleRef, v: LLVMValueRef);
+}
+
+/// The bodies function `f` calls directly (not intrinsics), in the order of their first call:
+/// a call to a body is to itself, a call to a function's declaration (its stub) is to
+/// `<name>.body` (which need not exist: an external function has none).
+///
+/// # Safety
+///
+/// `f` is a function with its blocks attached, of a module the calling thread owns.
+unsafe fn direct_callees(f: LLVMValueRef) -> Vec<String> {
+    use llvm_sys::core::*;
+    let mut out: Vec<String> = Vec::new();
+    // SAFETY: (the caller's) walks `f`'s instructions; a call's callee is its last operand.
+    unsafe {
+        let mut bb = LLVMGetFirstBasicBlock(f);
+        while !bb.is_null() {
+            let mut i = LLVMGetFirstInstruction(bb);
+            while !i.is_null() {
+                let is_call = !LLVMIsACallInst(i).is_null() || !LLVMIsAInvokeInst(i).is_null();
+                let n = LLVMGetNumOperands(i);
+                if is_call && n > 0 {
+                    let callee = LLVMGetOperand(i, n as u32 - 1);
+                    if !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) == 0 && callee != f {
+                        let name = String::from_utf8_lossy(&value_name(callee)).into_owned();
+                        let body = if name.ends_with(".body") { name } else { body_name(&name) };
+                        if !out.contains(&body) {
+                            out.push(body);
+                        }
+                    }
+                }
+                i = LLVMGetNextInstruction(i);
+            }
+            bb = LLVMGetNextBasicBlock(bb);
+        }
+    }
+    out
 }
 
 /// Adds to `found` the functions and variables `value` is or holds (through constant

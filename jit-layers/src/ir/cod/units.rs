@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jit_core::{
-    Error, ExecutionSession, ExecutorAddr, FxHashSet, Interface, JitDylib, MatchFlags, MaterializationResponsibility,
-    MaterializationUnit, Priority, RequiredState, ResourceTracker, Result, SearchOrder, SymbolDef, SymbolFlags,
-    SymbolLookupFlags, SymbolLookupSet, SymbolName, Task, TaskKind,
+    DylibId, Error, ExecutionSession, ExecutorAddr, FxHashMap, FxHashSet, Interface, JitDylib, MatchFlags,
+    MaterializationResponsibility, MaterializationUnit, Priority, RequiredState, ResourceTracker, Result, SearchOrder,
+    SymbolDef, SymbolFlags, SymbolLookupFlags, SymbolLookupSet, SymbolName, Task, TaskKind,
 };
 use parking_lot::Mutex;
 
@@ -32,7 +32,13 @@ pub(crate) struct CodShared {
     /// Hot partitions waiting for their second tier, compiled one at a time so that at most
     /// one worker is busy with work nobody waits for.
     pub tier_queue: Mutex<TierQueue>,
+    /// Each body's direct callees (bodies), by implementation dylib, for speculation; filled
+    /// as modules are prepared.
+    pub calls: parking_lot::RwLock<CallGraph>,
 }
+
+/// Direct callees (bodies) by (implementation dylib, body).
+pub(crate) type CallGraph = FxHashMap<(DylibId, SymbolName), Arc<[SymbolName]>>;
 
 #[derive(Default)]
 pub(crate) struct TierQueue {
@@ -211,7 +217,8 @@ impl LazyModule {
                 return Ok(layout);
             }
         }
-        let (resting, layout) = self.prepare(&st.discarded, true)?;
+        let (mut resting, layout) = self.prepare(&st.discarded, true)?;
+        self.record_calls(&mut resting);
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
             self.store(cache, key, &encode_layout(&layout));
         }
@@ -222,9 +229,22 @@ impl LazyModule {
         Ok(layout)
     }
 
+    /// Files the call graph `resting` found (see [`CodShared::calls`]).
+    fn record_calls(&self, resting: &mut RestingModule) {
+        let session = self.imp.session();
+        let mut calls = self.shared.calls.write();
+        for (body, callees) in std::mem::take(&mut resting.calls) {
+            let callees: Arc<[SymbolName]> = callees.iter().map(|c| session.intern(c)).collect();
+            calls.insert((self.imp.id(), session.intern(&body)), callees);
+        }
+    }
+
     /// Reads and prepares the module (checking it with LLVM's verifier if `verify`).
     fn prepare(&self, discarded: &FxHashSet<String>, verify: bool) -> Result<(RestingModule, Layout)> {
         let _span = tracing::debug_span!(target: "orcjit", "prepare", module = %self.name).entered();
+        // Reading a module is LLVM's work too (see `at_exit::compile_permit`).
+        let _permit = crate::at_exit::compile_permit()
+            .ok_or_else(|| Error::msg(format!("{}: not read: the program has exited", self.name)))?;
         self.shared.stats.modules_prepared.fetch_add(1, Ordering::Relaxed);
         RestingModule::prepare(&Preparation {
             name: &self.name,
@@ -349,7 +369,8 @@ impl LazyModule {
             }
         }
         if st.resting.is_none() {
-            let (resting, layout) = self.prepare(&st.discarded, true)?;
+            let (mut resting, layout) = self.prepare(&st.discarded, true)?;
+            self.record_calls(&mut resting);
             if st.layout.as_deref().is_some_and(|l| *l != layout) {
                 return Err(Error::msg(format!(
                     "{}: the cached layout of this module does not match the module (corrupt cache?)",
@@ -397,7 +418,7 @@ impl LazyModule {
     /// and points the partition's stubs at it.
     fn tier_up(self: &Arc<Self>, part: usize) -> Result<()> {
         // Background compiles stop when the program exits (LLVM's statics go with it).
-        let Some(_gate) = crate::at_exit::background_compile() else { return Ok(()) };
+        let Some(_permit) = crate::at_exit::compile_permit() else { return Ok(()) };
         let name = format!("{}#{part}{TIER2_SUFFIX}", self.name);
         let _span = tracing::debug_span!(target: "orcjit", "tier up", module = %name).entered();
         let (layout, discarded, key) = {

@@ -1,0 +1,240 @@
+//! Speculative compilation: when a lazy function is first called, compile what it is likely to
+//! call next, on workers the program is not waiting for.
+//!
+//! A [`Speculator`] listens to first calls of lazy stubs ([`LazyReexports`]) and asks its
+//! [`SpeculationPolicy`] what to compile ahead. Each guess becomes a *speculative* task (after
+//! all demanded work, so never ahead of what the program waits for) that, when a worker gets to
+//! it, looks the body up like a first call would (a weak lookup: a guess that names nothing is
+//! simply absent). So a guess the program demands first is compiled once, by the demand; a
+//! guess whose compile fails fails no one but a later caller, who would have failed anyway.
+//!
+//! Policies: [`StaticCallees`] (the direct callees the IR call graph names, in the order the
+//! caller first calls them) and [`ReplayProfile`] (a first-call order recorded by an earlier
+//! run, replayed from the start).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jit_core::{
+    DylibId, ExecutionSession, FxHashSet, JitDylib, LookupOptions, MatchFlags, Priority, RequiredState, SearchOrder,
+    SymbolLookupFlags, SymbolLookupSet, SymbolName, Task, TaskKind,
+};
+use parking_lot::Mutex;
+
+use crate::lazy::LazyReexports;
+
+/// What to compile ahead.
+///
+/// Contract: cheap (called on the program's thread, before the first call's body is looked up)
+/// and never panics.
+pub trait SpeculationPolicy: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Bodies likely called soon after `body` (of `dylib`) is first called.
+    fn on_first_call(&self, dylib: &JitDylib, body: &SymbolName) -> Vec<(JitDylib, SymbolName)>;
+    /// Bodies to compile ahead from the start.
+    fn on_start(&self, _session: &ExecutionSession) -> Vec<(JitDylib, SymbolName)> {
+        Vec::new()
+    }
+}
+
+/// Where [`StaticCallees`] reads a body's direct callees.
+type CalleesOf = dyn Fn(&JitDylib, &SymbolName) -> Arc<[SymbolName]> + Send + Sync;
+
+/// The direct callees of a function, from its module's call graph, in the order the function
+/// first calls them: at most `limit` of them.
+pub struct StaticCallees {
+    callees: Box<CalleesOf>,
+    limit: usize,
+}
+
+impl StaticCallees {
+    /// A policy reading call graphs from `callees(dylib, body)` (for instance
+    /// [`CompileOnDemandLayer::callees`](crate::CompileOnDemandLayer::callees)).
+    pub fn new(
+        callees: impl Fn(&JitDylib, &SymbolName) -> Arc<[SymbolName]> + Send + Sync + 'static,
+        limit: usize,
+    ) -> Self {
+        StaticCallees { callees: Box::new(callees), limit }
+    }
+}
+
+impl SpeculationPolicy for StaticCallees {
+    fn name(&self) -> &str {
+        "static"
+    }
+
+    fn on_first_call(&self, dylib: &JitDylib, body: &SymbolName) -> Vec<(JitDylib, SymbolName)> {
+        (self.callees)(dylib, body).iter().take(self.limit).map(|c| (dylib.clone(), c.clone())).collect()
+    }
+}
+
+/// Replays a first-call order recorded by [`Speculator::profile`]: every body in it, in order,
+/// from the start.
+pub struct ReplayProfile {
+    entries: Vec<(String, String)>,
+}
+
+impl ReplayProfile {
+    /// Parses a profile: a line `DYLIB<TAB>BODY` per first call, in order.
+    pub fn parse(text: &str) -> Self {
+        let entries =
+            text.lines().filter_map(|l| l.split_once('\t')).map(|(d, b)| (d.to_string(), b.to_string())).collect();
+        ReplayProfile { entries }
+    }
+
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        Ok(Self::parse(&std::fs::read_to_string(path)?))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl SpeculationPolicy for ReplayProfile {
+    fn name(&self) -> &str {
+        "profile"
+    }
+
+    fn on_first_call(&self, _dylib: &JitDylib, _body: &SymbolName) -> Vec<(JitDylib, SymbolName)> {
+        Vec::new()
+    }
+
+    fn on_start(&self, session: &ExecutionSession) -> Vec<(JitDylib, SymbolName)> {
+        // Dylibs that do not exist (yet) are skipped: a profile is advice.
+        self.entries.iter().filter_map(|(d, b)| Some((session.dylib(d)?, session.intern(b)))).collect()
+    }
+}
+
+/// What a [`Speculator`] has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpeculationStats {
+    /// Bodies queued to compile ahead (each once).
+    pub queued: u64,
+    /// Of those, the ones the program then called.
+    pub hits: u64,
+    /// First calls seen.
+    pub first_calls: u64,
+}
+
+impl std::fmt::Display for SpeculationStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} first calls, {} bodies speculated, {} of them called ({} wasted)",
+            self.first_calls,
+            self.queued,
+            self.hits,
+            self.queued - self.hits.min(self.queued)
+        )
+    }
+}
+
+/// Compiles ahead what a [`SpeculationPolicy`] guesses, and records first calls (see the
+/// module's doc).
+pub struct Speculator {
+    session: ExecutionSession,
+    policy: Option<Arc<dyn SpeculationPolicy>>,
+    queued: Mutex<FxHashSet<(DylibId, SymbolName)>>,
+    hits: AtomicU64,
+    first_calls: Mutex<Vec<(String, SymbolName)>>,
+}
+
+impl Speculator {
+    /// A speculator guessing by `policy` (or only recording first calls, with `None`), hearing
+    /// first calls of `stubs`' stubs (it replaces their first-call listener).
+    pub fn install(stubs: &LazyReexports, policy: Option<Arc<dyn SpeculationPolicy>>) -> Arc<Self> {
+        let speculator = Arc::new(Speculator {
+            session: stubs.session().clone(),
+            policy,
+            queued: Mutex::default(),
+            hits: AtomicU64::new(0),
+            first_calls: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&speculator);
+        stubs.set_first_call_listener(move |_, _, body_dylib, body| {
+            if let Some(s) = weak.upgrade() {
+                s.first_call(body_dylib, body);
+            }
+        });
+        speculator
+    }
+
+    pub fn policy(&self) -> Option<&Arc<dyn SpeculationPolicy>> {
+        self.policy.as_ref()
+    }
+
+    /// Queues what the policy wants compiled from the start.
+    pub fn start(&self) {
+        if let Some(policy) = &self.policy {
+            for (dylib, body) in policy.on_start(&self.session) {
+                self.speculate(&dylib, body);
+            }
+        }
+    }
+
+    fn first_call(&self, dylib: &JitDylib, body: &SymbolName) {
+        if self.queued.lock().contains(&(dylib.id(), body.clone())) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.first_calls.lock().push((dylib.name().to_string(), body.clone()));
+        if let Some(policy) = &self.policy {
+            for (d, b) in policy.on_first_call(dylib, body) {
+                self.speculate(&d, b);
+            }
+        }
+    }
+
+    /// Queues a speculative compile of `body` in `dylib` (once per body).
+    pub fn speculate(&self, dylib: &JitDylib, body: SymbolName) {
+        if !self.queued.lock().insert((dylib.id(), body.clone())) {
+            return;
+        }
+        let session = self.session.clone();
+        let order = SearchOrder::new().then(dylib, MatchFlags::All);
+        self.session.dispatch(Task::new(TaskKind::Materialization, Priority::Speculative, move || {
+            let mut set = SymbolLookupSet::new();
+            set.push(body, SymbolLookupFlags::WeaklyReferenced);
+            // Started only when no demanded work is queued; from here on it is compiled like
+            // a first call's body (a demand arriving meanwhile waits for this compile).
+            let options = LookupOptions { priority: Priority::Demanded, ..Default::default() };
+            session.lookup_detailed(&order, set, RequiredState::Ready, options, |result| {
+                if let Err(e) = result {
+                    tracing::debug!(target: "orcjit", "speculative compile failed: {e}");
+                }
+            });
+        }));
+    }
+
+    pub fn stats(&self) -> SpeculationStats {
+        SpeculationStats {
+            queued: self.queued.lock().len() as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            first_calls: self.first_calls.lock().len() as u64,
+        }
+    }
+
+    /// The first calls seen so far, in order, as a profile [`ReplayProfile`] reads.
+    pub fn profile(&self) -> String {
+        self.first_calls.lock().iter().map(|(d, b)| format!("{d}\t{b}\n")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_what_speculators_write() {
+        let profile = ReplayProfile::parse("main.impl\tmain.body\nmain.impl\tf.orcjit.ab12.body\nnot a line\n");
+        assert_eq!(
+            profile.entries,
+            vec![("main.impl".into(), "main.body".into()), ("main.impl".into(), "f.orcjit.ab12.body".into())]
+        );
+    }
+}
