@@ -1,8 +1,9 @@
 //! Profiling and debugging JIT'd code: under `perf record`, `orcjit run --perf-map` writes the
 //! perf map that `perf report` uses to name samples in JIT'd functions; under gdb, `--gdb`
 //! registers each object through GDB's JIT interface, so a crash's backtrace names the JIT'd
-//! frames, lazily compiled or not. (Each test says it is skipped, and passes, where its tool
-//! is not installed or not permitted.)
+//! frames, lazily compiled or not; `--trace` writes a Chrome/Perfetto trace of each thread's
+//! lookups, compiles and links. (The perf and gdb tests say they are skipped, and pass, where
+//! their tool is not installed or not permitted.)
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -118,4 +119,25 @@ fn gdb_backtraces_name_jit_d_frames_registered_through_its_jit_interface() {
     // Without the registration gdb has no name for the crashing frame.
     let frames = backtrace(&[]);
     assert!(frames.first().is_some_and(|f| f.contains("in ?? ()")), "{}", frames.join("\n"));
+}
+
+#[test]
+fn a_trace_shows_each_thread_s_lookups_compiles_and_links_as_chrome_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("hot.c");
+    let bc = tmp.path().join("hot.bc");
+    std::fs::write(&src, HOT.replace("k < 60", "k < 2")).unwrap();
+    let cc = Command::new("clang-19").args(["-O1", "-c", "-emit-llvm"]).arg(&src).arg("-o").arg(&bc).output().unwrap();
+    assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
+    let trace = tmp.path().join("trace.json");
+    let out = run(ORCJIT, &["run", "--threads", "2", "--trace", trace.to_str().unwrap(), bc.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let names: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+    for name in ["lookup", "materialize", "prepare", "compile", "link", "lazy call"] {
+        assert!(names.contains(name), "no '{name}' span in the trace: {names:?}");
+    }
+    // Work is seen on the program's thread and on the pool's.
+    let threads: std::collections::BTreeSet<u64> = events.iter().filter_map(|e| e["tid"].as_u64()).collect();
+    assert!(threads.len() >= 2, "{threads:?}");
 }

@@ -22,6 +22,8 @@ pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String], after_ma
         }
         Err(e) => {
             eprintln!("orcjit {what}: {e}");
+            // Exit hooks (a trace's end) run on this way out too.
+            at_exit::run_exit_sequence();
             ExitCode::FAILURE
         }
     }

@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// (code then goes to anonymous mprotect slabs: perf reads the map only for those).
     #[arg(long = "perf-map")]
     perf_map: bool,
+    /// Write a Chrome/Perfetto trace of what each thread did (lookups, materializations,
+    /// module reads, compiles, links, tier-ups, lazy calls) to FILE (open it in
+    /// ui.perfetto.dev or chrome://tracing).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<String>,
     /// Register each linked object with GDB's JIT interface, so that backtraces under gdb name
     /// JIT'd functions.
     #[arg(long)]
@@ -101,7 +106,25 @@ pub struct RunArgs {
 const DEMO_MAIN: &str = include_str!("builtin/demo_main.ll");
 const DEMO_LIB: &str = include_str!("builtin/demo_lib.ll");
 
+/// Starts the `--trace` subscriber; the trace is written out when the program exits.
+fn start_trace(path: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new().file(path).include_args(true).build();
+    let layer = layer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG);
+    if tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).is_err() {
+        eprintln!("orcjit: --trace: a tracing subscriber is already installed");
+        return;
+    }
+    // The guard writes the file's end when dropped: at exit (however the program exits).
+    let guard = std::sync::Mutex::new(Some(guard));
+    jit_layers::at_exit::add_exit_hook(move || drop(guard.lock().ok().and_then(|mut g| g.take())));
+}
+
 pub fn run(args: RunArgs) -> ExitCode {
+    if let Some(path) = &args.trace {
+        start_trace(path);
+    }
     let argv0 = args.main.clone().unwrap_or_else(|| "orcjit-demo".to_string());
     let program_args: Vec<String> = args.args.iter().skip_while(|a| *a == "--").cloned().collect();
     match build(&args) {
@@ -127,6 +150,8 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("orcjit run: {e}");
+            // Exit hooks (the trace's end) run on this way out too.
+            jit_layers::at_exit::run_exit_sequence();
             ExitCode::FAILURE
         }
     }
