@@ -470,7 +470,7 @@ impl LazyModule {
             moves.push((dylib, session.intern(function), new));
         }
         let stubs = self.shared.stubs.clone();
-        let stats = self.shared.clone();
+        let shared = self.shared.clone();
         let order = SearchOrder::new().then(&self.imp, MatchFlags::All);
         session.lookup(&order, set, RequiredState::Ready, move |found| {
             let found = match found {
@@ -487,7 +487,7 @@ impl LazyModule {
                 }
             }
             if moved {
-                stats.stats.tiered_up.fetch_add(1, Ordering::Relaxed);
+                shared.stats.tiered_up.fetch_add(1, Ordering::Relaxed);
             }
         });
         Ok(())
