@@ -13,17 +13,8 @@
 # Usage: bench/lazy.sh       Env: PROGRAMS (default: lua sqlite), OPTS (default: O2), RUNS,
 #                                 PEER_BENCH, WORKLOAD_FILTER (regex on workload names)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-PEER_BENCH=${PEER_BENCH:-$root/../shared/bench}
 export PROGRAMS=${PROGRAMS:-lua sqlite} OPTS=${OPTS:-O2}
-source "$PEER_BENCH/common.sh"
-source "$PEER_BENCH/lib_measure.sh"
-require_tools
-(cd "$root" && cargo build --release -q -p orcjit)
-orcjit="$root/target/release/orcjit"
-bash "$PEER_BENCH/corpus.sh" >&2
-mkdir -p "$RUNS_DIR" "$RESULTS"
-export FORCE=1
+source "$(dirname "$0")/lib.sh"
 
 for prog in $PROGRAMS; do
   exe="$BUILD/$prog/native/$(exe_of "$prog")"
@@ -39,10 +30,7 @@ for prog in $PROGRAMS; do
     group_begin
     add_config "$workload" "$prog" native native native -- "$exe" "${argv[@]}"
     for opt in $(opts_of "$prog"); do
-      dir="$BUILD/$prog/$opt"
-      extra=()
-      for bc in "$dir"/bc/*.bc; do [ "$(basename "$bc" .bc)" = "$driver" ] || extra+=("--extra-module=$bc"); done
-      main="$dir/bc/$driver.bc"
+      perfile_modules "$BUILD/$prog/$opt" "$driver"
       run=("$orcjit" run "${extra[@]}")
       add_config "$workload" "$prog" "$opt" perfile lli-lazy -- "$LLI" "${peer[@]}" "${extra[@]}" "$main" "${argv[@]}"
       add_config "$workload" "$prog" "$opt" perfile function-t1 -- "${run[@]}" -O2 --lazy=function --threads 1 "$main" "${argv[@]}"
@@ -57,26 +45,4 @@ done
 
 out="$RESULTS/orcjit-lazy-raw.tsv"
 collect_results "$out" '^(native|lli-lazy|function-t[12]|module-t2|none-t2|function-O0-t2)$'
-python3 - "$out" <<'PY'
-import csv, sys, statistics
-rows = [r for r in csv.reader(open(sys.argv[1]), delimiter='\t')][1:]
-cells, native = {}, {}
-for r in rows:
-    workload, prog, opt, shape, mode, run, wall, user, sys_, rss, status, ok = r[:12]
-    if ok != '1':
-        continue
-    if mode == 'native':
-        native.setdefault(workload, []).append(float(wall))
-        continue
-    cells.setdefault((workload, opt), {}).setdefault(mode, []).append((float(wall), int(rss)))
-modes = ['lli-lazy', 'function-t1', 'function-t2', 'module-t2', 'none-t2', 'function-O0-t2']
-fmt = lambda v: f"{v*1000:.0f} ms" if v < 1 else f"{v:.2f} s"
-print("| workload | bitcode | native | " + " | ".join(f"{m} wall / RSS" for m in modes) + " | function-t2 / lli-lazy |")
-print("|---|---|---:|" + "---:|" * (len(modes) + 1))
-for (workload, opt), c in sorted(cells.items()):
-    med = {m: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v) / 1024) for m, v in c.items()}
-    nat = statistics.median(native[workload]) if workload in native else None
-    cols = [f"{fmt(med[m][0])} / {med[m][1]:.0f} MB" if m in med else "FAIL" for m in modes]
-    ratio = f"{med['function-t2'][0] / med['lli-lazy'][0]:.2f}x" if 'function-t2' in med and 'lli-lazy' in med else "-"
-    print(f"| {workload} | {opt} | {fmt(nat) if nat else '-'} | " + " | ".join(cols) + f" | {ratio} |")
-PY
+python3 "$root/bench/table.py" "$out" --modes lli-lazy,function-t1,function-t2,module-t2,none-t2,function-O0-t2 --ratio function-t2/lli-lazy

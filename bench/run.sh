@@ -9,18 +9,9 @@
 #                                 CODEGEN (-O level for both, default 2), RUNS, PEER_BENCH,
 #                                 WORKLOAD_FILTER (regex on workload names)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-PEER_BENCH=${PEER_BENCH:-$root/../shared/bench}
 export PROGRAMS=${PROGRAMS:-lua sqlite} OPTS=${OPTS:-O2}
 codegen=${CODEGEN:-2}
-source "$PEER_BENCH/common.sh"
-source "$PEER_BENCH/lib_measure.sh"
-require_tools
-(cd "$root" && cargo build --release -q -p orcjit)
-orcjit="$root/target/release/orcjit"
-bash "$PEER_BENCH/corpus.sh" >&2
-mkdir -p "$RUNS_DIR" "$RESULTS"
-export FORCE=1
+source "$(dirname "$0")/lib.sh"
 cache_root=$(mktemp -d)
 trap 'rm -rf "$cache_root"' EXIT
 
@@ -34,10 +25,7 @@ for prog in $PROGRAMS; do
     group_begin
     add_config "$workload" "$prog" native native native -- "$exe" "${argv[@]}"
     for opt in $(opts_of "$prog"); do
-      dir="$BUILD/$prog/$opt"
-      extra=()
-      for bc in "$dir"/bc/*.bc; do [ "$(basename "$bc" .bc)" = "$driver" ] || extra+=("--extra-module=$bc"); done
-      main="$dir/bc/$driver.bc"
+      perfile_modules "$BUILD/$prog/$opt" "$driver"
       add_config "$workload" "$prog" "$opt" perfile lli -- "$LLI" -jit-kind=orc "-O$codegen" "${extra[@]}" "$main" "${argv[@]}"
       for t in 1 2; do
         add_config "$workload" "$prog" "$opt" perfile "orcjit-t$t" -- "$orcjit" run "-O$codegen" --lazy=none --threads "$t" "${extra[@]}" "$main" "${argv[@]}"
@@ -52,27 +40,4 @@ done
 
 out="$RESULTS/orcjit-run-raw.tsv"
 collect_results "$out" '^(native|lli|orcjit-t[0-9]+|orcjit-warm)$'
-python3 - "$out" <<'PY'
-import csv, sys, statistics
-rows = [r for r in csv.reader(open(sys.argv[1]), delimiter='\t')][1:]
-cells, native = {}, {}
-for r in rows:
-    workload, prog, opt, shape, mode, run, wall, user, sys_, rss, status, ok = r[:12]
-    if ok != '1':
-        continue
-    if mode == 'native':
-        native.setdefault(workload, []).append(float(wall))
-        continue
-    cells.setdefault((workload, opt), {}).setdefault(mode, []).append((float(wall), int(rss)))
-modes = ['lli', 'orcjit-t1', 'orcjit-t2', 'orcjit-warm']
-fmt = lambda v: f"{v*1000:.0f} ms" if v < 1 else f"{v:.2f} s"
-print("| workload | bitcode | native | " + " | ".join(f"{m} wall / RSS" for m in modes) + " | t1 / lli | t2 / lli | warm / (1.2 native + 0.1 s) |")
-print("|---|---|---:|" + "---:|" * (len(modes) + 3))
-for (workload, opt), c in sorted(cells.items()):
-    med = {m: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v) / 1024) for m, v in c.items()}
-    nat = statistics.median(native[workload]) if workload in native else None
-    cols = [f"{fmt(med[m][0])} / {med[m][1]:.0f} MB" if m in med else "FAIL" for m in modes]
-    ratio = lambda m: f"{med[m][0] / med['lli'][0]:.2f}x" if m in med and 'lli' in med else "-"
-    warm = f"{med['orcjit-warm'][0] / (1.2 * nat + 0.1):.2f}" if 'orcjit-warm' in med and nat else "-"
-    print(f"| {workload} | {opt} | {fmt(nat) if nat else '-'} | " + " | ".join(cols) + f" | {ratio('orcjit-t1')} | {ratio('orcjit-t2')} | {warm} |")
-PY
+python3 "$root/bench/table.py" "$out" --modes lli,orcjit-t1,orcjit-t2,orcjit-warm --ratio orcjit-t1/lli --ratio orcjit-t2/lli --warm orcjit-warm

@@ -8,17 +8,8 @@
 # Usage: bench/speculate.sh       Env: PROGRAMS (default: lua sqlite), OPTS (default: O2), RUNS,
 #                                 PEER_BENCH, WORKLOAD_FILTER (regex on workload names)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-PEER_BENCH=${PEER_BENCH:-$root/../shared/bench}
 export PROGRAMS=${PROGRAMS:-lua sqlite} OPTS=${OPTS:-O2}
-source "$PEER_BENCH/common.sh"
-source "$PEER_BENCH/lib_measure.sh"
-require_tools
-(cd "$root" && cargo build --release -q -p orcjit)
-orcjit="$root/target/release/orcjit"
-bash "$PEER_BENCH/corpus.sh" >&2
-mkdir -p "$RUNS_DIR" "$RESULTS"
-export FORCE=1
+source "$(dirname "$0")/lib.sh"
 profiles=$(mktemp -d)
 trap 'rm -rf "$profiles"' EXIT
 
@@ -32,10 +23,7 @@ for prog in $PROGRAMS; do
     group_begin
     add_config "$workload" "$prog" native native native -- "$exe" "${argv[@]}"
     for opt in $(opts_of "$prog"); do
-      dir="$BUILD/$prog/$opt"
-      extra=()
-      for bc in "$dir"/bc/*.bc; do [ "$(basename "$bc" .bc)" = "$driver" ] || extra+=("--extra-module=$bc"); done
-      main="$dir/bc/$driver.bc"
+      perfile_modules "$BUILD/$prog/$opt" "$driver"
       run=("$orcjit" run "${extra[@]}")
       profile="$profiles/$workload-$opt"
       (cd "$PEER_DIR" && "${run[@]}" --record-profile "$profile" "$main" "${argv[@]}" > /dev/null)
@@ -50,26 +38,4 @@ done
 
 out="$RESULTS/orcjit-speculate-raw.tsv"
 collect_results "$out" '^(native|none|static|profile)$'
-python3 - "$out" <<'PY'
-import csv, sys, statistics
-rows = [r for r in csv.reader(open(sys.argv[1]), delimiter='\t')][1:]
-cells, native = {}, {}
-for r in rows:
-    workload, prog, opt, shape, mode, run, wall, user, sys_, rss, status, ok = r[:12]
-    if ok != '1':
-        continue
-    if mode == 'native':
-        native.setdefault(workload, []).append(float(wall))
-        continue
-    cells.setdefault((workload, opt), {}).setdefault(mode, []).append((float(wall), int(rss)))
-modes = ['none', 'static', 'profile']
-fmt = lambda v: f"{v*1000:.0f} ms" if v < 1 else f"{v:.2f} s"
-print("| workload | bitcode | native | " + " | ".join(f"{m} wall / RSS" for m in modes) + " | static / none | profile / none |")
-print("|---|---|---:|" + "---:|" * (len(modes) + 2))
-for (workload, opt), c in sorted(cells.items()):
-    med = {m: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v) / 1024) for m, v in c.items()}
-    nat = statistics.median(native[workload]) if workload in native else None
-    cols = [f"{fmt(med[m][0])} / {med[m][1]:.0f} MB" if m in med else "FAIL" for m in modes]
-    ratio = lambda m: f"{med[m][0] / med['none'][0]:.2f}x" if m in med and 'none' in med else "-"
-    print(f"| {workload} | {opt} | {fmt(nat) if nat else '-'} | " + " | ".join(cols) + f" | {ratio('static')} | {ratio('profile')} |")
-PY
+python3 "$root/bench/table.py" "$out" --modes none,static,profile --ratio static/none --ratio profile/none
