@@ -17,7 +17,6 @@ export PROGRAMS=${PROGRAMS:-lua sqlite} OPTS=${OPTS:-O2}
 source "$(dirname "$0")/lib.sh"
 
 for prog in $PROGRAMS; do
-  exe="$BUILD/$prog/native/$(exe_of "$prog")"
   driver=$(driver_of "$prog")
   case $prog in
     sqlite) peer=(-jit-kind=orc-lazy) ;;
@@ -25,10 +24,7 @@ for prog in $PROGRAMS; do
   esac
   while IFS='|' read -r workload args; do
     [[ "$workload" =~ ${WORKLOAD_FILTER:-.} ]] || continue
-    read -r -a argv <<< "$args"
-    record_expected "$workload" "$exe" "${argv[@]}"
-    group_begin
-    add_config "$workload" "$prog" native native native -- "$exe" "${argv[@]}"
+    begin_workload "$prog" "$workload" "$args"
     for opt in $(opts_of "$prog"); do
       perfile_modules "$BUILD/$prog/$opt" "$driver"
       run=("$orcjit" run "${extra[@]}")

@@ -21,3 +21,14 @@ perfile_modules() {
   for bc in "$dir"/bc/*.bc; do [ "$(basename "$bc" .bc)" = "$driver" ] || extra+=("--extra-module=$bc"); done
   main="$dir/bc/$driver.bc"
 }
+
+# begin_workload PROG WORKLOAD ARGS: sets `exe` (PROG's native build) and `argv` (ARGS split),
+# records the native output the other runs are checked against, and starts the workload's
+# group of configurations with the native one.
+begin_workload() {
+  exe="$BUILD/$1/native/$(exe_of "$1")"
+  read -r -a argv <<< "$3"
+  record_expected "$2" "$exe" "${argv[@]}"
+  group_begin
+  add_config "$2" "$1" native native native -- "$exe" "${argv[@]}"
+}

@@ -11,13 +11,9 @@ threads_list=${THREADS:-1 2}
 source "$(dirname "$0")/lib.sh"
 
 for prog in $PROGRAMS; do
-  exe="$BUILD/$prog/native/$(exe_of "$prog")"
   while IFS='|' read -r workload args; do
     [[ "$workload" =~ ${WORKLOAD_FILTER:-.} ]] || continue
-    read -r -a argv <<< "$args"
-    record_expected "$workload" "$exe" "${argv[@]}"
-    group_begin
-    add_config "$workload" "$prog" native native native -- "$exe" "${argv[@]}"
+    begin_workload "$prog" "$workload" "$args"
     for opt in $(opts_of "$prog"); do
       dir="$BUILD/$prog/$opt"
       for shape in perfile whole; do

@@ -14,14 +14,10 @@ profiles=$(mktemp -d)
 trap 'rm -rf "$profiles"' EXIT
 
 for prog in $PROGRAMS; do
-  exe="$BUILD/$prog/native/$(exe_of "$prog")"
   driver=$(driver_of "$prog")
   while IFS='|' read -r workload args; do
     [[ "$workload" =~ ${WORKLOAD_FILTER:-.} ]] || continue
-    read -r -a argv <<< "$args"
-    record_expected "$workload" "$exe" "${argv[@]}"
-    group_begin
-    add_config "$workload" "$prog" native native native -- "$exe" "${argv[@]}"
+    begin_workload "$prog" "$workload" "$args"
     for opt in $(opts_of "$prog"); do
       perfile_modules "$BUILD/$prog/$opt" "$driver"
       run=("$orcjit" run "${extra[@]}")
