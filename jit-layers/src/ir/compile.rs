@@ -188,16 +188,10 @@ unsafe fn drop_all_references(f: LLVMValueRef) {
     // SAFETY: (the caller's) the blocks and instructions walked belong to `f`; setting an
     // instruction's operand to null is what `User::dropAllReferences` does.
     unsafe {
-        let mut bb = llvm_sys::core::LLVMGetFirstBasicBlock(f);
-        while !bb.is_null() {
-            let mut i = llvm_sys::core::LLVMGetFirstInstruction(bb);
-            while !i.is_null() {
-                for op in 0..llvm_sys::core::LLVMGetNumOperands(i) {
-                    llvm_sys::core::LLVMSetOperand(i, op as u32, std::ptr::null_mut());
-                }
-                i = llvm_sys::core::LLVMGetNextInstruction(i);
+        for i in super::partition::instructions_of(f) {
+            for op in 0..llvm_sys::core::LLVMGetNumOperands(i) {
+                llvm_sys::core::LLVMSetOperand(i, op as u32, std::ptr::null_mut());
             }
-            bb = llvm_sys::core::LLVMGetNextBasicBlock(bb);
         }
     }
 }

@@ -38,21 +38,59 @@ pub(crate) fn functions<'c>(module: &Module<'c>) -> impl Iterator<Item = GlobalV
 
 /// Instructions in a function's body (0 for a declaration).
 pub(crate) fn instructions(f: GlobalValue<'_>) -> usize {
-    let mut n = 0;
-    // SAFETY: walks a function's blocks and instructions with LLVM's iterators; all are owned
-    // by the module, which is alive for the call.
-    unsafe {
-        let mut bb = llvm_sys::core::LLVMGetFirstBasicBlock(f.as_value_ref());
-        while !bb.is_null() {
-            let mut i = llvm_sys::core::LLVMGetFirstInstruction(bb);
-            while !i.is_null() {
-                n += 1;
-                i = llvm_sys::core::LLVMGetNextInstruction(i);
+    // SAFETY: `f` is a function of a module that is alive for the call.
+    unsafe { instructions_of(f.as_value_ref()) }.count()
+}
+
+/// The instructions of function `f`, block after block, in order. Each is read from LLVM's
+/// lists before the caller gets the one before it: the caller may change the instruction it
+/// holds (its operands), not remove instructions or blocks.
+///
+/// # Safety
+///
+/// `f` is a function of a module the calling thread owns, alive while the iterator is.
+pub(crate) unsafe fn instructions_of(f: LLVMValueRef) -> impl Iterator<Item = LLVMValueRef> {
+    use llvm_sys::core::*;
+    // SAFETY: (the caller's) `f` is a live function.
+    let mut bb = unsafe { LLVMGetFirstBasicBlock(f) };
+    // SAFETY: `bb` is a block of `f` (or there is none).
+    let mut next = if bb.is_null() { std::ptr::null_mut() } else { unsafe { LLVMGetFirstInstruction(bb) } };
+    std::iter::from_fn(move || {
+        // SAFETY: (the caller's) `bb` and `next` are a block of `f` and an instruction in it,
+        // still in their lists (the caller removes nothing).
+        unsafe {
+            while next.is_null() {
+                if bb.is_null() {
+                    return None;
+                }
+                bb = LLVMGetNextBasicBlock(bb);
+                if bb.is_null() {
+                    return None;
+                }
+                next = LLVMGetFirstInstruction(bb);
             }
-            bb = llvm_sys::core::LLVMGetNextBasicBlock(bb);
+            let i = next;
+            next = LLVMGetNextInstruction(i);
+            Some(i)
         }
+    })
+}
+
+/// The callee operand of `i` if it is a call, invoke or callbr (the last operand: LLVM's
+/// `CallBase::getCalledOperand` is `Op<-1>`), with its index.
+///
+/// # Safety
+///
+/// `i` is a live instruction.
+pub(crate) unsafe fn callee_operand(i: LLVMValueRef) -> Option<(u32, LLVMValueRef)> {
+    use llvm_sys::core::*;
+    // SAFETY: (the caller's) inspects a live instruction.
+    unsafe {
+        let is_call =
+            !LLVMIsACallInst(i).is_null() || !LLVMIsAInvokeInst(i).is_null() || !LLVMIsACallBrInst(i).is_null();
+        let n = LLVMGetNumOperands(i);
+        (is_call && n > 0).then(|| (n as u32 - 1, LLVMGetOperand(i, n as u32 - 1)))
     }
-    n
 }
 
 /// Into how many partitions `module` should be split for `threads` threads (1: not at all).
@@ -202,20 +240,14 @@ pub(crate) fn pinned_to_first(module: &Module<'_>) -> FxHashSet<String> {
         let mut others = Vec::new();
         // SAFETY: walks the instructions of a function of the module and their operands.
         unsafe {
-            let mut bb = llvm_sys::core::LLVMGetFirstBasicBlock(this);
-            while !bb.is_null() {
-                let mut i = llvm_sys::core::LLVMGetFirstInstruction(bb);
-                while !i.is_null() {
-                    for k in 0..llvm_sys::core::LLVMGetNumOperands(i).max(0) as u32 {
-                        blockaddress_functions(llvm_sys::core::LLVMGetOperand(i, k), &mut seen, &mut |t| {
-                            if t != this {
-                                others.push(t);
-                            }
-                        });
-                    }
-                    i = llvm_sys::core::LLVMGetNextInstruction(i);
+            for i in instructions_of(this) {
+                for k in 0..llvm_sys::core::LLVMGetNumOperands(i).max(0) as u32 {
+                    blockaddress_functions(llvm_sys::core::LLVMGetOperand(i, k), &mut seen, &mut |t| {
+                        if t != this {
+                            others.push(t);
+                        }
+                    });
                 }
-                bb = llvm_sys::core::LLVMGetNextBasicBlock(bb);
             }
         }
         if !others.is_empty() {

@@ -24,7 +24,10 @@ use jit_core::{Error, FxHashMap, FxHashSet, Result};
 use super::super::compile::{CompileOptions, compile_with, make_declaration, restrict_to, with_machine};
 use super::super::layer::IrTransform;
 use super::super::module::{IrSource, aliases, object_name, parse};
-use super::super::partition::{blockaddress_functions, functions, instructions, pinned_to_first, promote_locals_as};
+use super::super::partition::{
+    blockaddress_functions, callee_operand, functions, instructions, instructions_of, pinned_to_first,
+    promote_locals_as,
+};
 use super::plan::{FunctionInfo, PartitionPolicy, assign};
 
 /// The name a promoted local gets: its own (or `anon<index>`), tagged with the module's
@@ -448,43 +451,29 @@ impl RestingModule {
     /// `f` is a body of this thread's module with its blocks attached.
     unsafe fn swap_intrinsics(&mut self, f: LLVMValueRef, to_rest: bool) {
         use llvm_sys::core::*;
-        // SAFETY: (the caller's) walks `f`'s instructions; the callee is the last operand of
-        // a call, invoke or callbr (LLVM's CallBase::getCalledOperand is Op<-1>).
+        // SAFETY: (the caller's) walks `f`'s instructions, changing only callee operands.
         unsafe {
             let module = self.module.as_mut_ptr();
-            let mut bb = LLVMGetFirstBasicBlock(f);
-            while !bb.is_null() {
-                let mut i = LLVMGetFirstInstruction(bb);
-                while !i.is_null() {
-                    let is_call = !LLVMIsACallInst(i).is_null()
-                        || !LLVMIsAInvokeInst(i).is_null()
-                        || !LLVMIsACallBrInst(i).is_null();
-                    let n = LLVMGetNumOperands(i);
-                    if is_call && n > 0 {
-                        let callee = LLVMGetOperand(i, n as u32 - 1);
-                        let swapped = if to_rest {
-                            let intrinsic = !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) != 0;
-                            intrinsic.then(|| {
-                                *self.stand_ins.entry(callee as usize).or_insert_with(|| {
-                                    let stand_in = LLVMAddFunction(
-                                        module,
-                                        c"__orcjit.rest.intrinsic".as_ptr(),
-                                        LLVMGlobalGetValueType(callee),
-                                    );
-                                    self.intrinsic_of.insert(stand_in as usize, callee);
-                                    stand_in
-                                })
-                            })
-                        } else {
-                            self.intrinsic_of.get(&(callee as usize)).copied()
-                        };
-                        if let Some(to) = swapped {
-                            LLVMSetOperand(i, n as u32 - 1, to);
-                        }
-                    }
-                    i = LLVMGetNextInstruction(i);
+            for (i, (op, callee)) in instructions_of(f).filter_map(|i| Some((i, callee_operand(i)?))) {
+                let swapped = if to_rest {
+                    let intrinsic = !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) != 0;
+                    intrinsic.then(|| {
+                        *self.stand_ins.entry(callee as usize).or_insert_with(|| {
+                            let stand_in = LLVMAddFunction(
+                                module,
+                                c"__orcjit.rest.intrinsic".as_ptr(),
+                                LLVMGlobalGetValueType(callee),
+                            );
+                            self.intrinsic_of.insert(stand_in as usize, callee);
+                            stand_in
+                        })
+                    })
+                } else {
+                    self.intrinsic_of.get(&(callee as usize)).copied()
+                };
+                if let Some(to) = swapped {
+                    LLVMSetOperand(i, op, to);
                 }
-                bb = LLVMGetNextBasicBlock(bb);
             }
         }
     }
@@ -628,16 +617,10 @@ impl RestingModule {
                 if LLVMHasPersonalityFn(f) != 0 {
                     collect_globals(LLVMGetPersonalityFn(f), &mut seen, &mut used);
                 }
-                let mut bb = LLVMGetFirstBasicBlock(f);
-                while !bb.is_null() {
-                    let mut i = LLVMGetFirstInstruction(bb);
-                    while !i.is_null() {
-                        for k in 0..LLVMGetNumOperands(i).max(0) as u32 {
-                            collect_globals(LLVMGetOperand(i, k), &mut seen, &mut used);
-                        }
-                        i = LLVMGetNextInstruction(i);
+                for i in instructions_of(f) {
+                    for k in 0..LLVMGetNumOperands(i).max(0) as u32 {
+                        collect_globals(LLVMGetOperand(i, k), &mut seen, &mut used);
                     }
-                    bb = LLVMGetNextBasicBlock(bb);
                 }
             }
             for &g in &used {
@@ -796,27 +779,16 @@ unsafe extern "C" {
 unsafe fn direct_callees(f: LLVMValueRef) -> Vec<String> {
     use llvm_sys::core::*;
     let mut out: Vec<String> = Vec::new();
-    // SAFETY: (the caller's) walks `f`'s instructions; a call's callee is its last operand.
+    // SAFETY: (the caller's) walks `f`'s instructions and reads their callees' names.
     unsafe {
-        let mut bb = LLVMGetFirstBasicBlock(f);
-        while !bb.is_null() {
-            let mut i = LLVMGetFirstInstruction(bb);
-            while !i.is_null() {
-                let is_call = !LLVMIsACallInst(i).is_null() || !LLVMIsAInvokeInst(i).is_null();
-                let n = LLVMGetNumOperands(i);
-                if is_call && n > 0 {
-                    let callee = LLVMGetOperand(i, n as u32 - 1);
-                    if !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) == 0 && callee != f {
-                        let name = String::from_utf8_lossy(&value_name(callee)).into_owned();
-                        let body = if name.ends_with(".body") { name } else { body_name(&name) };
-                        if !out.contains(&body) {
-                            out.push(body);
-                        }
-                    }
+        for (_, callee) in instructions_of(f).filter_map(|i| callee_operand(i)) {
+            if !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) == 0 && callee != f {
+                let name = String::from_utf8_lossy(&value_name(callee)).into_owned();
+                let body = if name.ends_with(".body") { name } else { body_name(&name) };
+                if !out.contains(&body) {
+                    out.push(body);
                 }
-                i = LLVMGetNextInstruction(i);
             }
-            bb = LLVMGetNextBasicBlock(bb);
         }
     }
     out
@@ -931,27 +903,15 @@ unsafe fn direct_calls_within(
     bodies: &[(LLVMValueRef, usize)],
 ) {
     use llvm_sys::core::*;
-    // SAFETY: (the caller's) walks `f`'s instructions; the callee is the last operand of a
-    // call, invoke or callbr (LLVM's CallBase::getCalledOperand is Op<-1>).
+    // SAFETY: (the caller's) walks `f`'s instructions, changing only callee operands.
     unsafe {
-        let mut bb = LLVMGetFirstBasicBlock(f);
-        while !bb.is_null() {
-            let mut i = LLVMGetFirstInstruction(bb);
-            while !i.is_null() {
-                let is_call =
-                    !LLVMIsACallInst(i).is_null() || !LLVMIsAInvokeInst(i).is_null() || !LLVMIsACallBrInst(i).is_null();
-                if is_call {
-                    let callee = LLVMGetCalledValue(i);
-                    if let Some(&(body, body_part)) = declaration_of.get(&(callee as usize)).map(|&k| &bodies[k]) {
-                        let n = LLVMGetNumOperands(i);
-                        if body_part == part && n > 0 && LLVMGetOperand(i, n as u32 - 1) == callee {
-                            LLVMSetOperand(i, n as u32 - 1, body);
-                        }
-                    }
+        for i in instructions_of(f) {
+            let Some((op, callee)) = callee_operand(i) else { continue };
+            if let Some(&(body, body_part)) = declaration_of.get(&(callee as usize)).map(|&k| &bodies[k]) {
+                if body_part == part {
+                    LLVMSetOperand(i, op, body);
                 }
-                i = LLVMGetNextInstruction(i);
             }
-            bb = LLVMGetNextBasicBlock(bb);
         }
     }
 }
@@ -982,19 +942,8 @@ unsafe fn uses_section_bounds(f: LLVMValueRef) -> bool {
     }
     // SAFETY: (the caller's) walks `f`'s instructions and their operands.
     unsafe {
-        let mut bb = LLVMGetFirstBasicBlock(f);
-        while !bb.is_null() {
-            let mut i = LLVMGetFirstInstruction(bb);
-            while !i.is_null() {
-                if (0..LLVMGetNumOperands(i).max(0) as u32).any(|k| visit(LLVMGetOperand(i, k), 0)) {
-                    return true;
-                }
-                i = LLVMGetNextInstruction(i);
-            }
-            bb = LLVMGetNextBasicBlock(bb);
-        }
+        instructions_of(f).any(|i| (0..LLVMGetNumOperands(i).max(0) as u32).any(|k| visit(LLVMGetOperand(i, k), 0)))
     }
-    false
 }
 
 /// Copies calling convention and attributes of function `from` onto `to`.
