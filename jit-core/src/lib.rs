@@ -8,6 +8,7 @@
 mod dispatch;
 mod dylib;
 mod error;
+pub mod events;
 mod generator;
 mod graph;
 mod lookup;

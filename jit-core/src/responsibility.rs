@@ -9,6 +9,7 @@ use smallvec::SmallVec;
 use crate::dispatch::Priority;
 use crate::dylib::JitDylib;
 use crate::error::{Error, Result};
+use crate::events::{self, symbol_event, unit_event};
 use crate::graph::SymId;
 use crate::lookup::{DylibId, LookupKind, LookupResult, RequiredState, SearchOrder, SymbolLookupSet};
 use crate::session::{ExecutionSession, LookupOptions, SessionInner};
@@ -59,12 +60,26 @@ pub struct MaterializationResponsibility {
     /// first such lookup).
     implicit: Option<Arc<Mutex<Vec<SymId>>>>,
     priority: Priority,
+    /// The name of the unit that started this materialization, while a subscriber wants state
+    /// events (see `events`).
+    label: Option<Arc<str>>,
 }
 
 impl MaterializationResponsibility {
-    pub(crate) fn new(inner: Arc<SessionInner>, dylib: DylibId, symbols: MrSymbols, priority: Priority) -> Self {
+    pub(crate) fn new(
+        inner: Arc<SessionInner>,
+        dylib: DylibId,
+        symbols: MrSymbols,
+        priority: Priority,
+        label: Option<Arc<str>>,
+    ) -> Self {
         LIVE.fetch_add(1, Ordering::SeqCst);
-        MaterializationResponsibility { inner, dylib, symbols, implicit: None, priority }
+        MaterializationResponsibility { inner, dylib, symbols, implicit: None, priority, label }
+    }
+
+    /// The name of the unit that started this materialization, if state events are wanted.
+    pub(crate) fn label(&self) -> Option<&str> {
+        self.label.as_deref()
     }
 
     pub fn session(&self) -> ExecutionSession {
@@ -111,6 +126,9 @@ impl MaterializationResponsibility {
         let mut fx = Effects::default();
         let r = self.inner.state.lock().resolve(self.dylib, &mut self.symbols, &defs, &mut fx);
         self.inner.apply(fx);
+        if let (Some(label), Ok(())) = (&self.label, &r) {
+            unit_event!(events::RESOLVED, &**label, self.dylib.index, symbols = defs.len());
+        }
         r
     }
 
@@ -121,6 +139,15 @@ impl MaterializationResponsibility {
     pub fn notify_emitted(mut self, groups: impl IntoIterator<Item = EmissionGroup>) -> Result<()> {
         let groups: SmallVec<[EmissionGroup; 2]> = groups.into_iter().collect();
         let symbols = std::mem::take(&mut self.symbols);
+        if let Some(label) = &self.label {
+            // Before the graph hears of them: the symbols' `ready` events follow.
+            unit_event!(events::EMITTED, &**label, self.dylib.index);
+            if events::symbols_enabled() {
+                for name in symbols.keys() {
+                    symbol_event!(events::EMITTED, self.dylib.index, name.as_str(), unit = &**label);
+                }
+            }
+        }
         let implicit = self.implicit.take().map(|sink| std::mem::take(&mut *sink.lock())).unwrap_or_default();
         let mut fx = Effects::default();
         let result = self.inner.state.lock().emit(self.dylib, &symbols, groups, &implicit, self.priority, &mut fx);
@@ -136,6 +163,9 @@ impl MaterializationResponsibility {
     }
 
     fn fail_symbols(&self, symbols: &MrSymbols, error: Error) {
+        if let Some(label) = &self.label {
+            unit_event!(events::FAILED, &**label, self.dylib.index, error = %error);
+        }
         let mut fx = Effects::default();
         self.inner.state.lock().fail_responsibility(self.dylib, symbols, error, &mut fx);
         self.inner.apply(fx);
@@ -165,7 +195,7 @@ impl MaterializationResponsibility {
             return Err(Error::UnexpectedSymbolDefinitions { responsible, unexpected });
         }
         let taken: MrSymbols = names.iter().filter_map(|n| self.symbols.remove_entry(n)).collect();
-        Ok(MaterializationResponsibility::new(self.inner.clone(), self.dylib, taken, self.priority))
+        Ok(MaterializationResponsibility::new(self.inner.clone(), self.dylib, taken, self.priority, self.label.clone()))
     }
 
     /// Defines new symbols in the dylib that this responsibility will materialize (e.g.

@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::dispatch::{InPlaceDispatcher, Priority, Task, TaskDispatcher, TaskKind, ThreadPoolDispatcher};
 use crate::dylib::JitDylib;
 use crate::error::{Error, Result};
+use crate::events::{self, unit_event};
 use crate::generator::GeneratorDone;
 use crate::graph::SymId;
 use crate::lookup::{LookupKind, LookupResult, RequiredState, SearchOrder, SymbolLookupFlags, SymbolLookupSet};
@@ -336,8 +337,13 @@ impl SessionInner {
                 }
             }
         }
+        let unit_events = events::units_enabled();
         for pm in materialize {
-            let mr = MaterializationResponsibility::new(self.clone(), pm.dylib, pm.symbols, pm.priority);
+            let label = unit_events.then(|| Arc::<str>::from(pm.unit.name()));
+            if let Some(label) = &label {
+                unit_event!(events::QUEUED, &**label, pm.dylib.index, priority = ?pm.priority);
+            }
+            let mr = MaterializationResponsibility::new(self.clone(), pm.dylib, pm.symbols, pm.priority, label);
             let (unit, discards) = (pm.unit, pm.discards);
             self.dispatcher.dispatch(Task::new(TaskKind::Materialization, pm.priority, move || {
                 let mut unit = unit;
@@ -348,6 +354,9 @@ impl SessionInner {
                     }
                 }
                 let _span = tracing::debug_span!(target: "orcjit", "materialize", unit = unit.name()).entered();
+                if let Some(label) = mr.label() {
+                    unit_event!(events::MATERIALIZING, label, mr.dylib_id().index);
+                }
                 unit.materialize(mr);
             }));
         }

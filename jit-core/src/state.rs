@@ -15,6 +15,7 @@ use smallvec::SmallVec;
 
 use crate::dispatch::Priority;
 use crate::error::{Error, QualifiedSymbol, Result, RootCause};
+use crate::events::{self, symbol_event, unit_event};
 use crate::generator::DefinitionGenerator;
 use crate::graph::{DepGraph, Deps, EmitGroup, NodeStatus, NodeStore, Outcome, SymId, SymbolNode};
 use crate::lookup::{
@@ -550,9 +551,12 @@ impl SessionState {
                 Placement::Lose => self.units[uid].discards.push(name),
             }
         }
-        if self.units[uid].symbols.is_empty() {
+        let unit = &self.units[uid];
+        if unit.symbols.is_empty() {
             let unit = self.units.remove(uid).expect("just inserted");
             fx.garbage.push(Box::new(unit.unit));
+        } else if events::units_enabled() {
+            unit_event!(events::ADDED, unit.unit.name(), dylib.index, symbols = unit.symbols.len());
         }
         Ok(())
     }
@@ -824,6 +828,12 @@ impl SessionState {
     }
 
     fn on_ready(&mut self, ready: &[SymId], fx: &mut Effects) {
+        if events::symbols_enabled() {
+            for &sid in ready {
+                let e = &self.symbols[sid];
+                symbol_event!(events::READY, e.dylib.index, e.name.as_str());
+            }
+        }
         for &sid in ready {
             self.satisfy(sid, RequiredState::Ready, fx);
             let e = &self.symbols[sid];
@@ -840,8 +850,12 @@ impl SessionState {
     /// failed symbols it waited on.
     fn on_failed(&mut self, failed: &[SymId], fx: &mut Effects) {
         let mut per_query: FxHashMap<QueryId, (Vec<QualifiedSymbol>, Arc<RootCause>)> = FxHashMap::default();
+        let symbol_events = events::symbols_enabled();
         for &sid in failed {
             let Some(e) = self.symbols.get_mut(sid) else { continue };
+            if symbol_events {
+                symbol_event!(events::FAILED, e.dylib.index, e.name.as_str());
+            }
             let Some(cause) = e.failure().cloned() else { continue };
             let waiters = std::mem::take(&mut e.waiters);
             if waiters.is_empty() {
@@ -1119,6 +1133,10 @@ impl SessionState {
             e.flags = flags;
             requested |= e.is_needed();
             self.units[uid].symbols.push(s.id);
+        }
+        if events::units_enabled() {
+            let unit = &self.units[uid];
+            unit_event!(events::ADDED, unit.unit.name(), dylib.index, symbols = unit.symbols.len());
         }
         if requested {
             self.start_materialization(uid, priority, fx);
