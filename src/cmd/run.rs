@@ -92,6 +92,11 @@ pub struct RunArgs {
     /// ui.perfetto.dev or chrome://tracing).
     #[arg(long, value_name = "FILE")]
     trace: Option<String>,
+    /// Write a page to FILE (HTML, self-contained) that replays the run: a square per module
+    /// moving through its states (added, queued, compiling, resolved, ready, failed), what each
+    /// worker thread worked on, and a time slider.
+    #[arg(long, value_name = "FILE")]
+    board: Option<String>,
     /// Register each linked object with GDB's JIT interface, so that backtraces under gdb name
     /// JIT'd functions.
     #[arg(long)]
@@ -106,25 +111,51 @@ pub struct RunArgs {
 const DEMO_MAIN: &str = include_str!("builtin/demo_main.ll");
 const DEMO_LIB: &str = include_str!("builtin/demo_lib.ll");
 
-/// Starts the `--trace` subscriber; the trace is written out when the program exits.
-fn start_trace(path: &str) {
+/// Starts the `--trace` and `--board` subscribers; their files are written when the program
+/// exits (however it exits).
+fn start_recording(args: &RunArgs) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
-    let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new().file(path).include_args(true).build();
-    let layer = layer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG);
-    if tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).is_err() {
-        eprintln!("orcjit: --trace: a tracing subscriber is already installed");
+    if args.trace.is_none() && args.board.is_none() {
         return;
     }
-    // The guard writes the file's end when dropped: at exit (however the program exits).
-    let guard = std::sync::Mutex::new(Some(guard));
+    let (chrome, guard) = match &args.trace {
+        Some(path) => {
+            let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new().file(path).include_args(true).build();
+            (Some(layer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG)), Some(guard))
+        }
+        None => (None, None),
+    };
+    let board = args.board.as_ref().map(|_| orcjit::board::Board::new());
+    let subscriber = tracing_subscriber::registry().with(chrome).with(board.as_ref().map(|b| b.layer()));
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        eprintln!("orcjit: --trace/--board: a tracing subscriber is already installed");
+        return;
+    }
+    // The guard writes the trace's end when dropped.
+    let guard = std::sync::Mutex::new(guard);
     jit_layers::at_exit::add_exit_hook(move || drop(guard.lock().ok().and_then(|mut g| g.take())));
+    if let (Some(board), Some(path)) = (board, args.board.clone()) {
+        let mut modules: Vec<String> = args.extra_modules.clone();
+        modules.extend(args.main.clone());
+        let title = board_title(&modules);
+        jit_layers::at_exit::add_exit_hook(move || {
+            if let Err(e) = board.write_html(std::path::Path::new(&path), &title, &modules) {
+                eprintln!("orcjit: --board: cannot write {path}: {e}");
+            }
+        });
+    }
+}
+
+/// The command line without the module paths, which the board shows as squares.
+fn board_title(modules: &[String]) -> String {
+    let options: Vec<String> =
+        std::env::args().skip(1).filter(|a| !a.starts_with("--extra-module") && !modules.contains(a)).collect();
+    format!("orcjit {} ({} modules)", options.join(" "), modules.len())
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    if let Some(path) = &args.trace {
-        start_trace(path);
-    }
+    start_recording(&args);
     let argv0 = args.main.clone().unwrap_or_else(|| "orcjit-demo".to_string());
     let program_args: Vec<String> = args.args.iter().skip_while(|a| *a == "--").cloned().collect();
     match build(&args) {
