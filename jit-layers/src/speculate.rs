@@ -8,8 +8,8 @@
 //! simply absent). So a guess the program demands first is compiled once, by the demand; a
 //! guess whose compile fails fails no one but a later caller, who would have failed anyway.
 //!
-//! Policies: [`StaticCallees`] (the direct callees the IR call graph names, in the order the
-//! caller first calls them) and [`ReplayProfile`] (a first-call order recorded by an earlier
+//! Policies: [`StaticCallees`] (the direct callees the IR call graph names, most often called
+//! first by LLVM's static block frequencies, those only on cold paths left out) and [`ReplayProfile`] (a first-call order recorded by an earlier
 //! run, replayed from the start).
 
 use std::path::Path;
@@ -41,8 +41,9 @@ pub trait SpeculationPolicy: Send + Sync + 'static {
 /// Where [`StaticCallees`] reads a body's direct callees.
 type CalleesOf = dyn Fn(&JitDylib, &SymbolName) -> Arc<[SymbolName]> + Send + Sync;
 
-/// The direct callees of a function, from its module's call graph, in the order the function
-/// first calls them: at most `limit` of them.
+/// The direct callees of a function, from its module's call graph (for the compile-on-demand
+/// layer's: most often called first, by LLVM's static block frequencies, and none called only
+/// from blocks estimated cold, such as error paths): at most `limit` of them.
 pub struct StaticCallees {
     callees: Box<CalleesOf>,
     limit: usize,

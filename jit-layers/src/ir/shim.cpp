@@ -5,9 +5,17 @@
 // at rest holds thousands of declarations, and the code generator visits every one of them for
 // every partition it compiles (AsmPrinter::doFinalization names each declaration's symbol); the
 // compile-on-demand layer keeps out those the partitions compiled lately did not use, and puts
-// them back when one does.
+// them back when one does. And LLVM's static estimate of how often each block of a function
+// runs (llvm/Analysis/BlockFrequencyInfo.h, from the branch probabilities of
+// llvm/Analysis/BranchProbabilityInfo.h), which the C API does not offer: the speculator's static
+// policy ranks a function's callees by it.
 
 #include <llvm-c/Core.h>
+#include <llvm/Analysis/BlockFrequencyInfo.h>
+#include <llvm/Analysis/BranchProbabilityInfo.h>
+#include <llvm/Analysis/LoopInfo.h>
+#include <llvm/Analysis/PostDominators.h>
+#include <llvm/IR/Dominators.h>
 #include <llvm/IR/Function.h>
 #include <llvm/IR/GlobalVariable.h>
 #include <llvm/IR/Module.h>
@@ -26,4 +34,30 @@ extern "C" void orcjit_unlink_variable(LLVMValueRef v) {
 
 extern "C" void orcjit_relink_variable(LLVMModuleRef m, LLVMValueRef v) {
     llvm::unwrap(m)->insertGlobalVariable(llvm::unwrap<llvm::GlobalVariable>(v));
+}
+
+// Writes each block of function `f` (in order, at most `capacity`) and its estimated frequency
+// relative to the entry block's (1.0: as often as the function is called) to `blocks` and
+// `frequencies`; returns the number of blocks. Builds the analyses BlockFrequencyInfo needs
+// the way its legacy pass does (BlockFrequencyInfoWrapperPass::runOnFunction).
+extern "C" unsigned orcjit_block_frequencies(LLVMValueRef f, LLVMBasicBlockRef *blocks, double *frequencies,
+                                             unsigned capacity) {
+    llvm::Function &function = *llvm::unwrap<llvm::Function>(f);
+    if (function.isDeclaration())
+        return 0;
+    llvm::DominatorTree dominators(function);
+    llvm::PostDominatorTree post_dominators(function);
+    llvm::LoopInfo loops(dominators);
+    llvm::BranchProbabilityInfo probabilities(function, loops, nullptr, &dominators, &post_dominators);
+    llvm::BlockFrequencyInfo frequency(function, probabilities, loops);
+    double entry = static_cast<double>(frequency.getEntryFreq().getFrequency());
+    unsigned n = 0;
+    for (llvm::BasicBlock &block : function) {
+        if (n == capacity)
+            break;
+        blocks[n] = llvm::wrap(&block);
+        frequencies[n] = entry > 0 ? static_cast<double>(frequency.getBlockFreq(&block).getFrequency()) / entry : 1.0;
+        n++;
+    }
+    return n;
 }

@@ -767,31 +767,60 @@ unsafe extern "C" {
     fn orcjit_unlink_variable(v: LLVMValueRef);
     /// Appends an unlinked variable to module `m`'s variable list (src/ir/shim.cpp).
     fn orcjit_relink_variable(m: llvm_sys::prelude::LLVMModuleRef, v: LLVMValueRef);
+    /// LLVM's static estimate of how often each block of `f` runs per call (src/ir/shim.cpp).
+    fn orcjit_block_frequencies(
+        f: LLVMValueRef,
+        blocks: *mut llvm_sys::prelude::LLVMBasicBlockRef,
+        frequencies: *mut f64,
+        capacity: u32,
+    ) -> u32;
 }
 
-/// The bodies function `f` calls directly (not intrinsics), in the order of their first call:
-/// a call to a body is to itself, a call to a function's declaration (its stub) is to
-/// `<name>.body` (which need not exist: an external function has none).
+/// Callees called only from blocks LLVM estimates to run less often than this per call of the
+/// caller (error paths: blocks ending in `unreachable` or calling `noreturn` or `cold`
+/// functions) are left out of the call graph the static speculation policy reads.
+const COLD_CALL_FREQUENCY: f64 = 1.0 / 64.0;
+
+/// The bodies function `f` calls directly (not intrinsics), most often called first by LLVM's
+/// static block frequencies (ties in the order of their first call), without those called only
+/// from cold blocks (see [`COLD_CALL_FREQUENCY`]). A call to a body is to itself, a call to a
+/// function's declaration (its stub) is to `<name>.body` (which need not exist: an external
+/// function has none).
 ///
 /// # Safety
 ///
 /// `f` is a function with its blocks attached, of a module the calling thread owns.
 unsafe fn direct_callees(f: LLVMValueRef) -> Vec<String> {
     use llvm_sys::core::*;
-    let mut out: Vec<String> = Vec::new();
+    // SAFETY: (the caller's) counts and estimates the blocks of a function with a body.
+    let frequency_of: FxHashMap<usize, f64> = unsafe {
+        let capacity = LLVMCountBasicBlocks(f);
+        let mut blocks = vec![std::ptr::null_mut(); capacity as usize];
+        let mut frequencies = vec![0.0; capacity as usize];
+        let n = orcjit_block_frequencies(f, blocks.as_mut_ptr(), frequencies.as_mut_ptr(), capacity);
+        blocks.iter().take(n as usize).map(|&b| b as usize).zip(frequencies).collect()
+    };
+    let mut out: Vec<(String, f64)> = Vec::new();
     // SAFETY: (the caller's) walks `f`'s instructions and reads their callees' names.
     unsafe {
-        for (_, callee) in instructions_of(f).filter_map(|i| callee_operand(i)) {
-            if !LLVMIsAFunction(callee).is_null() && LLVMGetIntrinsicID(callee) == 0 && callee != f {
-                let name = String::from_utf8_lossy(&value_name(callee)).into_owned();
-                let body = if name.ends_with(".body") { name } else { body_name(&name) };
-                if !out.contains(&body) {
-                    out.push(body);
-                }
+        for i in instructions_of(f) {
+            let Some((_, callee)) = callee_operand(i) else { continue };
+            if LLVMIsAFunction(callee).is_null() || LLVMGetIntrinsicID(callee) != 0 || callee == f {
+                continue;
+            }
+            let frequency = frequency_of.get(&(LLVMGetInstructionParent(i) as usize)).copied().unwrap_or(1.0);
+            let name = String::from_utf8_lossy(&value_name(callee)).into_owned();
+            let body = if name.ends_with(".body") { name } else { body_name(&name) };
+            match out.iter_mut().find(|(b, _)| *b == body) {
+                Some((_, most)) => *most = most.max(frequency),
+                None => out.push((body, frequency)),
             }
         }
     }
-    out
+    out.retain(|(_, frequency)| *frequency >= COLD_CALL_FREQUENCY);
+    // Stable: equally frequent callees stay in the order of their first call.
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out.into_iter().map(|(body, _)| body).collect()
 }
 
 /// Adds to `found` the functions and variables `value` is or holds (through constant
