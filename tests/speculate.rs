@@ -127,7 +127,7 @@ fn a_failing_speculative_compile_does_not_fail_a_program_that_never_calls_it() {
 }
 
 #[test]
-fn a_recorded_profile_replays_every_first_call_ahead() {
+fn a_recorded_profile_replays_every_first_call_ahead_and_its_hot_functions_at_the_full_level() {
     let tmp = tempfile::tempdir().unwrap();
     let sources: Vec<PathBuf> =
         ["main.c", "interp.c", "threaded.c"].iter().map(|s| data("lazy/goto").join(s)).collect();
@@ -143,5 +143,22 @@ fn a_recorded_profile_replays_every_first_call_ahead() {
         let stats = speculation_stats(&String::from_utf8_lossy(&out.stderr));
         // The same first calls, each compiled ahead, nothing wasted.
         assert_eq!(stats, (recorded_calls, recorded_calls, recorded_calls), "--threads {threads}");
+    }
+
+    // Functions a profile marks hot skip the first tier: compiled once, at the full level,
+    // without a counter (so never tiered up), and the program prints the same.
+    let hot: String = lines.lines().map(|l| format!("{l}\thot\n")).collect();
+    std::fs::write(&profile, hot).unwrap();
+    for threads in ["1", "2"] {
+        let out = orcjit(&bitcode, &["--profile", &profile, "--threads", threads, "--lazy-stats"], &[]);
+        assert_eq!(out.stdout, recorded.stdout, "--threads {threads}: output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr.lines().find(|l| l.starts_with("orcjit: lazy:")).unwrap_or_else(|| panic!("{stderr}"));
+        let number_before = |what: &str| -> u64 {
+            let head = &line[..line.find(what).unwrap_or_else(|| panic!("{line}"))];
+            head.split(|c: char| !c.is_ascii_digit()).rfind(|w| !w.is_empty()).unwrap().parse().unwrap()
+        };
+        assert!(number_before(" started hot") > 0, "{line}");
+        assert_eq!(number_before(" tiered up"), 0, "{line}");
     }
 }

@@ -196,13 +196,21 @@ impl JitBuilder {
                 let layer = layer.clone();
                 Some(Arc::new(StaticCallees::new(move |dylib, body| layer.callees(dylib, body), 16)))
             }
-            (Speculation::Profile(profile), _) => Some(profile),
+            (Speculation::Profile(profile), Some(layer)) => {
+                // What the recording run found hot skips the first tier.
+                layer.start_hot(profile.hot().map(|(d, b)| (d.to_string(), b.to_string())));
+                Some(profile)
+            }
             (Speculation::Custom(policy), _) => Some(policy),
         };
         let speculator = match &stubs {
             Some(stubs) if policy.is_some() || self.record_first_calls => Some(Speculator::install(stubs, policy)),
             _ => None,
         };
+        if let (Some(speculator), Some(layer)) = (&speculator, &lazy) {
+            let layer = layer.clone();
+            speculator.set_hot_bodies(move || layer.tiered_up_bodies());
+        }
         Ok(Jit { session, main, objects, ir, lazy, stubs, speculator, memory })
     }
 }

@@ -71,17 +71,32 @@ impl SpeculationPolicy for StaticCallees {
 }
 
 /// Replays a first-call order recorded by [`Speculator::profile`]: every body in it, in order,
-/// from the start.
+/// from the start. Bodies the recording run found hot (their partitions reached the second
+/// tier) are listed by [`hot`](Self::hot): a [`Jit`](crate::Jit) compiles those at the full
+/// level at once ([`CompileOnDemandLayer::start_hot`](crate::CompileOnDemandLayer::start_hot)).
 pub struct ReplayProfile {
-    entries: Vec<(String, String)>,
+    /// (dylib, body, hot), in first-call order.
+    entries: Vec<(String, String, bool)>,
 }
 
 impl ReplayProfile {
-    /// Parses a profile: a line `DYLIB<TAB>BODY` per first call, in order.
+    /// Parses a profile: a line `DYLIB<TAB>BODY` per first call, in order, followed by
+    /// `<TAB>hot` for a body found hot.
     pub fn parse(text: &str) -> Self {
-        let entries =
-            text.lines().filter_map(|l| l.split_once('\t')).map(|(d, b)| (d.to_string(), b.to_string())).collect();
+        let entries = text
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.split('\t');
+                let (dylib, body) = (fields.next()?, fields.next()?);
+                Some((dylib.to_string(), body.to_string(), fields.next() == Some("hot")))
+            })
+            .collect();
         ReplayProfile { entries }
+    }
+
+    /// The bodies the recording run found hot, as (dylib, body).
+    pub fn hot(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().filter(|e| e.2).map(|(d, b, _)| (d.as_str(), b.as_str()))
     }
 
     pub fn read(path: &Path) -> std::io::Result<Self> {
@@ -108,7 +123,7 @@ impl SpeculationPolicy for ReplayProfile {
 
     fn on_start(&self, session: &ExecutionSession) -> Vec<(JitDylib, SymbolName)> {
         // Dylibs that do not exist (yet) are skipped: a profile is advice.
-        self.entries.iter().filter_map(|(d, b)| Some((session.dylib(d)?, session.intern(b)))).collect()
+        self.entries.iter().filter_map(|(d, b, _)| Some((session.dylib(d)?, session.intern(b)))).collect()
     }
 }
 
@@ -144,7 +159,12 @@ pub struct Speculator {
     queued: Mutex<FxHashSet<(DylibId, SymbolName)>>,
     hits: AtomicU64,
     first_calls: Mutex<Vec<(String, SymbolName)>>,
+    /// Tells which bodies are hot now, as (dylib, body), for the profile.
+    hot: Mutex<Option<Box<HotBodies>>>,
 }
+
+/// Where a [`Speculator`] learns which bodies are hot.
+type HotBodies = dyn Fn() -> Vec<(String, String)> + Send + Sync;
 
 impl Speculator {
     /// A speculator guessing by `policy` (or only recording first calls, with `None`), hearing
@@ -156,6 +176,7 @@ impl Speculator {
             queued: Mutex::default(),
             hits: AtomicU64::new(0),
             first_calls: Mutex::default(),
+            hot: Mutex::default(),
         });
         let weak = Arc::downgrade(&speculator);
         stubs.set_first_call_listener(move |_, _, body_dylib, body| {
@@ -220,9 +241,23 @@ impl Speculator {
         }
     }
 
-    /// The first calls seen so far, in order, as a profile [`ReplayProfile`] reads.
+    /// Makes [`profile`](Self::profile) mark the bodies `hot` lists, as (dylib, body): for
+    /// instance [`CompileOnDemandLayer::tiered_up_bodies`](crate::CompileOnDemandLayer::tiered_up_bodies).
+    pub fn set_hot_bodies(&self, hot: impl Fn() -> Vec<(String, String)> + Send + Sync + 'static) {
+        *self.hot.lock() = Some(Box::new(hot));
+    }
+
+    /// The first calls seen so far, in order, as a profile [`ReplayProfile`] reads (hot bodies
+    /// marked, see [`set_hot_bodies`](Self::set_hot_bodies)).
     pub fn profile(&self) -> String {
-        self.first_calls.lock().iter().map(|(d, b)| format!("{d}\t{b}\n")).collect()
+        let hot: FxHashSet<(String, String)> =
+            self.hot.lock().as_ref().map(|f| f()).unwrap_or_default().into_iter().collect();
+        let mut out = String::new();
+        for (d, b) in self.first_calls.lock().iter() {
+            let mark = if hot.contains(&(d.clone(), b.as_str().to_string())) { "\thot" } else { "" };
+            out.push_str(&format!("{d}\t{b}{mark}\n"));
+        }
+        out
     }
 }
 
@@ -232,10 +267,14 @@ mod tests {
 
     #[test]
     fn profiles_parse_what_speculators_write() {
-        let profile = ReplayProfile::parse("main.impl\tmain.body\nmain.impl\tf.orcjit.ab12.body\nnot a line\n");
+        let profile = ReplayProfile::parse("main.impl\tmain.body\nmain.impl\tf.orcjit.ab12.body\thot\nnot a line\n");
         assert_eq!(
             profile.entries,
-            vec![("main.impl".into(), "main.body".into()), ("main.impl".into(), "f.orcjit.ab12.body".into())]
+            vec![
+                ("main.impl".into(), "main.body".into(), false),
+                ("main.impl".into(), "f.orcjit.ab12.body".into(), true)
+            ]
         );
+        assert_eq!(profile.hot().collect::<Vec<_>>(), [("main.impl", "f.orcjit.ab12.body")]);
     }
 }

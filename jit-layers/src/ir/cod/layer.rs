@@ -111,6 +111,8 @@ impl CompileOnDemandLayer {
             tier,
             tier_queue: Mutex::default(),
             calls: Default::default(),
+            start_hot: Default::default(),
+            tiered_bodies: Mutex::default(),
         });
         let trackers = Arc::new(ImplTrackers::default());
         compile.object_layer().session().register_resource_manager(trackers.clone());
@@ -120,6 +122,20 @@ impl CompileOnDemandLayer {
     /// What the layer has done so far: modules split, partitions compiled or found cached.
     pub fn stats(&self) -> CodStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Makes the partitions holding `bodies` (implementation dylib name, body name) skip the
+    /// first tier: compiled once, at the full level, without a call counter. For a profile's
+    /// hot functions ([`ReplayProfile`](crate::ReplayProfile)), which would reach the second
+    /// tier anyway after running slowly and being compiled twice.
+    pub fn start_hot(&self, bodies: impl IntoIterator<Item = (String, String)>) {
+        self.shared.start_hot.write().extend(bodies);
+    }
+
+    /// The bodies (implementation dylib name, body name) whose partitions reached the second
+    /// tier so far.
+    pub fn tiered_up_bodies(&self) -> Vec<(String, String)> {
+        self.shared.tiered_bodies.lock().clone()
     }
 
     /// The bodies that body `body` of implementation dylib `imp` calls directly, once its

@@ -97,6 +97,8 @@ struct Body {
     blocks: Vec<LLVMBasicBlockRef>,
     linkage: LLVMLinkage,
     part: usize,
+    /// Instructions in the body.
+    size: usize,
 }
 
 struct Variable {
@@ -205,6 +207,11 @@ impl RestingModule {
         &self.module
     }
 
+    /// Instructions in partition `part`'s bodies.
+    pub(crate) fn part_size(&self, part: usize) -> usize {
+        self.bodies.iter().filter(|b| b.part == part).map(|b| b.size).sum()
+    }
+
     /// Whether partition `part` may be compiled in two tiers (see `first_tierable`).
     pub(crate) fn tierable(&self, part: usize) -> bool {
         part != 0 || self.first_tierable
@@ -277,6 +284,7 @@ impl RestingModule {
                 // SAFETY: reads the linkage of a function of the module.
                 linkage: unsafe { llvm_sys::core::LLVMGetLinkage(f.as_value_ref()) },
                 part: part_of[index],
+                size: info.instructions,
             });
         }
         // Calls within a partition go straight to the body.

@@ -35,6 +35,11 @@ pub(crate) struct CodShared {
     /// Each body's direct callees (bodies), by implementation dylib, for speculation; filled
     /// as modules are prepared.
     pub calls: parking_lot::RwLock<CallGraph>,
+    /// Bodies, by (implementation dylib, body) name, whose partitions skip the first tier: a
+    /// profile found them hot.
+    pub start_hot: parking_lot::RwLock<FxHashSet<(String, String)>>,
+    /// Bodies whose partitions reached the second tier, by (implementation dylib, body) name.
+    pub tiered_bodies: Mutex<Vec<(String, String)>>,
 }
 
 /// Direct callees (bodies) by (implementation dylib, body).
@@ -101,11 +106,17 @@ impl Default for TierUp {
 #[derive(Default)]
 pub(crate) struct Counters {
     tiered_up: AtomicU64,
+    started_hot: AtomicU64,
     modules_added: AtomicU64,
     modules_prepared: AtomicU64,
     partitions_compiled: AtomicU64,
     partitions_from_cache: AtomicU64,
 }
+
+/// The largest partition (in IR instructions) a profile's hot mark compiles at the full level
+/// at once. SQLite's interpreter loop (about 30,000 instructions) takes most of a second at
+/// -O2, which its first caller would wait for.
+const HOT_AT_ONCE_INSTRUCTIONS: usize = 5_000;
 
 /// What a [`CompileOnDemandLayer`](super::CompileOnDemandLayer) has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,18 +131,23 @@ pub struct CodStats {
     pub partitions_from_cache: u64,
     /// Hot partitions compiled again at the full level and linked (see [`TierUp`]).
     pub tiered_up: u64,
+    /// Partitions a profile found hot, compiled at the full level at once (or, if large, at
+    /// the first tier asking for the second on their first call).
+    pub started_hot: u64,
 }
 
 impl std::fmt::Display for CodStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} modules added lazily, {} prepared, {} partitions compiled, {} from the cache, {} tiered up",
+            "{} modules added lazily, {} prepared, {} partitions compiled, {} from the cache, {} tiered up, \
+             {} started hot",
             self.modules_added,
             self.modules_prepared,
             self.partitions_compiled,
             self.partitions_from_cache,
-            self.tiered_up
+            self.tiered_up,
+            self.started_hot
         )
     }
 }
@@ -148,6 +164,7 @@ impl Counters {
             partitions_compiled: self.partitions_compiled.load(Ordering::Relaxed),
             partitions_from_cache: self.partitions_from_cache.load(Ordering::Relaxed),
             tiered_up: self.tiered_up.load(Ordering::Relaxed),
+            started_hot: self.started_hot.load(Ordering::Relaxed),
         }
     }
 }
@@ -368,6 +385,9 @@ impl LazyModule {
                 return Ok(PartObject { bytes, renames, counted: matches!(build, Build::Counted { .. }) });
             }
         }
+        // A partition a profile found hot goes to the full level first (see `compile_part`).
+        let hot = tiering.is_some() && self.starts_hot(st.layout.as_deref(), part);
+        let cookie = self.cookie_symbol(part);
         if st.resting.is_none() {
             let (mut resting, layout) = self.prepare(&st.discarded, true)?;
             self.record_calls(&mut resting);
@@ -379,16 +399,8 @@ impl LazyModule {
             }
             st.resting = Some(resting);
         }
-        let cookie = self.cookie_symbol(part);
         let resting = st.resting.as_mut().expect("prepared above");
-        let (build, options) = match tiering.filter(|_| resting.tierable(part)) {
-            Some(tier) => (
-                Build::Counted { threshold: tier.calls.max(1), cookie: &cookie },
-                CompileOptions { opt_level: tier.first_opt_level, ..self.shared.ir.options.clone() },
-            ),
-            None => (Build::Plain, self.shared.ir.options.clone()),
-        };
-        let bytes = resting.compile(part, &options, build);
+        let (build, bytes) = self.compile_part(resting, part, hot, &cookie);
         self.shared.stats.partitions_compiled.fetch_add(1, Ordering::Relaxed);
         self.finished(&mut st, part);
         drop(st);
@@ -397,6 +409,47 @@ impl LazyModule {
             self.store(cache, &part_key(input, part, build, tiering), &bytes);
         }
         Ok(PartObject { bytes, renames: Vec::new(), counted: matches!(build, Build::Counted { .. }) })
+    }
+
+    /// Compiles partition `part` from `resting`: in two tiers if the module is and the
+    /// partition may be (see `HOT_AT_ONCE_INSTRUCTIONS` for one a profile found `hot`).
+    fn compile_part<'c>(
+        &self,
+        resting: &mut RestingModule,
+        part: usize,
+        hot: bool,
+        cookie: &'c str,
+    ) -> (Build<'c>, Result<Vec<u8>>) {
+        // A hot partition skips the first tier, unless it is so large that the full level
+        // would keep its first caller waiting long (its first call then asks for the second).
+        let at_once = hot && resting.part_size(part) <= HOT_AT_ONCE_INSTRUCTIONS;
+        let (build, options) = match self.tiering().filter(|_| resting.tierable(part) && !at_once) {
+            Some(tier) => (
+                Build::Counted { threshold: if hot { 1 } else { tier.calls.max(1) }, cookie },
+                CompileOptions { opt_level: tier.first_opt_level, ..self.shared.ir.options.clone() },
+            ),
+            None => (Build::Plain, self.shared.ir.options.clone()),
+        };
+        (build, resting.compile(part, &options, build))
+    }
+
+    /// Whether partition `part` holds a body a profile found hot (see
+    /// [`CompileOnDemandLayer::start_hot`](super::CompileOnDemandLayer::start_hot)).
+    fn starts_hot(&self, layout: Option<&Layout>, part: usize) -> bool {
+        let hot = self.shared.start_hot.read();
+        if hot.is_empty() {
+            return false;
+        }
+        let Some(bodies) = layout.and_then(|l| l.parts.get(part)) else { return false };
+        let mut key = (self.imp.name().to_string(), String::new());
+        let started = bodies.iter().any(|b| {
+            key.1.clone_from(b);
+            hot.contains(&key)
+        });
+        if started {
+            self.shared.stats.started_hot.fetch_add(1, Ordering::Relaxed);
+        }
+        started
     }
 
     /// Queues the second-tier compile of partition `part` (once), behind demanded work.
@@ -472,6 +525,8 @@ impl LazyModule {
         let stubs = self.shared.stubs.clone();
         let shared = self.shared.clone();
         let order = SearchOrder::new().then(&self.imp, MatchFlags::All);
+        let bodies: Vec<(String, String)> =
+            layout.parts[part].iter().map(|b| (self.imp.name().to_string(), b.clone())).collect();
         session.lookup(&order, set, RequiredState::Ready, move |found| {
             let found = match found {
                 Ok(found) => found,
@@ -488,6 +543,7 @@ impl LazyModule {
             }
             if moved {
                 shared.stats.tiered_up.fetch_add(1, Ordering::Relaxed);
+                shared.tiered_bodies.lock().extend(bodies);
             }
         });
         Ok(())
