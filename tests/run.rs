@@ -4,6 +4,8 @@
 //! interpreter, at two code generation levels, with 1 and 2 threads, cold and with a warm
 //! object cache. Bad input is reported with LLVM's diagnostic and a failure status.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -138,11 +140,7 @@ fn a_missing_symbol_names_the_module_that_needs_it() {
 
 /// The directory of Lua 5.4's C sources inside the `lua-src` crate (a dev-dependency).
 fn lua_sources() -> PathBuf {
-    let out = run(Command::new(env!("CARGO")).args(["metadata", "--format-version", "1"]).current_dir(root()));
-    check(&out, "cargo metadata");
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
-    let lua = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == "lua-src").expect("lua-src").clone();
-    PathBuf::from(lua["manifest_path"].as_str().unwrap()).parent().unwrap().join("lua-5.4.9")
+    common::crate_dir("lua-src").join("lua-5.4.9")
 }
 
 #[test]

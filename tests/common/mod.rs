@@ -1,0 +1,18 @@
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The directory of dev-dependency `name`'s sources (from `cargo metadata`): real C programs
+/// (Lua in `lua-src`, SQLite in `libsqlite3-sys`) for the tests to compile.
+pub fn crate_dir(name: &str) -> PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let package = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).expect(name).clone();
+    PathBuf::from(package["manifest_path"].as_str().unwrap()).parent().unwrap().to_path_buf()
+}
