@@ -92,6 +92,12 @@ pub trait TaskDispatcher: Send + Sync + 'static {
     fn concurrency(&self) -> usize {
         1
     }
+
+    /// Demanded tasks waiting for a thread right now (a snapshot). More than zero means every
+    /// thread is busy: speculative work started now would only wait behind them.
+    fn demanded_backlog(&self) -> usize {
+        0
+    }
 }
 
 /// Runs every task on the thread that dispatches it.
@@ -311,6 +317,10 @@ impl TaskDispatcher for ThreadPoolDispatcher {
         self.threads
     }
 
+    fn demanded_backlog(&self) -> usize {
+        self.shared.demanded_rx.len()
+    }
+
     fn shutdown(&self) {
         self.shared.shut.store(true, Ordering::SeqCst);
         // Dropping the only stop sender wakes every idle worker.
@@ -401,6 +411,33 @@ mod tests {
             result_tx.send(()).unwrap();
         }));
         result_rx.recv_timeout(WATCHDOG).expect("the waiting worker did not help");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn the_demanded_backlog_counts_demanded_tasks_waiting_for_a_thread() {
+        let pool = ThreadPoolDispatcher::new(1).unwrap();
+        let (started_tx, started_rx) = crossbeam_channel::bounded(0);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        }));
+        started_rx.recv_timeout(WATCHDOG).expect("the worker did not start");
+        // The only worker is busy: what is dispatched now waits.
+        assert_eq!(pool.demanded_backlog(), 0);
+        let (done_tx, done_rx) = unbounded();
+        for _ in 0..3 {
+            let done = done_tx.clone();
+            pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || done.send(()).unwrap()));
+        }
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Speculative, || {}));
+        assert_eq!(pool.demanded_backlog(), 3, "speculative work is not counted");
+        drop(release_tx);
+        for _ in 0..3 {
+            done_rx.recv_timeout(WATCHDOG).expect("queued work did not run");
+        }
+        assert_eq!(pool.demanded_backlog(), 0);
         pool.shutdown();
     }
 

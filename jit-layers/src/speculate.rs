@@ -136,17 +136,20 @@ pub struct SpeculationStats {
     pub hits: u64,
     /// First calls seen.
     pub first_calls: u64,
+    /// Guesses dropped because demanded work kept every thread busy when they were made.
+    pub dropped: u64,
 }
 
 impl std::fmt::Display for SpeculationStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} first calls, {} bodies speculated, {} of them called ({} wasted)",
+            "{} first calls, {} bodies speculated, {} of them called ({} wasted), {} guesses dropped",
             self.first_calls,
             self.queued,
             self.hits,
-            self.queued - self.hits.min(self.queued)
+            self.queued - self.hits.min(self.queued),
+            self.dropped
         )
     }
 }
@@ -158,6 +161,7 @@ pub struct Speculator {
     policy: Option<Arc<dyn SpeculationPolicy>>,
     queued: Mutex<FxHashSet<(DylibId, SymbolName)>>,
     hits: AtomicU64,
+    dropped: AtomicU64,
     first_calls: Mutex<Vec<(String, SymbolName)>>,
     /// Tells which bodies are hot now, as (dylib, body), for the profile.
     hot: Mutex<Option<Box<HotBodies>>>,
@@ -175,6 +179,7 @@ impl Speculator {
             policy,
             queued: Mutex::default(),
             hits: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             first_calls: Mutex::default(),
             hot: Mutex::default(),
         });
@@ -191,11 +196,12 @@ impl Speculator {
         self.policy.as_ref()
     }
 
-    /// Queues what the policy wants compiled from the start.
+    /// Queues what the policy wants compiled from the start (all of it: it is the future's
+    /// work, whatever is running now).
     pub fn start(&self) {
         if let Some(policy) = &self.policy {
             for (dylib, body) in policy.on_start(&self.session) {
-                self.speculate(&dylib, body);
+                self.queue(&dylib, body);
             }
         }
     }
@@ -212,8 +218,19 @@ impl Speculator {
         }
     }
 
-    /// Queues a speculative compile of `body` in `dylib` (once per body).
+    /// Queues a speculative compile of `body` in `dylib` (once per body), unless demanded work
+    /// is waiting for a thread: then every thread is busy with what the program waits for, and
+    /// the guess is dropped (it may be made again later).
     pub fn speculate(&self, dylib: &JitDylib, body: SymbolName) {
+        if self.session.dispatcher().demanded_backlog() > 0 {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queue(dylib, body);
+    }
+
+    /// Queues a speculative compile of `body` in `dylib` (once per body).
+    fn queue(&self, dylib: &JitDylib, body: SymbolName) {
         if !self.queued.lock().insert((dylib.id(), body.clone())) {
             return;
         }
@@ -237,6 +254,7 @@ impl Speculator {
         SpeculationStats {
             queued: self.queued.lock().len() as u64,
             hits: self.hits.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
             first_calls: self.first_calls.lock().len() as u64,
         }
     }
@@ -264,6 +282,34 @@ impl Speculator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// Guesses from first calls made while demanded work waits for a thread are dropped;
+    /// a profile's guesses from the start are all queued.
+    #[test]
+    fn guesses_made_while_every_thread_is_busy_with_demanded_work_are_dropped() {
+        let session = ExecutionSession::with_threads(1).unwrap();
+        let memory = jit_mem::default_manager(jit_mem::ManagerConfig::default()).unwrap();
+        let stubs = LazyReexports::new(&session, memory).unwrap();
+        let dylib = session.create_dylib("main").unwrap();
+        let profile = Arc::new(ReplayProfile::parse("main\tstarted.body\n"));
+        let speculator = Speculator::install(&stubs, Some(profile));
+        // Keep the only worker busy, with demanded work waiting behind it.
+        let (started_tx, started_rx) = crossbeam_channel::bounded(0);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        session.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        }));
+        started_rx.recv_timeout(Duration::from_secs(60)).expect("the worker did not start");
+        session.dispatch(Task::new(TaskKind::Other, Priority::Demanded, || {}));
+        speculator.speculate(&dylib, session.intern("guess.body"));
+        speculator.start();
+        let stats = speculator.stats();
+        assert_eq!((stats.dropped, stats.queued), (1, 1), "{stats}");
+        drop(release_tx);
+        session.end_session().unwrap();
+    }
 
     #[test]
     fn profiles_parse_what_speculators_write() {
