@@ -10,9 +10,10 @@
 //!   [`MATERIALIZING`] (a worker started it), [`RESOLVED`], [`EMITTED`], [`FAILED`] (also
 //!   `error`). A unit handed back by a responsibility (`replace`) is added again; the
 //!   responsibility events carry the name of the unit that started the materialization.
-//! - Symbol events, level TRACE, with fields `dylib` and `symbol`: [`EMITTED`] (also `unit`),
-//!   [`READY`] and [`FAILED`] (a symbol fails with its unit, or because a dependency failed).
-//!   A unit is ready when every symbol it emitted is.
+//! - Symbol events, level TRACE, with fields `dylib` and `symbol`: [`ADDED`], [`MATERIALIZING`],
+//!   [`RESOLVED`] and [`EMITTED`] (each also with `unit`), [`READY`] and [`FAILED`] (a symbol
+//!   fails with its unit, or because a dependency failed). A unit is ready when every symbol it
+//!   emitted is. Symbols defined ready at once (absolute symbols) have no events.
 //!
 //! Emitting costs one check of a cached flag while no subscriber wants these events.
 

@@ -128,6 +128,11 @@ impl MaterializationResponsibility {
         self.inner.apply(fx);
         if let (Some(label), Ok(())) = (&self.label, &r) {
             unit_event!(events::RESOLVED, &**label, self.dylib.index, symbols = defs.len());
+            if events::symbols_enabled() {
+                for (name, _) in &defs {
+                    symbol_event!(events::RESOLVED, self.dylib.index, name.as_str(), unit = &**label);
+                }
+            }
         }
         r
     }

@@ -557,6 +557,11 @@ impl SessionState {
             fx.garbage.push(Box::new(unit.unit));
         } else if events::units_enabled() {
             unit_event!(events::ADDED, unit.unit.name(), dylib.index, symbols = unit.symbols.len());
+            if events::symbols_enabled() {
+                for &sid in &unit.symbols {
+                    symbol_event!(events::ADDED, dylib.index, self.symbols[sid].name.as_str(), unit = unit.unit.name());
+                }
+            }
         }
         Ok(())
     }
@@ -793,6 +798,11 @@ impl SessionState {
         if symbols.is_empty() {
             fx.garbage.push(Box::new(unit.unit));
             return;
+        }
+        if events::symbols_enabled() {
+            for name in symbols.keys() {
+                symbol_event!(events::MATERIALIZING, unit.dylib.index, name.as_str(), unit = unit.unit.name());
+            }
         }
         fx.materialize.push(PendingMaterialization {
             unit: unit.unit,
@@ -1137,6 +1147,11 @@ impl SessionState {
         if events::units_enabled() {
             let unit = &self.units[uid];
             unit_event!(events::ADDED, unit.unit.name(), dylib.index, symbols = unit.symbols.len());
+            if events::symbols_enabled() {
+                for &sid in &unit.symbols {
+                    symbol_event!(events::ADDED, dylib.index, self.symbols[sid].name.as_str(), unit = unit.unit.name());
+                }
+            }
         }
         if requested {
             self.start_materialization(uid, priority, fx);

@@ -123,7 +123,7 @@ impl Recording {
                     self.squares[square].unready += 1;
                 }
             }
-            (Some(symbol), None) => {
+            (Some(symbol), None) if state == events::READY || state == events::FAILED => {
                 let Some(square) = self.unready.remove(&(e.dylib, symbol.clone())) else { return };
                 self.squares[square].unready -= 1;
                 if state == events::FAILED {
