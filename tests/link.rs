@@ -3,6 +3,8 @@
 //! file programs, constructors and destructors, C++ exceptions and COMDAT, thread-local
 //! variables), and the Lua 5.4 interpreter (from the `lua-src` crate) running a script.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -138,27 +140,9 @@ fn a_malformed_object_is_an_error_naming_the_file() {
     assert!(stderr.contains("bad.o"), "{stderr}");
 }
 
-/// The directory of Lua 5.4's C sources inside the `lua-src` crate (a dev-dependency).
-fn lua_sources() -> PathBuf {
-    let out = run(Command::new(env!("CARGO")).args(["metadata", "--format-version", "1"]).current_dir(root()));
-    check(&out, "cargo metadata");
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
-    let packages = meta["packages"].as_array().expect("packages");
-    let lua = packages.iter().find(|p| p["name"] == "lua-src").expect("lua-src is a dev-dependency");
-    let manifest = PathBuf::from(lua["manifest_path"].as_str().expect("manifest path"));
-    manifest.parent().unwrap().join("lua-5.4.9")
-}
-
 #[test]
 fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
-    let src = lua_sources();
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .filter(|p| !matches!(p.file_name().and_then(|n| n.to_str()), Some("lua.c" | "luac.c" | "onelua.c")))
-        .collect();
-    sources.sort();
+    let (src, mut sources) = common::lua_sources();
     sources.push(root().join("tests/data/lua/host.c"));
     let include = format!("-I{}", src.display());
     let flags = ["-O1", "-fPIC", "-std=gnu99", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-w", &include];

@@ -138,21 +138,9 @@ fn a_missing_symbol_names_the_module_that_needs_it() {
     );
 }
 
-/// The directory of Lua 5.4's C sources inside the `lua-src` crate (a dev-dependency).
-fn lua_sources() -> PathBuf {
-    common::crate_dir("lua-src").join("lua-5.4.9")
-}
-
 #[test]
 fn the_lua_interpreter_from_bitcode_runs_as_native_at_two_levels_threads_and_with_a_warm_cache() {
-    let src = lua_sources();
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .filter(|p| !matches!(p.file_name().and_then(|n| n.to_str()), Some("lua.c" | "luac.c" | "onelua.c")))
-        .collect();
-    sources.sort();
+    let (src, mut sources) = common::lua_sources();
     sources.insert(0, root().join("tests/data/lua/host.c"));
     let include = format!("-I{}", src.display());
     let flags = ["-O1", "-fPIC", "-std=gnu99", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-w", &include];

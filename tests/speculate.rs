@@ -114,14 +114,7 @@ fn speculation_never_changes_what_programs_print() {
 
 #[test]
 fn speculation_never_changes_what_lua_prints() {
-    let src = common::crate_dir("lua-src").join("lua-5.4.9");
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .filter(|p| !matches!(p.file_name().and_then(|n| n.to_str()), Some("lua.c" | "luac.c" | "onelua.c")))
-        .collect();
-    sources.sort();
+    let (src, mut sources) = common::lua_sources();
     sources.insert(0, data("lua/host.c"));
     let include = format!("-I{}", src.display());
     let flags = ["-O2", "-fPIC", "-std=gnu99", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-w", &include];

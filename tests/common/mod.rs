@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The directory of dev-dependency `name`'s sources (from `cargo metadata`): real C programs
@@ -15,4 +15,18 @@ pub fn crate_dir(name: &str) -> PathBuf {
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
     let package = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).expect(name).clone();
     PathBuf::from(package["manifest_path"].as_str().unwrap()).parent().unwrap().to_path_buf()
+}
+
+/// Lua 5.4's sources in the `lua-src` crate: the directory (for `-I`) and its C files but the
+/// stand-alone programs' (`lua.c`, `luac.c`, `onelua.c`), sorted.
+pub fn lua_sources() -> (PathBuf, Vec<PathBuf>) {
+    let dir = crate_dir("lua-src").join("lua-5.4.9");
+    let is_library = |p: &Path| {
+        p.extension().is_some_and(|e| e == "c")
+            && !matches!(p.file_name().and_then(|n| n.to_str()), Some("lua.c" | "luac.c" | "onelua.c"))
+    };
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| is_library(p)).collect();
+    files.sort();
+    (dir, files)
 }
