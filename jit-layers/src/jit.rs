@@ -193,6 +193,7 @@ impl JitBuilder {
         let policy: Option<Arc<dyn SpeculationPolicy>> = match (self.speculation, &lazy) {
             (_, None) | (Speculation::None, _) => None,
             (Speculation::Static, Some(layer)) => {
+                layer.record_call_graph();
                 let layer = layer.clone();
                 Some(Arc::new(StaticCallees::new(move |dylib, body| layer.callees(dylib, body), 16)))
             }
@@ -201,7 +202,11 @@ impl JitBuilder {
                 layer.start_hot(profile.hot().map(|(d, b)| (d.to_string(), b.to_string())));
                 Some(profile)
             }
-            (Speculation::Custom(policy), _) => Some(policy),
+            (Speculation::Custom(policy), Some(layer)) => {
+                // A policy of one's own may read `CompileOnDemandLayer::callees`.
+                layer.record_call_graph();
+                Some(policy)
+            }
         };
         let speculator = match &stubs {
             Some(stubs) if policy.is_some() || self.record_first_calls => Some(Speculator::install(stubs, policy)),

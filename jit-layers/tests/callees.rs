@@ -36,6 +36,7 @@ fn callees_come_hottest_first_without_the_error_path() {
     let jit = Jit::builder().threads(1).lazy(Laziness::Function).build().unwrap();
     jit.add_ir(IrModule::text("callees.ll", MODULE)).unwrap();
     let layer = jit.lazy_layer().expect("lazy");
+    layer.record_call_graph();
     layer.compile_now(jit.main_dylib(), "f").unwrap();
     let imp = layer.implementation_dylib(jit.main_dylib()).unwrap();
     let callees = layer.callees(&imp, &jit.session().intern("f.body"));

@@ -111,6 +111,7 @@ impl CompileOnDemandLayer {
             tier,
             tier_queue: Mutex::default(),
             calls: Default::default(),
+            want_calls: Default::default(),
             start_hot: Default::default(),
             tiered_bodies: Mutex::default(),
         });
@@ -138,8 +139,16 @@ impl CompileOnDemandLayer {
         self.shared.tiered_bodies.lock().clone()
     }
 
+    /// Makes modules read from now on record their call graph, for [`callees`](Self::callees).
+    /// Off by default: it costs a walk of every instruction and LLVM's block frequency
+    /// estimate of every function (70 to 100 ms of SQLite's half-second read).
+    pub fn record_call_graph(&self) {
+        self.shared.want_calls.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The bodies that body `body` of implementation dylib `imp` calls directly, once its
-    /// module was read (for speculation; empty before, or if the module came from the cache).
+    /// module was read (for speculation; empty before, if the module came from the cache, or
+    /// without [`record_call_graph`](Self::record_call_graph)).
     pub fn callees(&self, imp: &JitDylib, body: &SymbolName) -> Arc<[SymbolName]> {
         self.shared.calls.read().get(&(imp.id(), body.clone())).cloned().unwrap_or_else(|| Arc::from([]))
     }

@@ -89,6 +89,9 @@ pub(crate) struct Preparation<'a> {
     pub whole: bool,
     /// Check the module with LLVM's verifier (not needed for a second copy of a module).
     pub verify: bool,
+    /// Record each body's direct callees in [`RestingModule::calls`] (for speculation; it
+    /// walks every instruction and estimates block frequencies: a sixth of reading SQLite).
+    pub calls: bool,
 }
 
 struct Body {
@@ -293,7 +296,7 @@ impl RestingModule {
             // SAFETY: walks the instructions of a body of this thread's module.
             unsafe { direct_calls_within(f, part, &declaration_of, &targets) };
         }
-        for &(f, _) in &targets {
+        for &(f, _) in targets.iter().filter(|_| p.calls) {
             // SAFETY: walks the instructions of a body of this thread's module.
             let callees = unsafe { direct_callees(f) };
             // SAFETY: names a function of the module.

@@ -33,8 +33,9 @@ pub(crate) struct CodShared {
     /// one worker is busy with work nobody waits for.
     pub tier_queue: Mutex<TierQueue>,
     /// Each body's direct callees (bodies), by implementation dylib, for speculation; filled
-    /// as modules are prepared.
+    /// as modules are prepared, once `want_calls` is set.
     pub calls: parking_lot::RwLock<CallGraph>,
+    pub want_calls: std::sync::atomic::AtomicBool,
     /// Bodies, by (implementation dylib, body) name, whose partitions skip the first tier: a
     /// profile found them hot.
     pub start_hot: parking_lot::RwLock<FxHashSet<(String, String)>>,
@@ -274,6 +275,8 @@ impl LazyModule {
             policy: &*self.shared.policy,
             whole: self.whole,
             verify,
+            // The first copy (the one verified) files the call graph, if anyone reads it.
+            calls: verify && self.shared.want_calls.load(Ordering::Relaxed),
         })
     }
 
