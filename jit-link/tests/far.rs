@@ -47,7 +47,7 @@ fn libc_data_is_read_through_a_read_only_copy_and_functions_through_stubs_on_eve
     let libc_stdout = dlsym("stdout").expect("libc stdout");
     // SAFETY: libc's `stdout`, a pointer-sized variable.
     let stdout_now = unsafe { *(libc_stdout.0 as usize as *const usize) };
-    for name in ["dual", "mprotect", "page"] {
+    for name in ["dual", "mprotect", "mprotect-in-place", "page"] {
         for opt in ["-O1", "-O0"] {
             let mm = low(name);
             let (graph_name, bytes) = nopic_object("far", SOURCE, opt);
@@ -83,12 +83,12 @@ fn libc_data_is_read_through_a_read_only_copy_and_functions_through_stubs_on_eve
 
 #[test]
 fn many_graphs_with_far_references_link_on_several_threads_at_once() {
-    // The two allocations of each graph finalize side by side; with the mprotect manager one
-    // may complete only when another allocation on its page finalizes, perhaps on another
-    // thread, and no finalize may wait for another.
+    // The two allocations of each graph finalize side by side; with the mprotect manager
+    // sealing in place one may complete only when another allocation on its page finalizes,
+    // perhaps on another thread, and no finalize may wait for another.
     let _watchdog = Watchdog::start(Duration::from_secs(120), "parallel far references");
     let (_, bytes) = nopic_object("far", SOURCE, "-O1");
-    for name in ["mprotect", "dual"] {
+    for name in ["mprotect-in-place", "mprotect", "dual"] {
         let mm = low(name);
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -217,7 +217,7 @@ fn a_reference_into_the_middle_of_a_far_function_is_an_error() {
 
 #[test]
 fn a_failed_finalize_frees_both_allocations_before_the_context_hears() {
-    for name in ["dual", "mprotect", "page"] {
+    for name in ["dual", "mprotect", "mprotect-in-place", "page"] {
         let mm = low(name);
         let (object, bytes) = nopic_object("far", SOURCE, "-O1");
         let (tx, rx) = mpsc::channel();

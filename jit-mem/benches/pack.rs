@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jit_mem::{AllocRequest, FinalizedAlloc, ManagerConfig, MemoryManager, Prot, SegmentRequest, manager_by_name};
 
-const MANAGERS: [&str; 3] = ["dual", "mprotect", "page"];
+const MANAGERS: [&str; 4] = ["dual", "mprotect", "mprotect-in-place", "page"];
 /// Live objects before an (untimed) deallocate; well under the page allocator's mapping limit.
 const WINDOW: u64 = 10_000;
 

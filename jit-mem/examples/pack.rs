@@ -4,7 +4,7 @@
 //! `MANAGER N mappings=M committed_over_requested=R ns_per_alloc=T`
 //!
 //! Usage: `cargo run --release -p jit-mem --example pack -- MANAGER N [BATCH]`, MANAGER one of
-//! `dual`, `mprotect`, `page`. BATCH (default 1) allocations are in flight before they are
+//! `dual`, `mprotect`, `mprotect-in-place`, `page`. BATCH (default 1) allocations are in flight before they are
 //! finalized together, as when several links overlap. All N objects stay live to the end;
 //! `ns_per_alloc` is the wall time of allocate + write + finalize per object. If the manager
 //! fails first (the page allocator at the kernel's mapping limit), the line also says where
@@ -74,7 +74,7 @@ fn run(mem: &dyn MemoryManager, n: u64, batch: u64) -> (Vec<FinalizedAlloc>, Opt
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: pack MANAGER N [BATCH]   (MANAGER: dual | mprotect | page)";
+    let usage = "usage: pack MANAGER N [BATCH]   (MANAGER: dual | mprotect | mprotect-in-place | page)";
     let (Some(name), Some(n)) = (args.first(), args.get(1).and_then(|s| s.parse::<u64>().ok())) else {
         eprintln!("{usage}");
         return ExitCode::from(2);

@@ -85,6 +85,9 @@ pub(crate) struct Placed {
     pub(crate) offset: u64,
     /// Length of the space taken (the size rounded to the manager's granule).
     pub(crate) len: u64,
+    /// The buffer `working` points into, when the manager stages the segment's bytes apart
+    /// from its pages (and copies them there at finalize).
+    pub(crate) staging: Option<Box<[u8]>>,
 }
 
 /// The segments of one allocation, owned by whoever holds them: an [`InFlightAlloc`], a

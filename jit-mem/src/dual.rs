@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::alloc::OnDone;
-use crate::slab::{SlabBacking, Slabs};
+use crate::slab::{SlabBacking, Slabs, Writes};
 use crate::sys::{Memfd, Reservation, map_anonymous, map_shared};
 use crate::{
     AllocRequest, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig, ManagerId, ManagerKind, MemError, MemStats,
@@ -32,7 +32,9 @@ pub(crate) struct DualBacking {
 }
 
 impl SlabBacking for DualBacking {
-    const SEALS: bool = false;
+    fn writes(&self) -> Writes {
+        Writes::View
+    }
 
     unsafe fn map_slab(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
         let (at, n) = (offset as usize, len as usize);

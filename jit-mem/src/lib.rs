@@ -7,8 +7,9 @@
 //!
 //! - [`DualMappedManager`] (`dual.rs`, the default on Linux): memfd slabs mapped twice, RW to
 //!   write and R/RX to run; many objects per slab, finalize touches no protection.
-//! - [`MprotectSlabManager`] (`mprotect.rs`): slabs sealed page by page with `mprotect`, for
-//!   systems that forbid dual mapping.
+//! - [`MprotectSlabManager`] (`mprotect.rs`), for systems that forbid dual mapping: slabs of
+//!   private memory, code and read-only pages R/RX from the start and written through
+//!   `/proc/self/mem` at finalize, or (where the kernel refuses that) sealed page by page.
 //! - [`PageAllocator`] (`page.rs`): a mapping per object and pages per segment, LLVM's
 //!   `InProcessMemoryManager`; the baseline.
 //!
@@ -30,6 +31,7 @@ mod manager;
 pub mod maps;
 mod mprotect;
 mod page;
+mod procmem;
 mod request;
 mod slab;
 mod sys;
@@ -48,7 +50,7 @@ pub use manager::{
     DEFAULT_RESERVATION, DEFAULT_SLAB, LOW_PLACEMENT_LIMIT, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId,
     ManagerKind, MemStats, MemoryManager, Placement,
 };
-pub use mprotect::MprotectSlabManager;
+pub use mprotect::{MprotectSlabManager, MprotectWrites};
 pub use page::PageAllocator;
 pub use request::{AllocRequest, Prot, SegmentLifetime, SegmentRequest};
 pub use sys::flush_icache;
@@ -73,11 +75,15 @@ fn default_manager_with(
     }
 }
 
-/// Makes a manager by its command-line name: `dual`, `mprotect` or `page`.
+/// Makes a manager by its command-line name: `dual`, `mprotect` (writing through
+/// `/proc/self/mem` where allowed), `mprotect-in-place` (sealing pages in place) or `page`.
 pub fn manager_by_name(name: &str, config: ManagerConfig) -> Option<Result<Arc<dyn MemoryManager>, MemError>> {
     let made: Result<Arc<dyn MemoryManager>, MemError> = match name {
         "dual" => DualMappedManager::new(config).map(|m| Arc::new(m) as _),
         "mprotect" => MprotectSlabManager::new(config).map(|m| Arc::new(m) as _),
+        "mprotect-in-place" => {
+            MprotectSlabManager::with_writes(config, MprotectWrites::InPlace).map(|m| Arc::new(m) as _)
+        }
         "page" => PageAllocator::new(config).map(|m| Arc::new(m) as _),
         _ => return None,
     };

@@ -117,6 +117,7 @@ impl Pages {
                     working: target as usize as *mut u8,
                     offset: start + off,
                     len,
+                    staging: None,
                 }
             })
             .collect();

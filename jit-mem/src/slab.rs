@@ -4,7 +4,12 @@
 //! space is reused. How a slab is mapped, and whether its pages are sealed with `mprotect` at
 //! finalize, is the [`SlabBacking`]'s business.
 //!
-//! Sealing (mprotect backing, R and RX slabs): a page is writable while open; the first
+//! How bytes reach R and RX slabs is the backing's choice ([`Writes`]): through a second view
+//! (dual mapping), through a staging buffer copied at finalize (mprotect backing over
+//! `/proc/self/mem`; the slab has its final protection from the start), or in place with the
+//! pages sealed afterwards (mprotect backing otherwise).
+//!
+//! Sealing (in-place writes, R and RX slabs): a page is writable while open; the first
 //! finalize of an allocation touching it *closes* it (no new allocation lands there), and
 //! once every allocation touching it has finalized or been abandoned it is *sealed* (made
 //! R/RX, in one `mprotect` per run of pages). A finalize completes when all its pages are
@@ -35,10 +40,27 @@ pub(crate) const GRANULE: u64 = 16;
 /// every time.
 const SPARE_KEEP_DIRTY: u64 = 256 << 10;
 
+/// How the linker's bytes reach R and RX slabs (RW slabs are always written in place).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Writes {
+    /// Through a second, writable view of the same pages ([`SlabBacking::working`]).
+    View,
+    /// In place: the pages start writable and are sealed once every allocation touching
+    /// them is finalized.
+    Sealed,
+    /// Into a private zeroed buffer per segment, which finalize copies into pages that have
+    /// their final protection from the start ([`SlabBacking::publish`]).
+    Staged,
+}
+
 /// How slabs are mapped.
 pub(crate) trait SlabBacking: Send + Sync + 'static {
-    /// Whether R and RX slabs start writable and have their pages sealed at finalize.
-    const SEALS: bool;
+    fn writes(&self) -> Writes;
+
+    /// Copies a staged segment's bytes to `target` (for [`Writes::Staged`]).
+    fn publish(&self, _target: usize, _bytes: &[u8]) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
 
     /// Maps reservation range `[offset, offset+len)` (at `base`) as a new `prot` slab.
     ///
@@ -52,10 +74,12 @@ pub(crate) trait SlabBacking: Send + Sync + 'static {
     /// No allocation may live in the slab.
     unsafe fn unmap_slab(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()>;
 
-    /// Gives the pages of an empty slab back to the kernel, keeping it mapped (zeroed).
+    /// Gives the pages of an empty slab back to the kernel, keeping it mapped (zeroed) with
+    /// the protection it has.
     ///
     /// # Safety
-    /// No allocation may live in the slab and all its pages must be writable.
+    /// No allocation may live in the slab, and (when pages are sealed) all its pages must be
+    /// writable again.
     unsafe fn discard_pages(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()>;
 
     /// Where the linker writes the byte at reservation `offset` of a `prot` slab.
@@ -222,8 +246,14 @@ impl<B: SlabBacking> Slabs<B> {
         self.reservation.base()
     }
 
-    fn seals(prot: Prot) -> bool {
-        B::SEALS && prot != Prot::RW
+    /// Whether `prot` segments are written in place and their pages sealed at finalize.
+    fn seals(&self, prot: Prot) -> bool {
+        self.backing.writes() == Writes::Sealed && prot != Prot::RW
+    }
+
+    /// Whether `prot` segments are written in a staging buffer and published at finalize.
+    fn stages(&self, prot: Prot) -> bool {
+        self.backing.writes() == Writes::Staged && prot != Prot::RW
     }
 
     pub(crate) fn allocate(self: &Arc<Self>, request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
@@ -232,6 +262,12 @@ impl<B: SlabBacking> Slabs<B> {
         let mut segments = Vec::with_capacity(request.segments.len());
         let mut dirty = Vec::with_capacity(request.segments.len());
         let mut ready = Vec::new();
+        // Staging buffers come zeroed from the allocator, made before the lock is taken.
+        let mut staging: Vec<Option<Box<[u8]>>> = request
+            .segments
+            .iter()
+            .map(|seg| self.stages(seg.prot).then(|| vec![0u8; seg.size as usize].into_boxed_slice()))
+            .collect();
         {
             let mut st = self.state.lock();
             for (index, seg) in request.segments.iter().enumerate() {
@@ -243,9 +279,16 @@ impl<B: SlabBacking> Slabs<B> {
                             target: TargetAddr(self.base() as u64 + offset),
                             size: seg.size,
                         };
-                        let working = self.backing.working(self.base(), offset, seg.prot);
-                        dirty.push((working, dirty_len.min(seg.size) as usize));
-                        segments.push(Placed { info, working, offset, len });
+                        let mut staged = staging[index].take();
+                        let working = match &mut staged {
+                            Some(buffer) => buffer.as_mut_ptr(),
+                            None => {
+                                let working = self.backing.working(self.base(), offset, seg.prot);
+                                dirty.push((working, dirty_len.min(seg.size) as usize));
+                                working
+                            }
+                        };
+                        segments.push(Placed { info, working, offset, len, staging: staged });
                     }
                     Err(e) => {
                         for p in &segments {
@@ -289,7 +332,7 @@ impl<B: SlabBacking> Slabs<B> {
             }
         };
         let page = self.page;
-        let seals = Self::seals(prot);
+        let seals = self.seals(prot);
         let Some((start, slab)) = st.classes[class].slab_of(offset) else {
             return Err(self.exhausted(st, index, prot, size));
         };
@@ -351,8 +394,7 @@ impl<B: SlabBacking> Slabs<B> {
             st.space.insert(start, slab_len);
             return Err(os_error(self.id, "map slab", self.base() as u64 + start, slab_len, e));
         }
-        let pages =
-            if Self::seals(prot) { (0..slab_len / page).map(|_| Page::default()).collect() } else { Vec::new() };
+        let pages = if self.seals(prot) { (0..slab_len / page).map(|_| Page::default()).collect() } else { Vec::new() };
         let class = &mut st.classes[prot.index()];
         class.slabs.insert(start, Slab { len: slab_len, live: 0, high: 0, pages });
         class.free.insert(start, slab_len);
@@ -376,7 +418,7 @@ impl<B: SlabBacking> Slabs<B> {
             };
             slab_start = start;
             slab.live = slab.live.saturating_sub(seg.len);
-            if !Self::seals(prot) {
+            if !self.seals(prot) {
                 if !class.free.insert(seg.offset, seg.len) {
                     tracing::error!(manager = %self.id, offset = seg.offset, "segment freed twice");
                 }
@@ -448,7 +490,7 @@ impl<B: SlabBacking> Slabs<B> {
                 }
             }
         } else if high > SPARE_KEEP_DIRTY {
-            // SAFETY: empty and, having no closing pages, entirely writable.
+            // SAFETY: empty, and having no closing pages, sealed pages have all been reopened.
             match unsafe { self.backing.discard_pages(self.base(), start, len, prot) } {
                 Ok(()) => {
                     if let Some(slab) = class.slabs.get_mut(&start) {
@@ -525,8 +567,10 @@ impl<B: SlabBacking> Slabs<B> {
         actions: Vec<FinalizeAction>,
         on_done: OnFinalized,
     ) {
-        if !B::SEALS {
-            return self.complete(owner, parts, actions, on_done);
+        match self.backing.writes() {
+            Writes::View => return self.complete(owner, parts, actions, on_done),
+            Writes::Staged => return self.publish_and_complete(owner, parts, actions, on_done),
+            Writes::Sealed => {}
         }
         let page = self.page;
         let mut ready = Vec::new();
@@ -534,7 +578,7 @@ impl<B: SlabBacking> Slabs<B> {
             let mut st = self.state.lock();
             // The pages of this allocation, per class, and which must be sealed now.
             let mut mine: Vec<(usize, u64)> = Vec::new();
-            for seg in parts.segments.iter().filter(|s| Self::seals(s.info.prot)) {
+            for seg in parts.segments.iter().filter(|s| self.seals(s.info.prot)) {
                 let class_index = seg.info.prot.index();
                 let mut to_seal = Vec::new();
                 {
@@ -599,6 +643,34 @@ impl<B: SlabBacking> Slabs<B> {
             }
         }
         self.drain(ready);
+    }
+
+    /// Copies every staged segment into its pages, then completes the finalize.
+    fn publish_and_complete(
+        &self,
+        owner: Arc<dyn Backend>,
+        mut parts: Parts,
+        actions: Vec<FinalizeAction>,
+        on_done: OnFinalized,
+    ) {
+        for seg in &mut parts.segments {
+            let Some(bytes) = seg.staging.take() else {
+                continue;
+            };
+            // The buffer goes now; nothing writes through an allocation being finalized.
+            seg.working = std::ptr::null_mut();
+            if let Err(e) = self.backing.publish(seg.info.target.0 as usize, &bytes) {
+                let err = os_error(self.id, "write through /proc/self/mem", seg.info.target.0, seg.info.size, e);
+                let mut ready = Vec::new();
+                {
+                    let mut st = self.state.lock();
+                    self.release_parts(&mut st, &parts, false, &mut ready);
+                }
+                self.drain(ready);
+                return on_done(Err(err));
+            }
+        }
+        self.complete(owner, parts, actions, on_done)
     }
 
     /// Finishes a finalize whose pages are final: icache, actions, finalize-only segments,

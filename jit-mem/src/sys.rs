@@ -207,6 +207,26 @@ pub(crate) unsafe fn map_anonymous(addr: usize, len: usize, prot: Option<Prot>) 
     if ret == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Maps `len` bytes of fresh zeroed private memory of protection `prot` where the kernel
+/// chooses, outside any reservation; returns the address.
+pub(crate) fn map_anonymous_anywhere(len: usize, prot: Prot) -> io::Result<usize> {
+    // SAFETY: a fresh mapping at a kernel-chosen address touches no existing memory.
+    let ret = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, prot.to_libc(), libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if ret == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
+}
+
+/// Unmaps `[addr, addr+len)`.
+///
+/// # Safety
+/// The range must be a mapping the caller made with [`map_anonymous_anywhere`] and nothing
+/// may refer to it any more.
+pub(crate) unsafe fn unmap(addr: usize, len: usize) -> io::Result<()> {
+    // SAFETY: the caller owns the mapping and no reference into it remains.
+    check(unsafe { libc::munmap(addr as *mut libc::c_void, len) })
+}
+
 /// Maps `len` bytes of `file` at `offset` over `[addr, addr+len)`, shared, with `prot`.
 ///
 /// # Safety

@@ -74,7 +74,7 @@ fn freed_memory_is_reused_and_comes_back_zeroed() {
 
 #[test]
 fn many_small_objects_share_slabs_and_pages() {
-    for name in ["dual", "mprotect"] {
+    for name in ["dual", "mprotect", "mprotect-in-place"] {
         let mem = manager(name, ManagerConfig::default());
         let mut inflight: Vec<_> = (0..64).map(|_| mem.allocate(&small_object()).unwrap()).collect();
         let code_pages: std::collections::HashSet<u64> =
@@ -103,6 +103,42 @@ fn many_small_objects_share_slabs_and_pages() {
         assert!(stats.committed as f64 / stats.in_use as f64 <= 1.25, "{name}: {stats:?}");
         mem.deallocate_blocking(finalized).unwrap();
     }
+}
+
+#[test]
+fn objects_finalized_one_at_a_time_still_share_pages() {
+    // A JIT links one object at a time: each is allocated, written and finalized before the
+    // next. The slab managers must still pack them (issue 3: committed/requested <= 1.25).
+    for name in ["dual", "mprotect"] {
+        let mem = manager(name, ManagerConfig::default());
+        let mut live = Vec::new();
+        for i in 0..2000u32 {
+            let mut alloc = mem.allocate(&small_object()).unwrap();
+            let code = write_small_object(&mut alloc, i);
+            live.push((code, i, alloc.finalize_blocking(Vec::new()).unwrap()));
+        }
+        for (code, i, _) in &live {
+            // SAFETY: finalized code of signature fn(u32) -> u32.
+            assert_eq!(unsafe { call1(*code, 1) }, 1 + i, "{name}");
+        }
+        let stats = mem.stats();
+        assert_eq!(stats.in_use, 2000 * 352, "{name}");
+        assert!(stats.committed as f64 / stats.in_use as f64 <= 1.25, "{name}: {stats:?}");
+        let maps = maps::process_mappings().unwrap();
+        for (code, _, _) in &live {
+            let m = maps.iter().find(|m| m.range.contains(&code.0)).expect("code is mapped");
+            assert!(m.read && m.exec && !m.write, "{name}: code runs from r-x pages: {m:?}");
+        }
+        mem.deallocate_blocking(live.into_iter().map(|(_, _, d)| d).collect()).unwrap();
+    }
+}
+
+#[test]
+fn the_mprotect_manager_writes_through_proc_self_mem_here_and_in_place_on_request() {
+    let auto = MprotectSlabManager::new(ManagerConfig::default()).unwrap();
+    assert_eq!(auto.writes(), MprotectWrites::ProcSelfMem, "this kernel allows writes through /proc/self/mem");
+    let in_place = MprotectSlabManager::with_writes(ManagerConfig::default(), MprotectWrites::InPlace).unwrap();
+    assert_eq!(in_place.writes(), MprotectWrites::InPlace);
 }
 
 #[test]

@@ -142,6 +142,11 @@ fn mprotect_slab_survives_eight_threads_with_no_wx_mapping() {
 }
 
 #[test]
+fn mprotect_slab_sealing_in_place_survives_eight_threads_with_no_wx_mapping() {
+    stress("mprotect-in-place", 2000);
+}
+
+#[test]
 fn page_allocator_survives_eight_threads_with_no_wx_mapping() {
     stress("page", 500);
 }
@@ -149,7 +154,7 @@ fn page_allocator_survives_eight_threads_with_no_wx_mapping() {
 #[test]
 fn low_placed_managers_survive_eight_threads_with_no_wx_mapping() {
     let low = ManagerConfig::with_reservation(256 << 20).with_placement(Placement::Low);
-    for (name, rounds) in [("dual", 1000), ("mprotect", 1000), ("page", 250)] {
+    for (name, rounds) in [("dual", 1000), ("mprotect", 1000), ("mprotect-in-place", 1000), ("page", 250)] {
         stress_with(name, rounds, low);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jit_mem::*;
 
-pub const ALL: [&str; 3] = ["dual", "mprotect", "page"];
+pub const ALL: [&str; 4] = ["dual", "mprotect", "mprotect-in-place", "page"];
 
 pub fn manager(name: &str, config: ManagerConfig) -> Arc<dyn MemoryManager> {
     match manager_by_name(name, config) {
