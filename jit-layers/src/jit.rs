@@ -213,8 +213,10 @@ impl JitBuilder {
             _ => None,
         };
         if let (Some(speculator), Some(layer)) = (&speculator, &lazy) {
-            let layer = layer.clone();
-            speculator.set_hot_bodies(move || layer.tiered_up_bodies());
+            let hot = layer.clone();
+            speculator.set_hot_bodies(move || hot.tiered_up_bodies());
+            let busy = layer.clone();
+            speculator.set_busy_check(move |dylib, body| busy.compiling(dylib, body));
         }
         Ok(Jit { session, main, objects, ir, lazy, stubs, speculator, memory })
     }

@@ -13,8 +13,8 @@
 //! run, replayed from the start).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use jit_core::{
     DylibId, ExecutionSession, FxHashSet, JitDylib, LookupOptions, MatchFlags, Priority, RequiredState, SearchOrder,
@@ -157,6 +157,7 @@ impl std::fmt::Display for SpeculationStats {
 /// Compiles ahead what a [`SpeculationPolicy`] guesses, and records first calls (see the
 /// module's doc).
 pub struct Speculator {
+    weak: Weak<Speculator>,
     session: ExecutionSession,
     policy: Option<Arc<dyn SpeculationPolicy>>,
     queued: Mutex<FxHashSet<(DylibId, SymbolName)>>,
@@ -165,16 +166,22 @@ pub struct Speculator {
     first_calls: Mutex<Vec<(String, SymbolName)>>,
     /// Tells which bodies are hot now, as (dylib, body), for the profile.
     hot: Mutex<Option<Box<HotBodies>>>,
+    /// Tells whether a body's compile would wait for another compile to finish.
+    busy: parking_lot::RwLock<Option<Box<BusyBody>>>,
 }
 
 /// Where a [`Speculator`] learns which bodies are hot.
 type HotBodies = dyn Fn() -> Vec<(String, String)> + Send + Sync;
 
+/// Where a [`Speculator`] learns whether a body's compile would wait for another one.
+type BusyBody = dyn Fn(&JitDylib, &SymbolName) -> bool + Send + Sync;
+
 impl Speculator {
     /// A speculator guessing by `policy` (or only recording first calls, with `None`), hearing
     /// first calls of `stubs`' stubs (it replaces their first-call listener).
     pub fn install(stubs: &LazyReexports, policy: Option<Arc<dyn SpeculationPolicy>>) -> Arc<Self> {
-        let speculator = Arc::new(Speculator {
+        let speculator = Arc::new_cyclic(|weak| Speculator {
+            weak: weak.clone(),
             session: stubs.session().clone(),
             policy,
             queued: Mutex::default(),
@@ -182,6 +189,7 @@ impl Speculator {
             dropped: AtomicU64::new(0),
             first_calls: Mutex::default(),
             hot: Mutex::default(),
+            busy: Default::default(),
         });
         let weak = Arc::downgrade(&speculator);
         stubs.set_first_call_listener(move |_, _, body_dylib, body| {
@@ -201,7 +209,7 @@ impl Speculator {
     pub fn start(&self) {
         if let Some(policy) = &self.policy {
             for (dylib, body) in policy.on_start(&self.session) {
-                self.queue(&dylib, body);
+                self.queue(&dylib, body, false);
             }
         }
     }
@@ -218,25 +226,49 @@ impl Speculator {
         }
     }
 
-    /// Queues a speculative compile of `body` in `dylib` (once per body), unless demanded work
-    /// is waiting for a thread: then every thread is busy with what the program waits for, and
-    /// the guess is dropped (it may be made again later).
+    /// Queues a speculative compile of `body` in `dylib` (once per body), unless it could only
+    /// get in the way: when demanded work is waiting for a thread (every thread is busy with
+    /// what the program waits for), or when the body's compile would wait for another compile
+    /// (of its module, see [`set_busy_check`](Self::set_busy_check)), now or when a worker gets
+    /// to it. Then the guess is dropped (it may be made again later).
     pub fn speculate(&self, dylib: &JitDylib, body: SymbolName) {
-        if self.session.dispatcher().demanded_backlog() > 0 {
+        if self.session.dispatcher().demanded_backlog() > 0 || self.is_busy(dylib, &body) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.queue(dylib, body);
+        self.queue(dylib, body, true);
     }
 
-    /// Queues a speculative compile of `body` in `dylib` (once per body).
-    fn queue(&self, dylib: &JitDylib, body: SymbolName) {
+    /// Makes guesses from first calls wait for no other compile: `busy(dylib, body)` says
+    /// whether compiling `body` would wait for one now (for instance
+    /// [`CompileOnDemandLayer::compiling`](crate::CompileOnDemandLayer::compiling): one module
+    /// compiles one partition at a time, and a guess that holds it delays the next body the
+    /// program calls there). A profile's guesses from the start are never dropped.
+    pub fn set_busy_check(&self, busy: impl Fn(&JitDylib, &SymbolName) -> bool + Send + Sync + 'static) {
+        *self.busy.write() = Some(Box::new(busy));
+    }
+
+    fn is_busy(&self, dylib: &JitDylib, body: &SymbolName) -> bool {
+        self.busy.read().as_ref().is_some_and(|busy| busy(dylib, body))
+    }
+
+    /// Queues a speculative compile of `body` in `dylib` (once per body); `droppable`: when a
+    /// worker gets to it and its compile would wait for another, it is dropped instead.
+    fn queue(&self, dylib: &JitDylib, body: SymbolName, droppable: bool) {
         if !self.queued.lock().insert((dylib.id(), body.clone())) {
             return;
         }
         let session = self.session.clone();
         let order = SearchOrder::new().then(dylib, MatchFlags::All);
+        let this = droppable.then(|| (self.weak.clone(), dylib.clone()));
         self.session.dispatch(Task::new(TaskKind::Materialization, Priority::Speculative, move || {
+            if let Some((Some(speculator), dylib)) = this.map(|(s, d)| (s.upgrade(), d)) {
+                if speculator.is_busy(&dylib, &body) {
+                    speculator.dropped.fetch_add(1, Ordering::Relaxed);
+                    speculator.queued.lock().remove(&(dylib.id(), body));
+                    return;
+                }
+            }
             let mut set = SymbolLookupSet::new();
             set.push(body, SymbolLookupFlags::WeaklyReferenced);
             // Started only when no demanded work is queued; from here on it is compiled like
@@ -308,6 +340,44 @@ mod tests {
         let stats = speculator.stats();
         assert_eq!((stats.dropped, stats.queued), (1, 1), "{stats}");
         drop(release_tx);
+        session.end_session().unwrap();
+    }
+
+    /// A guess whose compile would wait for another compile is dropped when it is made, or
+    /// when a worker gets to it; a profile's guesses from the start are not.
+    #[test]
+    fn guesses_that_would_wait_for_another_compile_are_dropped() {
+        let session = ExecutionSession::with_threads(1).unwrap();
+        let memory = jit_mem::default_manager(jit_mem::ManagerConfig::default()).unwrap();
+        let stubs = LazyReexports::new(&session, memory).unwrap();
+        let dylib = session.create_dylib("main").unwrap();
+        let profile = Arc::new(ReplayProfile::parse("main\tstarted.body\n"));
+        let speculator = Speculator::install(&stubs, Some(profile));
+        let busy_now: Arc<Mutex<FxHashSet<String>>> = Arc::default();
+        let checks = busy_now.clone();
+        speculator.set_busy_check(move |_, body| checks.lock().contains(body.as_str()));
+        busy_now.lock().extend(["busy.body".to_string(), "started.body".to_string()]);
+        // Hold the only worker so that queued guesses wait for it.
+        let (started_tx, started_rx) = crossbeam_channel::bounded(0);
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        session.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        }));
+        started_rx.recv_timeout(Duration::from_secs(60)).expect("the worker did not start");
+        speculator.speculate(&dylib, session.intern("busy.body"));
+        speculator.speculate(&dylib, session.intern("later.body"));
+        speculator.start();
+        let stats = speculator.stats();
+        assert_eq!((stats.dropped, stats.queued), (1, 2), "made while busy: dropped; the profile's: queued; {stats}");
+        // By the time the worker gets to it, `later.body`'s module is busy too.
+        busy_now.lock().insert("later.body".to_string());
+        drop(release_tx);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        session.dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || done_tx.send(()).unwrap()));
+        done_rx.recv_timeout(Duration::from_secs(60)).expect("the queued guesses did not run");
+        let stats = speculator.stats();
+        assert_eq!((stats.dropped, stats.queued), (2, 1), "dropped when the worker got to it: {stats}");
         session.end_session().unwrap();
     }
 

@@ -1,6 +1,6 @@
 //! The compile-on-demand layer: what adding a module lazily defines, and where.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use inkwell::context::Context;
 use inkwell::llvm_sys;
@@ -111,6 +111,7 @@ impl CompileOnDemandLayer {
             tier,
             tier_queue: Mutex::default(),
             calls: Default::default(),
+            homes: Default::default(),
             want_calls: Default::default(),
             start_hot: Default::default(),
             tiered_bodies: Mutex::default(),
@@ -151,6 +152,14 @@ impl CompileOnDemandLayer {
     /// without [`record_call_graph`](Self::record_call_graph)).
     pub fn callees(&self, imp: &JitDylib, body: &SymbolName) -> Arc<[SymbolName]> {
         self.shared.calls.read().get(&(imp.id(), body.clone())).cloned().unwrap_or_else(|| Arc::from([]))
+    }
+
+    /// Whether the module holding body `body` of implementation dylib `imp` is being read or
+    /// compiled right now, so that a compile of `body` would wait for it (false for a body not
+    /// in the call graph, see [`callees`](Self::callees)).
+    pub fn compiling(&self, imp: &JitDylib, body: &SymbolName) -> bool {
+        let home = self.shared.homes.read().get(&(imp.id(), body.clone())).and_then(Weak::upgrade);
+        home.is_some_and(|module| module.busy())
     }
 
     pub fn policy(&self) -> &Arc<dyn PartitionPolicy> {

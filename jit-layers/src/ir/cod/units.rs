@@ -2,8 +2,8 @@
 //! (every body and variable, until something is looked up), the partitions it hands back,
 //! and where each partition's object comes from (the cache, or the module at rest).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use jit_core::{
     DylibId, Error, ExecutionSession, ExecutorAddr, FxHashMap, FxHashSet, Interface, JitDylib, MatchFlags,
@@ -35,6 +35,8 @@ pub(crate) struct CodShared {
     /// Each body's direct callees (bodies), by implementation dylib, for speculation; filled
     /// as modules are prepared, once `want_calls` is set.
     pub calls: parking_lot::RwLock<CallGraph>,
+    /// The module each body of `calls` lives in.
+    pub homes: parking_lot::RwLock<FxHashMap<(DylibId, SymbolName), Weak<LazyModule>>>,
     pub want_calls: std::sync::atomic::AtomicBool,
     /// Bodies, by (implementation dylib, body) name, whose partitions skip the first tier: a
     /// profile found them hot.
@@ -221,7 +223,7 @@ impl LazyModule {
 
     /// The module's layout: from the cache's record, or by preparing the module (which is kept,
     /// at rest, for the partitions to compile).
-    fn layout(&self) -> Result<Arc<Layout>> {
+    fn layout(self: &Arc<Self>) -> Result<Arc<Layout>> {
         let mut st = self.state.lock();
         if let Some(layout) = &st.layout {
             return Ok(layout.clone());
@@ -248,13 +250,21 @@ impl LazyModule {
     }
 
     /// Files the call graph `resting` found (see [`CodShared::calls`]).
-    fn record_calls(&self, resting: &mut RestingModule) {
+    fn record_calls(self: &Arc<Self>, resting: &mut RestingModule) {
         let session = self.imp.session();
         let mut calls = self.shared.calls.write();
+        let mut homes = self.shared.homes.write();
         for (body, callees) in std::mem::take(&mut resting.calls) {
             let callees: Arc<[SymbolName]> = callees.iter().map(|c| session.intern(c)).collect();
-            calls.insert((self.imp.id(), session.intern(&body)), callees);
+            let body = (self.imp.id(), session.intern(&body));
+            homes.insert(body.clone(), Arc::downgrade(self));
+            calls.insert(body, callees);
         }
+    }
+
+    /// Whether the module is being read or compiled right now (its state is held).
+    pub(crate) fn busy(&self) -> bool {
+        self.state.is_locked()
     }
 
     /// Reads and prepares the module (checking it with LLVM's verifier if `verify`).
