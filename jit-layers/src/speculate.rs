@@ -316,17 +316,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Guesses from first calls made while demanded work waits for a thread are dropped;
-    /// a profile's guesses from the start are all queued.
-    #[test]
-    fn guesses_made_while_every_thread_is_busy_with_demanded_work_are_dropped() {
+    /// A session of one worker with a speculator replaying a profile of one body
+    /// (`started.body` of `main`), and its dylib `main`.
+    fn one_worker_speculator() -> (ExecutionSession, JitDylib, Arc<Speculator>) {
         let session = ExecutionSession::with_threads(1).unwrap();
         let memory = jit_mem::default_manager(jit_mem::ManagerConfig::default()).unwrap();
         let stubs = LazyReexports::new(&session, memory).unwrap();
         let dylib = session.create_dylib("main").unwrap();
         let profile = Arc::new(ReplayProfile::parse("main\tstarted.body\n"));
         let speculator = Speculator::install(&stubs, Some(profile));
-        // Keep the only worker busy, with demanded work waiting behind it.
+        (session, dylib, speculator)
+    }
+
+    /// Occupies the session's only worker until the returned sender is dropped.
+    fn hold_the_worker(session: &ExecutionSession) -> crossbeam_channel::Sender<()> {
         let (started_tx, started_rx) = crossbeam_channel::bounded(0);
         let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
         session.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
@@ -334,6 +337,16 @@ mod tests {
             let _ = release_rx.recv();
         }));
         started_rx.recv_timeout(Duration::from_secs(60)).expect("the worker did not start");
+        release_tx
+    }
+
+    /// Guesses from first calls made while demanded work waits for a thread are dropped;
+    /// a profile's guesses from the start are all queued.
+    #[test]
+    fn guesses_made_while_every_thread_is_busy_with_demanded_work_are_dropped() {
+        let (session, dylib, speculator) = one_worker_speculator();
+        // Keep the only worker busy, with demanded work waiting behind it.
+        let release_tx = hold_the_worker(&session);
         session.dispatch(Task::new(TaskKind::Other, Priority::Demanded, || {}));
         speculator.speculate(&dylib, session.intern("guess.body"));
         speculator.start();
@@ -347,24 +360,13 @@ mod tests {
     /// when a worker gets to it; a profile's guesses from the start are not.
     #[test]
     fn guesses_that_would_wait_for_another_compile_are_dropped() {
-        let session = ExecutionSession::with_threads(1).unwrap();
-        let memory = jit_mem::default_manager(jit_mem::ManagerConfig::default()).unwrap();
-        let stubs = LazyReexports::new(&session, memory).unwrap();
-        let dylib = session.create_dylib("main").unwrap();
-        let profile = Arc::new(ReplayProfile::parse("main\tstarted.body\n"));
-        let speculator = Speculator::install(&stubs, Some(profile));
+        let (session, dylib, speculator) = one_worker_speculator();
         let busy_now: Arc<Mutex<FxHashSet<String>>> = Arc::default();
         let checks = busy_now.clone();
         speculator.set_busy_check(move |_, body| checks.lock().contains(body.as_str()));
         busy_now.lock().extend(["busy.body".to_string(), "started.body".to_string()]);
         // Hold the only worker so that queued guesses wait for it.
-        let (started_tx, started_rx) = crossbeam_channel::bounded(0);
-        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
-        session.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-        }));
-        started_rx.recv_timeout(Duration::from_secs(60)).expect("the worker did not start");
+        let release_tx = hold_the_worker(&session);
         speculator.speculate(&dylib, session.intern("busy.body"));
         speculator.speculate(&dylib, session.intern("later.body"));
         speculator.start();
