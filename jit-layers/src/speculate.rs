@@ -191,7 +191,7 @@ impl Speculator {
             hot: Mutex::default(),
             busy: Default::default(),
         });
-        let weak = Arc::downgrade(&speculator);
+        let weak = speculator.weak.clone();
         stubs.set_first_call_listener(move |_, _, body_dylib, body| {
             if let Some(s) = weak.upgrade() {
                 s.first_call(body_dylib, body);
@@ -260,9 +260,9 @@ impl Speculator {
         }
         let session = self.session.clone();
         let order = SearchOrder::new().then(dylib, MatchFlags::All);
-        let this = droppable.then(|| (self.weak.clone(), dylib.clone()));
+        let recheck = droppable.then(|| (self.weak.clone(), dylib.clone()));
         self.session.dispatch(Task::new(TaskKind::Materialization, Priority::Speculative, move || {
-            if let Some((Some(speculator), dylib)) = this.map(|(s, d)| (s.upgrade(), d)) {
+            if let Some((speculator, dylib)) = recheck.and_then(|(s, d)| Some((s.upgrade()?, d))) {
                 if speculator.is_busy(&dylib, &body) {
                     speculator.dropped.fetch_add(1, Ordering::Relaxed);
                     speculator.queued.lock().remove(&(dylib.id(), body));

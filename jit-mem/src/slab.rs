@@ -661,13 +661,7 @@ impl<B: SlabBacking> Slabs<B> {
             seg.working = std::ptr::null_mut();
             if let Err(e) = self.backing.publish(seg.info.target.0 as usize, &bytes) {
                 let err = os_error(self.id, "write through /proc/self/mem", seg.info.target.0, seg.info.size, e);
-                let mut ready = Vec::new();
-                {
-                    let mut st = self.state.lock();
-                    self.release_parts(&mut st, &parts, false, &mut ready);
-                }
-                self.drain(ready);
-                return on_done(Err(err));
+                return self.fail_finalize(&parts, err, on_done);
             }
         }
         self.complete(owner, parts, actions, on_done)
@@ -679,17 +673,10 @@ impl<B: SlabBacking> Slabs<B> {
         for seg in parts.segments.iter().filter(|s| s.info.prot == Prot::RX) {
             crate::sys::flush_icache(seg.info.target.as_ptr(), seg.info.size as usize);
         }
-        let mut ready = Vec::new();
         match run_finalize_actions(self.id, actions) {
-            Err(e) => {
-                {
-                    let mut st = self.state.lock();
-                    self.release_parts(&mut st, &parts, false, &mut ready);
-                }
-                self.drain(ready);
-                on_done(Err(e));
-            }
+            Err(e) => self.fail_finalize(&parts, e, on_done),
             Ok(dealloc) => {
+                let mut ready = Vec::new();
                 let (keep, transient): (Vec<Placed>, Vec<Placed>) =
                     parts.segments.into_iter().partition(|s| s.info.lifetime == SegmentLifetime::Standard);
                 let key = {
@@ -704,6 +691,17 @@ impl<B: SlabBacking> Slabs<B> {
                 on_done(Ok(FinalizedAlloc::new(key, owner)));
             }
         }
+    }
+
+    /// Ends a finalize that failed: the memory goes back, then `on_done` hears `err`.
+    fn fail_finalize(&self, parts: &Parts, err: MemError, on_done: OnFinalized) {
+        let mut ready = Vec::new();
+        {
+            let mut st = self.state.lock();
+            self.release_parts(&mut st, parts, false, &mut ready);
+        }
+        self.drain(ready);
+        on_done(Err(err));
     }
 
     fn release_parts(&self, st: &mut State, parts: &Parts, pending: bool, ready: &mut Vec<Ready>) {
