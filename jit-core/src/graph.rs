@@ -24,9 +24,10 @@
 
 use std::sync::Arc;
 
-use slotmap::{SlotMap, new_key_type};
+use slotmap::new_key_type;
 use smallvec::SmallVec;
 
+use crate::arena::Arena;
 use crate::error::RootCause;
 
 new_key_type! {
@@ -51,13 +52,14 @@ pub(crate) enum NodeStatus {
 #[derive(Debug)]
 pub(crate) struct SymbolNode {
     pub status: NodeStatus,
-    /// Groups that depend on this symbol and were not Ready when they said so.
-    pub dependants: Vec<GroupId>,
+    /// Groups that depend on this symbol and were not Ready when they said so. Most symbols
+    /// have at most one, kept inline: no allocation per symbol.
+    pub dependants: SmallVec<[GroupId; 1]>,
 }
 
 impl SymbolNode {
     pub fn new() -> Self {
-        SymbolNode { status: NodeStatus::Pending, dependants: Vec::new() }
+        SymbolNode { status: NodeStatus::Pending, dependants: SmallVec::new() }
     }
 }
 
@@ -110,7 +112,7 @@ struct GroupNode {
 
 #[derive(Default)]
 pub(crate) struct DepGraph {
-    groups: SlotMap<GroupId, GroupNode>,
+    groups: Arena<GroupId, GroupNode>,
     epoch: u32,
     // Scratch space reused across operations.
     to_check: Vec<GroupId>,
@@ -283,7 +285,7 @@ impl DepGraph {
                 NodeStatus::Pending => {
                     node.status = NodeStatus::Failed(cause.clone());
                     out.failed.push(s);
-                    groups.append(&mut node.dependants);
+                    groups.extend(node.dependants.drain(..));
                 }
                 NodeStatus::Emitted(g) => groups.push(g),
                 NodeStatus::Ready | NodeStatus::Failed(_) => {}
@@ -307,7 +309,7 @@ impl DepGraph {
                 let Some(sn) = store.node(s) else { continue };
                 sn.status = NodeStatus::Failed(cause.clone());
                 out.failed.push(s);
-                work.append(&mut sn.dependants);
+                work.extend(sn.dependants.drain(..));
             }
         }
     }
@@ -514,6 +516,7 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
+    use slotmap::SlotMap;
 
     struct Store(SlotMap<SymId, SymbolNode>);
     impl NodeStore for Store {

@@ -5,6 +5,7 @@
 //! with jit-link and jit-mem alone. Start with [`ExecutionSession`]; the concurrency rules it
 //! keeps are in the workspace's DESIGN.md.
 
+mod arena;
 mod dispatch;
 mod dylib;
 mod error;

@@ -15,7 +15,7 @@ use crate::generator::GeneratorDone;
 use crate::graph::SymId;
 use crate::lookup::{LookupKind, LookupResult, RequiredState, SearchOrder, SymbolLookupFlags, SymbolLookupSet};
 use crate::responsibility::MaterializationResponsibility;
-use crate::state::{Census, Completion, Effects, Fast, GeneratorStep, LookupJob, SessionState};
+use crate::state::{Census, Completion, Effects, Fast, GeneratorStep, LookupJob, PendingMaterialization, SessionState};
 use crate::symbol::{SymbolDef, SymbolMap, SymbolName, SymbolStringPool};
 use crate::tracker::{ResourceKey, ResourceManager};
 
@@ -337,34 +337,49 @@ impl SessionInner {
                 }
             }
         }
-        let unit_events = events::units_enabled();
-        for pm in materialize {
-            let label = unit_events.then(|| Arc::<str>::from(pm.unit.name()));
-            if let Some(label) = &label {
-                unit_event!(events::QUEUED, &**label, pm.dylib.index, priority = ?pm.priority);
+        // Units are taken out a batch at a time, just before they are dispatched, so a lookup
+        // that starts many materializations holds few of them in flight here.
+        const BATCH: usize = 32;
+        let mut garbage = garbage;
+        let mut batch = Vec::with_capacity(materialize.len().min(BATCH));
+        for chunk in materialize.chunks(BATCH) {
+            {
+                let mut st = self.state.lock();
+                batch.extend(chunk.iter().filter_map(|&(uid, priority)| st.take_started(uid, priority, &mut garbage)));
             }
-            let mr = MaterializationResponsibility::new(self.clone(), pm.dylib, pm.symbols, pm.priority, label);
-            let (unit, discards) = (pm.unit, pm.discards);
-            self.dispatcher.dispatch(Task::new(TaskKind::Materialization, pm.priority, move || {
-                let mut unit = unit;
-                if !discards.is_empty() {
-                    let dylib = mr.dylib();
-                    for name in &discards {
-                        unit.discard(&dylib, name);
-                    }
-                }
-                let _span = tracing::debug_span!(target: "orcjit", "materialize", unit = unit.name()).entered();
-                if let Some(label) = mr.label() {
-                    unit_event!(events::MATERIALIZING, label, mr.dylib_id().index);
-                }
-                unit.materialize(mr);
-            }));
+            for pm in batch.drain(..) {
+                self.dispatch_materialization(pm);
+            }
         }
         for job in resumes {
             let inner = self.clone();
             self.dispatcher.dispatch(Task::new(TaskKind::Callback, job.priority, move || inner.run_lookup(job)));
         }
         drop(garbage);
+    }
+
+    /// Hands a unit, with a responsibility for its symbols, to the dispatcher.
+    fn dispatch_materialization(self: &Arc<Self>, pm: PendingMaterialization) {
+        let label = events::units_enabled().then(|| Arc::<str>::from(pm.unit.name()));
+        if let Some(label) = &label {
+            unit_event!(events::QUEUED, &**label, pm.dylib.index, priority = ?pm.priority);
+        }
+        let mr = MaterializationResponsibility::new(self.clone(), pm.dylib, pm.symbols, pm.priority, label);
+        let (unit, discards) = (pm.unit, pm.discards);
+        self.dispatcher.dispatch(Task::new(TaskKind::Materialization, pm.priority, move || {
+            let mut unit = unit;
+            if !discards.is_empty() {
+                let dylib = mr.dylib();
+                for name in &discards {
+                    unit.discard(&dylib, name);
+                }
+            }
+            let _span = tracing::debug_span!(target: "orcjit", "materialize", unit = unit.name()).entered();
+            if let Some(label) = mr.label() {
+                unit_event!(events::MATERIALIZING, label, mr.dylib_id().index);
+            }
+            unit.materialize(mr);
+        }));
     }
 }
 

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet};
-use slotmap::{Key, SlotMap, new_key_type};
+use slotmap::{Key, KeyData, new_key_type};
+
+use crate::arena::Arena;
 use smallvec::SmallVec;
 
 use crate::dispatch::Priority;
@@ -97,7 +99,7 @@ impl SymbolEntry {
     }
 }
 
-impl NodeStore for SlotMap<SymId, SymbolEntry> {
+impl NodeStore for Arena<SymId, SymbolEntry> {
     fn node(&mut self, s: SymId) -> Option<&mut SymbolNode> {
         self.get_mut(s).map(|e| &mut e.node)
     }
@@ -109,6 +111,8 @@ pub(crate) struct UnitEntry {
     discards: Vec<SymbolName>,
     dylib: DylibId,
     symbols: SmallVec<[SymId; 2]>,
+    /// Its materialization has started and waits to be dispatched (see `take_started`).
+    started: bool,
 }
 
 pub(crate) struct TrackerState {
@@ -282,16 +286,11 @@ pub(crate) struct GeneratorStep {
     pub generators: Vec<Arc<dyn DefinitionGenerator>>,
 }
 
-struct QuerySlot {
-    name: SymbolName,
-    dylib: DylibId,
-    def: Option<SymbolDef>,
-    /// Side-effects-only symbols are waited for but not reported.
-    hidden: bool,
-}
-
 struct QueryState {
-    slots: Vec<QuerySlot>,
+    /// The result being filled in, one slot per name found (in the order asked).
+    slots: Vec<FoundSymbol>,
+    /// Slots of side-effects-only symbols: waited for but not reported.
+    hidden: Vec<u32>,
     outstanding: u32,
     completion: Completion,
 }
@@ -308,7 +307,8 @@ pub(crate) struct PendingMaterialization {
 /// What the caller must do after releasing the lock.
 #[derive(Default)]
 pub(crate) struct Effects {
-    pub materialize: Vec<PendingMaterialization>,
+    /// Units whose materialization started, to be taken out (`take_started`) and dispatched.
+    pub materialize: Vec<(UnitId, Priority)>,
     pub completions: Vec<(Completion, Result<LookupResult>)>,
     pub resumes: Vec<LookupJob>,
     pub garbage: Vec<Box<dyn Send>>,
@@ -340,10 +340,10 @@ pub(crate) struct SessionState {
     pub ended: bool,
     pub dylibs: Vec<DylibState>,
     dylib_by_name: FxHashMap<Arc<str>, u32>,
-    pub symbols: SlotMap<SymId, SymbolEntry>,
-    units: SlotMap<UnitId, UnitEntry>,
-    queries: SlotMap<QueryId, QueryState>,
-    pub trackers: SlotMap<TrackerId, TrackerState>,
+    pub symbols: Arena<SymId, SymbolEntry>,
+    units: Arena<UnitId, UnitEntry>,
+    queries: Arena<QueryId, QueryState>,
+    pub trackers: Arena<TrackerId, TrackerState>,
     graph: DepGraph,
     /// Buffers for graph outcomes, reused across operations.
     scratch: Outcome,
@@ -364,10 +364,10 @@ impl SessionState {
             ended: false,
             dylibs: Vec::new(),
             dylib_by_name: FxHashMap::default(),
-            symbols: SlotMap::with_key(),
-            units: SlotMap::with_key(),
-            queries: SlotMap::with_key(),
-            trackers: SlotMap::with_key(),
+            symbols: Arena::new(),
+            units: Arena::new(),
+            queries: Arena::new(),
+            trackers: Arena::new(),
             graph: DepGraph::default(),
             scratch: Outcome::default(),
             resource_managers: Vec::new(),
@@ -421,8 +421,20 @@ impl SessionState {
         &mut self.dylibs[id.index as usize]
     }
 
+    /// The entry `dylib` holds for `name`. Tries the name's hint first: every live entry is the
+    /// one its dylib's table maps its name to, so an entry that is live and has this dylib and
+    /// name is the answer, whatever wrote the hint.
     pub fn symbol_id(&self, dylib: DylibId, name: &SymbolName) -> Option<SymId> {
-        self.dylib(dylib).table.get(name).copied()
+        self.symbol_id_hinted(dylib, name, name.hint())
+    }
+
+    /// `symbol_id`, with the name's hint already read.
+    fn symbol_id_hinted(&self, dylib: DylibId, name: &SymbolName, hint: u64) -> Option<SymId> {
+        let hinted = SymId::from(KeyData::from_ffi(hint));
+        match self.symbols.get(hinted) {
+            Some(e) if e.dylib == dylib && e.name == *name => Some(hinted),
+            _ => self.dylib(dylib).table.get(name).copied(),
+        }
     }
 
     fn qualify(&self, sid: SymId) -> Option<QualifiedSymbol> {
@@ -462,7 +474,7 @@ impl SessionState {
         interface
             .iter()
             .map(|(name, flags)| {
-                let Some(&sid) = dl.table.get(name) else {
+                let Some(sid) = self.symbol_id(dylib, name) else {
                     return Ok(Placement::New);
                 };
                 let existing = &self.symbols[sid];
@@ -498,6 +510,7 @@ impl SessionState {
             waiters: SmallVec::new(),
             node: SymbolNode::new(),
         });
+        name.set_hint(sid.data().as_ffi());
         self.dylib_mut(dylib).table.insert(name, sid);
         self.trackers[tracker].symbols.push(sid);
         sid
@@ -532,7 +545,13 @@ impl SessionState {
         }
         self.tracker_alive(tracker, dylib)?;
         let placements = self.place(dylib, &interface)?;
-        let uid = self.units.insert(UnitEntry { unit, discards: Vec::new(), dylib, symbols: SmallVec::new() });
+        let uid = self.units.insert(UnitEntry {
+            unit,
+            discards: Vec::new(),
+            dylib,
+            symbols: SmallVec::new(),
+            started: false,
+        });
         for ((name, flags), placement) in interface.into_iter().zip(placements) {
             match placement {
                 Placement::New => {
@@ -617,8 +636,7 @@ impl SessionState {
             if self.check_dylib(d).is_err() {
                 return Fast::Miss;
             }
-            let dl = self.dylib(d);
-            if let Some(&sid) = dl.table.get(name) {
+            if let Some(sid) = self.symbol_id(d, name) {
                 let e = &self.symbols[sid];
                 if mf == MatchFlags::All || e.flags.contains(SymbolFlags::EXPORTED) {
                     let se_only = e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
@@ -629,7 +647,7 @@ impl SessionState {
                     };
                 }
             }
-            if !dl.generators.is_empty() {
+            if !self.dylib(d).generators.is_empty() {
                 return Fast::Miss;
             }
         }
@@ -649,20 +667,20 @@ impl SessionState {
                 return None;
             }
         }
-        let mut found: Vec<(usize, SymId, DylibId)> = Vec::with_capacity(job.names.len());
+        // (position in `job.names`, entry) of each name found.
+        let mut found: Vec<(u32, SymId)> = Vec::with_capacity(job.names.len());
         let mut missing: Vec<SymbolName> = Vec::new();
         let mut gen_at: Option<usize> = None;
         let mut gen_names: Vec<(SymbolName, SymbolLookupFlags)> = Vec::new();
         'names: for (ni, (name, lf)) in job.names.iter().enumerate() {
             for (oi, (d, mf)) in job.order.iter().enumerate() {
-                let dl = self.dylib(d);
-                if let Some(&sid) = dl.table.get(name) {
+                if let Some(sid) = self.symbol_id(d, name) {
                     if mf == MatchFlags::All || self.symbols[sid].flags.contains(SymbolFlags::EXPORTED) {
-                        found.push((ni, sid, d));
+                        found.push((ni as u32, sid));
                         continue 'names;
                     }
                 }
-                if oi >= job.generators_from && !dl.generators.is_empty() {
+                if oi >= job.generators_from && !self.dylib(d).generators.is_empty() {
                     match gen_at {
                         Some(g) if g < oi => {}
                         Some(g) if g == oi => gen_names.push((name.clone(), *lf)),
@@ -722,16 +740,16 @@ impl SessionState {
         names.iter().filter(|(n, _)| !dl.table.contains_key(n)).cloned().collect()
     }
 
-    fn finish_job(&mut self, job: LookupJob, found: Vec<(usize, SymId, DylibId)>, fx: &mut Effects) {
+    fn finish_job(&mut self, job: LookupJob, found: Vec<(u32, SymId)>, fx: &mut Effects) {
         let mut failed: Vec<QualifiedSymbol> = Vec::new();
         let mut cause = None;
-        for &(ni, sid, _) in &found {
+        for &(ni, sid) in &found {
             let e = &self.symbols[sid];
             if let Some(c) = e.failure() {
                 failed.push(self.qualify(sid).expect("live"));
                 cause.get_or_insert_with(|| c.clone());
             } else if e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY)
-                && job.names[ni].1 == SymbolLookupFlags::Required
+                && job.names[ni as usize].1 == SymbolLookupFlags::Required
             {
                 let q = self.qualify(sid).expect("live");
                 fx.complete(job.completion, Err(Error::SideEffectsOnlySymbol(q)));
@@ -745,72 +763,100 @@ impl SessionState {
             return;
         }
         if let Some(sink) = &job.implicit_deps {
-            sink.lock().extend(found.iter().map(|&(_, sid, _)| sid));
+            sink.lock().extend(found.iter().map(|&(_, sid)| sid));
         }
 
+        // The slots become the result as they are: one per name found, a placeholder definition
+        // where the symbol is not there yet.
         let mut slots = Vec::with_capacity(found.len());
+        let mut hidden = Vec::new();
         let mut outstanding = 0u32;
-        let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
         let qid = self.queries.insert(QueryState {
             slots: Vec::new(),
+            hidden: Vec::new(),
             outstanding: 0,
             completion: Completion::Callback(Box::new(|_| {})),
         });
-        for (slot, &(ni, sid, d)) in found.iter().enumerate() {
+        for (slot, &(ni, sid)) in found.iter().enumerate() {
             let e = &mut self.symbols[sid];
-            let hidden = e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
-            let def = if e.satisfies(job.required) {
-                Some(e.def())
-            } else {
+            if e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY) {
+                hidden.push(slot as u32);
+            }
+            let name = job.names[ni as usize].0.clone();
+            let (dylib, def) = (e.dylib, e.def());
+            if !e.satisfies(job.required) {
                 outstanding += 1;
                 e.waiters.push(QueryWaiter { query: qid, slot: slot as u32, required: job.required });
                 if let Phase::NeverSearched(u) = e.phase {
-                    to_start.push(u);
+                    self.start_materialization(u, job.priority, fx);
                 }
-                None
-            };
-            slots.push(QuerySlot { name: job.names[ni].0.clone(), dylib: d, def, hidden });
+            }
+            slots.push(FoundSymbol { name, def, dylib });
         }
-        for u in to_start {
-            self.start_materialization(u, job.priority, fx);
-        }
+        drop(found);
         if outstanding == 0 {
             self.queries.remove(qid);
-            fx.complete(job.completion, Ok(result_of(slots)));
+            fx.complete(job.completion, Ok(result_of(slots, &hidden)));
         } else {
             let q = &mut self.queries[qid];
             q.slots = slots;
+            q.hidden = hidden;
             q.outstanding = outstanding;
             q.completion = job.completion;
         }
     }
 
+    /// Starts materializing unit `uid`: its symbols become Materializing now, and the caller
+    /// takes the unit out with [`take_started`](Self::take_started) when it is about to
+    /// dispatch it. (A lookup of N lazy symbols would otherwise queue N materializations, each
+    /// with its unit and symbol list, before the first one runs.)
     fn start_materialization(&mut self, uid: UnitId, priority: Priority, fx: &mut Effects) {
-        let Some(unit) = self.units.remove(uid) else { return };
-        let mut symbols = MrSymbols::default();
-        for sid in unit.symbols {
+        let Some(unit) = self.units.get_mut(uid) else { return };
+        if unit.started {
+            return;
+        }
+        unit.started = true;
+        let mut any = false;
+        for &sid in &unit.symbols {
             let Some(e) = self.symbols.get_mut(sid) else { continue };
             if e.phase == Phase::NeverSearched(uid) {
                 e.phase = Phase::Materializing;
-                symbols.insert(e.name.clone(), MrSymbol { id: sid, flags: e.flags, resolved: false });
+                any = true;
+                if events::symbols_enabled() {
+                    symbol_event!(events::MATERIALIZING, unit.dylib.index, e.name.as_str(), unit = unit.unit.name());
+                }
             }
+        }
+        if any {
+            fx.materialize.push((uid, priority));
+        } else {
+            let unit = self.units.remove(uid).expect("present");
+            fx.garbage.push(Box::new(unit.unit));
+        }
+    }
+
+    /// Takes out a unit that [`start_materialization`](Self::start_materialization) started,
+    /// with the symbols it is still responsible for (its symbols stay with it from then on,
+    /// unless their tracker removes them). A unit left with no symbol goes to `garbage`.
+    pub fn take_started(
+        &mut self,
+        uid: UnitId,
+        priority: Priority,
+        garbage: &mut Vec<Box<dyn Send>>,
+    ) -> Option<PendingMaterialization> {
+        let unit = self.units.remove(uid)?;
+        debug_assert!(unit.started);
+        let mut symbols = MrSymbols::default();
+        for sid in unit.symbols {
+            let Some(e) = self.symbols.get(sid) else { continue };
+            debug_assert_eq!(e.phase, Phase::Materializing);
+            symbols.insert(e.name.clone(), MrSymbol { id: sid, flags: e.flags, resolved: false });
         }
         if symbols.is_empty() {
-            fx.garbage.push(Box::new(unit.unit));
-            return;
+            garbage.push(Box::new(unit.unit));
+            return None;
         }
-        if events::symbols_enabled() {
-            for name in symbols.keys() {
-                symbol_event!(events::MATERIALIZING, unit.dylib.index, name.as_str(), unit = unit.unit.name());
-            }
-        }
-        fx.materialize.push(PendingMaterialization {
-            unit: unit.unit,
-            discards: unit.discards,
-            dylib: unit.dylib,
-            symbols,
-            priority,
-        });
+        Some(PendingMaterialization { unit: unit.unit, discards: unit.discards, dylib: unit.dylib, symbols, priority })
     }
 
     /// Delivers `sid`'s definition to the queries satisfied by `reached`.
@@ -826,11 +872,11 @@ impl SessionState {
                 return true;
             }
             if let Some(q) = queries.get_mut(w.query) {
-                q.slots[w.slot as usize].def = Some(def);
+                q.slots[w.slot as usize].def = def;
                 q.outstanding -= 1;
                 if q.outstanding == 0 {
                     let q = queries.remove(w.query).expect("present");
-                    fx.complete(q.completion, Ok(result_of(q.slots)));
+                    fx.complete(q.completion, Ok(result_of(q.slots, &q.hidden)));
                 }
             }
             false
@@ -1052,9 +1098,17 @@ impl SessionState {
                     unexpected,
                 });
             }
-            for (d, dep) in deps {
-                self.check_dylib(d)?;
-                match self.symbol_id(d, &dep) {
+            for (d, _) in &deps {
+                self.check_dylib(*d)?;
+            }
+            // Every dependency is found before any is used: the lookups are independent, so
+            // their cache misses (the name's hint, then the entry) overlap instead of queueing
+            // one behind the other. With a million symbols this is most of the cost of a group.
+            let hints: SmallVec<[u64; 8]> = deps.iter().map(|(_, dep)| dep.hint()).collect();
+            let ids: SmallVec<[Option<SymId>; 8]> =
+                deps.iter().zip(&hints).map(|((d, dep), &hint)| self.symbol_id_hinted(*d, dep, hint)).collect();
+            for ((d, dep), id) in deps.into_iter().zip(ids) {
+                match id {
                     Some(sid) => {
                         if let Phase::NeverSearched(u) = self.symbols[sid].phase {
                             // These symbols cannot be Ready before `dep` is emitted: start it.
@@ -1134,6 +1188,7 @@ impl SessionState {
             discards: Vec::new(),
             dylib,
             symbols: SmallVec::with_capacity(interface.len()),
+            started: false,
         });
         let mut requested = false;
         for (name, flags) in interface {
@@ -1332,14 +1387,16 @@ fn repeated_name(interface: &Interface) -> Option<&SymbolName> {
     entries.iter().map(|(n, _)| n).find(|n| !seen.insert(*n))
 }
 
-fn result_of(slots: Vec<QuerySlot>) -> LookupResult {
-    LookupResult(
-        slots
-            .into_iter()
-            .filter(|s| !s.hidden)
-            .filter_map(|s| s.def.map(|def| FoundSymbol { name: s.name, def, dylib: s.dylib }))
-            .collect(),
-    )
+fn result_of(mut slots: Vec<FoundSymbol>, hidden: &[u32]) -> LookupResult {
+    if !hidden.is_empty() {
+        let mut i = 0u32;
+        slots.retain(|_| {
+            let keep = hidden.binary_search(&i).is_err();
+            i += 1;
+            keep
+        });
+    }
+    LookupResult(slots)
 }
 
 pub(crate) fn tracker_key(t: TrackerId) -> u64 {

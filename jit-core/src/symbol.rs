@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bitflags::bitflags;
@@ -25,6 +26,8 @@ pub struct SymbolName(Arc<Interned>);
 struct Interned {
     name: Arc<str>,
     pool: Weak<PoolShared>,
+    /// Where the session last defined this name (see [`SymbolName::hint`]).
+    hint: AtomicU64,
 }
 
 impl Drop for Interned {
@@ -41,6 +44,19 @@ impl SymbolName {
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0.name
+    }
+
+    /// A guess at where this name is defined, kept beside the reference count: the session
+    /// stores the key of a symbol entry with this name when it defines one, and checks the
+    /// guess against that entry before trusting it. A lookup by name then touches memory it has
+    /// just touched (this handle) and the entry it needs anyway, instead of first probing a
+    /// dylib's hash table at a random place. Any value is safe, so the accesses are relaxed.
+    pub(crate) fn hint(&self) -> u64 {
+        self.0.hint.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_hint(&self, hint: u64) {
+        self.0.hint.store(hint, Ordering::Relaxed);
     }
 
     /// The address that identifies this name: equal names share it.
@@ -123,7 +139,7 @@ impl SymbolStringPool {
         if let Some(live) = slot.upgrade() {
             return SymbolName(live);
         }
-        let fresh = Arc::new(Interned { name: key, pool: Arc::downgrade(&self.0) });
+        let fresh = Arc::new(Interned { name: key, pool: Arc::downgrade(&self.0), hint: AtomicU64::new(0) });
         *slot = Arc::downgrade(&fresh);
         SymbolName(fresh)
     }
