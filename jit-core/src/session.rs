@@ -325,7 +325,7 @@ impl SessionInner {
         if fx.is_empty() {
             return;
         }
-        let Effects { materialize, completions, resumes, garbage, removed_keys: _ } = fx;
+        let Effects { materialize, completions, resumes, mut garbage, removed_keys: _ } = fx;
         for (completion, result) in completions {
             match completion {
                 Completion::Blocking { result: slot, done } => {
@@ -340,7 +340,6 @@ impl SessionInner {
         // Units are taken out a batch at a time, just before they are dispatched, so a lookup
         // that starts many materializations holds few of them in flight here.
         const BATCH: usize = 32;
-        let mut garbage = garbage;
         let mut batch = Vec::with_capacity(materialize.len().min(BATCH));
         for chunk in materialize.chunks(BATCH) {
             {

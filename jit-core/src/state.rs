@@ -793,7 +793,6 @@ impl SessionState {
             }
             slots.push(FoundSymbol { name, def, dylib });
         }
-        drop(found);
         if outstanding == 0 {
             self.queries.remove(qid);
             fx.complete(job.completion, Ok(result_of(slots, &hidden)));
@@ -816,13 +815,14 @@ impl SessionState {
             return;
         }
         unit.started = true;
+        let symbol_events = events::symbols_enabled();
         let mut any = false;
         for &sid in &unit.symbols {
             let Some(e) = self.symbols.get_mut(sid) else { continue };
             if e.phase == Phase::NeverSearched(uid) {
                 e.phase = Phase::Materializing;
                 any = true;
-                if events::symbols_enabled() {
+                if symbol_events {
                     symbol_event!(events::MATERIALIZING, unit.dylib.index, e.name.as_str(), unit = unit.unit.name());
                 }
             }
