@@ -173,9 +173,12 @@ fn a_recorded_profile_replays_every_first_call_ahead_and_its_hot_functions_at_th
     assert!(recorded_calls > 3 && lines.lines().all(|l| l.starts_with("main.impl\t")), "{lines}");
     for threads in ["1", "2"] {
         let out = orcjit(&bitcode, &["--profile", &profile, "--threads", threads, "--lazy-stats"], &[]);
-        let stats = speculation_stats(&String::from_utf8_lossy(&out.stderr));
-        // The same first calls, each compiled ahead, nothing wasted.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stats = speculation_stats(&stderr);
+        // The same first calls, each compiled ahead, nothing wasted, and every name the
+        // profile gives found (promoted locals once their module was split).
         assert_eq!(stats, (recorded_calls, recorded_calls, recorded_calls), "--threads {threads}");
+        assert!(stderr.contains(", 0 waiting for their names"), "--threads {threads}: {stderr}");
     }
 
     // Functions a profile marks hot skip the first tier: compiled once, at the full level,

@@ -217,6 +217,15 @@ impl JitBuilder {
             speculator.set_hot_bodies(move || hot.tiered_up_bodies());
             let busy = layer.clone();
             speculator.set_busy_check(move |dylib, body| busy.compiling(dylib, body));
+            if speculator.policy().is_some() {
+                // Guesses may name promoted locals, which exist only once their module is split.
+                let heard = Arc::downgrade(speculator);
+                layer.set_split_listener(move |imp, names| {
+                    if let Some(speculator) = heard.upgrade() {
+                        speculator.names_defined(imp, names);
+                    }
+                });
+            }
         }
         Ok(Jit { session, main, objects, ir, lazy, stubs, speculator, memory })
     }

@@ -138,18 +138,23 @@ pub struct SpeculationStats {
     pub first_calls: u64,
     /// Guesses dropped because demanded work kept every thread busy when they were made.
     pub dropped: u64,
+    /// Guesses from the start whose names did not exist when last looked up, waiting for
+    /// them to be defined (see [`Speculator::names_defined`]).
+    pub waiting: u64,
 }
 
 impl std::fmt::Display for SpeculationStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} first calls, {} bodies speculated, {} of them called ({} wasted), {} guesses dropped",
+            "{} first calls, {} bodies speculated, {} of them called ({} wasted), {} guesses dropped, \
+             {} waiting for their names",
             self.first_calls,
             self.queued,
             self.hits,
             self.queued - self.hits.min(self.queued),
-            self.dropped
+            self.dropped,
+            self.waiting
         )
     }
 }
@@ -168,6 +173,26 @@ pub struct Speculator {
     hot: Mutex<Option<Box<HotBodies>>>,
     /// Tells whether a body's compile would wait for another compile to finish.
     busy: parking_lot::RwLock<Option<Box<BusyBody>>>,
+    /// Guesses from the start whose names did not exist yet.
+    waiting: Mutex<Waiting>,
+}
+
+/// Where a guess came from, which says what its task does when a worker gets to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guess {
+    /// From a first call: dropped if its compile would wait for another one.
+    FromCall,
+    /// The `n`th guess from the start (a profile's future): never dropped; if its name does
+    /// not exist yet, it waits for [`Speculator::names_defined`] to say it does.
+    FromStart(usize),
+}
+
+/// Guesses from the start that found their names absent, and a count of
+/// [`Speculator::names_defined`] calls (so that a lookup overtaken by one looks again).
+#[derive(Default)]
+struct Waiting {
+    generation: u64,
+    guesses: Vec<(usize, JitDylib, SymbolName)>,
 }
 
 /// Where a [`Speculator`] learns which bodies are hot.
@@ -190,6 +215,7 @@ impl Speculator {
             first_calls: Mutex::default(),
             hot: Mutex::default(),
             busy: Default::default(),
+            waiting: Mutex::default(),
         });
         let weak = speculator.weak.clone();
         stubs.set_first_call_listener(move |_, _, body_dylib, body| {
@@ -205,12 +231,37 @@ impl Speculator {
     }
 
     /// Queues what the policy wants compiled from the start (all of it: it is the future's
-    /// work, whatever is running now).
+    /// work, whatever is running now), in the policy's order. A guess that names nothing yet
+    /// (a promoted local of a module not read so far) is looked up again, in that order, when
+    /// [`names_defined`](Self::names_defined) says its name has come to exist.
     pub fn start(&self) {
         if let Some(policy) = &self.policy {
-            for (dylib, body) in policy.on_start(&self.session) {
-                self.queue(&dylib, body, false);
+            for (seq, (dylib, body)) in policy.on_start(&self.session).into_iter().enumerate() {
+                self.queue(&dylib, body, Guess::FromStart(seq));
             }
+        }
+    }
+
+    /// Tells the speculator that `names` are now defined in `dylib` (for instance, by
+    /// [`CompileOnDemandLayer::set_split_listener`](crate::CompileOnDemandLayer::set_split_listener)):
+    /// guesses from the start that found them absent are queued again, in their first order.
+    pub fn names_defined(&self, dylib: &JitDylib, names: &[SymbolName]) {
+        let mut ready = {
+            let mut waiting = self.waiting.lock();
+            waiting.generation += 1;
+            if waiting.guesses.is_empty() {
+                return;
+            }
+            let names: FxHashSet<&SymbolName> = names.iter().collect();
+            let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting.guesses)
+                .into_iter()
+                .partition(|(_, d, body)| d.id() == dylib.id() && names.contains(body));
+            waiting.guesses = rest;
+            ready
+        };
+        ready.sort_unstable_by_key(|(seq, _, _)| *seq);
+        for (seq, dylib, body) in ready {
+            self.dispatch(dylib, body, Guess::FromStart(seq));
         }
     }
 
@@ -236,7 +287,7 @@ impl Speculator {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.queue(dylib, body, true);
+        self.queue(dylib, body, Guess::FromCall);
     }
 
     /// Makes guesses from first calls wait for no other compile: `busy(dylib, body)` says
@@ -252,34 +303,56 @@ impl Speculator {
         self.busy.read().as_ref().is_some_and(|busy| busy(dylib, body))
     }
 
-    /// Queues a speculative compile of `body` in `dylib` (once per body); `droppable`: when a
-    /// worker gets to it and its compile would wait for another, it is dropped instead.
-    fn queue(&self, dylib: &JitDylib, body: SymbolName, droppable: bool) {
-        if !self.queued.lock().insert((dylib.id(), body.clone())) {
-            return;
+    /// Queues a speculative compile of `body` in `dylib` (once per body).
+    fn queue(&self, dylib: &JitDylib, body: SymbolName, guess: Guess) {
+        if self.queued.lock().insert((dylib.id(), body.clone())) {
+            self.dispatch(dylib.clone(), body, guess);
         }
-        let session = self.session.clone();
-        let order = SearchOrder::new().then(dylib, MatchFlags::All);
-        let recheck = droppable.then(|| (self.weak.clone(), dylib.clone()));
+    }
+
+    /// Dispatches the speculative task that compiles `body` of `dylib` (see [`Guess`] for
+    /// what it does when the compile would wait or the body is absent).
+    fn dispatch(&self, dylib: JitDylib, body: SymbolName, guess: Guess) {
+        let speculator = self.weak.clone();
         self.session.dispatch(Task::new(TaskKind::Materialization, Priority::Speculative, move || {
-            if let Some((speculator, dylib)) = recheck.and_then(|(s, d)| Some((s.upgrade()?, d))) {
-                if speculator.is_busy(&dylib, &body) {
-                    speculator.dropped.fetch_add(1, Ordering::Relaxed);
-                    speculator.queued.lock().remove(&(dylib.id(), body));
-                    return;
-                }
+            let Some(s) = speculator.upgrade() else { return };
+            if guess == Guess::FromCall && s.is_busy(&dylib, &body) {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                s.queued.lock().remove(&(dylib.id(), body));
+                return;
             }
+            // Names defined from here on are seen by this lookup, or make `absent` look again.
+            let generation = s.waiting.lock().generation;
+            let order = SearchOrder::new().then(&dylib, MatchFlags::All);
             let mut set = SymbolLookupSet::new();
-            set.push(body, SymbolLookupFlags::WeaklyReferenced);
+            set.push(body.clone(), SymbolLookupFlags::WeaklyReferenced);
             // Started only when no demanded work is queued; from here on it is compiled like
             // a first call's body (a demand arriving meanwhile waits for this compile).
             let options = LookupOptions { priority: Priority::Demanded, ..Default::default() };
-            session.lookup_detailed(&order, set, RequiredState::Ready, options, |result| {
-                if let Err(e) = result {
-                    tracing::debug!(target: "orcjit", "speculative compile failed: {e}");
+            let session = s.session.clone();
+            drop(s);
+            session.lookup_detailed(&order, set, RequiredState::Ready, options, move |result| match result {
+                Err(e) => tracing::debug!(target: "orcjit", "speculative compile failed: {e}"),
+                Ok(found) if found.0.is_empty() => {
+                    if let (Guess::FromStart(seq), Some(s)) = (guess, speculator.upgrade()) {
+                        s.absent(seq, dylib, body, generation);
+                    }
                 }
+                Ok(_) => {}
             });
         }));
+    }
+
+    /// Guess `seq` from the start found `body` absent in a lookup that began at `generation`:
+    /// it waits for its name to be defined, or looks again at once if names were defined since.
+    fn absent(&self, seq: usize, dylib: JitDylib, body: SymbolName, generation: u64) {
+        let mut waiting = self.waiting.lock();
+        if waiting.generation == generation {
+            waiting.guesses.push((seq, dylib, body));
+        } else {
+            drop(waiting);
+            self.dispatch(dylib, body, Guess::FromStart(seq));
+        }
     }
 
     pub fn stats(&self) -> SpeculationStats {
@@ -288,6 +361,7 @@ impl Speculator {
             hits: self.hits.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             first_calls: self.first_calls.lock().len() as u64,
+            waiting: self.waiting.lock().guesses.len() as u64,
         }
     }
 

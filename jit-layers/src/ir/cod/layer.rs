@@ -115,6 +115,7 @@ impl CompileOnDemandLayer {
             want_calls: Default::default(),
             start_hot: Default::default(),
             tiered_bodies: Mutex::default(),
+            split_listener: Default::default(),
         });
         let trackers = Arc::new(ImplTrackers::default());
         compile.object_layer().session().register_resource_manager(trackers.clone());
@@ -152,6 +153,15 @@ impl CompileOnDemandLayer {
     /// without [`record_call_graph`](Self::record_call_graph)).
     pub fn callees(&self, imp: &JitDylib, body: &SymbolName) -> Arc<[SymbolName]> {
         self.shared.calls.read().get(&(imp.id(), body.clone())).cloned().unwrap_or_else(|| Arc::from([]))
+    }
+
+    /// Calls `listener(imp, names)` each time a module is split, once `names` (every body and
+    /// variable of the module, its promoted locals' among them) are defined in implementation
+    /// dylib `imp`. A promoted local's name exists only from then on, so whoever looked one up
+    /// earlier (a profile replayed from the start) may look again. Called on the splitting
+    /// thread, outside the session lock; it should be quick.
+    pub fn set_split_listener(&self, listener: impl Fn(&JitDylib, &[SymbolName]) + Send + Sync + 'static) {
+        *self.shared.split_listener.write() = Some(Box::new(listener));
     }
 
     /// Whether the module holding body `body` of implementation dylib `imp` is being read or

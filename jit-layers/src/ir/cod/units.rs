@@ -43,7 +43,12 @@ pub(crate) struct CodShared {
     pub start_hot: parking_lot::RwLock<FxHashSet<(String, String)>>,
     /// Bodies whose partitions reached the second tier, by (implementation dylib, body) name.
     pub tiered_bodies: Mutex<Vec<(String, String)>>,
+    /// Hears each module split (see `CompileOnDemandLayer::set_split_listener`).
+    pub split_listener: parking_lot::RwLock<Option<Box<SplitListener>>>,
 }
+
+/// Told the implementation dylib and the names a module defines there once it is split.
+pub(crate) type SplitListener = dyn Fn(&JitDylib, &[SymbolName]) + Send + Sync;
 
 /// Direct callees (bodies) by (implementation dylib, body).
 pub(crate) type CallGraph = FxHashMap<(DylibId, SymbolName), Arc<[SymbolName]>>;
@@ -259,6 +264,17 @@ impl LazyModule {
             let body = (self.imp.id(), session.intern(&body));
             homes.insert(body.clone(), Arc::downgrade(self));
             calls.insert(body, callees);
+        }
+    }
+
+    /// Tells the split listener, if any, what the module now defines in its implementation
+    /// dylib: every body and variable of `layout`, promoted locals among them.
+    fn announce_split(&self, layout: &Layout) {
+        let listener = self.shared.split_listener.read();
+        if let Some(listener) = listener.as_ref() {
+            let session = self.imp.session();
+            let names: Vec<SymbolName> = layout.parts.iter().flatten().map(|n| session.intern(n)).collect();
+            listener(&self.imp, &names);
         }
     }
 
@@ -668,7 +684,11 @@ impl MaterializationUnit for ModuleUnit {
             Ok(layout) => layout,
             Err(e) => return mr.fail(e),
         };
-        match split_responsibility(&module, &layout, &mut mr) {
+        let split = split_responsibility(&module, &layout, &mut mr);
+        if split.is_ok() {
+            module.announce_split(&layout);
+        }
+        match split {
             Ok(Some(part)) => module.materialize_part(part, mr),
             Ok(None) => {}
             Err(e) => mr.fail(e),
