@@ -1,13 +1,14 @@
 //! A profile replayed from the start names promoted locals (`helper.orcjit.<tag>.body`),
 //! which exist only once their module is read and split. The replay must not lose them: a
 //! guess that finds its name absent waits for the split and is then compiled ahead, before
-//! anything calls it.
+//! anything calls it. A module the profile found hot is read twice up front, so that two
+//! workers compile its partitions from the start.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jit_core::{Priority, Task, TaskKind};
-use jit_layers::{IrModule, Jit, Laziness, ReplayProfile, Speculation};
+use jit_layers::{IrModule, Jit, Laziness, ReplayProfile, Speculation, TierUp};
 
 const MODULE: &str = r#"
 define internal i32 @helper(i32 %x) {
@@ -20,12 +21,22 @@ define i32 @entry(i32 %x) {
 }
 "#;
 
-/// Waits until the only worker has run every speculative task queued so far (and the
-/// demanded work they queued: it goes first), failing after a minute rather than hanging.
-fn drain(jit: &Jit) {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    jit.session().dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || tx.send(()).unwrap()));
-    rx.recv_timeout(Duration::from_secs(60)).expect("the worker did not get through its queue");
+/// Waits until the JIT's `workers` have run every task queued so far (and the demanded work
+/// those queued, which goes first): a speculative task per worker, each waiting for all the
+/// others to start, so that every worker is idle at once. Fails after a minute rather than hang.
+fn drain(jit: &Jit, workers: usize) {
+    let barrier = Arc::new(std::sync::Barrier::new(workers));
+    let (tx, rx) = crossbeam_channel::bounded(workers);
+    for _ in 0..workers {
+        let (barrier, tx) = (barrier.clone(), tx.clone());
+        jit.session().dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
+            barrier.wait();
+            tx.send(()).unwrap();
+        }));
+    }
+    for _ in 0..workers {
+        rx.recv_timeout(Duration::from_secs(60)).expect("the workers did not get through their queues");
+    }
 }
 
 /// The name the module's local `helper` gets once split.
@@ -55,7 +66,7 @@ fn a_replayed_promoted_local_is_compiled_ahead_once_its_module_is_split() {
 
     // Before the module is read, the guess names nothing: it waits.
     speculator.start();
-    drain(&jit);
+    drain(&jit, 1);
     let stats = speculator.stats();
     assert_eq!((stats.queued, stats.waiting), (1, 1), "{stats}");
     assert_eq!(layer.stats().partitions_compiled, 0);
@@ -63,7 +74,7 @@ fn a_replayed_promoted_local_is_compiled_ahead_once_its_module_is_split() {
     // Calling into the module splits it; the guess is looked up again and compiles `helper`
     // although nothing has called it.
     layer.compile_now(jit.main_dylib(), "entry").unwrap();
-    drain(&jit);
+    drain(&jit, 1);
     let stats = speculator.stats();
     assert_eq!((stats.waiting, stats.hits), (0, 0), "{stats}");
     assert_eq!(layer.stats().partitions_compiled, 2, "entry's partition and, ahead, helper's");
@@ -71,5 +82,29 @@ fn a_replayed_promoted_local_is_compiled_ahead_once_its_module_is_split() {
     let entry: unsafe extern "C" fn(i32) -> i32 = jit.lookup("entry").unwrap();
     // SAFETY: `entry` is `i32 (i32)`, compiled above.
     assert_eq!(unsafe { entry(5) }, 15);
+    jit.end().unwrap();
+}
+
+#[test]
+fn a_module_a_profile_found_hot_is_read_twice_and_compiles_from_both_copies() {
+    let helper = promoted_helper_body();
+    let profile = Arc::new(ReplayProfile::parse(&format!("main.impl\tentry.body\nmain.impl\t{helper}\thot\n")));
+    let jit = Jit::builder()
+        .threads(2)
+        .lazy(Laziness::Function)
+        .tier_up(Some(TierUp::default()))
+        .speculation(Speculation::Profile(profile))
+        .build()
+        .unwrap();
+    jit.add_ir(IrModule::text("replay.ll", MODULE)).unwrap();
+    let layer = jit.lazy_layer().expect("lazy").clone();
+    jit.speculator().expect("a profile speculates").start();
+    let entry: unsafe extern "C" fn(i32) -> i32 = jit.lookup("entry").unwrap();
+    // SAFETY: `entry` is `i32 (i32)`.
+    assert_eq!(unsafe { entry(7) }, 21);
+    // Both guesses and the second copy's read are done once the workers get through their queues.
+    drain(&jit, 2);
+    let stats = layer.stats();
+    assert_eq!((stats.modules_prepared, stats.partitions_compiled, stats.started_hot), (2, 2, 1), "{stats}");
     jit.end().unwrap();
 }

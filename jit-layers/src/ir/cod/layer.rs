@@ -331,6 +331,7 @@ impl CompileOnDemandLayer {
             imp: imp.clone(),
             imp_tracker: imp_tracker.clone(),
             state: Mutex::new(ModuleState::default()),
+            first: Mutex::default(),
             tier2: Mutex::default(),
         });
         dylib.define_boxed(Box::new(facade), tracker)?;

@@ -144,6 +144,8 @@ pub(crate) struct RestingModule {
     /// Each body's direct callees, as bodies (`<callee>.body`), in the order first called
     /// (for speculation; see [`direct_callees`]).
     pub(crate) calls: Vec<(String, Vec<String>)>,
+    /// Per partition: compiled from this copy (or given up, see [`release`](Self::release)).
+    spent: Vec<bool>,
 }
 
 // SAFETY: the context and module are only touched through `&mut self` (the owner's mutex
@@ -201,6 +203,7 @@ impl RestingModule {
             unlinked: FxHashMap::default(),
             hook: None,
             calls: Vec::new(),
+            spent: Vec::new(),
         };
         let layout = rest.split(p)?;
         Ok((rest, layout))
@@ -208,6 +211,23 @@ impl RestingModule {
 
     fn module(&self) -> &Module<'static> {
         &self.module
+    }
+
+    /// Whether partition `part` may still be compiled from this copy (each compiles once).
+    pub(crate) fn holds(&self, part: usize) -> bool {
+        self.spent.get(part).is_some_and(|spent| !spent)
+    }
+
+    /// Whether any partition may still be compiled from this copy.
+    pub(crate) fn holds_any(&self) -> bool {
+        self.spent.iter().any(|spent| !spent)
+    }
+
+    /// Gives partition `part` up: its object came from elsewhere.
+    pub(crate) fn release(&mut self, part: usize) {
+        if let Some(spent) = self.spent.get_mut(part) {
+            *spent = true;
+        }
     }
 
     /// Instructions in partition `part`'s bodies.
@@ -271,6 +291,7 @@ impl RestingModule {
             .collect();
         let part_of = if p.whole { vec![0; infos.len()] } else { assign(p.policy, &infos) };
         let parts = part_of.iter().copied().max().map_or(1, |m| m + 1);
+        self.spent = vec![false; parts];
 
         self.redirect_function_aliases()?;
         let mut declaration_of: FxHashMap<usize, usize> = FxHashMap::default();
@@ -510,6 +531,10 @@ impl RestingModule {
     pub(crate) fn compile(&mut self, part: usize, options: &CompileOptions, build: Build<'_>) -> Result<Vec<u8>> {
         use llvm_sys::core::*;
         let name = format!("{}#{part}", self.name);
+        if !self.holds(part) {
+            return Err(Error::msg(format!("{name}: compiled twice from one copy of the module")));
+        }
+        self.release(part);
         let functions: Vec<LLVMValueRef> = self.bodies.iter().filter(|b| b.part == part).map(|b| b.function).collect();
         for f in functions {
             // SAFETY: `f` is a function of this module.

@@ -197,9 +197,22 @@ pub(crate) struct LazyModule {
     pub imp: JitDylib,
     pub imp_tracker: ResourceTracker,
     pub state: Mutex<ModuleState>,
-    /// A second copy of the module at rest, for second-tier compiles (which then never wait
-    /// for first-tier ones), made on the first tier-up.
+    /// The module at rest that partitions are compiled from, read with the layout (or later,
+    /// if the layout came from the cache); it goes once every partition is compiled or found.
+    pub first: Mutex<FirstCopy>,
+    /// A second copy at rest, for second-tier compiles (which then never wait for first-tier
+    /// ones) and for first-tier compiles while the first copy is busy. Made on the first
+    /// tier-up, or while the first copy is read if a profile found the module hot.
     pub tier2: Mutex<Tier2State>,
+}
+
+#[derive(Default)]
+pub(crate) enum FirstCopy {
+    #[default]
+    Unread,
+    Resting(Box<RestingModule>),
+    /// Every partition was compiled from it or found elsewhere.
+    Spent,
 }
 
 #[derive(Default)]
@@ -209,6 +222,33 @@ pub(crate) struct Tier2State {
     started: FxHashSet<usize>,
 }
 
+/// A copy of a module at rest, held (see [`LazyModule::copy_holding`]).
+enum HeldCopy<'a> {
+    First(parking_lot::MutexGuard<'a, FirstCopy>),
+    Second(parking_lot::MutexGuard<'a, Tier2State>),
+}
+
+impl HeldCopy<'_> {
+    fn resting(&mut self) -> &mut RestingModule {
+        match self {
+            HeldCopy::First(first) => match &mut **first {
+                FirstCopy::Resting(resting) => resting,
+                _ => unreachable!("held only while resting"),
+            },
+            HeldCopy::Second(second) => second.resting.as_mut().expect("held only while resting"),
+        }
+    }
+
+    /// Lets the copy go, dropping the first copy once nothing is left to compile from it.
+    fn release(self) {
+        if let HeldCopy::First(mut first) = self {
+            if matches!(&*first, FirstCopy::Resting(r) if !r.holds_any()) {
+                *first = FirstCopy::Spent;
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct ModuleState {
     /// Object names (of the module, before bodies were renamed) whose definitions lost.
@@ -216,9 +256,6 @@ pub(crate) struct ModuleState {
     /// Set when the module is first looked up.
     input_key: Option<Option<CacheKey>>,
     layout: Option<Arc<Layout>>,
-    resting: Option<RestingModule>,
-    /// Partitions whose objects were made or found; when all are, the module at rest goes.
-    done: Vec<bool>,
 }
 
 impl LazyModule {
@@ -237,10 +274,12 @@ impl LazyModule {
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
             if let Some(layout) = cache.get(key).and_then(|r| decode_layout(&r)) {
                 let layout = Arc::new(layout);
-                st.done = vec![false; layout.parts.len()];
                 st.layout = Some(layout.clone());
                 return Ok(layout);
             }
+        }
+        if self.tiering().is_some() && self.profile_found_hot() {
+            self.read_second_copy(st.discarded.clone());
         }
         let (mut resting, layout) = self.prepare(&st.discarded, true)?;
         self.record_calls(&mut resting);
@@ -248,10 +287,104 @@ impl LazyModule {
             self.store(cache, key, &encode_layout(&layout));
         }
         let layout = Arc::new(layout);
-        st.done = vec![false; layout.parts.len()];
         st.layout = Some(layout.clone());
-        st.resting = Some(resting);
+        *self.first.lock() = FirstCopy::Resting(Box::new(resting));
         Ok(layout)
+    }
+
+    /// Whether a profile found a body of this module hot (see `CodShared::start_hot`): its
+    /// compiles will keep a copy at rest busy, and a second-tier compile will want another.
+    fn profile_found_hot(&self) -> bool {
+        let hot = self.shared.start_hot.read();
+        if hot.is_empty() {
+            return false;
+        }
+        let promoted = format!(".orcjit.{}.", self.tag);
+        let imp = self.imp.name();
+        hot.iter().any(|(dylib, body)| {
+            dylib == imp
+                && (body.contains(&promoted) || body.strip_suffix(".body").is_some_and(|f| self.keep.contains(f)))
+        })
+    }
+
+    /// Reads the second copy at rest now, on another worker, while the first is read: both
+    /// copies then compile partitions from the start, on two workers.
+    fn read_second_copy(self: &Arc<Self>, discarded: FxHashSet<String>) {
+        let module = self.clone();
+        let task = move || {
+            let read = module.prepare(&discarded, false).and_then(|(resting, again)| {
+                // Waits for the first copy's read, which fixes the layout.
+                let layout = module.state.lock().layout.clone();
+                match layout {
+                    Some(layout) if *layout == again => Ok(resting),
+                    _ => Err(Error::msg(format!("{}: the module splits differently the second time", module.name))),
+                }
+            });
+            match read {
+                Ok(resting) => {
+                    let mut second = module.tier2.lock();
+                    if second.resting.is_none() {
+                        second.resting = Some(resting);
+                    }
+                }
+                Err(e) => tracing::warn!(target: "orcjit", module = %module.name, "no second copy at rest: {e}"),
+            }
+        };
+        self.imp.session().dispatch(Task::new(TaskKind::Materialization, Priority::Demanded, task));
+    }
+
+    /// A copy at rest that may still compile partition `part`, locked. For a first-tier (or
+    /// only) compile, a free copy, else the first (read now if the layout came from the
+    /// cache); for a `second_tier` compile, the second copy (made now if there is none), else
+    /// the first (whose partition the second copy took the first tier of).
+    fn copy_holding(
+        self: &Arc<Self>,
+        part: usize,
+        second_tier: bool,
+        discarded: &FxHashSet<String>,
+        layout: &Layout,
+    ) -> Result<HeldCopy<'_>> {
+        let first_holds = |first: &FirstCopy| matches!(first, FirstCopy::Resting(r) if r.holds(part));
+        if !second_tier {
+            if let Some(first) = self.first.try_lock().filter(|f| first_holds(f)) {
+                return Ok(HeldCopy::First(first));
+            }
+            if let Some(second) = self.tier2.try_lock().filter(|s| s.resting.as_ref().is_some_and(|r| r.holds(part))) {
+                return Ok(HeldCopy::Second(second));
+            }
+            let mut first = self.first.lock();
+            if matches!(*first, FirstCopy::Unread) {
+                let (mut resting, again) = self.prepare(discarded, true)?;
+                if again != *layout {
+                    return Err(Error::msg(format!(
+                        "{}: the cached layout of this module does not match the module (corrupt cache?)",
+                        self.name
+                    )));
+                }
+                self.record_calls(&mut resting);
+                *first = FirstCopy::Resting(Box::new(resting));
+            }
+            if first_holds(&first) {
+                return Ok(HeldCopy::First(first));
+            }
+        }
+        let mut second = self.tier2.lock();
+        if second.resting.is_none() {
+            let (resting, again) = self.prepare(discarded, false)?;
+            if again != *layout {
+                return Err(Error::msg(format!("{}: the module splits differently the second time", self.name)));
+            }
+            second.resting = Some(resting);
+        }
+        if second.resting.as_ref().is_some_and(|r| r.holds(part)) {
+            return Ok(HeldCopy::Second(second));
+        }
+        drop(second);
+        let first = self.first.lock();
+        if first_holds(&first) {
+            return Ok(HeldCopy::First(first));
+        }
+        Err(Error::msg(format!("{}#{part}: compiled from every copy of the module at rest already", self.name)))
     }
 
     /// Files the call graph `resting` found (see [`CodShared::calls`]).
@@ -281,6 +414,7 @@ impl LazyModule {
     /// Whether the module is being read or compiled right now (its state is held).
     pub(crate) fn busy(&self) -> bool {
         self.state.is_locked()
+            || (self.first.is_locked() && self.tier2.try_lock().is_none_or(|second| second.resting.is_none()))
     }
 
     /// Reads and prepares the module (checking it with LLVM's verifier if `verify`).
@@ -403,7 +537,7 @@ impl LazyModule {
             for build in kinds {
                 let Some(bytes) = cache.get(&part_key(input, part, build, tiering)) else { continue };
                 self.shared.stats.partitions_from_cache.fetch_add(1, Ordering::Relaxed);
-                self.finished(&mut st, part);
+                self.found_elsewhere(part);
                 let renames = match (build, &st.layout) {
                     (Build::Renamed, Some(layout)) => self.tier2_renames(layout, part),
                     _ => Vec::new(),
@@ -417,22 +551,13 @@ impl LazyModule {
         // A partition a profile found hot goes to the full level first (see `compile_part`).
         let hot = tiering.is_some() && self.starts_hot(st.layout.as_deref(), part);
         let cookie = self.cookie_symbol(part);
-        if st.resting.is_none() {
-            let (mut resting, layout) = self.prepare(&st.discarded, true)?;
-            self.record_calls(&mut resting);
-            if st.layout.as_deref().is_some_and(|l| *l != layout) {
-                return Err(Error::msg(format!(
-                    "{}: the cached layout of this module does not match the module (corrupt cache?)",
-                    self.name
-                )));
-            }
-            st.resting = Some(resting);
-        }
-        let resting = st.resting.as_mut().expect("prepared above");
-        let (build, bytes) = self.compile_part(resting, part, hot, &cookie);
-        self.shared.stats.partitions_compiled.fetch_add(1, Ordering::Relaxed);
-        self.finished(&mut st, part);
+        let layout = st.layout.clone().ok_or_else(|| Error::msg(format!("{}#{part}: no layout", self.name)))?;
+        let discarded = st.discarded.clone();
         drop(st);
+        let mut copy = self.copy_holding(part, false, &discarded, &layout)?;
+        let (build, bytes) = self.compile_part(copy.resting(), part, hot, &cookie);
+        copy.release();
+        self.shared.stats.partitions_compiled.fetch_add(1, Ordering::Relaxed);
         let bytes = bytes?;
         if let (Some(cache), Some(input)) = (self.cache(), &input) {
             self.store(cache, &part_key(input, part, build, tiering), &bytes);
@@ -517,17 +642,10 @@ impl LazyModule {
             self.shared.stats.partitions_from_cache.fetch_add(1, Ordering::Relaxed);
             object
         } else {
-            let mut t2 = self.tier2.lock();
-            if t2.resting.is_none() {
-                let (resting, again) = self.prepare(&discarded, false)?;
-                if again != *layout {
-                    return Err(Error::msg(format!("{name}: the module splits differently the second time")));
-                }
-                t2.resting = Some(resting);
-            }
-            let resting = t2.resting.as_mut().expect("prepared above");
-            let object = resting.compile(part, &self.shared.ir.options, Build::Renamed)?;
-            drop(t2);
+            let mut copy = self.copy_holding(part, true, &discarded, &layout)?;
+            let object = copy.resting().compile(part, &self.shared.ir.options, Build::Renamed);
+            copy.release();
+            let object = object?;
             if let (Some(cache), Some(key)) = (self.cache(), &key) {
                 self.store(cache, key, &object);
             }
@@ -578,13 +696,14 @@ impl LazyModule {
         Ok(())
     }
 
-    /// Notes partition `part` done; the module at rest goes once every partition is.
-    fn finished(&self, st: &mut ModuleState, part: usize) {
-        if let Some(done) = st.done.get_mut(part) {
-            *done = true;
-        }
-        if st.done.iter().all(|&d| d) {
-            st.resting = None;
+    /// Gives partition `part` up in the first copy at rest (if free now: otherwise it lingers
+    /// until its other partitions are compiled), which goes once every partition is.
+    fn found_elsewhere(&self, part: usize) {
+        if let Some(mut first) = self.first.try_lock() {
+            if let FirstCopy::Resting(resting) = &mut *first {
+                resting.release(part);
+                HeldCopy::First(first).release();
+            }
         }
     }
 }
