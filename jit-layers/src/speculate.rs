@@ -5,8 +5,10 @@
 //! [`SpeculationPolicy`] what to compile ahead. Each guess becomes a *speculative* task (after
 //! all demanded work, so never ahead of what the program waits for) that, when a worker gets to
 //! it, looks the body up like a first call would (a weak lookup: a guess that names nothing is
-//! simply absent). So a guess the program demands first is compiled once, by the demand; a
-//! guess whose compile fails fails no one but a later caller, who would have failed anyway.
+//! simply absent; one from the start waits until its name is defined, see
+//! [`Speculator::names_defined`]). So a guess the program demands first is compiled once, by
+//! the demand; a guess whose compile fails fails no one but a later caller, who would have
+//! failed anyway.
 //!
 //! Policies: [`StaticCallees`] (the direct callees the IR call graph names, most often called
 //! first by LLVM's static block frequencies, those only on cold paths left out) and [`ReplayProfile`] (a first-call order recorded by an earlier

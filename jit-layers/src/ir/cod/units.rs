@@ -202,7 +202,8 @@ pub(crate) struct LazyModule {
     pub first: Mutex<FirstCopy>,
     /// A second copy at rest, for second-tier compiles (which then never wait for first-tier
     /// ones) and for first-tier compiles while the first copy is busy. Made on the first
-    /// tier-up, or while the first copy is read if a profile found the module hot.
+    /// tier-up, or while the first copy is read if a profile found the module hot or the
+    /// static policy wants its call graph.
     pub tier2: Mutex<Tier2State>,
 }
 
@@ -418,7 +419,8 @@ impl LazyModule {
         }
     }
 
-    /// Whether the module is being read or compiled right now (its state is held).
+    /// Whether a compile would wait now: the module is being read (its state is held), or
+    /// the first copy at rest is compiling and no second copy is free.
     pub(crate) fn busy(&self) -> bool {
         self.state.is_locked()
             || (self.first.is_locked() && self.tier2.try_lock().is_none_or(|second| second.resting.is_none()))
