@@ -279,14 +279,10 @@ impl LazyModule {
                 return Ok(layout);
             }
         }
-        // The first read is what the first call waits for: the call graph, when wanted, comes
-        // from the second copy, read alongside.
-        let calls = self.shared.want_calls.load(Ordering::Relaxed);
-        let second = self.tiering().is_some() && (calls || self.profile_found_hot());
-        if second {
-            self.read_second_copy(st.discarded.clone(), calls);
+        if self.tiering().is_some() && self.profile_found_hot() {
+            self.read_second_copy(st.discarded.clone());
         }
-        let (mut resting, layout) = self.prepare(&st.discarded, true, calls && !second)?;
+        let (mut resting, layout) = self.prepare(&st.discarded, true)?;
         self.record_calls(&mut resting);
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
             self.store(cache, key, &encode_layout(&layout));
@@ -312,13 +308,12 @@ impl LazyModule {
         })
     }
 
-    /// Reads the second copy at rest now, on another worker, while the first is read (filing
-    /// the call graph if `calls`): both copies then compile partitions from the start, on two
-    /// workers.
-    fn read_second_copy(self: &Arc<Self>, discarded: FxHashSet<String>, calls: bool) {
+    /// Reads the second copy at rest now, on another worker, while the first is read: both
+    /// copies then compile partitions from the start, on two workers.
+    fn read_second_copy(self: &Arc<Self>, discarded: FxHashSet<String>) {
         let module = self.clone();
         let task = move || {
-            let read = module.prepare(&discarded, false, calls).and_then(|(resting, again)| {
+            let read = module.prepare(&discarded, false).and_then(|(resting, again)| {
                 // Waits for the first copy's read, which fixes the layout.
                 let layout = module.state.lock().layout.clone();
                 match layout {
@@ -327,8 +322,7 @@ impl LazyModule {
                 }
             });
             match read {
-                Ok(mut resting) => {
-                    module.record_calls(&mut resting);
+                Ok(resting) => {
                     let mut second = module.tier2.lock();
                     if second.resting.is_none() {
                         second.resting = Some(resting);
@@ -361,8 +355,7 @@ impl LazyModule {
             }
             let mut first = self.first.lock();
             if matches!(*first, FirstCopy::Unread) {
-                let (mut resting, again) =
-                    self.prepare(discarded, true, self.shared.want_calls.load(Ordering::Relaxed))?;
+                let (mut resting, again) = self.prepare(discarded, true)?;
                 if again != *layout {
                     return Err(Error::msg(format!(
                         "{}: the cached layout of this module does not match the module (corrupt cache?)",
@@ -378,7 +371,7 @@ impl LazyModule {
         }
         let mut second = self.tier2.lock();
         if second.resting.is_none() {
-            let (resting, again) = self.prepare(discarded, false, false)?;
+            let (resting, again) = self.prepare(discarded, false)?;
             if again != *layout {
                 return Err(Error::msg(format!("{}: the module splits differently the second time", self.name)));
             }
@@ -426,9 +419,8 @@ impl LazyModule {
             || (self.first.is_locked() && self.tier2.try_lock().is_none_or(|second| second.resting.is_none()))
     }
 
-    /// Reads and prepares the module (checking it with LLVM's verifier if `verify`, finding
-    /// its call graph if `calls`).
-    fn prepare(&self, discarded: &FxHashSet<String>, verify: bool, calls: bool) -> Result<(RestingModule, Layout)> {
+    /// Reads and prepares the module (checking it with LLVM's verifier if `verify`).
+    fn prepare(&self, discarded: &FxHashSet<String>, verify: bool) -> Result<(RestingModule, Layout)> {
         let _span = tracing::debug_span!(target: "orcjit", "prepare", module = %self.name).entered();
         // Reading a module is LLVM's work too (see `at_exit::compile_permit`).
         let _permit = crate::at_exit::compile_permit()
@@ -445,7 +437,8 @@ impl LazyModule {
             policy: &*self.shared.policy,
             whole: self.whole,
             verify,
-            calls,
+            // The first copy (the one verified) files the call graph, if anyone reads it.
+            calls: verify && self.shared.want_calls.load(Ordering::Relaxed),
         })
     }
 
