@@ -202,8 +202,7 @@ pub(crate) struct LazyModule {
     pub first: Mutex<FirstCopy>,
     /// A second copy at rest, for second-tier compiles (which then never wait for first-tier
     /// ones) and for first-tier compiles while the first copy is busy. Made on the first
-    /// tier-up, or while the first copy is read if a profile found the module hot or the
-    /// static policy wants its call graph.
+    /// tier-up, or while the first copy is read if a profile found the module hot.
     pub tier2: Mutex<Tier2State>,
 }
 
