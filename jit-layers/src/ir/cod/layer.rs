@@ -332,7 +332,7 @@ impl CompileOnDemandLayer {
             imp_tracker: imp_tracker.clone(),
             state: Mutex::new(ModuleState::default()),
             first: Mutex::default(),
-            tier2: Mutex::default(),
+            second: Mutex::default(),
         });
         dylib.define_boxed(Box::new(facade), tracker)?;
         if self.shared.tier.is_some() {

@@ -542,9 +542,6 @@ impl RestingModule {
         }
         let mut attached = Vec::new();
         for body in self.bodies.iter_mut().filter(|b| b.part == part) {
-            if body.blocks.is_empty() {
-                return Err(Error::msg(format!("{name}: compiled twice")));
-            }
             // SAFETY: puts back the blocks taken out of this function, in their order.
             unsafe {
                 for bb in body.blocks.drain(..) {

@@ -121,6 +121,11 @@ pub(crate) struct Counters {
     partitions_from_cache: AtomicU64,
 }
 
+/// Why a copy at rest read after the layout was fixed is refused: a second copy, or the first
+/// copy of a module whose layout came from the cache, split otherwise.
+const SPLITS_DIFFERENTLY: &str = "the module splits differently the second time";
+const CORRUPT_CACHE: &str = "the cached layout of this module does not match the module (corrupt cache?)";
+
 /// The largest partition (in IR instructions) a profile's hot mark compiles at the full level
 /// at once. SQLite's interpreter loop (about 30,000 instructions) takes most of a second at
 /// -O2, which its first caller would wait for.
@@ -203,7 +208,7 @@ pub(crate) struct LazyModule {
     /// A second copy at rest, for second-tier compiles (which then never wait for first-tier
     /// ones) and for first-tier compiles while the first copy is busy. Made on the first
     /// tier-up, or while the first copy is read if a profile found the module hot.
-    pub tier2: Mutex<Tier2State>,
+    pub second: Mutex<SecondCopy>,
 }
 
 #[derive(Default)]
@@ -216,7 +221,7 @@ pub(crate) enum FirstCopy {
 }
 
 #[derive(Default)]
-pub(crate) struct Tier2State {
+pub(crate) struct SecondCopy {
     resting: Option<RestingModule>,
     /// Partitions tiered up (or being tiered up).
     started: FxHashSet<usize>,
@@ -225,7 +230,7 @@ pub(crate) struct Tier2State {
 /// A copy of a module at rest, held (see [`LazyModule::copy_holding`]).
 enum HeldCopy<'a> {
     First(parking_lot::MutexGuard<'a, FirstCopy>),
-    Second(parking_lot::MutexGuard<'a, Tier2State>),
+    Second(parking_lot::MutexGuard<'a, SecondCopy>),
 }
 
 impl HeldCopy<'_> {
@@ -317,12 +322,12 @@ impl LazyModule {
                 let layout = module.state.lock().layout.clone();
                 match layout {
                     Some(layout) if *layout == again => Ok(resting),
-                    _ => Err(Error::msg(format!("{}: the module splits differently the second time", module.name))),
+                    _ => Err(Error::msg(format!("{}: {SPLITS_DIFFERENTLY}", module.name))),
                 }
             });
             match read {
                 Ok(resting) => {
-                    let mut second = module.tier2.lock();
+                    let mut second = module.second.lock();
                     if second.resting.is_none() {
                         second.resting = Some(resting);
                     }
@@ -349,18 +354,12 @@ impl LazyModule {
             if let Some(first) = self.first.try_lock().filter(|f| first_holds(f)) {
                 return Ok(HeldCopy::First(first));
             }
-            if let Some(second) = self.tier2.try_lock().filter(|s| s.resting.as_ref().is_some_and(|r| r.holds(part))) {
+            if let Some(second) = self.second.try_lock().filter(|s| s.resting.as_ref().is_some_and(|r| r.holds(part))) {
                 return Ok(HeldCopy::Second(second));
             }
             let mut first = self.first.lock();
             if matches!(*first, FirstCopy::Unread) {
-                let (mut resting, again) = self.prepare(discarded, true)?;
-                if again != *layout {
-                    return Err(Error::msg(format!(
-                        "{}: the cached layout of this module does not match the module (corrupt cache?)",
-                        self.name
-                    )));
-                }
+                let mut resting = self.read_copy(discarded, true, layout, CORRUPT_CACHE)?;
                 self.record_calls(&mut resting);
                 *first = FirstCopy::Resting(Box::new(resting));
             }
@@ -368,13 +367,9 @@ impl LazyModule {
                 return Ok(HeldCopy::First(first));
             }
         }
-        let mut second = self.tier2.lock();
+        let mut second = self.second.lock();
         if second.resting.is_none() {
-            let (resting, again) = self.prepare(discarded, false)?;
-            if again != *layout {
-                return Err(Error::msg(format!("{}: the module splits differently the second time", self.name)));
-            }
-            second.resting = Some(resting);
+            second.resting = Some(self.read_copy(discarded, false, layout, SPLITS_DIFFERENTLY)?);
         }
         if second.resting.as_ref().is_some_and(|r| r.holds(part)) {
             return Ok(HeldCopy::Second(second));
@@ -385,6 +380,22 @@ impl LazyModule {
             return Ok(HeldCopy::First(first));
         }
         Err(Error::msg(format!("{}#{part}: compiled from every copy of the module at rest already", self.name)))
+    }
+
+    /// Reads a copy of the module at rest (see [`prepare`](Self::prepare)) that must split
+    /// as `layout` says; otherwise fails with `mismatch`.
+    fn read_copy(
+        &self,
+        discarded: &FxHashSet<String>,
+        verify: bool,
+        layout: &Layout,
+        mismatch: &str,
+    ) -> Result<RestingModule> {
+        let (resting, again) = self.prepare(discarded, verify)?;
+        if again != *layout {
+            return Err(Error::msg(format!("{}: {mismatch}", self.name)));
+        }
+        Ok(resting)
     }
 
     /// Files the call graph `resting` found (see [`CodShared::calls`]).
@@ -415,7 +426,7 @@ impl LazyModule {
     /// the first copy at rest is compiling and no second copy is free.
     pub(crate) fn busy(&self) -> bool {
         self.state.is_locked()
-            || (self.first.is_locked() && self.tier2.try_lock().is_none_or(|second| second.resting.is_none()))
+            || (self.first.is_locked() && self.second.try_lock().is_none_or(|second| second.resting.is_none()))
     }
 
     /// Reads and prepares the module (checking it with LLVM's verifier if `verify`).
@@ -544,7 +555,7 @@ impl LazyModule {
                     _ => Vec::new(),
                 };
                 if matches!(build, Build::Renamed) {
-                    self.tier2.lock().started.insert(part);
+                    self.second.lock().started.insert(part);
                 }
                 return Ok(PartObject { bytes, renames, counted: matches!(build, Build::Counted { .. }) });
             }
@@ -609,7 +620,7 @@ impl LazyModule {
 
     /// Queues the second-tier compile of partition `part` (once), behind demanded work.
     fn schedule_tier_up(self: &Arc<Self>, part: usize) {
-        if !self.tier2.lock().started.insert(part) {
+        if !self.second.lock().started.insert(part) {
             return;
         }
         let start = {
