@@ -273,9 +273,7 @@ impl Speculator {
         }
         self.first_calls.lock().push((dylib.name().to_string(), body.clone()));
         if let Some(policy) = &self.policy {
-            for (d, b) in policy.on_first_call(dylib, body) {
-                self.speculate(&d, b);
-            }
+            self.speculate_all(policy.on_first_call(dylib, body));
         }
     }
 
@@ -285,7 +283,31 @@ impl Speculator {
     /// (of its module, see [`set_busy_check`](Self::set_busy_check)), now or when a worker gets
     /// to it. Then the guess is dropped (it may be made again later).
     pub fn speculate(&self, dylib: &JitDylib, body: SymbolName) {
-        if self.session.dispatcher().demanded_backlog() > 0 || self.is_busy(dylib, &body) {
+        if self.session.dispatcher().demanded_backlog() > 0 {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.speculate_unless_busy(dylib, body);
+    }
+
+    /// Speculates on a first call's `guesses` as [`speculate`](Self::speculate) does, but
+    /// looks at the demanded work waiting once, before the first is queued: a worker that takes
+    /// it at once starts its compile as demanded work, which would make the next ones look
+    /// crowded out.
+    fn speculate_all(&self, guesses: Vec<(JitDylib, SymbolName)>) {
+        if !guesses.is_empty() && self.session.dispatcher().demanded_backlog() > 0 {
+            self.dropped.fetch_add(guesses.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        for (dylib, body) in guesses {
+            self.speculate_unless_busy(&dylib, body);
+        }
+    }
+
+    /// Queues a speculative compile of `body` in `dylib` unless it would wait for another
+    /// compile now (see [`set_busy_check`](Self::set_busy_check)).
+    fn speculate_unless_busy(&self, dylib: &JitDylib, body: SymbolName) {
+        if self.is_busy(dylib, &body) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -390,19 +412,27 @@ impl Speculator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jit_core::FxHashMap;
     use std::time::Duration;
 
     /// A session of one worker with a speculator replaying a profile of one body
     /// (`started.body` of `main`), and its dylib `main`.
     fn one_worker_speculator() -> (ExecutionSession, JitDylib, Arc<Speculator>) {
+        one_worker_speculator_with(Arc::new(ReplayProfile::parse("main\tstarted.body\n")))
+    }
+
+    /// A session of one worker with a speculator guessing by `policy`, and its dylib `main`.
+    fn one_worker_speculator_with(policy: Arc<dyn SpeculationPolicy>) -> (ExecutionSession, JitDylib, Arc<Speculator>) {
         let session = ExecutionSession::with_threads(1).unwrap();
         let memory = jit_mem::default_manager(jit_mem::ManagerConfig::default()).unwrap();
         let stubs = LazyReexports::new(&session, memory).unwrap();
         let dylib = session.create_dylib("main").unwrap();
-        let profile = Arc::new(ReplayProfile::parse("main\tstarted.body\n"));
-        let speculator = Speculator::install(&stubs, Some(profile));
+        let speculator = Speculator::install(&stubs, Some(policy));
         (session, dylib, speculator)
     }
+
+    /// A call graph filed by hand: each body's callees.
+    type Graph = Arc<Mutex<FxHashMap<SymbolName, Arc<[SymbolName]>>>>;
 
     /// Occupies the session's only worker until the returned sender is dropped.
     fn hold_the_worker(session: &ExecutionSession) -> crossbeam_channel::Sender<()> {
@@ -456,6 +486,35 @@ mod tests {
         done_rx.recv_timeout(Duration::from_secs(60)).expect("the queued guesses did not run");
         let stats = speculator.stats();
         assert_eq!((stats.dropped, stats.queued), (2, 1), "dropped when the worker got to it: {stats}");
+        session.end_session().unwrap();
+    }
+
+    /// A first call's guesses are all made at once: the demanded work the first one's compile
+    /// starts (on a worker that takes it at once) does not crowd the others out.
+    #[test]
+    fn the_first_guess_of_a_first_call_does_not_crowd_out_the_others() {
+        let graph: Graph = Arc::default();
+        let reads = graph.clone();
+        let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(StaticCallees::new(
+            move |_, body| reads.lock().get(body).cloned().unwrap_or_else(|| Arc::from([])),
+            16,
+        )));
+        let [caller, first, second] = ["caller.body", "first.body", "second.body"].map(|n| session.intern(n));
+        graph.lock().insert(caller.clone(), Arc::from([first.clone(), second.clone()]));
+        // The only worker is held; when `first` is checked (just before it is queued), demanded
+        // work starts waiting, as if a worker had taken it at once and started its compile.
+        let release_tx = hold_the_worker(&session);
+        let starts = session.clone();
+        speculator.set_busy_check(move |_, body| {
+            if body.as_str() == "first.body" {
+                starts.dispatch(Task::new(TaskKind::Other, Priority::Demanded, || {}));
+            }
+            false
+        });
+        speculator.first_call(&dylib, &caller);
+        let stats = speculator.stats();
+        assert_eq!((stats.queued, stats.dropped), (2, 0), "{stats}");
+        drop(release_tx);
         session.end_session().unwrap();
     }
 
