@@ -116,6 +116,7 @@ impl CompileOnDemandLayer {
             start_hot: Default::default(),
             tiered_bodies: Mutex::default(),
             split_listener: Default::default(),
+            calls_listener: Default::default(),
         });
         let trackers = Arc::new(ImplTrackers::default());
         compile.object_layer().session().register_resource_manager(trackers.clone());
@@ -149,10 +150,26 @@ impl CompileOnDemandLayer {
     }
 
     /// The bodies that body `body` of implementation dylib `imp` calls directly, once its
-    /// module was read (for speculation; empty before, if the module came from the cache, or
-    /// without [`record_call_graph`](Self::record_call_graph)).
+    /// module's call graph is filed (for speculation; empty before, if the module came from
+    /// the cache, or without [`record_call_graph`](Self::record_call_graph)).
     pub fn callees(&self, imp: &JitDylib, body: &SymbolName) -> Arc<[SymbolName]> {
-        self.shared.calls.read().get(&(imp.id(), body.clone())).cloned().unwrap_or_else(|| Arc::from([]))
+        self.filed_callees(imp, body).unwrap_or_else(|| Arc::from([]))
+    }
+
+    /// As [`callees`](Self::callees), but `None` while no call graph holding `body` is filed.
+    pub fn filed_callees(&self, imp: &JitDylib, body: &SymbolName) -> Option<Arc<[SymbolName]>> {
+        self.shared.calls.read().get(&(imp.id(), body.clone())).cloned()
+    }
+
+    /// Calls `listener(imp, bodies)` each time a module's call graph is filed: from then on,
+    /// [`callees`](Self::callees) answers for `bodies` (every body of the module, in
+    /// implementation dylib `imp`). A graph is filed once the module is split (a callee may be
+    /// a promoted local, which the split defines) and the copy at rest that found it is read,
+    /// so a first call into the module (heard before its body is looked up, so before the
+    /// module is read) comes before. Called on the thread that filed it, outside the session
+    /// lock and the module's locks; it should be quick.
+    pub fn set_call_graph_listener(&self, listener: impl Fn(&JitDylib, &[SymbolName]) + Send + Sync + 'static) {
+        *self.shared.calls_listener.write() = Some(Box::new(listener));
     }
 
     /// Calls `listener(imp, names)` each time a module is split, once `names` (every body and
@@ -165,8 +182,9 @@ impl CompileOnDemandLayer {
     }
 
     /// Whether the module holding body `body` of implementation dylib `imp` is being read or
-    /// compiled right now, so that a compile of `body` would wait for it (false for a body not
-    /// in the call graph, see [`callees`](Self::callees)).
+    /// compiled right now, so that a compile of `body` would wait for it (false for a body of
+    /// a module whose layout is not known yet, or without
+    /// [`record_call_graph`](Self::record_call_graph)).
     pub fn compiling(&self, imp: &JitDylib, body: &SymbolName) -> bool {
         let home = self.shared.homes.read().get(&(imp.id(), body.clone())).and_then(Weak::upgrade);
         home.is_some_and(|module| module.busy())
@@ -333,6 +351,7 @@ impl CompileOnDemandLayer {
             state: Mutex::new(ModuleState::default()),
             first: Mutex::default(),
             second: Mutex::default(),
+            found_calls: Mutex::default(),
         });
         dylib.define_boxed(Box::new(facade), tracker)?;
         if self.shared.tier.is_some() {

@@ -32,10 +32,10 @@ pub(crate) struct CodShared {
     /// Hot partitions waiting for their second tier, compiled one at a time so that at most
     /// one worker is busy with work nobody waits for.
     pub tier_queue: Mutex<TierQueue>,
-    /// Each body's direct callees (bodies), by implementation dylib, for speculation; filled
-    /// as modules are prepared, once `want_calls` is set.
+    /// Each body's direct callees (bodies), by implementation dylib, for speculation; filed
+    /// as modules are read and split, once `want_calls` is set (see [`LazyModule::file_calls`]).
     pub calls: parking_lot::RwLock<CallGraph>,
-    /// The module each body of `calls` lives in.
+    /// The module each body lives in, filed with the module's layout once `want_calls` is set.
     pub homes: parking_lot::RwLock<FxHashMap<(DylibId, SymbolName), Weak<LazyModule>>>,
     pub want_calls: std::sync::atomic::AtomicBool,
     /// Bodies, by (implementation dylib, body) name, whose partitions skip the first tier: a
@@ -44,11 +44,14 @@ pub(crate) struct CodShared {
     /// Bodies whose partitions reached the second tier, by (implementation dylib, body) name.
     pub tiered_bodies: Mutex<Vec<(String, String)>>,
     /// Hears each module split (see `CompileOnDemandLayer::set_split_listener`).
-    pub split_listener: parking_lot::RwLock<Option<Box<SplitListener>>>,
+    pub split_listener: parking_lot::RwLock<Option<Box<NamesListener>>>,
+    /// Hears each module's call graph filed (see `CompileOnDemandLayer::set_call_graph_listener`).
+    pub calls_listener: parking_lot::RwLock<Option<Box<NamesListener>>>,
 }
 
-/// Told the implementation dylib and the names a module defines there once it is split.
-pub(crate) type SplitListener = dyn Fn(&JitDylib, &[SymbolName]) + Send + Sync;
+/// Told an implementation dylib and names of it: those a module defines there once it is
+/// split, or the bodies whose call graph was filed.
+pub(crate) type NamesListener = dyn Fn(&JitDylib, &[SymbolName]) + Send + Sync;
 
 /// Direct callees (bodies) by (implementation dylib, body).
 pub(crate) type CallGraph = FxHashMap<(DylibId, SymbolName), Arc<[SymbolName]>>;
@@ -209,6 +212,18 @@ pub(crate) struct LazyModule {
     /// ones) and for first-tier compiles while the first copy is busy. Made on the first
     /// tier-up, or while the first copy is read if a profile found the module hot.
     pub second: Mutex<SecondCopy>,
+    /// The call graph a copy at rest found, until it is filed.
+    pub found_calls: Mutex<FoundCalls>,
+}
+
+/// A module's call graph, found by a copy at rest, held until the module is split: a guess
+/// made from it may name a promoted local, which exists only from then on (see
+/// [`LazyModule::file_calls`]).
+#[derive(Default)]
+pub(crate) struct FoundCalls {
+    split: bool,
+    /// Each body and its direct callees, as `RestingModule::calls`.
+    calls: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Default)]
@@ -278,6 +293,7 @@ impl LazyModule {
         let key = self.input_key(&mut st);
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
             if let Some(layout) = cache.get(key).and_then(|r| decode_layout(&r)) {
+                self.file_homes(&layout);
                 let layout = Arc::new(layout);
                 st.layout = Some(layout.clone());
                 return Ok(layout);
@@ -287,7 +303,8 @@ impl LazyModule {
             self.read_second_copy(st.discarded.clone());
         }
         let (mut resting, layout) = self.prepare(&st.discarded, true)?;
-        self.record_calls(&mut resting);
+        self.keep_calls(&mut resting);
+        self.file_homes(&layout);
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
             self.store(cache, key, &encode_layout(&layout));
         }
@@ -359,8 +376,10 @@ impl LazyModule {
             }
             let mut first = self.first.lock();
             if matches!(*first, FirstCopy::Unread) {
+                // The layout came from the cache: the call graph this copy found is filed once
+                // the copy is let go (see `part_object`).
                 let mut resting = self.read_copy(discarded, true, layout, CORRUPT_CACHE)?;
-                self.record_calls(&mut resting);
+                self.keep_calls(&mut resting);
                 *first = FirstCopy::Resting(Box::new(resting));
             }
             if first_holds(&first) {
@@ -398,16 +417,56 @@ impl LazyModule {
         Ok(resting)
     }
 
-    /// Files the call graph `resting` found (see [`CodShared::calls`]).
-    fn record_calls(self: &Arc<Self>, resting: &mut RestingModule) {
+    /// Keeps the call graph `resting` found (if it looked for one) until it can be filed.
+    fn keep_calls(&self, resting: &mut RestingModule) {
+        if !resting.calls.is_empty() {
+            self.found_calls.lock().calls.append(&mut resting.calls);
+        }
+    }
+
+    /// Files the module as the home of each body in `layout` (see [`CodShared::homes`]), if
+    /// call graphs are wanted: as soon as the layout is known, so that a guess whose compile
+    /// would wait for this module is seen to (see `CompileOnDemandLayer::compiling`) before
+    /// its call graph is filed.
+    fn file_homes(self: &Arc<Self>, layout: &Layout) {
+        if !self.shared.want_calls.load(Ordering::Relaxed) {
+            return;
+        }
         let session = self.imp.session();
-        let mut calls = self.shared.calls.write();
+        let bodies: Vec<SymbolName> =
+            layout.parts.iter().flatten().filter(|n| n.ends_with(".body")).map(|n| session.intern(n)).collect();
         let mut homes = self.shared.homes.write();
-        for (body, callees) in std::mem::take(&mut resting.calls) {
-            let callees: Arc<[SymbolName]> = callees.iter().map(|c| session.intern(c)).collect();
-            let body = (self.imp.id(), session.intern(&body));
-            homes.insert(body.clone(), Arc::downgrade(self));
-            calls.insert(body, callees);
+        for body in bodies {
+            homes.insert((self.imp.id(), body), Arc::downgrade(self));
+        }
+    }
+
+    /// Marks the module split, and files its call graph if it was found already.
+    fn split_done(&self) {
+        self.found_calls.lock().split = true;
+        self.file_calls();
+    }
+
+    /// Files the call graph a copy found (see [`CodShared::calls`]) once the module is split,
+    /// and tells the call-graph listener, if any, which bodies it holds. Called wherever the
+    /// graph may have become fileable (the split, a copy let go), outside the module's locks.
+    fn file_calls(&self) {
+        let found = {
+            let mut found = self.found_calls.lock();
+            if !found.split || found.calls.is_empty() {
+                return;
+            }
+            std::mem::take(&mut found.calls)
+        };
+        let session = self.imp.session();
+        let found: Vec<(SymbolName, Arc<[SymbolName]>)> = found
+            .into_iter()
+            .map(|(body, callees)| (session.intern(&body), callees.iter().map(|c| session.intern(c)).collect()))
+            .collect();
+        let bodies: Vec<SymbolName> = found.iter().map(|(body, _)| body.clone()).collect();
+        self.shared.calls.write().extend(found.into_iter().map(|(body, callees)| ((self.imp.id(), body), callees)));
+        if let Some(listener) = self.shared.calls_listener.read().as_ref() {
+            listener(&self.imp, &bodies);
         }
     }
 
@@ -447,7 +506,7 @@ impl LazyModule {
             policy: &*self.shared.policy,
             whole: self.whole,
             verify,
-            // The first copy (the one verified) files the call graph, if anyone reads it.
+            // The first copy (the one verified) finds the call graph, if anyone reads it.
             calls: verify && self.shared.want_calls.load(Ordering::Relaxed),
         })
     }
@@ -569,6 +628,8 @@ impl LazyModule {
         let mut copy = self.copy_holding(part, false, &discarded, &layout)?;
         let (build, bytes) = self.compile_part(copy.resting(), part, hot, &cookie);
         copy.release();
+        // A first copy read just now (the layout came from the cache) found the call graph.
+        self.file_calls();
         self.shared.stats.partitions_compiled.fetch_add(1, Ordering::Relaxed);
         let bytes = bytes?;
         if let (Some(cache), Some(input)) = (self.cache(), &input) {
@@ -818,6 +879,8 @@ impl MaterializationUnit for ModuleUnit {
         let split = split_responsibility(&module, &layout, &mut mr);
         if split.is_ok() {
             module.announce_split(&layout);
+            // After the split: the call graph may name promoted locals.
+            module.split_done();
         }
         match split {
             Ok(Some(part)) => module.materialize_part(part, mr),
