@@ -195,7 +195,7 @@ impl JitBuilder {
             (Speculation::Static, Some(layer)) => {
                 layer.record_call_graph();
                 let layer = layer.clone();
-                Some(Arc::new(StaticCallees::new(move |dylib, body| layer.callees(dylib, body), 16)))
+                Some(Arc::new(StaticCallees::new(move |dylib, body| layer.filed_callees(dylib, body), 16)))
             }
             (Speculation::Profile(profile), Some(layer)) => {
                 // What the recording run found hot skips the first tier.
@@ -223,6 +223,14 @@ impl JitBuilder {
                 layer.set_split_listener(move |imp, names| {
                     if let Some(speculator) = heard.upgrade() {
                         speculator.names_defined(imp, names);
+                    }
+                });
+                // A first call comes before its module's call graph is filed (the module is read
+                // after it).
+                let heard = Arc::downgrade(speculator);
+                layer.set_call_graph_listener(move |imp, bodies| {
+                    if let Some(speculator) = heard.upgrade() {
+                        speculator.call_graph_filed(imp, bodies);
                     }
                 });
             }

@@ -8,7 +8,9 @@
 //! simply absent; one from the start waits until its name is defined, see
 //! [`Speculator::names_defined`]). So a guess the program demands first is compiled once, by
 //! the demand; a guess whose compile fails fails no one but a later caller, who would have
-//! failed anyway.
+//! failed anyway. A first call the policy cannot answer yet (its module's call graph is not
+//! filed: the module is read after its first call) is asked again when the graph is filed
+//! ([`Speculator::call_graph_filed`]).
 //!
 //! Policies: [`StaticCallees`] (the direct callees the IR call graph names, most often called
 //! first by LLVM's static block frequencies, those only on cold paths left out) and [`ReplayProfile`] (a first-call order recorded by an earlier
@@ -28,20 +30,26 @@ use crate::lazy::LazyReexports;
 
 /// What to compile ahead.
 ///
-/// Contract: cheap (called on the program's thread, before the first call's body is looked up)
-/// and never panics.
+/// Contract: cheap (called on the program's thread, before the first call's body is looked up,
+/// or on the thread that filed a call graph) and never panics.
 pub trait SpeculationPolicy: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Bodies likely called soon after `body` (of `dylib`) is first called.
     fn on_first_call(&self, dylib: &JitDylib, body: &SymbolName) -> Vec<(JitDylib, SymbolName)>;
+    /// Whether [`on_first_call`](Self::on_first_call) cannot answer for `body` yet, but will
+    /// once `body`'s call graph is filed (see [`Speculator::call_graph_filed`]); asked just
+    /// before it. Default: never.
+    fn answers_once_filed(&self, _dylib: &JitDylib, _body: &SymbolName) -> bool {
+        false
+    }
     /// Bodies to compile ahead from the start.
     fn on_start(&self, _session: &ExecutionSession) -> Vec<(JitDylib, SymbolName)> {
         Vec::new()
     }
 }
 
-/// Where [`StaticCallees`] reads a body's direct callees.
-type CalleesOf = dyn Fn(&JitDylib, &SymbolName) -> Arc<[SymbolName]> + Send + Sync;
+/// Where [`StaticCallees`] reads a body's direct callees (`None` before its call graph is filed).
+type CalleesOf = dyn Fn(&JitDylib, &SymbolName) -> Option<Arc<[SymbolName]>> + Send + Sync;
 
 /// The direct callees of a function, from its module's call graph (for the compile-on-demand
 /// layer's: most often called first, by LLVM's static block frequencies, and none called only
@@ -52,10 +60,11 @@ pub struct StaticCallees {
 }
 
 impl StaticCallees {
-    /// A policy reading call graphs from `callees(dylib, body)` (for instance
-    /// [`CompileOnDemandLayer::callees`](crate::CompileOnDemandLayer::callees)).
+    /// A policy reading call graphs from `callees(dylib, body)`, `None` while `body`'s is not
+    /// filed (for instance
+    /// [`CompileOnDemandLayer::filed_callees`](crate::CompileOnDemandLayer::filed_callees)).
     pub fn new(
-        callees: impl Fn(&JitDylib, &SymbolName) -> Arc<[SymbolName]> + Send + Sync + 'static,
+        callees: impl Fn(&JitDylib, &SymbolName) -> Option<Arc<[SymbolName]>> + Send + Sync + 'static,
         limit: usize,
     ) -> Self {
         StaticCallees { callees: Box::new(callees), limit }
@@ -68,7 +77,12 @@ impl SpeculationPolicy for StaticCallees {
     }
 
     fn on_first_call(&self, dylib: &JitDylib, body: &SymbolName) -> Vec<(JitDylib, SymbolName)> {
-        (self.callees)(dylib, body).iter().take(self.limit).map(|c| (dylib.clone(), c.clone())).collect()
+        let callees = (self.callees)(dylib, body).unwrap_or_else(|| Arc::from([]));
+        callees.iter().take(self.limit).map(|c| (dylib.clone(), c.clone())).collect()
+    }
+
+    fn answers_once_filed(&self, dylib: &JitDylib, body: &SymbolName) -> bool {
+        (self.callees)(dylib, body).is_none()
     }
 }
 
@@ -143,6 +157,12 @@ pub struct SpeculationStats {
     /// Guesses from the start whose names did not exist when last looked up, waiting for
     /// them to be defined (see [`Speculator::names_defined`]).
     pub waiting: u64,
+    /// First calls made before their call graph was filed, asked again once it was (see
+    /// [`Speculator::call_graph_filed`]).
+    pub asked_again: u64,
+    /// First calls still waiting for their call graph (in a module not read, or read before
+    /// the policy wanted call graphs).
+    pub unanswered: u64,
 }
 
 impl std::fmt::Display for SpeculationStats {
@@ -150,13 +170,16 @@ impl std::fmt::Display for SpeculationStats {
         write!(
             f,
             "{} first calls, {} bodies speculated, {} of them called ({} wasted), {} guesses dropped, \
-             {} waiting for their names",
+             {} waiting for their names, {} first calls asked again once their call graph was filed, {} still \
+             waiting for it",
             self.first_calls,
             self.queued,
             self.hits,
             self.queued - self.hits.min(self.queued),
             self.dropped,
-            self.waiting
+            self.waiting,
+            self.asked_again,
+            self.unanswered
         )
     }
 }
@@ -177,6 +200,9 @@ pub struct Speculator {
     busy: parking_lot::RwLock<Option<Box<BusyBody>>>,
     /// Guesses from the start whose names did not exist yet.
     waiting: Mutex<Waiting>,
+    /// First calls the policy could answer only once their call graph is filed.
+    unanswered: Mutex<Unanswered>,
+    asked_again: AtomicU64,
 }
 
 /// Where a guess came from, which says what its task does when a worker gets to it.
@@ -195,6 +221,16 @@ enum Guess {
 struct Waiting {
     generation: u64,
     guesses: Vec<(usize, JitDylib, SymbolName)>,
+}
+
+/// First calls (as implementation dylib, body) the policy could not answer yet
+/// ([`SpeculationPolicy::answers_once_filed`]), in first-call order, and a count of
+/// [`Speculator::call_graph_filed`] calls (so that a first call whose answer was overtaken by
+/// one asks again rather than wait for a graph already filed).
+#[derive(Default)]
+struct Unanswered {
+    generation: u64,
+    calls: Vec<(JitDylib, SymbolName)>,
 }
 
 /// Where a [`Speculator`] learns which bodies are hot.
@@ -218,6 +254,8 @@ impl Speculator {
             hot: Mutex::default(),
             busy: Default::default(),
             waiting: Mutex::default(),
+            unanswered: Mutex::default(),
+            asked_again: AtomicU64::new(0),
         });
         let weak = speculator.weak.clone();
         stubs.set_first_call_listener(move |_, _, body_dylib, body| {
@@ -267,13 +305,63 @@ impl Speculator {
         }
     }
 
+    /// Tells the speculator that the call graph of `bodies` (of implementation dylib `dylib`)
+    /// is now filed (for instance, by
+    /// [`CompileOnDemandLayer::set_call_graph_listener`](crate::CompileOnDemandLayer::set_call_graph_listener)):
+    /// first calls of them that the policy could not answer before are asked again, in
+    /// first-call order, and forgotten; their guesses go the way of any first call's (see
+    /// [`speculate`](Self::speculate)).
+    pub fn call_graph_filed(&self, dylib: &JitDylib, bodies: &[SymbolName]) {
+        let ready = {
+            let mut unanswered = self.unanswered.lock();
+            unanswered.generation += 1;
+            if unanswered.calls.is_empty() {
+                return;
+            }
+            let bodies: FxHashSet<&SymbolName> = bodies.iter().collect();
+            let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut unanswered.calls)
+                .into_iter()
+                .partition(|(d, body)| d.id() == dylib.id() && bodies.contains(body));
+            unanswered.calls = rest;
+            ready
+        };
+        let Some(policy) = &self.policy else { return };
+        self.asked_again.fetch_add(ready.len() as u64, Ordering::Relaxed);
+        for (dylib, body) in ready {
+            self.ask(policy, &dylib, &body, true);
+        }
+    }
+
     fn first_call(&self, dylib: &JitDylib, body: &SymbolName) {
         if self.queued.lock().contains(&(dylib.id(), body.clone())) {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         self.first_calls.lock().push((dylib.name().to_string(), body.clone()));
         if let Some(policy) = &self.policy {
-            self.speculate_all(policy.on_first_call(dylib, body));
+            self.ask(policy, dylib, body, false);
+        }
+    }
+
+    /// Asks `policy` what first call `body` of `dylib` makes likely and speculates on the
+    /// answer (`late`: the call is past, see [`speculate_late`](Self::speculate_late)), or
+    /// keeps the call for [`call_graph_filed`](Self::call_graph_filed) if the policy cannot
+    /// answer yet.
+    fn ask(&self, policy: &Arc<dyn SpeculationPolicy>, dylib: &JitDylib, body: &SymbolName, late: bool) {
+        loop {
+            // A graph filed from here on is seen by the answer, or makes it ask again.
+            let generation = self.unanswered.lock().generation;
+            // Asked first: a graph filed between the two questions gives an answer.
+            let later = policy.answers_once_filed(dylib, body);
+            let guesses = policy.on_first_call(dylib, body);
+            if !guesses.is_empty() || !later {
+                self.speculate_all(guesses, late);
+                return;
+            }
+            let mut unanswered = self.unanswered.lock();
+            if unanswered.generation == generation {
+                unanswered.calls.push((dylib.clone(), body.clone()));
+                return;
+            }
         }
     }
 
@@ -293,9 +381,12 @@ impl Speculator {
     /// Speculates on a first call's `guesses` as [`speculate`](Self::speculate) does, but
     /// looks at the demanded work waiting once, before the first is queued: a worker that takes
     /// it at once starts its compile as demanded work, which would make the next ones look
-    /// crowded out.
-    fn speculate_all(&self, guesses: Vec<(JitDylib, SymbolName)>) {
-        if !guesses.is_empty() && self.session.dispatcher().demanded_backlog() > 0 {
+    /// crowded out. A `late` answer (the first call is past, see
+    /// [`call_graph_filed`](Self::call_graph_filed)) is not dropped for demanded work waiting:
+    /// it would never be made again (a profile's guesses from the start are never dropped
+    /// either).
+    fn speculate_all(&self, guesses: Vec<(JitDylib, SymbolName)>, late: bool) {
+        if !late && !guesses.is_empty() && self.session.dispatcher().demanded_backlog() > 0 {
             self.dropped.fetch_add(guesses.len() as u64, Ordering::Relaxed);
             return;
         }
@@ -386,6 +477,8 @@ impl Speculator {
             dropped: self.dropped.load(Ordering::Relaxed),
             first_calls: self.first_calls.lock().len() as u64,
             waiting: self.waiting.lock().guesses.len() as u64,
+            asked_again: self.asked_again.load(Ordering::Relaxed),
+            unanswered: self.unanswered.lock().calls.len() as u64,
         }
     }
 
@@ -431,7 +524,7 @@ mod tests {
         (session, dylib, speculator)
     }
 
-    /// A call graph filed by hand: each body's callees.
+    /// A call graph filed by hand: each body's callees; a body absent is not filed yet.
     type Graph = Arc<Mutex<FxHashMap<SymbolName, Arc<[SymbolName]>>>>;
 
     /// Occupies the session's only worker until the returned sender is dropped.
@@ -489,6 +582,39 @@ mod tests {
         session.end_session().unwrap();
     }
 
+    /// A first call made before its call graph is filed is answered once it is, even with
+    /// demanded work waiting then (the call is past: its guesses would not be made again); one
+    /// whose graph is filed, with no callees, is not kept; a graph filed for another dylib
+    /// answers nothing.
+    #[test]
+    fn a_first_call_made_before_its_call_graph_is_filed_is_answered_when_it_is() {
+        let graph: Graph = Arc::default();
+        let reads = graph.clone();
+        let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(StaticCallees::new(
+            move |_, body| reads.lock().get(body).cloned(),
+            16,
+        )));
+        let other = session.create_dylib("other").unwrap();
+        let [caller, callee, leaf] = ["caller.body", "callee.body", "leaf.body"].map(|n| session.intern(n));
+        graph.lock().insert(leaf.clone(), Arc::from([]));
+        speculator.first_call(&dylib, &caller);
+        speculator.first_call(&dylib, &leaf);
+        let stats = speculator.stats();
+        assert_eq!((stats.queued, stats.unanswered), (0, 1), "the caller waits, the leaf does not: {stats}");
+
+        graph.lock().insert(caller.clone(), Arc::from([callee.clone()]));
+        speculator.call_graph_filed(&other, std::slice::from_ref(&caller));
+        assert_eq!(speculator.stats().unanswered, 1, "another dylib's graph");
+        // Keep the only worker busy, with demanded work waiting behind it.
+        let release_tx = hold_the_worker(&session);
+        session.dispatch(Task::new(TaskKind::Other, Priority::Demanded, || {}));
+        speculator.call_graph_filed(&dylib, &[caller, leaf]);
+        let stats = speculator.stats();
+        assert_eq!((stats.queued, stats.dropped, stats.asked_again, stats.unanswered), (1, 0, 1, 0), "{stats}");
+        drop(release_tx);
+        session.end_session().unwrap();
+    }
+
     /// A first call's guesses are all made at once: the demanded work the first one's compile
     /// starts (on a worker that takes it at once) does not crowd the others out.
     #[test]
@@ -496,7 +622,7 @@ mod tests {
         let graph: Graph = Arc::default();
         let reads = graph.clone();
         let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(StaticCallees::new(
-            move |_, body| reads.lock().get(body).cloned().unwrap_or_else(|| Arc::from([])),
+            move |_, body| reads.lock().get(body).cloned(),
             16,
         )));
         let [caller, first, second] = ["caller.body", "first.body", "second.body"].map(|n| session.intern(n));
@@ -515,6 +641,36 @@ mod tests {
         let stats = speculator.stats();
         assert_eq!((stats.queued, stats.dropped), (2, 0), "{stats}");
         drop(release_tx);
+        session.end_session().unwrap();
+    }
+
+    /// A call graph filed after the policy found nothing, but before the first call is kept
+    /// for it, is not missed: the first call asks again.
+    #[test]
+    fn a_call_graph_filed_while_the_policy_answers_is_not_missed() {
+        let graph: Graph = Arc::default();
+        let speculator_slot: Arc<std::sync::OnceLock<Weak<Speculator>>> = Arc::default();
+        let (reads, slot) = (graph.clone(), speculator_slot.clone());
+        let asked = Arc::new(AtomicU64::new(0));
+        let policy = StaticCallees::new(
+            move |dylib, body| {
+                let answer = reads.lock().get(body).cloned();
+                // The second read (the answer itself) is overtaken by the graph's filing.
+                if asked.fetch_add(1, Ordering::Relaxed) == 1 {
+                    let callee = dylib.session().intern("callee.body");
+                    reads.lock().insert(body.clone(), Arc::from([callee]));
+                    let speculator = slot.get().and_then(Weak::upgrade).expect("installed");
+                    speculator.call_graph_filed(dylib, std::slice::from_ref(body));
+                }
+                answer
+            },
+            16,
+        );
+        let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(policy));
+        speculator_slot.set(Arc::downgrade(&speculator)).unwrap();
+        speculator.first_call(&dylib, &session.intern("caller.body"));
+        let stats = speculator.stats();
+        assert_eq!((stats.queued, stats.unanswered), (1, 0), "{stats}");
         session.end_session().unwrap();
     }
 

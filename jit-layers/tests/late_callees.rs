@@ -1,0 +1,94 @@
+//! Static speculation reads a module's call graph, which is filed only once the module is
+//! read: after the first call into it (the first-call listener runs before the body is looked
+//! up). A first call made before its call graph is filed still gets its callees compiled
+//! ahead, once the graph is filed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jit_core::{Priority, Task, TaskKind};
+use jit_layers::{IrModule, Jit, Laziness, Speculation, TierUp};
+
+/// `entry(0)` returns at once; `entry(n)` calls `left` and `right`, which live in another module.
+const ENTRY: &str = r#"
+declare i32 @left(i32)
+declare i32 @right(i32)
+define i32 @entry(i32 %n) {
+start:
+  %some = icmp sgt i32 %n, 0
+  br i1 %some, label %call, label %none
+call:
+  %a = call i32 @left(i32 %n)
+  %b = call i32 @right(i32 %a)
+  ret i32 %b
+none:
+  ret i32 0
+}
+"#;
+
+const LEAVES: &str = r#"
+define i32 @left(i32 %x) {
+  %y = add i32 %x, 1
+  ret i32 %y
+}
+define i32 @right(i32 %x) {
+  %y = mul i32 %x, 2
+  ret i32 %y
+}
+"#;
+
+/// Waits until the JIT's `workers` have run every task queued so far (and the demanded work
+/// those queued, which goes first): a speculative task per worker, each waiting for all the
+/// others to start, so that every worker is idle at once. Fails after a minute rather than hang.
+fn drain(jit: &Jit, workers: usize) {
+    let barrier = Arc::new(std::sync::Barrier::new(workers));
+    let (tx, rx) = crossbeam_channel::bounded(workers);
+    for _ in 0..workers {
+        let (barrier, tx) = (barrier.clone(), tx.clone());
+        jit.session().dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
+            barrier.wait();
+            tx.send(()).unwrap();
+        }));
+    }
+    for _ in 0..workers {
+        rx.recv_timeout(Duration::from_secs(60)).expect("the workers did not get through their queues");
+    }
+}
+
+/// A lazy JIT in two tiers with `threads` workers, speculating by the static call graph, with
+/// `entry` and its callees added; `entry` is looked up (its stub) but nothing is read yet.
+fn jit_with_entry(threads: usize) -> (Jit, unsafe extern "C" fn(i32) -> i32) {
+    let jit = Jit::builder()
+        .threads(threads)
+        .lazy(Laziness::Function)
+        .tier_up(Some(TierUp::default()))
+        .speculation(Speculation::Static)
+        .build()
+        .unwrap();
+    jit.add_ir(IrModule::text("entry.ll", ENTRY)).unwrap();
+    jit.add_ir(IrModule::text("leaves.ll", LEAVES)).unwrap();
+    let entry: unsafe extern "C" fn(i32) -> i32 = jit.lookup("entry").unwrap();
+    assert_eq!(jit.lazy_layer().unwrap().stats().modules_prepared, 0);
+    (jit, entry)
+}
+
+/// `entry`'s first call comes before its module is read; `left` and `right` are compiled ahead
+/// once its call graph is filed, before anything calls them.
+#[test]
+fn a_first_call_before_its_call_graph_is_filed_gets_its_callees_compiled_ahead() {
+    let (jit, entry) = jit_with_entry(1);
+    let layer = jit.lazy_layer().unwrap().clone();
+    let speculator = jit.speculator().expect("static speculates").clone();
+    // SAFETY: `entry` is `i32 (i32)`; with 0 it calls nothing.
+    assert_eq!(unsafe { entry(0) }, 0);
+    drain(&jit, 1);
+    let stats = speculator.stats();
+    assert_eq!((stats.queued, stats.dropped, stats.asked_again, stats.unanswered), (2, 0, 1, 0), "{stats}");
+
+    let compiled = layer.stats().partitions_compiled;
+    // SAFETY: as above; `left` and `right` are `i32 (i32)`.
+    assert_eq!(unsafe { entry(3) }, 8);
+    assert_eq!(layer.stats().partitions_compiled, compiled, "left and right were compiled ahead");
+    assert_eq!(speculator.stats().hits, 2);
+    jit.end().unwrap();
+}
