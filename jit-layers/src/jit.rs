@@ -226,7 +226,7 @@ impl JitBuilder {
                     }
                 });
                 // A first call comes before its module's call graph is filed (the module is read
-                // after it).
+                // after it, and the graph may come from a second read alongside).
                 let heard = Arc::downgrade(speculator);
                 layer.set_call_graph_listener(move |imp, bodies| {
                     if let Some(speculator) = heard.upgrade() {

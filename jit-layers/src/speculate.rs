@@ -9,8 +9,8 @@
 //! [`Speculator::names_defined`]). So a guess the program demands first is compiled once, by
 //! the demand; a guess whose compile fails fails no one but a later caller, who would have
 //! failed anyway. A first call the policy cannot answer yet (its module's call graph is not
-//! filed: the module is read after its first call) is asked again when the graph is filed
-//! ([`Speculator::call_graph_filed`]).
+//! filed: the module is read after its first call, and the graph may come from a second read)
+//! is asked again when the graph is filed ([`Speculator::call_graph_filed`]).
 //!
 //! Policies: [`StaticCallees`] (the direct callees the IR call graph names, most often called
 //! first by LLVM's static block frequencies, those only on cold paths left out) and [`ReplayProfile`] (a first-call order recorded by an earlier
@@ -384,7 +384,9 @@ impl Speculator {
     /// crowded out. A `late` answer (the first call is past, see
     /// [`call_graph_filed`](Self::call_graph_filed)) is not dropped for demanded work waiting:
     /// it would never be made again (a profile's guesses from the start are never dropped
-    /// either).
+    /// either), and what waits when a call graph is filed is often another module's second
+    /// copy being read (demanded work, so that it is read alongside the first, though the
+    /// program does not wait for it).
     fn speculate_all(&self, guesses: Vec<(JitDylib, SymbolName)>, late: bool) {
         if !late && !guesses.is_empty() && self.session.dispatcher().demanded_backlog() > 0 {
             self.dropped.fetch_add(guesses.len() as u64, Ordering::Relaxed);
@@ -655,7 +657,7 @@ mod tests {
         let policy = StaticCallees::new(
             move |dylib, body| {
                 let answer = reads.lock().get(body).cloned();
-                // The second read (the answer itself) is overtaken by the graph's filing.
+                // The second question (the answer itself) is overtaken by the graph's filing.
                 if asked.fetch_add(1, Ordering::Relaxed) == 1 {
                     let callee = dylib.session().intern("callee.body");
                     reads.lock().insert(body.clone(), Arc::from([callee]));

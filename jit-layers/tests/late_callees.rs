@@ -1,7 +1,8 @@
 //! Static speculation reads a module's call graph, which is filed only once the module is
 //! read: after the first call into it (the first-call listener runs before the body is looked
-//! up). A first call made before its call graph is filed still gets its callees compiled
-//! ahead, once the graph is filed.
+//! up), and, with two tiers and a worker to spare, by a second read alongside the first. A
+//! first call made before its call graph is filed still gets its callees compiled ahead, once
+//! the graph is filed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,8 +73,9 @@ fn jit_with_entry(threads: usize) -> (Jit, unsafe extern "C" fn(i32) -> i32) {
     (jit, entry)
 }
 
-/// `entry`'s first call comes before its module is read; `left` and `right` are compiled ahead
-/// once its call graph is filed, before anything calls them.
+/// One worker: the first read files the call graph (a second read would only queue behind
+/// it), after `entry`'s first call; `left` and `right` are then compiled ahead, before
+/// anything calls them.
 #[test]
 fn a_first_call_before_its_call_graph_is_filed_gets_its_callees_compiled_ahead() {
     let (jit, entry) = jit_with_entry(1);
@@ -84,11 +86,32 @@ fn a_first_call_before_its_call_graph_is_filed_gets_its_callees_compiled_ahead()
     drain(&jit, 1);
     let stats = speculator.stats();
     assert_eq!((stats.queued, stats.dropped, stats.asked_again, stats.unanswered), (2, 0, 1, 0), "{stats}");
+    assert_eq!(layer.stats().modules_prepared, 2, "each module read once: {}", layer.stats());
 
     let compiled = layer.stats().partitions_compiled;
     // SAFETY: as above; `left` and `right` are `i32 (i32)`.
     assert_eq!(unsafe { entry(3) }, 8);
     assert_eq!(layer.stats().partitions_compiled, compiled, "left and right were compiled ahead");
     assert_eq!(speculator.stats().hits, 2);
+    jit.end().unwrap();
+}
+
+/// Two workers: the call graph comes from the second copy, read alongside the first; `entry`'s
+/// first call still gets its guesses once it is filed (each queued, or dropped where its
+/// compile would have waited).
+#[test]
+fn with_a_worker_to_spare_the_call_graph_comes_from_a_second_read_and_still_answers() {
+    let (jit, entry) = jit_with_entry(2);
+    let speculator = jit.speculator().expect("static speculates").clone();
+    // SAFETY: `entry` is `i32 (i32)`; with 0 it calls nothing.
+    assert_eq!(unsafe { entry(0) }, 0);
+    drain(&jit, 2);
+    let stats = speculator.stats();
+    assert_eq!((stats.queued + stats.dropped, stats.asked_again, stats.unanswered), (2, 1, 0), "{stats}");
+    // SAFETY: as above; `left` and `right` are `i32 (i32)`.
+    assert_eq!(unsafe { entry(3) }, 8);
+    drain(&jit, 2);
+    let layer = jit.lazy_layer().unwrap().stats();
+    assert_eq!(layer.modules_prepared, 4, "each module read twice, up front: {layer}");
     jit.end().unwrap();
 }

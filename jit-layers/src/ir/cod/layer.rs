@@ -144,7 +144,10 @@ impl CompileOnDemandLayer {
 
     /// Makes modules read from now on record their call graph, for [`callees`](Self::callees).
     /// Off by default: it costs a walk of every instruction and LLVM's block frequency
-    /// estimate of every function (70 to 100 ms of SQLite's half-second read).
+    /// estimate of every function (70 to 100 ms of SQLite's half-second read). A module that
+    /// compiles in two tiers, with more than one worker, finds it on its second copy at rest,
+    /// read up front alongside the first, so that the program's first call into the module
+    /// does not wait for it; otherwise the first read finds it.
     pub fn record_call_graph(&self) {
         self.shared.want_calls.store(true, std::sync::atomic::Ordering::Relaxed);
     }
@@ -164,10 +167,12 @@ impl CompileOnDemandLayer {
     /// Calls `listener(imp, bodies)` each time a module's call graph is filed: from then on,
     /// [`callees`](Self::callees) answers for `bodies` (every body of the module, in
     /// implementation dylib `imp`). A graph is filed once the module is split (a callee may be
-    /// a promoted local, which the split defines) and the copy at rest that found it is read,
-    /// so a first call into the module (heard before its body is looked up, so before the
-    /// module is read) comes before. Called on the thread that filed it, outside the session
-    /// lock and the module's locks; it should be quick.
+    /// a promoted local, which the split defines) and the copy at rest that found it is read:
+    /// the first copy, or the second, read alongside (see
+    /// [`record_call_graph`](Self::record_call_graph)). So a first call into the module (heard
+    /// before its body is looked up, so before the module is read) comes before. Called on the
+    /// thread that filed it, outside the session lock and the module's locks; it should be
+    /// quick.
     pub fn set_call_graph_listener(&self, listener: impl Fn(&JitDylib, &[SymbolName]) + Send + Sync + 'static) {
         *self.shared.calls_listener.write() = Some(Box::new(listener));
     }

@@ -210,7 +210,8 @@ pub(crate) struct LazyModule {
     pub first: Mutex<FirstCopy>,
     /// A second copy at rest, for second-tier compiles (which then never wait for first-tier
     /// ones) and for first-tier compiles while the first copy is busy. Made on the first
-    /// tier-up, or while the first copy is read if a profile found the module hot.
+    /// tier-up, or while the first copy is read if a profile found the module hot or its call
+    /// graph is wanted (see [`LazyModule::layout`]).
     pub second: Mutex<SecondCopy>,
     /// The call graph a copy at rest found, until it is filed.
     pub found_calls: Mutex<FoundCalls>,
@@ -285,6 +286,16 @@ impl LazyModule {
 
     /// The module's layout: from the cache's record, or by preparing the module (which is kept,
     /// at rest, for the partitions to compile).
+    ///
+    /// The first read is what the program's first call into the module waits for. Finding the
+    /// call graph (when wanted, see `CodShared::want_calls`) costs it 70 to 100 ms on SQLite,
+    /// so when the module compiles in two tiers and the pool has a worker to spare, the second
+    /// copy, read up front on another worker alongside the first, finds it instead. A first
+    /// call made before then gets its guesses once it is filed (see
+    /// [`Speculator::call_graph_filed`](crate::Speculator::call_graph_filed)). With one worker
+    /// the first copy finds it: a second read would run on that worker after the first, so it
+    /// would take nothing off the first call's path, and the next demanded compile would wait
+    /// behind it (a whole read: half a second on SQLite).
     fn layout(self: &Arc<Self>) -> Result<Arc<Layout>> {
         let mut st = self.state.lock();
         if let Some(layout) = &st.layout {
@@ -299,10 +310,13 @@ impl LazyModule {
                 return Ok(layout);
             }
         }
-        if self.tiering().is_some() && self.profile_found_hot() {
-            self.read_second_copy(st.discarded.clone());
+        let want_calls = self.shared.want_calls.load(Ordering::Relaxed);
+        let spare_worker = self.imp.session().dispatcher().concurrency() > 1;
+        let calls_from_second = want_calls && spare_worker && self.tiering().is_some();
+        if calls_from_second || (self.tiering().is_some() && self.profile_found_hot()) {
+            self.read_second_copy(st.discarded.clone(), calls_from_second);
         }
-        let (mut resting, layout) = self.prepare(&st.discarded, true)?;
+        let (mut resting, layout) = self.prepare(&st.discarded, true, want_calls && !calls_from_second)?;
         self.keep_calls(&mut resting);
         self.file_homes(&layout);
         if let (Some(cache), Some(key)) = (self.cache(), &key) {
@@ -329,12 +343,13 @@ impl LazyModule {
         })
     }
 
-    /// Reads the second copy at rest now, on another worker, while the first is read: both
+    /// Reads the second copy at rest now, on another worker, while the first is read (finding
+    /// the call graph if `calls`, filed once this read and the split are both done): both
     /// copies then compile partitions from the start, on two workers.
-    fn read_second_copy(self: &Arc<Self>, discarded: FxHashSet<String>) {
+    fn read_second_copy(self: &Arc<Self>, discarded: FxHashSet<String>, calls: bool) {
         let module = self.clone();
         let task = move || {
-            let read = module.prepare(&discarded, false).and_then(|(resting, again)| {
+            let read = module.prepare(&discarded, false, calls).and_then(|(resting, again)| {
                 // Waits for the first copy's read, which fixes the layout.
                 let layout = module.state.lock().layout.clone();
                 match layout {
@@ -343,11 +358,14 @@ impl LazyModule {
                 }
             });
             match read {
-                Ok(resting) => {
+                Ok(mut resting) => {
+                    module.keep_calls(&mut resting);
                     let mut second = module.second.lock();
                     if second.resting.is_none() {
                         second.resting = Some(resting);
                     }
+                    drop(second);
+                    module.file_calls();
                 }
                 Err(e) => tracing::warn!(target: "orcjit", module = %module.name, "no second copy at rest: {e}"),
             }
@@ -376,9 +394,10 @@ impl LazyModule {
             }
             let mut first = self.first.lock();
             if matches!(*first, FirstCopy::Unread) {
-                // The layout came from the cache: the call graph this copy found is filed once
-                // the copy is let go (see `part_object`).
-                let mut resting = self.read_copy(discarded, true, layout, CORRUPT_CACHE)?;
+                // The layout came from the cache, so no copy was read up front: this one finds
+                // the call graph, filed once the copy is let go (see `part_object`).
+                let want_calls = self.shared.want_calls.load(Ordering::Relaxed);
+                let mut resting = self.read_copy(discarded, true, want_calls, layout, CORRUPT_CACHE)?;
                 self.keep_calls(&mut resting);
                 *first = FirstCopy::Resting(Box::new(resting));
             }
@@ -388,7 +407,7 @@ impl LazyModule {
         }
         let mut second = self.second.lock();
         if second.resting.is_none() {
-            second.resting = Some(self.read_copy(discarded, false, layout, SPLITS_DIFFERENTLY)?);
+            second.resting = Some(self.read_copy(discarded, false, false, layout, SPLITS_DIFFERENTLY)?);
         }
         if second.resting.as_ref().is_some_and(|r| r.holds(part)) {
             return Ok(HeldCopy::Second(second));
@@ -407,10 +426,11 @@ impl LazyModule {
         &self,
         discarded: &FxHashSet<String>,
         verify: bool,
+        calls: bool,
         layout: &Layout,
         mismatch: &str,
     ) -> Result<RestingModule> {
-        let (resting, again) = self.prepare(discarded, verify)?;
+        let (resting, again) = self.prepare(discarded, verify, calls)?;
         if again != *layout {
             return Err(Error::msg(format!("{}: {mismatch}", self.name)));
         }
@@ -449,7 +469,8 @@ impl LazyModule {
 
     /// Files the call graph a copy found (see [`CodShared::calls`]) once the module is split,
     /// and tells the call-graph listener, if any, which bodies it holds. Called wherever the
-    /// graph may have become fileable (the split, a copy let go), outside the module's locks.
+    /// graph may have become fileable (the split, the second copy's read, a copy let go),
+    /// outside the module's locks.
     fn file_calls(&self) {
         let found = {
             let mut found = self.found_calls.lock();
@@ -488,8 +509,9 @@ impl LazyModule {
             || (self.first.is_locked() && self.second.try_lock().is_none_or(|second| second.resting.is_none()))
     }
 
-    /// Reads and prepares the module (checking it with LLVM's verifier if `verify`).
-    fn prepare(&self, discarded: &FxHashSet<String>, verify: bool) -> Result<(RestingModule, Layout)> {
+    /// Reads and prepares the module (checking it with LLVM's verifier if `verify`, finding
+    /// its call graph if `calls`).
+    fn prepare(&self, discarded: &FxHashSet<String>, verify: bool, calls: bool) -> Result<(RestingModule, Layout)> {
         let _span = tracing::debug_span!(target: "orcjit", "prepare", module = %self.name).entered();
         // Reading a module is LLVM's work too (see `at_exit::compile_permit`).
         let _permit = crate::at_exit::compile_permit()
@@ -506,8 +528,7 @@ impl LazyModule {
             policy: &*self.shared.policy,
             whole: self.whole,
             verify,
-            // The first copy (the one verified) finds the call graph, if anyone reads it.
-            calls: verify && self.shared.want_calls.load(Ordering::Relaxed),
+            calls,
         })
     }
 
