@@ -85,26 +85,36 @@ fn a_replayed_promoted_local_is_compiled_ahead_once_its_module_is_split() {
     jit.end().unwrap();
 }
 
+/// With two workers, a module a profile found hot is read twice up front and its partitions
+/// compile from both copies; with one, it is read once (a second read would only make the next
+/// compile wait behind it).
 #[test]
-fn a_module_a_profile_found_hot_is_read_twice_and_compiles_from_both_copies() {
+fn a_module_a_profile_found_hot_is_read_twice_and_compiles_from_both_copies_with_a_worker_to_spare() {
     let helper = promoted_helper_body();
-    let profile = Arc::new(ReplayProfile::parse(&format!("main.impl\tentry.body\nmain.impl\t{helper}\thot\n")));
-    let jit = Jit::builder()
-        .threads(2)
-        .lazy(Laziness::Function)
-        .tier_up(Some(TierUp::default()))
-        .speculation(Speculation::Profile(profile))
-        .build()
-        .unwrap();
-    jit.add_ir(IrModule::text("replay.ll", MODULE)).unwrap();
-    let layer = jit.lazy_layer().expect("lazy").clone();
-    jit.speculator().expect("a profile speculates").start();
-    let entry: unsafe extern "C" fn(i32) -> i32 = jit.lookup("entry").unwrap();
-    // SAFETY: `entry` is `i32 (i32)`.
-    assert_eq!(unsafe { entry(7) }, 21);
-    // Both guesses and the second copy's read are done once the workers get through their queues.
-    drain(&jit, 2);
-    let stats = layer.stats();
-    assert_eq!((stats.modules_prepared, stats.partitions_compiled, stats.started_hot), (2, 2, 1), "{stats}");
-    jit.end().unwrap();
+    for (threads, reads) in [(2, 2), (1, 1)] {
+        let profile = Arc::new(ReplayProfile::parse(&format!("main.impl\tentry.body\nmain.impl\t{helper}\thot\n")));
+        let jit = Jit::builder()
+            .threads(threads)
+            .lazy(Laziness::Function)
+            .tier_up(Some(TierUp::default()))
+            .speculation(Speculation::Profile(profile))
+            .build()
+            .unwrap();
+        jit.add_ir(IrModule::text("replay.ll", MODULE)).unwrap();
+        let layer = jit.lazy_layer().expect("lazy").clone();
+        jit.speculator().expect("a profile speculates").start();
+        let entry: unsafe extern "C" fn(i32) -> i32 = jit.lookup("entry").unwrap();
+        // SAFETY: `entry` is `i32 (i32)`.
+        assert_eq!(unsafe { entry(7) }, 21);
+        // Both guesses and any second read are done once the workers get through their queues.
+        drain(&jit, threads);
+        let stats = layer.stats();
+        let expected = (reads, 2, 1);
+        assert_eq!(
+            (stats.modules_prepared, stats.partitions_compiled, stats.started_hot),
+            expected,
+            "{threads}: {stats}"
+        );
+        jit.end().unwrap();
+    }
 }

@@ -292,10 +292,12 @@ impl LazyModule {
     /// so when the module compiles in two tiers and the pool has a worker to spare, the second
     /// copy, read up front on another worker alongside the first, finds it instead. A first
     /// call made before then gets its guesses once it is filed (see
-    /// [`Speculator::call_graph_filed`](crate::Speculator::call_graph_filed)). With one worker
-    /// the first copy finds it: a second read would run on that worker after the first, so it
-    /// would take nothing off the first call's path, and the next demanded compile would wait
-    /// behind it (a whole read: half a second on SQLite).
+    /// [`Speculator::call_graph_filed`](crate::Speculator::call_graph_filed)). A module a
+    /// profile found hot has its second copy read up front too, so that both copies compile
+    /// partitions from the start. With one worker neither happens and the first copy finds the
+    /// call graph: a second read would run on that worker after the first, so it would take
+    /// nothing off the first call's path, and the next demanded compile would wait behind it
+    /// (a whole read: half a second on SQLite).
     fn layout(self: &Arc<Self>) -> Result<Arc<Layout>> {
         let mut st = self.state.lock();
         if let Some(layout) = &st.layout {
@@ -311,9 +313,10 @@ impl LazyModule {
             }
         }
         let want_calls = self.shared.want_calls.load(Ordering::Relaxed);
-        let spare_worker = self.imp.session().dispatcher().concurrency() > 1;
-        let calls_from_second = want_calls && spare_worker && self.tiering().is_some();
-        if calls_from_second || (self.tiering().is_some() && self.profile_found_hot()) {
+        // A second copy read alongside the first needs a worker to spare and a second tier.
+        let alongside = self.tiering().is_some() && self.imp.session().dispatcher().concurrency() > 1;
+        let calls_from_second = want_calls && alongside;
+        if alongside && (want_calls || self.profile_found_hot()) {
             self.read_second_copy(st.discarded.clone(), calls_from_second);
         }
         let (mut resting, layout) = self.prepare(&st.discarded, true, want_calls && !calls_from_second)?;
