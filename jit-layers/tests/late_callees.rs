@@ -4,10 +4,9 @@
 //! first call made before its call graph is filed still gets its callees compiled ahead, once
 //! the graph is filed.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use jit_core::{Priority, Task, TaskKind};
+use common::drain;
 use jit_layers::{IrModule, Jit, Laziness, Speculation, TierUp};
 
 /// `entry(0)` returns at once; `entry(n)` calls `left` and `right`, which live in another module.
@@ -37,24 +36,6 @@ define i32 @right(i32 %x) {
   ret i32 %y
 }
 "#;
-
-/// Waits until the JIT's `workers` have run every task queued so far (and the demanded work
-/// those queued, which goes first): a speculative task per worker, each waiting for all the
-/// others to start, so that every worker is idle at once. Fails after a minute rather than hang.
-fn drain(jit: &Jit, workers: usize) {
-    let barrier = Arc::new(std::sync::Barrier::new(workers));
-    let (tx, rx) = crossbeam_channel::bounded(workers);
-    for _ in 0..workers {
-        let (barrier, tx) = (barrier.clone(), tx.clone());
-        jit.session().dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
-            barrier.wait();
-            tx.send(()).unwrap();
-        }));
-    }
-    for _ in 0..workers {
-        rx.recv_timeout(Duration::from_secs(60)).expect("the workers did not get through their queues");
-    }
-}
 
 /// A lazy JIT in two tiers with `threads` workers, speculating by the static call graph, with
 /// `entry` and its callees added; `entry` is looked up (its stub) but nothing is read yet.

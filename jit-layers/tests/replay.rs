@@ -4,10 +4,11 @@
 //! anything calls it. A module the profile found hot is read twice up front, so that two
 //! workers compile its partitions from the start.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use jit_core::{Priority, Task, TaskKind};
+use std::sync::Arc;
+
+use common::drain;
 use jit_layers::{IrModule, Jit, Laziness, ReplayProfile, Speculation, TierUp};
 
 const MODULE: &str = r#"
@@ -20,24 +21,6 @@ define i32 @entry(i32 %x) {
   ret i32 %y
 }
 "#;
-
-/// Waits until the JIT's `workers` have run every task queued so far (and the demanded work
-/// those queued, which goes first): a speculative task per worker, each waiting for all the
-/// others to start, so that every worker is idle at once. Fails after a minute rather than hang.
-fn drain(jit: &Jit, workers: usize) {
-    let barrier = Arc::new(std::sync::Barrier::new(workers));
-    let (tx, rx) = crossbeam_channel::bounded(workers);
-    for _ in 0..workers {
-        let (barrier, tx) = (barrier.clone(), tx.clone());
-        jit.session().dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
-            barrier.wait();
-            tx.send(()).unwrap();
-        }));
-    }
-    for _ in 0..workers {
-        rx.recv_timeout(Duration::from_secs(60)).expect("the workers did not get through their queues");
-    }
-}
 
 /// The name the module's local `helper` gets once split.
 fn promoted_helper_body() -> String {
