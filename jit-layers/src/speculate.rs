@@ -529,6 +529,16 @@ mod tests {
     /// A call graph filed by hand: each body's callees; a body absent is not filed yet.
     type Graph = Arc<Mutex<FxHashMap<SymbolName, Arc<[SymbolName]>>>>;
 
+    /// A session of one worker with a speculator guessing by `StaticCallees` over a call graph
+    /// filed by hand (empty at first), the graph, and dylib `main`.
+    fn static_speculator() -> (Graph, ExecutionSession, JitDylib, Arc<Speculator>) {
+        let graph: Graph = Arc::default();
+        let reads = graph.clone();
+        let policy = StaticCallees::new(move |_, body| reads.lock().get(body).cloned(), 16);
+        let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(policy));
+        (graph, session, dylib, speculator)
+    }
+
     /// Occupies the session's only worker until the returned sender is dropped.
     fn hold_the_worker(session: &ExecutionSession) -> crossbeam_channel::Sender<()> {
         let (started_tx, started_rx) = crossbeam_channel::bounded(0);
@@ -590,12 +600,7 @@ mod tests {
     /// answers nothing.
     #[test]
     fn a_first_call_made_before_its_call_graph_is_filed_is_answered_when_it_is() {
-        let graph: Graph = Arc::default();
-        let reads = graph.clone();
-        let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(StaticCallees::new(
-            move |_, body| reads.lock().get(body).cloned(),
-            16,
-        )));
+        let (graph, session, dylib, speculator) = static_speculator();
         let other = session.create_dylib("other").unwrap();
         let [caller, callee, leaf] = ["caller.body", "callee.body", "leaf.body"].map(|n| session.intern(n));
         graph.lock().insert(leaf.clone(), Arc::from([]));
@@ -621,12 +626,7 @@ mod tests {
     /// starts (on a worker that takes it at once) does not crowd the others out.
     #[test]
     fn the_first_guess_of_a_first_call_does_not_crowd_out_the_others() {
-        let graph: Graph = Arc::default();
-        let reads = graph.clone();
-        let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(StaticCallees::new(
-            move |_, body| reads.lock().get(body).cloned(),
-            16,
-        )));
+        let (graph, session, dylib, speculator) = static_speculator();
         let [caller, first, second] = ["caller.body", "first.body", "second.body"].map(|n| session.intern(n));
         graph.lock().insert(caller.clone(), Arc::from([first.clone(), second.clone()]));
         // The only worker is held; when `first` is checked (just before it is queued), demanded
