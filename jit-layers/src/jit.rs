@@ -1,21 +1,18 @@
-//! The front door (LLVM's LLJIT, for orcjit): a session with a thread pool, a main dylib that
-//! sees the process, the object linking and IR layers over one memory manager, put together
-//! by a builder.
+//! The front door (LLVM's LLJIT, for orcjit): an [`ObjectJit`] (a session with a thread pool,
+//! a main dylib that sees the process, the object linking layer) with the IR layers over the
+//! same memory manager, put together by a builder.
 
-use std::ffi::{CString, c_char};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jit_core::{
-    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, ProcessSymbolsGenerator, Result,
-    SymbolDef, SymbolFlags,
-};
-use jit_mem::{ManagerConfig, MemoryManager};
+use jit_core::{Error, ExecutionSession, ExecutorAddr, JitDylib, Result};
+use jit_mem::MemoryManager;
 
 use crate::ir::{
     CompileOnDemandLayer, CompileOptions, IrCompileLayer, IrModule, IrTransformLayer, PartitionPolicy, PerFunction,
     TierUp, WholeModule,
 };
+use crate::object_jit::{JitFunction, ObjectJit, ObjectJitBuilder};
 use crate::speculate::{ReplayProfile, SpeculationPolicy, Speculator, StaticCallees};
 use crate::{InitArgs, LazyReexports, ObjectCache, ObjectLinkingLayer};
 
@@ -34,12 +31,9 @@ pub enum Laziness {
 /// Builds a [`Jit`].
 #[must_use]
 pub struct JitBuilder {
-    threads: Option<usize>,
+    base: ObjectJitBuilder,
     compile: CompileOptions,
     pipeline: Option<String>,
-    process_symbols: bool,
-    dlopen: Vec<String>,
-    memory: Option<Arc<dyn MemoryManager>>,
     cache: Option<(PathBuf, u64)>,
     laziness: Laziness,
     policy: Option<Arc<dyn PartitionPolicy>>,
@@ -68,7 +62,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 impl JitBuilder {
     /// Worker threads for compiling and linking (default: one per CPU).
     pub fn threads(mut self, n: usize) -> Self {
-        self.threads = Some(n);
+        self.base = self.base.threads(n);
         self
     }
 
@@ -86,13 +80,13 @@ impl JitBuilder {
 
     /// Whether the main dylib sees the symbols of this process (default: yes).
     pub fn process_symbols(mut self, yes: bool) -> Self {
-        self.process_symbols = yes;
+        self.base = self.base.process_symbols(yes);
         self
     }
 
     /// Loads a shared library whose symbols the main dylib sees (searched before the process's).
     pub fn dlopen(mut self, library: &str) -> Self {
-        self.dlopen.push(library.to_string());
+        self.base = self.base.dlopen(library);
         self
     }
 
@@ -141,42 +135,25 @@ impl JitBuilder {
 
     /// The memory manager to link into (default: jit-mem's default manager).
     pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
-        self.memory = Some(memory);
+        self.base = self.base.memory_manager(memory);
         self
     }
 
     pub fn build(self) -> Result<Jit> {
-        let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
-        let memory = match self.memory {
-            Some(m) => m,
-            None => jit_mem::default_manager(ManagerConfig::default()).map_err(Error::other)?,
-        };
-        let objects = ObjectLinkingLayer::new(&session, memory.clone());
+        let base = self.base.build()?;
+        let (objects, memory) = (base.object_layer().clone(), base.memory_manager().clone());
         let compile = match self.cache {
             Some((dir, max)) => {
                 let cache = ObjectCache::open(&dir, max).map_err(Error::other)?;
-                IrCompileLayer::with_cache(objects.clone(), self.compile, cache)
+                IrCompileLayer::with_cache(objects, self.compile, cache)
             }
-            None => IrCompileLayer::new(objects.clone(), self.compile),
+            None => IrCompileLayer::new(objects, self.compile),
         };
         let mut ir = IrTransformLayer::new(compile);
         if let Some(pipeline) = &self.pipeline {
             ir = ir.with_pipeline(pipeline);
         }
-        let main = session.create_dylib("main")?;
-        for library in &self.dlopen {
-            main.add_generator(DynamicLibraryGenerator::load(library)?);
-        }
-        if self.process_symbols {
-            main.add_generator(ProcessSymbolsGenerator::new());
-        }
-        // JIT'd code registers its exit handlers with orcjit and exits through it (see
-        // `at_exit`), so that what runs at exit can still be compiled then.
-        main.define_absolute(crate::at_exit::overrides().into_iter().map(|(name, addr)| {
-            let flags = SymbolFlags::EXPORTED | SymbolFlags::CALLABLE;
-            (session.intern(name), SymbolDef::new(ExecutorAddr(addr as u64), flags))
-        }))?;
+        let session = base.session().clone();
         let (stubs, lazy) = match self.laziness {
             Laziness::None => (None, None),
             laziness => {
@@ -235,7 +212,7 @@ impl JitBuilder {
                 });
             }
         }
-        Ok(Jit { session, main, objects, ir, lazy, stubs, speculator, memory })
+        Ok(Jit { base, ir, lazy, stubs, speculator })
     }
 }
 
@@ -245,25 +222,19 @@ impl JitBuilder {
 /// compiled or linked before a lookup needs it. Dropping the `Jit` does not end the session
 /// (handles may outlive it); [`end`](Self::end) does, freeing all JIT'd memory.
 pub struct Jit {
-    session: ExecutionSession,
-    main: JitDylib,
-    objects: ObjectLinkingLayer,
+    base: ObjectJit,
     ir: IrTransformLayer,
     lazy: Option<CompileOnDemandLayer>,
     stubs: Option<LazyReexports>,
     speculator: Option<Arc<Speculator>>,
-    memory: Arc<dyn MemoryManager>,
 }
 
 impl Jit {
     pub fn builder() -> JitBuilder {
         JitBuilder {
-            threads: None,
+            base: ObjectJit::builder(),
             compile: CompileOptions::default(),
             pipeline: None,
-            process_symbols: true,
-            dlopen: Vec::new(),
-            memory: None,
             cache: None,
             laziness: Laziness::None,
             policy: None,
@@ -274,15 +245,20 @@ impl Jit {
     }
 
     pub fn session(&self) -> &ExecutionSession {
-        &self.session
+        self.base.session()
     }
 
     pub fn main_dylib(&self) -> &JitDylib {
-        &self.main
+        self.base.main_dylib()
     }
 
     pub fn object_layer(&self) -> &ObjectLinkingLayer {
-        &self.objects
+        self.base.object_layer()
+    }
+
+    /// The object half of this JIT: what it links, without the IR layers.
+    pub fn object_jit(&self) -> &ObjectJit {
+        &self.base
     }
 
     pub fn ir_layer(&self) -> &IrTransformLayer {
@@ -290,7 +266,7 @@ impl Jit {
     }
 
     pub fn memory_manager(&self) -> &Arc<dyn MemoryManager> {
-        &self.memory
+        self.base.memory_manager()
     }
 
     /// The compile-on-demand layer, if the JIT is lazy.
@@ -316,8 +292,8 @@ impl Jit {
     /// Adds an IR module to the main dylib (lazily if the JIT is lazy).
     pub fn add_ir(&self, module: IrModule) -> Result<()> {
         match &self.lazy {
-            Some(lazy) => lazy.add(&self.main, module),
-            None => self.ir.add(&self.main, module),
+            Some(lazy) => lazy.add(self.main_dylib(), module),
+            None => self.ir.add(self.main_dylib(), module),
         }
     }
 
@@ -328,114 +304,52 @@ impl Jit {
 
     /// Adds a relocatable object to the main dylib.
     pub fn add_object(&self, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<()> {
-        self.objects.add(&self.main, name, bytes)
+        self.base.add_object(name, bytes)
     }
 
     pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;
-        self.add_object(&path.display().to_string(), bytes)
+        self.base.add_object_file(path)
     }
 
     /// The address of `name` in the main dylib, once it (and all it reaches) is Ready.
     pub fn lookup_address(&self, name: &str) -> Result<ExecutorAddr> {
-        self.main.lookup(name).map(|def| def.addr)
+        self.base.lookup_address(name)
     }
 
-    /// `name` as a typed function pointer, e.g.
-    /// `jit.lookup::<unsafe extern "C" fn(i32) -> i32>("square")`. Only `unsafe extern "C" fn`
-    /// types qualify: nothing checks that the JIT'd function has that signature, so calling it
-    /// is the caller's promise.
+    /// `name` as a typed function pointer (see [`ObjectJit::lookup`]).
     pub fn lookup<F: JitFunction>(&self, name: &str) -> Result<F> {
-        let addr = self.lookup_address(name)?;
-        // SAFETY: `addr` is the Ready, executable address of `name`; F is an `unsafe fn`
-        // pointer type, so whoever calls it vouches for the signature.
-        Ok(unsafe { F::from_address(addr.0 as usize) })
+        self.base.lookup(name)
     }
 
     /// Links what has static constructors and runs those not run yet (see
     /// [`ObjectLinkingLayer::initialize`]).
     pub fn initialize(&self, args: InitArgs) -> Result<()> {
-        self.objects.initialize(&self.main, args)
+        self.base.initialize(args)
     }
 
     /// Runs finalizers, `atexit` handlers and static destructors of what was initialized.
     pub fn deinitialize(&self) -> Result<()> {
-        self.objects.deinitialize(&self.main)
+        self.base.deinitialize()
     }
 
-    /// Runs the program as a C runtime would, up to `main`'s return: looks `main` up, runs
-    /// static constructors (with argc/argv/envp), then calls `main(argc, argv, envp)` with
-    /// `argv = [argv0, args...]`, through the entry gate. Returns main's status; finalizers
-    /// run at [`deinitialize`](Self::deinitialize) (or, for a command that exits, at exit).
+    /// [`ObjectJit::run_main`], with the speculator started and, in a lazy JIT, `main`
+    /// compiled first (so that errors in its code are reported here, not by ending the
+    /// process).
     pub fn run_main(&self, argv0: &str, args: &[String]) -> Result<i32> {
-        let owned: Vec<CString> = std::iter::once(argv0)
-            .chain(args.iter().map(String::as_str))
-            .map(|a| CString::new(a).map_err(|_| Error::msg(format!("argument '{a}' contains a NUL byte"))))
-            .collect::<Result<_>>()?;
-        let mut argv: Vec<*mut c_char> = owned.iter().map(|a| a.as_ptr() as *mut c_char).collect();
-        argv.push(std::ptr::null_mut());
-        let argc = owned.len() as i32;
-        // SAFETY: libc's `environ` is the NULL-terminated environment of this process.
-        let envp = unsafe { environ };
-        let main = self.lookup_address("main")?;
+        // Look main up first: a program that does not link fails before anything starts.
+        self.lookup_address("main")?;
         if let Some(speculator) = &self.speculator {
             speculator.start();
         }
         if let Some(lazy) = &self.lazy {
-            // Errors in main's own code are reported here, not by ending the process.
-            lazy.compile_now(&self.main, "main")?;
+            lazy.compile_now(self.main_dylib(), "main")?;
         }
-        let init = InitArgs { argc, argv: argv.as_ptr() as *const *const c_char, envp: envp as *const *const c_char };
-        self.initialize(init)?;
-        let gate = self.objects.entry_gate()?;
-        // SAFETY: 'main' is Ready; C's main takes (int, char **, char **), which argv and envp
-        // satisfy for the duration of the call.
-        let status = unsafe { gate.call(main, argc as u64, argv.as_mut_ptr() as u64, envp as u64) };
-        Ok(status as i32)
+        self.base.run_main(argv0, args)
     }
 
     /// Ends the session: fails what is pending and frees all JIT'd memory (running the
     /// finalizers of what was initialized).
     pub fn end(self) -> Result<()> {
-        self.session.end_session()
+        self.base.end()
     }
 }
-
-unsafe extern "C" {
-    static environ: *mut *mut c_char;
-}
-
-/// Function pointer types a [`Jit::lookup`] may return: `unsafe extern "C" fn` of up to eight
-/// arguments.
-///
-/// # Safety
-/// Implementors must be function pointer types that are unsafe to call (implemented here for
-/// `unsafe extern "C" fn`; not meant to be implemented elsewhere).
-pub unsafe trait JitFunction: Copy {
-    /// # Safety
-    /// `addr` must be executable code.
-    unsafe fn from_address(addr: usize) -> Self;
-}
-
-macro_rules! jit_function {
-    ($($arg:ident),*) => {
-        // SAFETY: an `unsafe extern "C" fn` pointer: calling it requires `unsafe`.
-        unsafe impl<R, $($arg),*> JitFunction for unsafe extern "C" fn($($arg),*) -> R {
-            unsafe fn from_address(addr: usize) -> Self {
-                // SAFETY: the caller guarantees `addr` is code; a function pointer is one usize.
-                unsafe { std::mem::transmute::<usize, Self>(addr) }
-            }
-        }
-    };
-}
-
-jit_function!();
-jit_function!(A);
-jit_function!(A, B);
-jit_function!(A, B, C);
-jit_function!(A, B, C, D);
-jit_function!(A, B, C, D, E);
-jit_function!(A, B, C, D, E, F);
-jit_function!(A, B, C, D, E, F, G);
-jit_function!(A, B, C, D, E, F, G, H);

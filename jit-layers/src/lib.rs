@@ -1,8 +1,9 @@
 //! jit-layers: the layers that turn compiler inputs into materialization units.
 //!
 //! Bridges jit-core (sessions, symbols), jit-link (linking) and jit-mem (memory): the object
-//! linking layer links relocatable objects into JIT dylibs through the session; the IR layers
-//! (feature `llvm`, on by default) compile LLVM IR into objects for it.
+//! linking layer links relocatable objects into JIT dylibs through the session ([`ObjectJit`]
+//! puts it together with a session and a main dylib, without LLVM); the IR layers (feature
+//! `llvm`, on by default, and [`Jit`]) compile LLVM IR into objects for it.
 
 pub mod at_exit;
 mod cache;
@@ -14,6 +15,7 @@ mod ir;
 #[cfg(feature = "llvm")]
 mod jit;
 mod lazy;
+mod object_jit;
 mod object_layer;
 mod perf_map;
 pub mod speculate;
@@ -27,8 +29,9 @@ pub use ir::{
     IrTransformLayer, ModuleBuilder, PartitionPolicy, PassPipeline, PerFunction, TierUp, WholeModule,
 };
 #[cfg(feature = "llvm")]
-pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, JitFunction, Laziness, Speculation};
+pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, Laziness, Speculation};
 pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus};
+pub use object_jit::{JitFunction, ObjectJit, ObjectJitBuilder};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};
 pub use perf_map::PerfMap;
 pub use speculate::{ReplayProfile, SpeculationPolicy, SpeculationStats, Speculator, StaticCallees};

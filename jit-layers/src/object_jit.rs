@@ -1,0 +1,222 @@
+//! A JIT for relocatable objects only (LLVM's LLJIT without its IR layer): a session with a
+//! thread pool, a main dylib that sees the process, and the object linking layer over one
+//! memory manager. Nothing here calls LLVM, so a program built on it does not load libLLVM
+//! (about 14 ms of start-up on the project's VM); [`crate::Jit`] (feature `llvm`) is this
+//! plus the IR layers.
+
+use std::ffi::{CString, c_char};
+use std::path::Path;
+use std::sync::Arc;
+
+use jit_core::{
+    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, ProcessSymbolsGenerator, Result,
+    SymbolDef, SymbolFlags,
+};
+use jit_mem::{ManagerConfig, MemoryManager};
+
+use crate::{InitArgs, ObjectLinkingLayer};
+
+/// Builds an [`ObjectJit`] (and the object half of a [`crate::Jit`]).
+#[must_use]
+pub struct ObjectJitBuilder {
+    threads: Option<usize>,
+    process_symbols: bool,
+    dlopen: Vec<String>,
+    memory: Option<Arc<dyn MemoryManager>>,
+}
+
+impl Default for ObjectJitBuilder {
+    fn default() -> Self {
+        ObjectJitBuilder { threads: None, process_symbols: true, dlopen: Vec::new(), memory: None }
+    }
+}
+
+impl ObjectJitBuilder {
+    /// Worker threads for linking (and compiling, in a [`crate::Jit`]; default: one per CPU).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Whether the main dylib sees the symbols of this process (default: yes).
+    pub fn process_symbols(mut self, yes: bool) -> Self {
+        self.process_symbols = yes;
+        self
+    }
+
+    /// Loads a shared library whose symbols the main dylib sees (searched before the process's).
+    pub fn dlopen(mut self, library: &str) -> Self {
+        self.dlopen.push(library.to_string());
+        self
+    }
+
+    /// The memory manager to link into (default: jit-mem's default manager).
+    pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    pub fn build(self) -> Result<ObjectJit> {
+        let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
+        let memory = match self.memory {
+            Some(m) => m,
+            None => jit_mem::default_manager(ManagerConfig::default()).map_err(Error::other)?,
+        };
+        let objects = ObjectLinkingLayer::new(&session, memory.clone());
+        let main = session.create_dylib("main")?;
+        for library in &self.dlopen {
+            main.add_generator(DynamicLibraryGenerator::load(library)?);
+        }
+        if self.process_symbols {
+            main.add_generator(ProcessSymbolsGenerator::new());
+        }
+        // JIT'd code registers its exit handlers with orcjit and exits through it (see
+        // `at_exit`), so that what runs at exit can still be compiled then.
+        main.define_absolute(crate::at_exit::overrides().into_iter().map(|(name, addr)| {
+            let flags = SymbolFlags::EXPORTED | SymbolFlags::CALLABLE;
+            (session.intern(name), SymbolDef::new(ExecutorAddr(addr as u64), flags))
+        }))?;
+        Ok(ObjectJit { session, main, objects, memory })
+    }
+}
+
+/// A JIT for relocatable objects: add them, look symbols up, run `main`.
+///
+/// Contract: everything added goes to the main dylib; nothing is linked before a lookup needs
+/// it. Dropping it does not end the session (handles may outlive it); [`end`](Self::end) does,
+/// freeing all JIT'd memory.
+pub struct ObjectJit {
+    session: ExecutionSession,
+    main: JitDylib,
+    objects: ObjectLinkingLayer,
+    memory: Arc<dyn MemoryManager>,
+}
+
+impl ObjectJit {
+    pub fn builder() -> ObjectJitBuilder {
+        ObjectJitBuilder::default()
+    }
+
+    pub fn session(&self) -> &ExecutionSession {
+        &self.session
+    }
+
+    pub fn main_dylib(&self) -> &JitDylib {
+        &self.main
+    }
+
+    pub fn object_layer(&self) -> &ObjectLinkingLayer {
+        &self.objects
+    }
+
+    pub fn memory_manager(&self) -> &Arc<dyn MemoryManager> {
+        &self.memory
+    }
+
+    /// Adds a relocatable object to the main dylib.
+    pub fn add_object(&self, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<()> {
+        self.objects.add(&self.main, name, bytes)
+    }
+
+    pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;
+        self.add_object(&path.display().to_string(), bytes)
+    }
+
+    /// The address of `name` in the main dylib, once it (and all it reaches) is Ready.
+    pub fn lookup_address(&self, name: &str) -> Result<ExecutorAddr> {
+        self.main.lookup(name).map(|def| def.addr)
+    }
+
+    /// `name` as a typed function pointer, e.g.
+    /// `jit.lookup::<unsafe extern "C" fn(i32) -> i32>("square")`. Only `unsafe extern "C" fn`
+    /// types qualify: nothing checks that the JIT'd function has that signature, so calling it
+    /// is the caller's promise.
+    pub fn lookup<F: JitFunction>(&self, name: &str) -> Result<F> {
+        let addr = self.lookup_address(name)?;
+        // SAFETY: `addr` is the Ready, executable address of `name`; F is an `unsafe fn`
+        // pointer type, so whoever calls it vouches for the signature.
+        Ok(unsafe { F::from_address(addr.0 as usize) })
+    }
+
+    /// Links what has static constructors and runs those not run yet (see
+    /// [`ObjectLinkingLayer::initialize`]).
+    pub fn initialize(&self, args: InitArgs) -> Result<()> {
+        self.objects.initialize(&self.main, args)
+    }
+
+    /// Runs finalizers, `atexit` handlers and static destructors of what was initialized.
+    pub fn deinitialize(&self) -> Result<()> {
+        self.objects.deinitialize(&self.main)
+    }
+
+    /// Runs the program as a C runtime would, up to `main`'s return: looks `main` up, runs
+    /// static constructors (with argc/argv/envp), then calls `main(argc, argv, envp)` with
+    /// `argv = [argv0, args...]`, through the entry gate. Returns main's status; finalizers
+    /// run at [`deinitialize`](Self::deinitialize) (or, for a command that exits, at exit).
+    pub fn run_main(&self, argv0: &str, args: &[String]) -> Result<i32> {
+        let owned: Vec<CString> = std::iter::once(argv0)
+            .chain(args.iter().map(String::as_str))
+            .map(|a| CString::new(a).map_err(|_| Error::msg(format!("argument '{a}' contains a NUL byte"))))
+            .collect::<Result<_>>()?;
+        let mut argv: Vec<*mut c_char> = owned.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+        argv.push(std::ptr::null_mut());
+        let argc = owned.len() as i32;
+        // SAFETY: libc's `environ` is the NULL-terminated environment of this process.
+        let envp = unsafe { environ };
+        let main = self.lookup_address("main")?;
+        let init = InitArgs { argc, argv: argv.as_ptr() as *const *const c_char, envp: envp as *const *const c_char };
+        self.initialize(init)?;
+        let gate = self.objects.entry_gate()?;
+        // SAFETY: 'main' is Ready; C's main takes (int, char **, char **), which argv and envp
+        // satisfy for the duration of the call.
+        let status = unsafe { gate.call(main, argc as u64, argv.as_mut_ptr() as u64, envp as u64) };
+        Ok(status as i32)
+    }
+
+    /// Ends the session: fails what is pending and frees all JIT'd memory (running the
+    /// finalizers of what was initialized).
+    pub fn end(self) -> Result<()> {
+        self.session.end_session()
+    }
+}
+
+unsafe extern "C" {
+    static environ: *mut *mut c_char;
+}
+
+/// Function pointer types a [`ObjectJit::lookup`] (or [`crate::Jit::lookup`]) may return:
+/// `unsafe extern "C" fn` of up to eight arguments.
+///
+/// # Safety
+/// Implementors must be function pointer types that are unsafe to call (implemented here for
+/// `unsafe extern "C" fn`; not meant to be implemented elsewhere).
+pub unsafe trait JitFunction: Copy {
+    /// # Safety
+    /// `addr` must be executable code.
+    unsafe fn from_address(addr: usize) -> Self;
+}
+
+macro_rules! jit_function {
+    ($($arg:ident),*) => {
+        // SAFETY: an `unsafe extern "C" fn` pointer: calling it requires `unsafe`.
+        unsafe impl<R, $($arg),*> JitFunction for unsafe extern "C" fn($($arg),*) -> R {
+            unsafe fn from_address(addr: usize) -> Self {
+                // SAFETY: the caller guarantees `addr` is code; a function pointer is one usize.
+                unsafe { std::mem::transmute::<usize, Self>(addr) }
+            }
+        }
+    };
+}
+
+jit_function!();
+jit_function!(A);
+jit_function!(A, B);
+jit_function!(A, B, C);
+jit_function!(A, B, C, D);
+jit_function!(A, B, C, D, E);
+jit_function!(A, B, C, D, E, F);
+jit_function!(A, B, C, D, E, F, G);
+jit_function!(A, B, C, D, E, F, G, H);
