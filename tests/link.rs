@@ -1,4 +1,5 @@
-//! `orcjit link` runs real programs compiled by clang-19 exactly as their native builds run:
+//! `orcjit link` (and `orcjit-link`, the same command without LLVM in the process) runs real
+//! programs compiled by clang-19 exactly as their native builds run:
 //! same standard output, same exit status. C and C++ programs from jit-link's test tree (multi-
 //! file programs, constructors and destructors, C++ exceptions and COMDAT, thread-local
 //! variables), and the Lua 5.4 interpreter (from the `lua-src` crate) running a script.
@@ -9,6 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const ORCJIT: &str = env!("CARGO_BIN_EXE_orcjit");
+const ORCJIT_LINK: &str = env!("CARGO_BIN_EXE_orcjit-link");
+
+/// The two ways to link and run objects: `orcjit link` and `orcjit-link`.
+fn link_commands() -> [Command; 2] {
+    let mut subcommand = Command::new(ORCJIT);
+    subcommand.arg("link");
+    [subcommand, Command::new(ORCJIT_LINK)]
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -48,24 +57,26 @@ fn link_native(dir: &Path, objects: &[PathBuf], flags: &[&str], libs: &[&str]) -
     exe
 }
 
-/// Runs the native executable and `orcjit link` on the same objects and arguments, and
-/// requires the same stdout and exit status.
+/// Runs the native executable, `orcjit link` and `orcjit-link` on the same objects and
+/// arguments, and requires the same stdout and exit status.
 fn same_as_native(program: &str, objects: &[PathBuf], native: &Path, dlopen: &[&str], args: &[&str]) {
     let native_run = run(Command::new(native).args(args));
     for threads in ["1", "2"] {
-        let mut jit = Command::new(ORCJIT);
-        jit.args(["link", "--threads", threads]);
-        for lib in dlopen {
-            jit.arg("--dlopen").arg(lib);
+        for mut jit in link_commands() {
+            jit.args(["--threads", threads]);
+            for lib in dlopen {
+                jit.arg("--dlopen").arg(lib);
+            }
+            let what = format!("{program} ({jit:?})");
+            let jit_run = run(jit.args(objects).arg("--").args(args));
+            assert_eq!(
+                String::from_utf8_lossy(&jit_run.stdout),
+                String::from_utf8_lossy(&native_run.stdout),
+                "{what}: output differs; orcjit stderr:\n{}",
+                String::from_utf8_lossy(&jit_run.stderr)
+            );
+            assert_eq!(jit_run.status.code(), native_run.status.code(), "{what}: exit status");
         }
-        let jit_run = run(jit.args(objects).arg("--").args(args));
-        assert_eq!(
-            String::from_utf8_lossy(&jit_run.stdout),
-            String::from_utf8_lossy(&native_run.stdout),
-            "{program} (--threads {threads}): output differs; orcjit stderr:\n{}",
-            String::from_utf8_lossy(&jit_run.stderr)
-        );
-        assert_eq!(jit_run.status.code(), native_run.status.code(), "{program} (--threads {threads}): exit status");
     }
 }
 
@@ -151,6 +162,38 @@ fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
     let native = link_native(tmp.path(), &objects, &[], &["-lm"]);
     let script = root().join("tests/data/lua/programs.lua");
     same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
+}
+
+/// `orcjit-link` exists to start without libLLVM (14 ms of loading, more than linking Lua
+/// takes); the program it runs looks for it in its own address space. `orcjit` has it.
+#[test]
+fn orcjit_link_runs_programs_without_loading_llvm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("maps.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <string.h>
+int main(void) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  char line[4096];
+  int llvm = 0;
+  while (maps && fgets(line, sizeof line, maps))
+    llvm |= strstr(line, "libLLVM") != NULL;
+  printf("libLLVM %s\n", llvm ? "mapped" : "absent");
+  return maps == NULL;
+}
+"#,
+    )
+    .unwrap();
+    let objects = compile(tmp.path(), &[src], &["-O1", "-fPIC"]);
+    let [mut subcommand, mut standalone] = link_commands();
+    let out = run(standalone.args(&objects));
+    check(&out, "orcjit-link");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "libLLVM absent\n");
+    let out = run(subcommand.args(&objects));
+    check(&out, "orcjit link");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "libLLVM mapped\n");
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! `orcjit link [--threads N] [--dlopen LIB]... a.o b.o ... [-- args]`: links the objects into
 //! one dylib that searches the process, the libraries given and libm, then runs them as a C
 //! program (see `program.rs`): the counterpart of `llvm-jitlink`. argv[0] is the first object.
+//! Nothing here calls LLVM: the `orcjit-link` binary is this command without libLLVM loaded.
 
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::Jit;
+use jit_layers::ObjectJit;
 use jit_mem::{ManagerConfig, Placement};
 
 #[derive(clap::Args)]
@@ -34,13 +35,13 @@ pub fn run(args: LinkArgs) -> ExitCode {
     }
 }
 
-fn build(args: &LinkArgs) -> Result<Jit, Error> {
+fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut objects = Vec::with_capacity(args.objects.len());
     for path in &args.objects {
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
         objects.push((path, bytes));
     }
-    let mut builder = Jit::builder();
+    let mut builder = ObjectJit::builder();
     if let Some(n) = args.threads {
         builder = builder.threads(n);
     }

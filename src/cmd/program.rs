@@ -1,16 +1,38 @@
 //! Running JIT'd code as a C program: static constructors, `main`, and an exit through libc so
 //! that `atexit` handlers, static destructors and `.fini_array` entries run in native order.
-//! Shared by `orcjit run` and `orcjit link`.
+//! Shared by `orcjit run`, `orcjit link` and `orcjit-link`.
 
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{Jit, at_exit};
+use jit_layers::{ObjectJit, at_exit};
+
+/// A JIT whose main dylib holds a C program: [`ObjectJit`], or a [`jit_layers::Jit`] (which
+/// starts its speculator and compiles a lazy `main` before running it).
+pub trait Program {
+    fn objects(&self) -> &ObjectJit;
+    fn run_main(&self, argv0: &str, args: &[String]) -> Result<i32, Error>;
+}
+
+impl Program for ObjectJit {
+    fn objects(&self) -> &ObjectJit {
+        self
+    }
+    fn run_main(&self, argv0: &str, args: &[String]) -> Result<i32, Error> {
+        ObjectJit::run_main(self, argv0, args)
+    }
+}
 
 /// Runs `main` of `jit`'s main dylib and exits the process with its status (or reports the
 /// error and returns a failure status). `what` names the command in error messages;
 /// `after_main` runs once main has returned (e.g. to report statistics).
-pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String], after_main: impl FnOnce(&Jit)) -> ExitCode {
+pub fn run_and_exit<J: Program>(
+    what: &str,
+    jit: J,
+    argv0: &str,
+    args: &[String],
+    after_main: impl FnOnce(&J),
+) -> ExitCode {
     match run(&jit, argv0, args) {
         Ok(status) => {
             after_main(&jit);
@@ -29,10 +51,11 @@ pub fn run_and_exit(what: &str, jit: Jit, argv0: &str, args: &[String], after_ma
     }
 }
 
-fn run(jit: &Jit, argv0: &str, args: &[String]) -> Result<i32, Error> {
+fn run(jit: &impl Program, argv0: &str, args: &[String]) -> Result<i32, Error> {
     // Look main up first: a program that does not link should fail before anything runs.
-    jit.lookup_address("main")?;
-    let (layer, dylib) = (jit.object_layer().clone(), jit.main_dylib().id());
+    let objects = jit.objects();
+    objects.lookup_address("main")?;
+    let (layer, dylib) = (objects.object_layer().clone(), objects.main_dylib().id());
     at_exit::add_exit_hook(move || {
         if let Err(e) = layer.run_exit_finalizers(dylib) {
             eprintln!("orcjit: finalizers: {e}");

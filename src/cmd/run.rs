@@ -11,7 +11,9 @@
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{GdbRegistration, IrModule, Jit, Laziness, PerfMap, ReplayProfile, Speculation, TierUp};
+use jit_layers::{GdbRegistration, IrModule, Jit, Laziness, ObjectJit, PerfMap, ReplayProfile, Speculation, TierUp};
+
+use super::program::Program;
 
 /// `--speculate`'s values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -152,6 +154,15 @@ fn board_title(modules: &[String]) -> String {
     let options: Vec<String> =
         std::env::args().skip(1).filter(|a| !a.starts_with("--extra-module") && !modules.contains(a)).collect();
     format!("orcjit {} ({} modules)", options.join(" "), modules.len())
+}
+
+impl Program for Jit {
+    fn objects(&self) -> &ObjectJit {
+        self.object_jit()
+    }
+    fn run_main(&self, argv0: &str, args: &[String]) -> Result<i32, Error> {
+        Jit::run_main(self, argv0, args)
+    }
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
