@@ -12,7 +12,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RwLock};
 
 /// A handler as `__cxa_atexit` takes it: `f(arg)`, registered against the DSO handle `dso`.
 #[derive(Clone, Copy)]
@@ -74,7 +74,8 @@ pub fn exit_process(status: c_int) -> ! {
 
 /// Permission to run LLVM: `None` once the program has exited (libc is about to destroy
 /// LLVM's statics). Hold it for the whole compile.
-pub(crate) fn compile_permit() -> Option<RwLockReadGuard<'static, ()>> {
+#[cfg(feature = "llvm")]
+pub(crate) fn compile_permit() -> Option<parking_lot::RwLockReadGuard<'static, ()>> {
     COMPILES.try_read()
 }
 
