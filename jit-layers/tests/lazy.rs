@@ -4,13 +4,13 @@
 //! atomic for a thread calling meanwhile; failures and stale calls abort with a message (run in
 //! a child process, this test binary run again with `ORCJIT_LAZY_CHILD` set).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
 
-use crossbeam_channel::RecvTimeoutError;
 use jit_core::{
     ExecutionSession, ExecutorAddr, Interface, JitDylib, MatchFlags, MaterializationResponsibility,
     MaterializationUnit, Priority, SymbolFlags, SymbolName, Task, TaskKind,
@@ -18,7 +18,8 @@ use jit_core::{
 use jit_layers::{LazyReexports, LazyStub, ObjectLinkingLayer};
 use jit_mem::{ManagerConfig, MemoryManager};
 
-const WATCHDOG: Duration = Duration::from_secs(60);
+use common::{WATCHDOG, watchdog};
+
 const CHILD: &str = "ORCJIT_LAZY_CHILD";
 
 /// Compiles C `source` (named `name.c`) with clang-19 and `flags`; returns the object's bytes.
@@ -36,20 +37,6 @@ fn object(dir: &Path, name: &str, source: &str, flags: &[&str]) -> Vec<u8> {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::read(obj).unwrap()
-}
-
-/// Aborts the process if dropped later than [`WATCHDOG`] after it was made: a hang fails fast.
-struct Watchdog(#[allow(dead_code)] crossbeam_channel::Sender<()>);
-
-fn watchdog(what: &'static str) -> Watchdog {
-    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-    std::thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-            eprintln!("watchdog: {what} hung");
-            std::process::abort();
-        }
-    });
-    Watchdog(tx)
 }
 
 /// A session whose bodies live in `bodies` (which sees `stubs` and the process) and whose

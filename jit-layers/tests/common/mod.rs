@@ -1,7 +1,10 @@
-//! What the jit-layers tests share.
+//! What the jit-layers tests share. (Each test file that includes it uses only some of it.)
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
 
 use jit_core::{Priority, Task, TaskKind};
 use jit_layers::Jit;
@@ -22,4 +25,22 @@ pub fn drain(jit: &Jit, workers: usize) {
     for _ in 0..workers {
         rx.recv_timeout(Duration::from_secs(60)).expect("the workers did not get through their queues");
     }
+}
+
+/// How long a test may take before its [`Watchdog`] aborts the process.
+pub const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// Aborts the process if dropped later than [`WATCHDOG`] after it was made: a hang fails fast.
+pub struct Watchdog(crossbeam_channel::Sender<()>);
+
+/// A watchdog (on a thread of its own, until it is dropped); `what` names the hang.
+pub fn watchdog(what: &'static str) -> Watchdog {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    std::thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+            eprintln!("watchdog: {what} hung");
+            std::process::abort();
+        }
+    });
+    Watchdog(tx)
 }
