@@ -139,8 +139,18 @@ impl JitBuilder {
         self
     }
 
-    pub fn build(self) -> Result<Jit> {
-        let base = self.base.build()?;
+    /// Builds the JIT. If a step fails (a cache directory that cannot be opened, say), the
+    /// session it had started is ended, so its threads do not outlive the error.
+    pub fn build(mut self) -> Result<Jit> {
+        let base = std::mem::take(&mut self.base).build()?;
+        let session = base.session().clone();
+        self.layers_over(base).inspect_err(|_| {
+            let _ = session.end_session();
+        })
+    }
+
+    /// The IR layers (and, if lazy, the stubs and the speculator) over `base`.
+    fn layers_over(self, base: ObjectJit) -> Result<Jit> {
         let (objects, memory) = (base.object_layer().clone(), base.memory_manager().clone());
         let compile = match self.cache {
             Some((dir, max)) => {

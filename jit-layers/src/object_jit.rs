@@ -56,29 +56,42 @@ impl ObjectJitBuilder {
         self
     }
 
+    /// Builds the JIT. If a step fails (a library that does not load, say), the session it
+    /// had started is ended, so its threads do not outlive the error.
     pub fn build(self) -> Result<ObjectJit> {
         let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let memory = match self.memory {
             Some(m) => m,
             None => jit_mem::default_manager(ManagerConfig::default()).map_err(Error::other)?,
         };
+        let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
-        let main = session.create_dylib("main")?;
-        for library in &self.dlopen {
-            main.add_generator(DynamicLibraryGenerator::load(library)?);
+        match main_dylib(&session, &self.dlopen, self.process_symbols) {
+            Ok(main) => Ok(ObjectJit { session, main, objects, memory }),
+            Err(e) => {
+                let _ = session.end_session();
+                Err(e)
+            }
         }
-        if self.process_symbols {
-            main.add_generator(ProcessSymbolsGenerator::new());
-        }
-        // JIT'd code registers its exit handlers with orcjit and exits through it (see
-        // `at_exit`), so that what runs at exit can still be compiled then.
-        main.define_absolute(crate::at_exit::overrides().into_iter().map(|(name, addr)| {
-            let flags = SymbolFlags::EXPORTED | SymbolFlags::CALLABLE;
-            (session.intern(name), SymbolDef::new(ExecutorAddr(addr as u64), flags))
-        }))?;
-        Ok(ObjectJit { session, main, objects, memory })
     }
+}
+
+/// The dylib everything is added to: it sees the libraries given, then (if asked) the process.
+fn main_dylib(session: &ExecutionSession, dlopen: &[String], process_symbols: bool) -> Result<JitDylib> {
+    let main = session.create_dylib("main")?;
+    for library in dlopen {
+        main.add_generator(DynamicLibraryGenerator::load(library)?);
+    }
+    if process_symbols {
+        main.add_generator(ProcessSymbolsGenerator::new());
+    }
+    // JIT'd code registers its exit handlers with orcjit and exits through it (see
+    // `at_exit`), so that what runs at exit can still be compiled then.
+    main.define_absolute(crate::at_exit::overrides().into_iter().map(|(name, addr)| {
+        let flags = SymbolFlags::EXPORTED | SymbolFlags::CALLABLE;
+        (session.intern(name), SymbolDef::new(ExecutorAddr(addr as u64), flags))
+    }))?;
+    Ok(main)
 }
 
 /// A JIT for relocatable objects: add them, look symbols up, run `main`.
