@@ -347,14 +347,14 @@ impl Jit {
     /// process).
     pub fn run_main(&self, argv0: &str, args: &[String]) -> Result<i32> {
         // Look main up first: a program that does not link fails before anything starts.
-        self.lookup_address("main")?;
+        let main = self.lookup_address("main")?;
         if let Some(speculator) = &self.speculator {
             speculator.start();
         }
         if let Some(lazy) = &self.lazy {
             lazy.compile_now(self.main_dylib(), "main")?;
         }
-        self.base.run_main(argv0, args)
+        self.base.run_main_at(main, argv0, args)
     }
 
     /// Ends the session: fails what is pending and frees all JIT'd memory (running the

@@ -170,6 +170,13 @@ impl ObjectJit {
     /// `argv = [argv0, args...]`, through the entry gate. Returns main's status; finalizers
     /// run at [`deinitialize`](Self::deinitialize) (or, for a command that exits, at exit).
     pub fn run_main(&self, argv0: &str, args: &[String]) -> Result<i32> {
+        let main = self.lookup_address("main")?;
+        self.run_main_at(main, argv0, args)
+    }
+
+    /// `run_main` with `main` already looked up (a [`crate::Jit`] looks it up before it starts
+    /// its speculator).
+    pub(crate) fn run_main_at(&self, main: ExecutorAddr, argv0: &str, args: &[String]) -> Result<i32> {
         let owned: Vec<CString> = std::iter::once(argv0)
             .chain(args.iter().map(String::as_str))
             .map(|a| CString::new(a).map_err(|_| Error::msg(format!("argument '{a}' contains a NUL byte"))))
@@ -179,7 +186,6 @@ impl ObjectJit {
         let argc = owned.len() as i32;
         // SAFETY: libc's `environ` is the NULL-terminated environment of this process.
         let envp = unsafe { environ };
-        let main = self.lookup_address("main")?;
         let init = InitArgs { argc, argv: argv.as_ptr() as *const *const c_char, envp: envp as *const *const c_char };
         self.initialize(init)?;
         let gate = self.objects.entry_gate()?;
