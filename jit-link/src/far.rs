@@ -20,7 +20,7 @@
 //! References that fit are left alone, so PIC objects and objects placed near their targets
 //! link as before.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
 use jit_mem::{InFlightAlloc, MemoryManager, Prot, TargetAddr};
@@ -203,7 +203,7 @@ fn find_far_references(
     graph: &LinkGraph,
     reservation: &Range<TargetAddr>,
 ) -> Result<Vec<(SymbolId, Vec<FarRef>)>, LinkError> {
-    let mut order: HashMap<SymbolId, usize> = HashMap::new();
+    let mut order: HashMap<SymbolId, usize> = HashMap::default();
     let mut far: Vec<(SymbolId, Vec<FarRef>)> = Vec::new();
     for (block_id, block) in graph.blocks() {
         let in_tls = graph.section(block.section()).is_some_and(|s| s.kind() == SectionKind::ThreadLocal);

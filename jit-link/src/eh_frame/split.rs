@@ -7,7 +7,7 @@
 //! edge to its CIE (so the records may move independently) and its function's block gets a
 //! `KeepAlive` edge to it (so the FDE lives exactly as long as its function).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
 
@@ -47,7 +47,7 @@ fn read_u64(bytes: &[u8], at: u64) -> Option<u64> {
 fn records(graph: &LinkGraph, bytes: &[u8]) -> Result<(Vec<Record>, Option<u64>), LinkError> {
     let len = bytes.len() as u64;
     let mut out: Vec<Record> = Vec::new();
-    let mut starts: HashMap<u64, bool> = HashMap::new();
+    let mut starts: HashMap<u64, bool> = HashMap::default();
     let mut offset = 0u64;
     while offset < len {
         let length = read_u32(bytes, offset).ok_or_else(|| malformed(graph, offset, "truncated length"))?;

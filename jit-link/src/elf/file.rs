@@ -1,6 +1,6 @@
 //! The object as a whole: header checks, then sections, symbols and relocations in turn.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use object::LittleEndian;
 use object::elf::{self, FileHeader64};
@@ -86,8 +86,8 @@ impl<'d> Builder<'d> {
             section_blocks: vec![None; count],
             section_names,
             in_comdat: vec![false; count],
-            graph_sections: HashMap::new(),
-            section_symbols: HashMap::new(),
+            graph_sections: HashMap::default(),
+            section_symbols: HashMap::default(),
             common: None,
         })
     }

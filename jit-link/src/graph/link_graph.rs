@@ -3,7 +3,7 @@
 //! Ids stay valid until their item is removed; an id of a removed item is answered with
 //! `None` or an [`LinkError::InvalidGraph`], never a panic.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use jit_mem::{FinalizeAction, Prot, SegmentLifetime, TargetAddr};
 use slotmap::SlotMap;
@@ -53,7 +53,7 @@ impl LinkGraph {
             sections: SlotMap::with_key(),
             blocks: SlotMap::with_key(),
             symbols: SlotMap::with_key(),
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
             next_section: 0,
             next_block: 0,
             finalize_actions: Vec::new(),

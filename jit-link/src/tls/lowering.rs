@@ -1,7 +1,7 @@
 //! The TLS passes: `tls_index` entries for TLSGD/TLSLD, exported descriptors for the
 //! graph's thread-local symbols, and the TLS image captured after fixups.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use jit_mem::{FinalizeAction, Prot};
@@ -60,7 +60,7 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
         .map(|(id, _)| id)
         .filter(|&id| is_tls_data(graph, id))
         .collect();
-    let mut alias_of: HashMap<SymbolId, SymbolId> = HashMap::new();
+    let mut alias_of: HashMap<SymbolId, SymbolId> = HashMap::default();
     for sym in exported {
         let Some(s) = graph.symbol(sym) else { continue };
         let (SymbolDef::Defined { block, offset }, size) = (s.def(), s.size()) else {
@@ -89,7 +89,7 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
         }
     }
 
-    let mut gd_entries: HashMap<SymbolId, SymbolId> = HashMap::new();
+    let mut gd_entries: HashMap<SymbolId, SymbolId> = HashMap::default();
     let mut ld_entry: Option<SymbolId> = None;
     for id in graph.block_ids() {
         let count = graph.block(id).map(|b| b.edges().len()).unwrap_or(0);

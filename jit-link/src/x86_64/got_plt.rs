@@ -6,7 +6,7 @@
 //! `x86_64::optimizeGOTAndStubAccesses` and the psABI's linker optimizations (x86-64 psABI
 //! appendix B.2, "Optimize GOTPCRELX Relocations").
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use jit_mem::Prot;
 
@@ -109,8 +109,8 @@ pub fn build_got_and_stubs(graph: &mut LinkGraph) -> Result<(), LinkError> {
     let mut tables = Tables {
         got: graph.section_by_name(GOT_SECTION),
         stubs: graph.section_by_name(STUBS_SECTION),
-        entries: HashMap::new(),
-        stub_for: HashMap::new(),
+        entries: HashMap::default(),
+        stub_for: HashMap::default(),
     };
     // A reference to the GOT base needs the GOT even with no entries.
     let needs_base = graph.find_symbol(GOT_SYMBOL).is_some_and(|s| graph.symbol(s).is_some_and(|s| s.is_external()))
