@@ -1,5 +1,7 @@
 //! Symbols: definitions in blocks, externals, absolutes and common symbols.
 
+use std::borrow::Cow;
+
 use jit_mem::{Prot, TargetAddr};
 use object::elf;
 use object::read::elf::Sym;
@@ -23,7 +25,11 @@ impl Builder<'_> {
                 .symtab
                 .symbol_name(endian, sym)
                 .map_err(|e| self.malformed(format!("name of symbol #{}: {e}", index.0)))?;
-            let name = String::from_utf8_lossy(raw_name).into_owned();
+            // Names are almost always UTF-8: borrow them rather than copy them.
+            let name = match std::str::from_utf8(raw_name) {
+                Ok(name) => Cow::Borrowed(name),
+                Err(_) => String::from_utf8_lossy(raw_name),
+            };
             let bind = sym.st_bind();
             let local = bind == elf::STB_LOCAL;
             let mut linkage = match bind {
@@ -55,7 +61,7 @@ impl Builder<'_> {
                 if name.is_empty() || local {
                     return Err(self.malformed(format!("undefined symbol #{} has no name or is local", index.0)));
                 }
-                let id = self.graph.add_external_symbol(name.as_str().into(), linkage);
+                let id = self.graph.add_external_symbol(name.as_ref().into(), linkage);
                 self.graph.set_thread_local(id, thread_local);
                 Some(id)
             } else if shndx == elf::SHN_ABS {
@@ -63,7 +69,7 @@ impl Builder<'_> {
                     None
                 } else {
                     Some(self.graph.add_absolute_symbol(
-                        Some(name.as_str().into()),
+                        Some(name.as_ref().into()),
                         TargetAddr(value),
                         linkage,
                         scope,
@@ -88,7 +94,7 @@ impl Builder<'_> {
                 Some(self.graph.add_defined_symbol(
                     block,
                     0,
-                    Some(name.as_str().into()),
+                    Some(name.as_ref().into()),
                     size,
                     Linkage::Weak,
                     scope,
@@ -123,7 +129,7 @@ impl Builder<'_> {
                         if !local && self.in_comdat[section.0] {
                             linkage = Linkage::Weak;
                         }
-                        let sym_name = if name.is_empty() { None } else { Some(name.as_str().into()) };
+                        let sym_name = if name.is_empty() { None } else { Some(name.as_ref().into()) };
                         let id = self.graph.add_defined_symbol(
                             block,
                             value,
