@@ -299,7 +299,7 @@ struct ObjectUnit {
 
 impl ObjectUnit {
     fn new(shared: Arc<LayerShared>, name: &str, bytes: Arc<[u8]>, order: u64) -> Result<Self> {
-        let graph = jit_link::graph_from_elf_object(name, &bytes).map_err(link_error)?;
+        let graph = jit_link::interface_graph_from_elf_object(name, &bytes).map_err(link_error)?;
         let session = &shared.session;
         let mut interface = Interface::new();
         for (_, sym) in graph.symbols() {

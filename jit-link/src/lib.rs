@@ -4,7 +4,8 @@
 //!
 //! - [`LinkGraph`] (`graph/`): sections, blocks, symbols and edges in arenas, and the
 //!   operations passes use to rewrite them.
-//! - [`graph_from_elf_object`] (`elf/`): the ELF x86-64 relocatable front end.
+//! - [`graph_from_elf_object`] (`elf/`): the ELF x86-64 relocatable front end, and
+//!   [`interface_graph_from_elf_object`], its sections and symbols alone (what an object defines).
 //! - [`x86_64`]: edge kinds, fixups, the GOT/PLT builder and its relaxation.
 //! - [`PassConfig`] (`passes.rs`): named passes in five phases; the built-in ones live in
 //!   `eh_frame/`, `tls/`, `init_fini.rs`, `builtins.rs`, `prune.rs`.
@@ -34,7 +35,7 @@ pub mod x86_64;
 pub use builtins::{DSO_HANDLE, define_atexit, define_dso_handle, define_section_start_stop};
 pub use deps::{SymbolDependencies, external_dependencies};
 pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, LookupRequest, LookupResult, link};
-pub use elf::{graph_from_elf_object, needs_low_placement, relocation_name};
+pub use elf::{graph_from_elf_object, interface_graph_from_elf_object, needs_low_placement, relocation_name};
 pub use error::{BoxError, LinkError};
 pub use far::{ExternalDefinition, FAR_DATA_SECTION, FAR_STUBS_SECTION};
 pub use graph::{

@@ -153,9 +153,48 @@ fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 static FAKE_TARGET: u64 = 0;
 
+/// What a graph tells of its object's interface: each symbol (named or not, with its
+/// scope, linkage and flags) and each section, sorted.
+fn interface_of(graph: &jit_link::LinkGraph) -> (Vec<String>, Vec<String>) {
+    let mut symbols: Vec<String> = graph
+        .symbols()
+        .map(|(_, s)| {
+            let name = s.name().map(|n| n.as_str()).unwrap_or("<anonymous>");
+            format!(
+                "{name} defined={} {:?} {:?} callable={} tls={}",
+                s.is_defined(),
+                s.scope(),
+                s.linkage(),
+                s.is_callable(),
+                s.is_thread_local()
+            )
+        })
+        .collect();
+    symbols.sort();
+    let mut sections: Vec<String> = graph.sections().iter().map(|(_, s)| s.name().to_string()).collect();
+    sections.sort();
+    (symbols, sections)
+}
+
+/// Whenever an object's graph builds, its interface graph builds with the same symbols and
+/// sections: the object layer trusts the one to announce what the other will define.
+fn check_interface(what: &str, name: &str, bytes: &[u8], graph: &jit_link::LinkGraph) {
+    match jit_link::interface_graph_from_elf_object(name, bytes) {
+        Ok(interface) => assert!(
+            interface_of(&interface) == interface_of(graph),
+            "{what}: the interface graph of {name} differs from its graph"
+        ),
+        Err(e) => panic!("{what}: {name} links, but its interface graph fails: {e}"),
+    }
+}
+
 fn run_cases(bases: &[(String, Vec<u8>)]) {
     let fake = TargetAddr(&FAKE_TARGET as *const u64 as usize as u64);
     let (mut ok, mut err) = (0u64, 0u64);
+    for (name, bytes) in bases {
+        let graph = jit_link::graph_from_elf_object(name, bytes).expect("an unmutated object builds");
+        check_interface("unmutated", name, bytes, &graph);
+    }
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for case in 0..CASES {
         let (name, base) = &bases[(case % bases.len() as u64) as usize];
@@ -163,6 +202,7 @@ fn run_cases(bases: &[(String, Vec<u8>)]) {
         eprintln!("case {case} ({name})");
         match jit_link::graph_from_elf_object(name, &bytes) {
             Ok(graph) => {
+                check_interface(&format!("case {case}"), name, &bytes, &graph);
                 let (_, results) = link_graphs(vec![graph], Some(fake));
                 for r in results {
                     match r {
@@ -173,6 +213,8 @@ fn run_cases(bases: &[(String, Vec<u8>)]) {
             }
             Err(e) => {
                 assert!(!e.to_string().is_empty());
+                // Reading less (no relocations), the interface graph may build; never panic.
+                let _ = jit_link::interface_graph_from_elf_object(name, &bytes);
                 err += 1;
             }
         }

@@ -4,7 +4,7 @@ use jit_mem::Prot;
 use object::elf;
 use object::read::elf::SectionHeader;
 
-use super::file::Builder;
+use super::file::{Builder, Contents};
 use crate::{LinkError, SectionKind};
 
 /// `SHF_GNU_RETAIN`: keep the section even if nothing references it.
@@ -80,7 +80,10 @@ impl Builder<'_> {
             } else {
                 let bytes =
                     sh.data(self.endian, self.data).map_err(|e| self.malformed(format!("section {name}: {e}")))?;
-                self.graph.add_content_block(section, bytes.to_vec(), align, 0)?
+                match self.contents {
+                    Contents::Copied => self.graph.add_content_block(section, bytes.to_vec(), align, 0)?,
+                    Contents::Sized => self.graph.add_zero_fill_block(section, bytes.len() as u64, align, 0)?,
+                }
             };
             self.section_blocks[index] = Some(block);
             // Sections that must stay whether or not anything references them.
