@@ -26,6 +26,7 @@ pub struct LinkArgs {
 }
 
 pub fn run(args: LinkArgs) -> ExitCode {
+    pad_heap_growth();
     match build(&args) {
         Ok(jit) => super::program::run_and_exit("link", jit, &args.objects[0], &args.args, |_| {}),
         Err(e) => {
@@ -33,6 +34,17 @@ pub fn run(args: LinkArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// glibc grows a thread's malloc arena by little more than each request needs, and linking
+/// grows the link workers' arenas in hundreds of small steps: 266 `mprotect` calls to link
+/// and start Lua (strace), on the workers' critical path. Asking for 4 MiB of headroom per
+/// growth (`M_TOP_PAD`) makes them 9; peak RSS stays within 0.2 MB, since headroom is only
+/// resident once touched. The linked program shares the setting, as it shares the process.
+fn pad_heap_growth() {
+    // SAFETY: mallopt only sets a parameter of glibc's allocator (valid values: any size);
+    // glibc takes its own lock for it, and no memory changes hands.
+    unsafe { libc::mallopt(libc::M_TOP_PAD, 4 << 20) };
 }
 
 fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
