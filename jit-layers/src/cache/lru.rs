@@ -94,9 +94,11 @@ pub(super) struct Evicted {
 /// If the listed entries exceed `cap` bytes, removes the least recently used until at most
 /// `low_water` bytes remain; removes stale temporary files either way.
 ///
-/// Another process may use or replace an entry between the listing and its removal: one whose mtime
-/// or size changed since the listing is kept. One that slips through that check (used in the
-/// instant between) is simply gone, and its next lookup is a miss.
+/// Another thread or process may use or replace an entry between the listing and its removal: one
+/// whose mtime or size changed since the listing is passed over while older ones remain. If that
+/// would leave the directory over `cap` (every entry in use, as when the working set outgrows the
+/// cache), the entries passed over go too, in the listing's order. An entry removed just after a
+/// use is simply gone, and its next lookup is a miss.
 pub(super) fn evict_lru(scan: Scan, cap: u64, low_water: u64) -> Evicted {
     for temp in &scan.stale_temps {
         match fs::remove_file(temp) {
@@ -114,12 +116,17 @@ pub(super) fn evict_lru(scan: Scan, cap: u64, low_water: u64) -> Evicted {
     }
     let mut entries = scan.entries;
     entries.sort_by(|a, b| a.used.cmp(&b.used).then_with(|| a.path.cmp(&b.path)));
+    let mut in_use = Vec::new();
     for entry in entries {
         if remaining <= low_water {
             break;
         }
         match fs::symlink_metadata(&entry.path) {
             Ok(meta) if meta.is_file() && meta.len() == entry.len && meta.modified().ok() == Some(entry.used) => {}
+            Ok(meta) if meta.is_file() => {
+                in_use.push(entry);
+                continue;
+            }
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 remaining -= entry.len;
@@ -127,19 +134,32 @@ pub(super) fn evict_lru(scan: Scan, cap: u64, low_water: u64) -> Evicted {
             }
             Err(_) => continue,
         }
-        match fs::remove_file(&entry.path) {
-            Ok(()) => {
-                tracing::debug!(path = %entry.path.display(), bytes = entry.len, "object cache: evicted");
-                evicted += 1;
-                remaining -= entry.len;
+        remove(&entry, &mut remaining, &mut evicted);
+    }
+    if remaining > cap {
+        for entry in in_use {
+            if remaining <= low_water {
+                break;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => remaining -= entry.len,
-            Err(e) => {
-                tracing::warn!(path = %entry.path.display(), error = %e, "object cache: cannot evict an entry");
-            }
+            remove(&entry, &mut remaining, &mut evicted);
         }
     }
     Evicted { entries: evicted, remaining_bytes: remaining }
+}
+
+/// Removes a listed entry, counting it off `remaining` unless it could not be removed.
+fn remove(entry: &EntryFile, remaining: &mut u64, evicted: &mut u64) {
+    match fs::remove_file(&entry.path) {
+        Ok(()) => {
+            tracing::debug!(path = %entry.path.display(), bytes = entry.len, "object cache: evicted");
+            *evicted += 1;
+            *remaining -= entry.len;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => *remaining -= entry.len,
+        Err(e) => {
+            tracing::warn!(path = %entry.path.display(), error = %e, "object cache: cannot evict an entry");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +205,19 @@ mod tests {
         assert_eq!(evict_lru(listing, 15, 10), Evicted { entries: 1, remaining_bytes: 10 });
         assert!(old.exists());
         assert!(!young.exists());
+    }
+
+    #[test]
+    fn entries_all_used_after_the_listing_still_go_when_over_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..4).map(|i| entry(dir.path(), &i.to_string(), 10)).collect();
+        let listing = scan(dir.path()).unwrap();
+        for path in &paths {
+            fs::File::open(path).unwrap().set_modified(use_stamp()).unwrap();
+        }
+        assert_eq!(evict_lru(listing, 35, 20), Evicted { entries: 2, remaining_bytes: 20 });
+        let present: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+        assert_eq!(present, [false, false, true, true], "the least recently used by the listing go first");
     }
 
     #[test]

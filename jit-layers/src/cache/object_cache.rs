@@ -134,11 +134,19 @@ impl ObjectCache {
             return Err(e);
         }
         inner.counters.store();
-        let since = inner.written_since_listing.fetch_add(size, Ordering::Relaxed) + size;
-        if inner.listed_bytes.load(Ordering::Relaxed) + since > inner.max_bytes || since > inner.max_bytes / 10 {
+        inner.written_since_listing.fetch_add(size, Ordering::SeqCst);
+        if self.listing_due() {
             self.evict();
         }
         Ok(())
+    }
+
+    /// Whether the directory may be over the cap, or enough was written since the last listing
+    /// that other processes' writes should be looked at.
+    fn listing_due(&self) -> bool {
+        let inner = &*self.inner;
+        let since = inner.written_since_listing.load(Ordering::SeqCst);
+        inner.listed_bytes.load(Ordering::SeqCst) + since > inner.max_bytes || since > inner.max_bytes / 10
     }
 
     /// This process's counts, and the bytes of entries now in the directory (which takes a listing).
@@ -179,24 +187,35 @@ impl ObjectCache {
 
     /// Lists the directory and evicts least recently used entries if it holds more than the cap,
     /// down to nine tenths of it, so that a full cache lists once per tenth of the cap written
-    /// rather than once per `put`.
+    /// rather than once per `put`. A `put` that finds a pass running leaves it the work; since its
+    /// entry may have come after the pass's listing, the pass looks again once it is over, and
+    /// goes on while entries written meanwhile may have taken the directory over the cap.
     fn evict(&self) {
         let inner = &*self.inner;
-        let Some(_pass) = inner.evicting.try_lock() else { return };
-        // Bytes written while the listing runs may or may not be in it; counting them again only
-        // brings the next pass forward.
-        inner.written_since_listing.store(0, Ordering::Relaxed);
-        let listing = match lru::scan(&inner.dir) {
-            Ok(listing) => listing,
-            Err(e) => {
-                tracing::warn!(path = %inner.dir.display(), error = %e, "object cache: cannot list the directory to evict");
+        loop {
+            {
+                let Some(_pass) = inner.evicting.try_lock() else { return };
+                // Bytes written while the listing runs may or may not be in it; counting them
+                // again only brings the next pass forward.
+                inner.written_since_listing.store(0, Ordering::SeqCst);
+                let listing = match lru::scan(&inner.dir) {
+                    Ok(listing) => listing,
+                    Err(e) => {
+                        tracing::warn!(path = %inner.dir.display(), error = %e, "object cache: cannot list the directory to evict");
+                        return;
+                    }
+                };
+                let low_water = inner.max_bytes - inner.max_bytes / 10;
+                let Evicted { entries, remaining_bytes } = lru::evict_lru(listing, inner.max_bytes, low_water);
+                inner.counters.evicted(entries);
+                inner.listed_bytes.store(remaining_bytes, Ordering::SeqCst);
+            }
+            // Nothing written during the pass: what it could do, it did (an entry it could not
+            // remove is not worth listing again for).
+            if inner.written_since_listing.load(Ordering::SeqCst) == 0 || !self.listing_due() {
                 return;
             }
-        };
-        let low_water = inner.max_bytes - inner.max_bytes / 10;
-        let Evicted { entries, remaining_bytes } = lru::evict_lru(listing, inner.max_bytes, low_water);
-        inner.counters.evicted(entries);
-        inner.listed_bytes.store(remaining_bytes, Ordering::Relaxed);
+        }
     }
 }
 
