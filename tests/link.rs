@@ -2,7 +2,8 @@
 //! programs compiled by clang-19 exactly as their native builds run:
 //! same standard output, same exit status. C and C++ programs from jit-link's test tree (multi-
 //! file programs, constructors and destructors, C++ exceptions and COMDAT, thread-local
-//! variables), and the Lua 5.4 interpreter (from the `lua-src` crate) running a script.
+//! variables), the Lua 5.4 interpreter (from the `lua-src` crate) running a script, and SQLite
+//! (from `libsqlite3-sys`) running queries.
 
 mod common;
 
@@ -162,6 +163,20 @@ fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
     let native = link_native(tmp.path(), &objects, &[], &["-lm"]);
     let script = root().join("tests/data/lua/programs.lua");
     same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
+}
+
+/// SQLite (the amalgamation from `libsqlite3-sys`, about 250,000 lines of C: jump tables,
+/// function-pointer tables, large switch statements, varargs) with a driver that fills a table
+/// and runs queries over it.
+#[test]
+fn sqlite_runs_queries_as_its_native_build_does() {
+    let src = common::crate_dir("libsqlite3-sys").join("sqlite3");
+    let sources = [root().join("tests/data/sqlite/driver.c"), src.join("sqlite3.c")];
+    let include = format!("-I{}", src.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &sources, &["-O1", "-fPIC", "-w", &include]);
+    let native = link_native(tmp.path(), &objects, &[], &["-lm"]);
+    same_as_native("sqlite", &objects, &native, &[], &["3000"]);
 }
 
 /// `orcjit-link` exists to start without libLLVM (14 ms of loading, more than linking Lua
