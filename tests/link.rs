@@ -170,8 +170,7 @@ fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
 /// fills a table and runs queries over it.
 #[test]
 fn sqlite_runs_queries_as_its_native_build_does() {
-    let src = common::crate_dir("libsqlite3-sys").join("sqlite3");
-    let sources = [root().join("tests/data/sqlite/driver.c"), src.join("sqlite3.c")];
+    let (src, sources) = common::sqlite_sources();
     let include = format!("-I{}", src.display());
     let tmp = tempfile::tempdir().unwrap();
     let objects = compile(tmp.path(), &sources, &["-O1", "-fPIC", "-w", &include]);

@@ -124,8 +124,7 @@ fn speculation_never_changes_what_lua_prints() {
 
 #[test]
 fn speculation_never_changes_what_sqlite_prints() {
-    let src = common::crate_dir("libsqlite3-sys").join("sqlite3");
-    let sources = [data("sqlite/driver.c"), src.join("sqlite3.c")];
+    let (src, sources) = common::sqlite_sources();
     let include = format!("-I{}", src.display());
     let flags = ["-O1", "-fPIC", "-w", "-DSQLITE_THREADSAFE=0", "-DSQLITE_OMIT_LOAD_EXTENSION", &include];
     every_policy_as_native("sqlite", &sources, &flags, &["-lm"], &["3000"]);

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+// Each test binary uses some of these helpers, not all.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,6 +18,15 @@ pub fn crate_dir(name: &str) -> PathBuf {
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
     let package = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).expect(name).clone();
     PathBuf::from(package["manifest_path"].as_str().unwrap()).parent().unwrap().to_path_buf()
+}
+
+/// SQLite's amalgamation in the `libsqlite3-sys` crate: the directory (for `-I`), and the
+/// sources of a program: the tests' driver (`tests/data/sqlite/driver.c`) and `sqlite3.c`.
+pub fn sqlite_sources() -> (PathBuf, Vec<PathBuf>) {
+    let dir = crate_dir("libsqlite3-sys").join("sqlite3");
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sqlite/driver.c");
+    let sources = vec![driver, dir.join("sqlite3.c")];
+    (dir, sources)
 }
 
 /// Lua 5.4's sources in the `lua-src` crate: the directory (for `-I`) and its C files but the
