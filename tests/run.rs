@@ -205,6 +205,19 @@ fn big_program(functions: usize) -> String {
     c
 }
 
+/// Split, a partition keeps declarations of the functions the others define; with debug info
+/// those must lose their `!dbg` subprograms, or LLVM's verifier rejects the partition.
+#[test]
+fn a_large_module_with_debug_info_splits_across_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.c");
+    std::fs::write(&src, big_program(1200)).unwrap();
+    let (bitcode, native) = build(tmp.path(), &[src], &["-O0", "-g", "-fPIC", "-w"], &[]);
+    for lazy in ["--lazy=none", "--lazy=module", "--lazy=function"] {
+        same_as_native("big -g", &bitcode, &native, &[lazy, "--threads", "2"], &[]);
+    }
+}
+
 /// The object cache's store count from `--cache-stats` output.
 fn cache_stores(stderr: &str) -> usize {
     let line = stderr.lines().find(|l| l.contains("object cache")).unwrap_or_else(|| panic!("no stats in {stderr}"));

@@ -153,7 +153,8 @@ pub(crate) fn restrict_to(module: &Module<'_>, keep: &FxHashSet<String>, discard
 pub(crate) fn make_declaration(g: GlobalValue<'_>, is_function: bool) {
     let v = g.as_value_ref();
     // SAFETY: `v` is a global of the module being prepared on this thread. A function loses
-    // its blocks and personality (a declaration has neither); a variable its initializer.
+    // its blocks, personality and metadata attachments (a declaration has none of them: the
+    // verifier rejects a declaration with a `!dbg` subprogram); a variable its initializer.
     // Either leaves its comdat and becomes external, as LLVM's own deleteBody does.
     unsafe {
         if is_function {
@@ -166,6 +167,7 @@ pub(crate) fn make_declaration(g: GlobalValue<'_>, is_function: bool) {
                 llvm_sys::core::LLVMDeleteBasicBlock(bb);
             }
             llvm_sys::core::LLVMSetPersonalityFn(v, std::ptr::null_mut());
+            llvm_sys::core::LLVMGlobalClearMetadata(v);
         } else {
             llvm_sys::core::LLVMSetInitializer(v, std::ptr::null_mut());
         }
