@@ -2,7 +2,7 @@
 //! programs compiled by clang-19 exactly as their native builds run:
 //! same standard output, same exit status. C and C++ programs from jit-link's test tree (multi-
 //! file programs, constructors and destructors, C++ exceptions and COMDAT, thread-local
-//! variables), the Lua 5.4 interpreter (from the `lua-src` crate) running a script, and SQLite
+//! variables, libstdc++'s own thread-locals), the Lua 5.4 interpreter (from the `lua-src` crate) running a script, and SQLite
 //! (from `libsqlite3-sys`) running queries.
 
 mod common;
@@ -129,6 +129,21 @@ fn cxx_exceptions_across_objects_comdat_and_static_objects_run_as_native() {
 #[test]
 fn thread_local_variables_used_from_several_threads_run_as_native() {
     program_case("tls", &["main.c", "other.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL, PIC_LARGE]);
+}
+
+/// libstdc++'s `std::call_once` keeps the callable in libstdc++'s own thread-local variables,
+/// which JIT'd code reaches through `__tls_get_addr` from each thread. `orcjit-link` loads
+/// libstdc++ with `dlopen`, so those variables live in blocks the loader makes per thread.
+#[test]
+fn cxx_call_once_and_async_reach_libstdcxx_thread_locals_from_several_threads() {
+    program_case(
+        "cxxonce",
+        &["main.cpp", "other.cpp"],
+        &["-pthread"],
+        &["-lstdc++", "-pthread"],
+        &["libstdc++.so.6"],
+        &[PIC_SMALL, PIC_LARGE],
+    );
 }
 
 #[test]

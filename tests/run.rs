@@ -104,6 +104,19 @@ fn thread_local_variables_from_bitcode_work_from_several_threads() {
 }
 
 #[test]
+fn cxx_call_once_and_async_from_bitcode_reach_libstdcxx_thread_locals() {
+    let flags = &["-O1", "-fPIC", "-pthread"];
+    let libs = &["-lstdc++", "-pthread"];
+    program(
+        "jit-link/tests/programs/cxxonce",
+        &["main.cpp", "other.cpp"],
+        flags,
+        libs,
+        &["--dlopen", "libstdc++.so.6"],
+    );
+}
+
+#[test]
 fn malformed_bitcode_is_reported_with_llvm_s_diagnostic_and_a_failure_status() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.bc");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::dylib::JitDylib;
 use crate::error::{Error, Result};
 use crate::lookup::{LookupKind, SymbolLookupFlags};
+use crate::process_tls::thread_locals_to_indices;
 use crate::session::SessionInner;
 use crate::state::GeneratorStep;
 use crate::symbol::{ExecutorAddr, SymbolDef, SymbolFlags, SymbolName};
@@ -62,7 +63,9 @@ impl Drop for GeneratorDone {
 type Filter = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Resolves names against the symbols already loaded in this process (`dlsym(RTLD_DEFAULT)`):
-/// libc, libm, the host's own exported functions.
+/// libc, libm, the host's own exported functions. A thread-local variable (libstdc++'s
+/// `std::__once_callable`) is defined at the address of its `tls_index`, not at the instance
+/// of the thread that asked, as JIT'd thread-local symbols are.
 #[derive(Default)]
 pub struct ProcessSymbolsGenerator {
     filter: Option<Filter>,
@@ -94,6 +97,7 @@ impl DefinitionGenerator for ProcessSymbolsGenerator {
 
 /// Resolves names against one shared library, loaded with `dlopen` when the generator is made
 /// (and kept loaded for the life of the process, as `dlopen`ed code may be running).
+/// Thread-local variables resolve to their `tls_index`, as with [`ProcessSymbolsGenerator`].
 pub struct DynamicLibraryGenerator {
     handle: LibraryHandle,
     filter: Option<Filter>,
@@ -146,16 +150,18 @@ fn search(
     filter: Option<&(dyn Fn(&str) -> bool + Send + Sync)>,
     names: &[(SymbolName, SymbolLookupFlags)],
 ) -> Vec<(SymbolName, SymbolDef)> {
-    names
+    let (names, mut addrs): (Vec<SymbolName>, Vec<ExecutorAddr>) = names
         .iter()
         .filter(|(n, _)| filter.is_none_or(|allow| allow(n)))
         .filter_map(|(n, _)| {
             let c_name = CString::new(n.as_str()).ok()?;
             // SAFETY: handle is RTLD_DEFAULT or a live dlopen handle; c_name is NUL-terminated.
             let addr = unsafe { libc::dlsym(handle, c_name.as_ptr()) };
-            (!addr.is_null()).then(|| (n.clone(), SymbolDef::new(ExecutorAddr::from_ptr(addr), SymbolFlags::EXPORTED)))
+            (!addr.is_null()).then(|| (n.clone(), ExecutorAddr::from_ptr(addr)))
         })
-        .collect()
+        .unzip();
+    thread_locals_to_indices(&mut addrs);
+    names.into_iter().zip(addrs).map(|(n, addr)| (n, SymbolDef::new(addr, SymbolFlags::EXPORTED))).collect()
 }
 
 fn dl_error() -> String {
@@ -203,6 +209,46 @@ mod tests {
         assert_eq!(f(0.0), 1.0);
         let err = DynamicLibraryGenerator::load("/nonexistent/libnothing.so").err().unwrap();
         assert!(err.to_string().starts_with("cannot load library '/nonexistent/libnothing.so': "), "{err}");
+    }
+
+    /// This thread's instance of `name` in `library`, as `dlsym` gives it.
+    fn instance(library: &str, name: &str) -> usize {
+        let (library, name) = (CString::new(library).unwrap(), CString::new(name).unwrap());
+        // SAFETY: NUL-terminated strings; the library is loaded already (RTLD_NOLOAD).
+        unsafe {
+            let handle = libc::dlopen(library.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            assert!(!handle.is_null());
+            let addr = libc::dlsym(handle, name.as_ptr()) as usize;
+            libc::dlclose(handle);
+            addr
+        }
+    }
+
+    #[test]
+    fn a_dlopened_library_s_thread_locals_resolve_to_indices_any_thread_can_use() {
+        // libstdc++ is no dependency of this test binary: dlopen'ed, its thread-local variables
+        // live in blocks the loader makes per thread, the first time that thread touches them.
+        // One lookup, so one generator call, asks for a function first: the blocks are read
+        // after every dlsym of the call.
+        let (es, jd) = setup(1);
+        jd.add_generator(DynamicLibraryGenerator::load("libstdc++.so.6").unwrap());
+        let names: [&'static str; 3] = ["_ZSt9terminatev", "_ZSt15__once_callable", "_ZSt11__once_call"];
+        let set: SymbolLookupSet = names.iter().map(|n| es.intern(n)).collect();
+        let found = es.lookup_blocking(&jd.search_order(), set, RequiredState::Ready).unwrap();
+        let addr = |n: &str| found[&es.intern(n)].addr.0 as usize;
+        assert_eq!(addr(names[0]), instance("libstdc++.so.6", names[0]), "a function is left alone");
+        let names = [names[1], names[2]];
+        let indices: Vec<ExecutorAddr> = names.iter().map(|n| found[&es.intern(n)].addr).collect();
+        let check = move || {
+            for (name, &index) in names.iter().zip(&indices) {
+                // SAFETY: `index` is the address of a tls_index the generator made for a
+                // variable of libstdc++, which stays loaded.
+                let here = unsafe { crate::process_tls::tests::instance_at(index) };
+                assert_eq!(here, instance("libstdc++.so.6", name), "{name}");
+            }
+        };
+        check.clone()();
+        std::thread::spawn(check).join().unwrap();
     }
 
     struct Later;

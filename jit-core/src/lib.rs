@@ -13,6 +13,7 @@ pub mod events;
 mod generator;
 mod graph;
 mod lookup;
+mod process_tls;
 mod responsibility;
 mod session;
 mod state;

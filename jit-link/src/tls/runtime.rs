@@ -102,7 +102,12 @@ impl TlsModule {
             }
         };
         let s = &mut reg.slots[slot];
-        s.generation = s.generation.wrapping_add(1);
+        // Never 0, so every id is at least 2^32 and tells itself from the dynamic loader's
+        // module ids (see `tls_get_addr`); never u32::MAX, so no id is `INDIRECT_MODULE`.
+        s.generation = match s.generation.wrapping_add(1) {
+            0 | u32::MAX => 1,
+            g => g,
+        };
         s.reserved = true;
         TlsModule { slot, generation: s.generation }
     }
@@ -225,13 +230,24 @@ fn block_addr(module: u64, offset: u64) -> *mut u8 {
         .unwrap_or(std::ptr::null_mut())
 }
 
+unsafe extern "C" {
+    /// The dynamic loader's `__tls_get_addr` (x86-64 psABI; exported by ld-linux-x86-64.so.2).
+    #[link_name = "__tls_get_addr"]
+    fn loader_tls_get_addr(index: *const TlsIndex) -> *mut u8;
+}
+
 /// orcjit's `__tls_get_addr`: the address of this thread's copy of the variable `index`
 /// describes. Returns null (the access then faults) if the module was freed.
+///
+/// An index whose module id is below 2^32 is the dynamic loader's (a thread-local variable of
+/// a library of the process, which jit-core's generators define at such an index) and goes to
+/// the loader's `__tls_get_addr`.
 ///
 /// # Safety
 ///
 /// `index` must point at a readable `tls_index` (JIT'd code passes the one the linker made);
-/// an [`INDIRECT_MODULE`] index must hold the address of another readable `tls_index`.
+/// an [`INDIRECT_MODULE`] index must hold the address of another readable `tls_index`; a
+/// loader's index must name a loaded library's module and a variable in its block.
 pub unsafe extern "C" fn tls_get_addr(index: *const TlsIndex) -> *mut u8 {
     if index.is_null() {
         return std::ptr::null_mut();
@@ -247,7 +263,13 @@ pub unsafe extern "C" fn tls_get_addr(index: *const TlsIndex) -> *mut u8 {
         // (the linker wrote it), readable while that graph is linked (the contract).
         ti = unsafe { real.read_unaligned() };
     }
-    block_addr(ti.module, ti.offset)
+    match ti.module {
+        0 => std::ptr::null_mut(),
+        // SAFETY: a loader's module id and offset, which the contract requires to be valid;
+        // the loader only reads the index it is given.
+        1..=0xFFFF_FFFF => unsafe { loader_tls_get_addr(&ti) },
+        _ => block_addr(ti.module, ti.offset),
+    }
 }
 
 /// The address to bind `__tls_get_addr` to.
