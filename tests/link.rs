@@ -146,6 +146,12 @@ fn cxx_call_once_and_async_reach_libstdcxx_thread_locals_from_several_threads() 
     );
 }
 
+/// After `fork`, the child's writes to JIT'd variables stay in the child.
+#[test]
+fn a_forked_child_gets_its_own_copy_of_jit_d_variables() {
+    program_case("fork", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE]);
+}
+
 #[test]
 fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -117,6 +117,11 @@ fn cxx_call_once_and_async_from_bitcode_reach_libstdcxx_thread_locals() {
 }
 
 #[test]
+fn a_forked_child_gets_its_own_copy_of_jit_d_variables() {
+    program("jit-link/tests/programs/fork", &["main.c", "other.c"], &["-O1", "-fPIC"], &[], &["--lazy=none"]);
+}
+
+#[test]
 fn malformed_bitcode_is_reported_with_llvm_s_diagnostic_and_a_failure_status() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.bc");

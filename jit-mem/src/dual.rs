@@ -6,8 +6,11 @@
 //! Layout: the memfd is as large as the reservation and sparse; reservation offset `o` is file
 //! offset `o`, mapped at `target_base + o` and, for R/RX slabs, at `working_base + o` in a
 //! mirror reservation. Adjacent slabs of one protection are therefore contiguous in both the
-//! address space and the file, and the kernel merges their mappings. RW slabs need no second
-//! view: they are written where they run.
+//! address space and the file, and the kernel merges their mappings.
+//!
+//! RW slabs need no second view (they are written where they run) and are not in the file:
+//! they are private anonymous memory, so that a forked child gets a copy-on-write copy of
+//! JIT'd variables, as it does of the host's own, instead of sharing them with its parent.
 //!
 //! The working view of a slab stays mapped while the slab lives (unmapping it per allocation
 //! would cost the syscalls this manager exists to avoid); its addresses are only handed out
@@ -38,18 +41,20 @@ impl SlabBacking for DualBacking {
 
     unsafe fn map_slab(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
         let (at, n) = (offset as usize, len as usize);
+        if prot == Prot::RW {
+            // SAFETY: the caller hands over an unused range of the target reservation.
+            return unsafe { map_anonymous(base + at, n, Some(Prot::RW)) };
+        }
         // SAFETY: the caller hands over an unused range of the target reservation.
         unsafe { map_shared(base + at, n, prot, &self.file, offset)? };
-        if prot != Prot::RW {
-            let mirror = self.working.base() + at;
-            // SAFETY: the mirror range in the working reservation is unused exactly when the
-            // target range is.
-            let mapped = unsafe { map_shared(mirror, n, Prot::RW, &self.file, offset) };
-            if let Err(e) = mapped {
-                // SAFETY: undoing the mapping made just above, which nobody uses yet.
-                let _ = unsafe { map_anonymous(base + at, n, None) };
-                return Err(e);
-            }
+        let mirror = self.working.base() + at;
+        // SAFETY: the mirror range in the working reservation is unused exactly when the
+        // target range is.
+        let mapped = unsafe { map_shared(mirror, n, Prot::RW, &self.file, offset) };
+        if let Err(e) = mapped {
+            // SAFETY: undoing the mapping made just above, which nobody uses yet.
+            let _ = unsafe { map_anonymous(base + at, n, None) };
+            return Err(e);
         }
         Ok(())
     }
@@ -58,14 +63,20 @@ impl SlabBacking for DualBacking {
         let (at, n) = (offset as usize, len as usize);
         // SAFETY: the caller guarantees nothing lives in the slab.
         unsafe { map_anonymous(base + at, n, None)? };
-        if prot != Prot::RW {
-            // SAFETY: as above, for the working view.
-            unsafe { map_anonymous(self.working.base() + at, n, None)? };
+        if prot == Prot::RW {
+            return Ok(());
         }
+        // SAFETY: as above, for the working view.
+        unsafe { map_anonymous(self.working.base() + at, n, None)? };
         self.file.punch_hole(offset, len)
     }
 
-    unsafe fn discard_pages(&self, _base: usize, offset: u64, len: u64, _prot: Prot) -> io::Result<()> {
+    unsafe fn discard_pages(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
+        if prot == Prot::RW {
+            // SAFETY: the caller guarantees nothing lives in the slab: fresh zero pages replace
+            // its pages, with the protection it has.
+            return unsafe { map_anonymous(base + offset as usize, len as usize, Some(Prot::RW)) };
+        }
         self.file.punch_hole(offset, len)
     }
 
@@ -155,6 +166,35 @@ mod tests {
         let (run, write) = (find(target), find(working));
         assert!(run.exec && !run.write && run.shared && run.name.contains("orcjit-jit-mem"), "{run:?}");
         assert!(write.write && !write.exec && write.shared && write.name.contains("orcjit-jit-mem"), "{write:?}");
+        drop(done);
+    }
+
+    #[test]
+    fn a_forked_child_writes_its_own_copy_of_rw_data() {
+        let mem = DualMappedManager::new(ManagerConfig::default()).unwrap();
+        let req = AllocRequest::new(vec![SegmentRequest::new(Prot::RW, 8, 8)]);
+        let mut alloc = mem.allocate(&req).unwrap();
+        alloc.working_mut(0).unwrap()[0] = 1;
+        let target = alloc.target(0).unwrap().0 as usize as *mut u8;
+        let done = alloc.finalize_blocking(Vec::new()).unwrap();
+        let data = maps::process_mappings().unwrap().into_iter().find(|m| m.range.contains(&(target as u64))).unwrap();
+        assert!(data.write && !data.shared, "{data:?}");
+        // SAFETY: the child only writes a byte of a live RW allocation and leaves with _exit
+        // (async-signal-safe), touching nothing another thread of the harness may hold.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                target.write_volatile(42);
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child just made.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        // SAFETY: the target of a live RW allocation is readable.
+        assert_eq!(unsafe { target.read_volatile() }, 1, "the parent's copy is its own");
         drop(done);
     }
 
