@@ -15,10 +15,18 @@
 //! The working view of a slab stays mapped while the slab lives (unmapping it per allocation
 //! would cost the syscalls this manager exists to avoid); its addresses are only handed out
 //! through in-flight allocations, never after finalize.
+//!
+//! A forked child would share the memfd with its parent: both would place new code in the
+//! same free space, and reuse or punch out space of code the other still runs. So in the
+//! child (a `pthread_atfork` handler) every manager moves its R/RX slabs to a new memfd of
+//! the child's own, copying the bytes each slab may hold. What is left: code the parent frees
+//! and overwrites in the instant between the fork and that copy reaches the child overwritten.
 
 use std::io;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Once, Weak};
+
+use parking_lot::{Mutex, RwLock};
 
 use crate::alloc::OnDone;
 use crate::slab::{SlabBacking, Slabs, Writes};
@@ -31,7 +39,39 @@ use crate::{
 pub(crate) struct DualBacking {
     // Dropped first: the working views go before the file they map.
     working: Reservation,
-    file: Memfd,
+    /// Replaced in a forked child (see the module documentation). Used under the slab
+    /// state's lock, so never contended.
+    file: RwLock<Memfd>,
+}
+
+impl DualBacking {
+    /// In a forked child: moves the R/RX `slabs` (`(prot, offset, len, high)`, as
+    /// [`Slabs::try_with_code_slabs`] gives them) to a new memfd, copying each slab's first
+    /// `high` bytes, and maps it where the old one was, in both views.
+    ///
+    /// # Safety
+    /// `slabs` are all the R/RX slabs of the reservation at `base`, unchanged during the call,
+    /// and no other thread runs (a forked child, in its `pthread_atfork` handler).
+    unsafe fn move_to_own_file(&self, base: usize, slabs: &[(Prot, u64, u64, u64)]) -> io::Result<()> {
+        let own = Memfd::create(c"orcjit-jit-mem", self.working.len() as u64).map_err(|(_, e)| e)?;
+        for &(_, offset, _, high) in slabs {
+            // SAFETY: the target view of a slab is mapped readable (R or RX) for its length,
+            // of which `high` is a prefix.
+            let bytes = unsafe { std::slice::from_raw_parts((base + offset as usize) as *const u8, high as usize) };
+            own.write_at(bytes, offset)?;
+        }
+        for &(prot, offset, len, _) in slabs {
+            let (at, n) = (offset as usize, len as usize);
+            // SAFETY: replacing the slab's two views with the same bytes in the new file;
+            // nothing runs meanwhile (the caller's contract).
+            unsafe {
+                map_shared(base + at, n, prot, &own, offset)?;
+                map_shared(self.working.base() + at, n, Prot::RW, &own, offset)?;
+            }
+        }
+        *self.file.write() = own;
+        Ok(())
+    }
 }
 
 impl SlabBacking for DualBacking {
@@ -46,11 +86,11 @@ impl SlabBacking for DualBacking {
             return unsafe { map_anonymous(base + at, n, Some(Prot::RW)) };
         }
         // SAFETY: the caller hands over an unused range of the target reservation.
-        unsafe { map_shared(base + at, n, prot, &self.file, offset)? };
+        unsafe { map_shared(base + at, n, prot, &self.file.read(), offset)? };
         let mirror = self.working.base() + at;
         // SAFETY: the mirror range in the working reservation is unused exactly when the
         // target range is.
-        let mapped = unsafe { map_shared(mirror, n, Prot::RW, &self.file, offset) };
+        let mapped = unsafe { map_shared(mirror, n, Prot::RW, &self.file.read(), offset) };
         if let Err(e) = mapped {
             // SAFETY: undoing the mapping made just above, which nobody uses yet.
             let _ = unsafe { map_anonymous(base + at, n, None) };
@@ -68,7 +108,7 @@ impl SlabBacking for DualBacking {
         }
         // SAFETY: as above, for the working view.
         unsafe { map_anonymous(self.working.base() + at, n, None)? };
-        self.file.punch_hole(offset, len)
+        self.file.read().punch_hole(offset, len)
     }
 
     unsafe fn discard_pages(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
@@ -77,7 +117,7 @@ impl SlabBacking for DualBacking {
             // its pages, with the protection it has.
             return unsafe { map_anonymous(base + offset as usize, len as usize, Some(Prot::RW)) };
         }
-        self.file.punch_hole(offset, len)
+        self.file.read().punch_hole(offset, len)
     }
 
     fn working(&self, base: usize, offset: u64, prot: Prot) -> *mut u8 {
@@ -104,7 +144,40 @@ fn dual_backing(id: ManagerId, target: &Reservation) -> Result<DualBacking, MemE
         map_shared(target.base(), page, Prot::RX, &file, 0).map_err(|e| refused("mmap executable view", e))?;
         map_anonymous(target.base(), page, None).map_err(|e| refused("restore reservation after probe", e))?;
     }
-    Ok(DualBacking { working, file })
+    Ok(DualBacking { working, file: RwLock::new(file) })
+}
+
+/// Every dual-mapped manager of the process, for the fork handler.
+static MANAGERS: Mutex<Vec<Weak<Slabs<DualBacking>>>> = Mutex::new(Vec::new());
+
+fn register_for_fork(slabs: &Arc<Slabs<DualBacking>>) {
+    static HANDLER: Once = Once::new();
+    HANDLER.call_once(|| {
+        // SAFETY: the child handler is an `extern "C"` function that never unwinds.
+        let ret = unsafe { libc::pthread_atfork(None, None, Some(own_files_in_child)) };
+        if ret != 0 {
+            tracing::warn!(target: "orcjit", "pthread_atfork failed ({ret}): a forked child would share JIT'd code pages with its parent");
+        }
+    });
+    let mut managers = MANAGERS.lock();
+    managers.retain(|m| m.strong_count() > 0);
+    managers.push(Arc::downgrade(slabs));
+}
+
+/// In a forked child: every manager moves to a memfd of its own. A manager whose state a
+/// vanished thread held at the fork, or that cannot make the new file, keeps sharing its
+/// parent's (as before this handler existed) and says so.
+extern "C" fn own_files_in_child() {
+    let Some(managers) = MANAGERS.try_lock() else { return };
+    for slabs in managers.iter().filter_map(Weak::upgrade) {
+        let base = slabs.base();
+        // SAFETY: the slabs are all of this manager's R/RX slabs, fixed while the state is
+        // locked, and the child runs no other thread yet.
+        let moved = slabs.try_with_code_slabs(|code| unsafe { slabs.backing().move_to_own_file(base, code) });
+        if !matches!(moved, Some(Ok(()))) {
+            tracing::warn!(target: "orcjit", "{}: a forked child keeps sharing JIT'd code pages with its parent ({moved:?})", slabs.id());
+        }
+    }
 }
 
 /// Dual-mapped slab manager: see the module documentation.
@@ -118,8 +191,9 @@ impl DualMappedManager {
     /// falls back to the mprotect slab manager.
     pub fn new(config: ManagerConfig) -> Result<DualMappedManager, MemError> {
         let id = ManagerId::next(ManagerKind::DualMapped);
-        let inner = Slabs::new(id, &config, |target| dual_backing(id, target))?;
-        Ok(DualMappedManager { inner: Arc::new(inner) })
+        let inner = Arc::new(Slabs::new(id, &config, |target| dual_backing(id, target))?);
+        register_for_fork(&inner);
+        Ok(DualMappedManager { inner })
     }
 }
 

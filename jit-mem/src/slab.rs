@@ -242,8 +242,25 @@ impl<B: SlabBacking> Slabs<B> {
         Ok(Slabs { id, backing, slab, page: page_size() as u64, state: Mutex::new(state), reservation })
     }
 
-    fn base(&self) -> usize {
+    pub(crate) fn base(&self) -> usize {
         self.reservation.base()
+    }
+
+    pub(crate) fn backing(&self) -> &B {
+        &self.backing
+    }
+
+    /// Runs `f` on the R and RX slabs, as `(prot, offset, len, high)` (`high`: the end of
+    /// the bytes that may be non-zero), with the state locked so that none changes meanwhile.
+    /// `None` without calling `f` if the state is locked: in a forked child, by a thread of
+    /// the parent that was placing or freeing a segment when the process forked.
+    pub(crate) fn try_with_code_slabs<T>(&self, f: impl FnOnce(&[(Prot, u64, u64, u64)]) -> T) -> Option<T> {
+        let st = self.state.try_lock()?;
+        let slabs: Vec<(Prot, u64, u64, u64)> = [Prot::RX, Prot::R]
+            .into_iter()
+            .flat_map(|prot| st.classes[prot.index()].slabs.iter().map(move |(&at, s)| (prot, at, s.len, s.high)))
+            .collect();
+        Some(f(&slabs))
     }
 
     /// Whether `prot` segments are written in place and their pages sealed at finalize.

@@ -296,6 +296,25 @@ impl Memfd {
         Err(("memfd_create", io::Error::from(io::ErrorKind::Unsupported)))
     }
 
+    /// Writes all of `bytes` at file offset `offset`.
+    pub(crate) fn write_at(&self, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let at = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+            // SAFETY: pwrite reads `bytes.len()` bytes of a live slice into an owned, open file.
+            let n = unsafe { libc::pwrite(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), at) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            bytes = &bytes[n as usize..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
     /// Gives the pages of `[offset, offset+len)` back to the kernel; they read as zero after.
     #[cfg(target_os = "linux")]
     pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
