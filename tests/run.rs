@@ -1,6 +1,7 @@
 //! `orcjit run` runs programs compiled to LLVM bitcode exactly as their native builds run:
 //! C and C++ programs (exceptions across modules, COMDAT, static constructors, a module reached
-//! only by its constructor, thread-local variables used from several threads) and the Lua 5.4
+//! only by its constructor, thread-local variables used from several threads, `std::call_once`,
+//! `fork`) and the Lua 5.4
 //! interpreter, at two code generation levels, with 1 and 2 threads, cold and with a warm
 //! object cache. Bad input is reported with LLVM's diagnostic and a failure status.
 
@@ -116,9 +117,32 @@ fn cxx_call_once_and_async_from_bitcode_reach_libstdcxx_thread_locals() {
     );
 }
 
+/// A forked child gets its own copy of JIT'd variables, and compiles the functions its parent
+/// has not called yet although the parent's pool threads do not exist in it (lazily, by
+/// default, and with tier-up and speculation).
 #[test]
-fn a_forked_child_gets_its_own_copy_of_jit_d_variables() {
-    program("jit-link/tests/programs/fork", &["main.c", "other.c"], &["-O1", "-fPIC"], &[], &["--lazy=none"]);
+fn a_forked_child_gets_its_own_variables_and_compiles_what_it_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = root().join("jit-link/tests/programs/fork");
+    let srcs = [dir.join("main.c"), dir.join("other.c")];
+    let (bitcode, native) = build(tmp.path(), &srcs, &["-O1", "-fPIC"], &[]);
+    let expected = run(Command::new(&native).arg("a"));
+    for options in [&["--lazy=none"][..], &[], &["--tier-up", "1"], &["--speculate=static"], &["--lazy=module"]] {
+        for threads in ["1", "2"] {
+            let mut cmd = Command::new(ORCJIT);
+            cmd.args(["run", "--threads", threads]).args(options);
+            cmd.arg(format!("--extra-module={}", bitcode[1].display())).arg(&bitcode[0]).arg("a");
+            let got = common::output_within(&mut cmd, std::time::Duration::from_secs(60));
+            let what = format!("{options:?}, {threads} thread(s)");
+            assert_eq!(
+                String::from_utf8_lossy(&got.stdout),
+                String::from_utf8_lossy(&expected.stdout),
+                "{what}: output differs; orcjit stderr:\n{}",
+                String::from_utf8_lossy(&got.stderr)
+            );
+            assert_eq!(got.status.code(), expected.status.code(), "{what}: exit status");
+        }
+    }
 }
 
 #[test]

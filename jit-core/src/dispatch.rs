@@ -187,11 +187,43 @@ struct PoolShared {
     stop_tx: Mutex<Option<Sender<()>>>,
     stop_rx: Receiver<()>,
     shut: AtomicBool,
+    fork: ForkGate,
 }
 
 impl PoolShared {
     fn try_next(&self) -> Option<Task> {
         self.demanded_rx.try_recv().or_else(|_| self.speculative_rx.try_recv()).ok()
+    }
+
+    /// Puts a task back in its queue (the send cannot fail: the receivers live in `self`).
+    fn requeue(&self, task: Task) {
+        let tx = match task.priority {
+            Priority::Demanded => &self.demanded_tx,
+            Priority::Speculative => &self.speculative_tx,
+        };
+        let _ = tx.send(task);
+    }
+
+    /// Runs a task a worker took from the queues, unless a fork is being prepared: then the
+    /// task waits in the gate, and the worker with it, until the parent resumes.
+    fn run_top_level(&self, worker: usize, task: Task) {
+        let gate = &self.fork;
+        let busy = &gate.busy[worker].0;
+        // Each worker marks only its own flag (on a cache line of its own), so the mark costs
+        // no contention; SeqCst orders it against the preparing thread's `pausing` store.
+        busy.store(true, Ordering::SeqCst);
+        if !gate.pausing.load(Ordering::SeqCst) {
+            task.run();
+            gate.finished(busy);
+            return;
+        }
+        gate.held.lock().push(task);
+        gate.finished(busy);
+        gate.wait_resumed();
+        let held = std::mem::take(&mut *gate.held.lock());
+        for task in held {
+            self.requeue(task);
+        }
     }
 
     fn drain_after_shutdown(&self) {
@@ -235,12 +267,15 @@ impl ThreadPoolDispatcher {
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx,
             shut: AtomicBool::new(false),
+            fork: ForkGate::new(n),
         });
+        fork::register(&shared);
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
             let shared = shared.clone();
-            let handle =
-                std::thread::Builder::new().name(format!("orcjit-worker-{i}")).spawn(move || worker_loop(&shared))?;
+            let handle = std::thread::Builder::new()
+                .name(format!("orcjit-worker-{i}"))
+                .spawn(move || worker_loop(&shared, i))?;
             workers.push(handle);
         }
         Ok(ThreadPoolDispatcher { shared, workers: Mutex::new(workers), threads: n })
@@ -262,20 +297,20 @@ impl ThreadPoolDispatcher {
 /// dispatcher's CPU), where the median wake-up is 15 µs.
 const STAY_AWAKE: std::time::Duration = std::time::Duration::from_millis(1);
 
-fn worker_loop(shared: &PoolShared) {
+fn worker_loop(shared: &PoolShared, i: usize) {
     CURRENT_POOL.with(|c| c.set(shared.id));
     loop {
         if let Some(task) = shared.try_next() {
-            task.run();
+            shared.run_top_level(i, task);
             continue;
         }
         if let Some(task) = stay_awake(shared) {
-            task.run();
+            shared.run_top_level(i, task);
             continue;
         }
         select_biased! {
-            recv(shared.demanded_rx) -> t => if let Ok(t) = t { t.run() },
-            recv(shared.speculative_rx) -> t => if let Ok(t) = t { t.run() },
+            recv(shared.demanded_rx) -> t => if let Ok(t) = t { shared.run_top_level(i, t) },
+            recv(shared.speculative_rx) -> t => if let Ok(t) = t { shared.run_top_level(i, t) },
             recv(shared.stop_rx) -> _ => break,
         }
     }
@@ -295,30 +330,9 @@ fn stay_awake(shared: &PoolShared) -> Option<Task> {
     None
 }
 
-impl TaskDispatcher for ThreadPoolDispatcher {
-    fn dispatch(&self, task: Task) {
-        if self.shared.shut.load(Ordering::SeqCst) {
-            task.run_or_drop_after_shutdown();
-            return;
-        }
-        let tx = match task.priority {
-            Priority::Demanded => &self.shared.demanded_tx,
-            Priority::Speculative => &self.shared.speculative_tx,
-        };
-        // The receivers live as long as `shared`, so the send cannot fail.
-        let _ = tx.send(task);
-        // A shutdown that raced with this send may already have drained the queues for the
-        // last time: drain again so the task is not stranded.
-        if self.shared.shut.load(Ordering::SeqCst) {
-            self.shared.drain_after_shutdown();
-        }
-    }
-
-    fn wait(&self, done: &Receiver<()>) {
-        if !self.is_worker_thread() {
-            let _ = done.recv();
-            return;
-        }
+impl ThreadPoolDispatcher {
+    /// Runs queued tasks until `done` has a message (or disconnects).
+    fn help_until(&self, done: &Receiver<()>) {
         let shared = &self.shared;
         loop {
             if done.try_recv().is_ok() {
@@ -335,6 +349,41 @@ impl TaskDispatcher for ThreadPoolDispatcher {
             }
         }
     }
+}
+
+impl TaskDispatcher for ThreadPoolDispatcher {
+    fn dispatch(&self, task: Task) {
+        if self.shared.shut.load(Ordering::SeqCst) {
+            task.run_or_drop_after_shutdown();
+            return;
+        }
+        let priority = task.priority;
+        self.shared.requeue(task);
+        // A shutdown that raced with this send may already have drained the queues for the
+        // last time: drain again so the task is not stranded.
+        if self.shared.shut.load(Ordering::SeqCst) {
+            self.shared.drain_after_shutdown();
+        }
+        if self.shared.fork.orphaned.load(Ordering::Relaxed) && priority == Priority::Demanded {
+            run_demanded_inline(&self.shared);
+        }
+    }
+
+    fn wait(&self, done: &Receiver<()>) {
+        // In a forked child the workers are gone: whoever waits runs the work (and tasks it
+        // dispatches meanwhile are queued for this loop, not run nested).
+        if self.shared.fork.orphaned.load(Ordering::Relaxed) {
+            let inline = RUNNING_INLINE.with(|r| r.replace(true));
+            self.help_until(done);
+            RUNNING_INLINE.with(|r| r.set(inline));
+            return;
+        }
+        if !self.is_worker_thread() {
+            let _ = done.recv();
+            return;
+        }
+        self.help_until(done);
+    }
 
     fn concurrency(&self) -> usize {
         self.threads
@@ -350,9 +399,14 @@ impl TaskDispatcher for ThreadPoolDispatcher {
         drop(self.shared.stop_tx.lock().take());
         let me = std::thread::current().id();
         let workers = std::mem::take(&mut *self.workers.lock());
-        for w in workers {
-            if w.thread().id() != me {
-                let _ = w.join();
+        if self.shared.fork.orphaned.load(Ordering::Relaxed) {
+            // A forked child has none of its parent's threads to join.
+            std::mem::forget(workers);
+        } else {
+            for w in workers {
+                if w.thread().id() != me {
+                    let _ = w.join();
+                }
             }
         }
         self.shared.drain_after_shutdown();
@@ -362,6 +416,168 @@ impl TaskDispatcher for ThreadPoolDispatcher {
 impl Drop for ThreadPoolDispatcher {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+thread_local! {
+    /// True while this thread runs an orphaned pool's demanded tasks inline.
+    static RUNNING_INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// In a forked child: runs the queued demanded tasks on the calling thread (tasks they
+/// dispatch are queued and run by this same loop, not nested). Speculative tasks wait for a
+/// thread that waits on something ([`TaskDispatcher::wait`] runs them too).
+fn run_demanded_inline(shared: &PoolShared) {
+    if RUNNING_INLINE.with(|r| r.replace(true)) {
+        return;
+    }
+    while let Ok(task) = shared.demanded_rx.try_recv() {
+        task.run();
+    }
+    RUNNING_INLINE.with(|r| r.set(false));
+}
+
+/// How a pool lives through `fork()`. Only the forking thread exists in the child, so a
+/// task a worker was running at the fork would never finish there, and queued work would
+/// never start. So, before the fork, workers finish the tasks they run and take no new ones
+/// (a task taken meanwhile is held here); after it, the parent's workers go on, and in the
+/// child the pool is *orphaned*: queued and held work runs on the child's threads, demanded
+/// tasks when dispatched, any task when someone waits.
+struct ForkGate {
+    /// A fork is being prepared: workers take no new task.
+    pausing: AtomicBool,
+    /// Per worker: running a top-level task.
+    busy: Box<[Busy]>,
+    /// Tasks workers took while a fork was being prepared.
+    held: Mutex<Vec<Task>>,
+    /// This is a forked child's copy of the pool: its workers do not exist.
+    orphaned: AtomicBool,
+    idle: parking_lot::Condvar,
+    lock: Mutex<()>,
+}
+
+/// A worker's busy flag, alone on its cache line.
+#[repr(align(128))]
+struct Busy(AtomicBool);
+
+impl ForkGate {
+    fn new(workers: usize) -> Self {
+        ForkGate {
+            pausing: AtomicBool::new(false),
+            busy: (0..workers).map(|_| Busy(AtomicBool::new(false))).collect(),
+            held: Mutex::new(Vec::new()),
+            orphaned: AtomicBool::new(false),
+            idle: parking_lot::Condvar::new(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn finished(&self, busy: &AtomicBool) {
+        busy.store(false, Ordering::SeqCst);
+        if self.pausing.load(Ordering::SeqCst) {
+            let _guard = self.lock.lock();
+            self.idle.notify_all();
+        }
+    }
+
+    /// Workers running a top-level task.
+    fn running(&self) -> usize {
+        self.busy.iter().filter(|b| b.0.load(Ordering::SeqCst)).count()
+    }
+
+    fn wait_resumed(&self) {
+        let mut guard = self.lock.lock();
+        while self.pausing.load(Ordering::SeqCst) {
+            self.idle.wait(&mut guard);
+        }
+    }
+}
+
+mod fork {
+    use std::sync::{Arc, Once, Weak};
+    use std::time::{Duration, Instant};
+
+    use parking_lot::Mutex;
+
+    use super::{CURRENT_POOL, PoolShared};
+    use std::sync::atomic::Ordering;
+
+    /// Every pool of the process, to pause at a fork.
+    static POOLS: Mutex<Vec<Weak<PoolShared>>> = Mutex::new(Vec::new());
+    /// The pools paused for the fork under way.
+    static PAUSED: Mutex<Vec<Arc<PoolShared>>> = Mutex::new(Vec::new());
+
+    /// How long a fork waits for the tasks workers are running. A task that waits on the
+    /// forking thread (user code that a pool thread runs, blocked on a lock the forking
+    /// thread holds) would otherwise stop the fork for good; after this the fork goes on,
+    /// and a child that waits on such a task waits for ever, as it would without the gate.
+    const PAUSE_LIMIT: Duration = Duration::from_secs(10);
+
+    pub(super) fn register(pool: &Arc<PoolShared>) {
+        static HANDLERS: Once = Once::new();
+        HANDLERS.call_once(|| {
+            // SAFETY: the three handlers are `extern "C"` functions that never unwind.
+            let ret = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+            if ret != 0 {
+                tracing::warn!(target: "orcjit", "pthread_atfork failed ({ret}): a forked child may wait for the pool for ever");
+            }
+        });
+        let mut pools = POOLS.lock();
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// Before the fork, on the forking thread: pause every pool and wait until its workers
+    /// run nothing (but the forking thread, if it is one of them).
+    extern "C" fn prepare() {
+        let pools: Vec<Arc<PoolShared>> = POOLS.lock().iter().filter_map(Weak::upgrade).collect();
+        for p in &pools {
+            p.fork.pausing.store(true, Ordering::SeqCst);
+        }
+        let deadline = Instant::now() + PAUSE_LIMIT;
+        for p in &pools {
+            let own = usize::from(CURRENT_POOL.with(|c| c.get()) == p.id);
+            let mut guard = p.fork.lock.lock();
+            while p.fork.running() > own {
+                if p.fork.idle.wait_until(&mut guard, deadline).timed_out() {
+                    break;
+                }
+            }
+        }
+        *PAUSED.lock() = pools;
+    }
+
+    /// After the fork, in the parent: the workers go on.
+    extern "C" fn parent() {
+        for p in std::mem::take(&mut *PAUSED.lock()) {
+            let _guard = p.fork.lock.lock();
+            p.fork.pausing.store(false, Ordering::SeqCst);
+            p.fork.idle.notify_all();
+        }
+    }
+
+    /// After the fork, in the child: every pool is orphaned, its held tasks queued again. An
+    /// orphaned pool has no workers to pause at a later fork, so it leaves the registry.
+    extern "C" fn child() {
+        for p in std::mem::take(&mut *PAUSED.lock()) {
+            p.fork.orphaned.store(true, Ordering::SeqCst);
+            p.fork.pausing.store(false, Ordering::SeqCst);
+            for b in p.fork.busy.iter() {
+                b.0.store(false, Ordering::SeqCst);
+            }
+            if p.fork.lock.is_locked() {
+                // SAFETY: held by a worker parked between its last task and its wait for the
+                // parent to resume; that thread does not exist in the child.
+                unsafe { p.fork.lock.force_unlock() };
+            }
+            let held = std::mem::take(&mut *p.fork.held.lock());
+            for task in held {
+                p.requeue(task);
+            }
+        }
+        if let Some(mut pools) = POOLS.try_lock() {
+            pools.retain(|p| p.upgrade().is_some_and(|p| !p.fork.orphaned.load(Ordering::SeqCst)));
+        }
     }
 }
 

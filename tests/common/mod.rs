@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// The directory of dev-dependency `name`'s sources (from `cargo metadata`): real C programs
 /// (Lua in `lua-src`, SQLite in `libsqlite3-sys`) for the tests to compile.
@@ -41,4 +42,25 @@ pub fn lua_sources() -> (PathBuf, Vec<PathBuf>) {
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| is_library(p)).collect();
     files.sort();
     (dir, files)
+}
+
+/// Runs `cmd` to completion, as `Command::output` does, but kills it (and fails the test)
+/// if it has not exited within `limit`: for programs that could hang.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let (exited, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let hung = watch.recv_timeout(limit).is_err();
+        if hung {
+            // SAFETY: SIGKILL to the child spawned above, which has not been waited for yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        hung
+    });
+    let out = child.wait_with_output().expect("wait for the child");
+    let _ = exited.send(());
+    assert!(!watchdog.join().unwrap(), "{cmd:?} still ran after {limit:?}: killed");
+    out
 }
