@@ -134,6 +134,7 @@ fn thread_local_variables_used_from_several_threads_run_as_native() {
 /// libstdc++'s `std::call_once` keeps the callable in libstdc++'s own thread-local variables,
 /// which JIT'd code reaches through `__tls_get_addr` from each thread. `orcjit-link` loads
 /// libstdc++ with `dlopen`, so those variables live in blocks the loader makes per thread.
+/// At exit, the main thread's `thread_local` objects are destroyed before the statics.
 #[test]
 fn cxx_call_once_and_async_reach_libstdcxx_thread_locals_from_several_threads() {
     program_case(

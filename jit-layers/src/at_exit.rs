@@ -103,6 +103,9 @@ pub fn add_exit_hook(hook: impl Fn() + Send + Sync + 'static) {
 /// Call it before `exit` when returning from a JIT'd `main`; a JIT'd call to `exit` calls it.
 pub fn run_exit_sequence() {
     SEQUENCE.call_once(|| {
+        // libc's exit destroys the exiting thread's thread-locals first (C++ `thread_local`
+        // objects, registered with `__cxa_thread_atexit`), then runs the exit handlers.
+        call_tls_dtors();
         while let Some(h) = HANDLERS.lock().pop() {
             // SAFETY: a handler registered by JIT'd code, whose code is still mapped (its
             // object's memory is freed only after its handlers ran, see `finalize`).
@@ -114,6 +117,25 @@ pub fn run_exit_sequence() {
         }
         stop_compiles();
     });
+}
+
+/// Runs the calling thread's thread-local destructors now, as glibc's `exit` does before its
+/// exit handlers (`__call_tls_dtors`, glibc 2.18 and later; it empties the list, so libc's
+/// own call later finds nothing). Without that function (another libc), they run when
+/// libc's `exit` does, after the JIT'd program's exit handlers.
+fn call_tls_dtors() {
+    static CALL_TLS_DTORS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let f = *CALL_TLS_DTORS.get_or_init(|| {
+        // SAFETY: a NUL-terminated name looked up in the whole process.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__call_tls_dtors".as_ptr()) as usize }
+    });
+    if f != 0 {
+        // SAFETY: glibc's `void __call_tls_dtors (void)`, which runs and forgets the calling
+        // thread's registered thread-local destructors.
+        let f: unsafe extern "C" fn() = unsafe { std::mem::transmute(f) };
+        // SAFETY: as above.
+        unsafe { f() };
+    }
 }
 
 /// `__cxa_finalize(dso)` for the handlers kept here: runs those registered against `dso`,

@@ -2,7 +2,8 @@
 // callable in its own thread-local variables (std::__once_callable, std::__once_call), which
 // JIT'd code reaches through __tls_get_addr like any extern thread_local, here from the
 // threads that run the once-functions. Plus a C++ thread_local with a dynamic initializer
-// defined in the other object.
+// defined in the other object, and thread_local and static objects whose destructors print:
+// at exit, libc destroys the exiting thread's thread-locals before the statics.
 #include <cstdio>
 #include <future>
 #include <mutex>
@@ -15,6 +16,14 @@ extern thread_local std::string thread_name;  // dynamic initializer in other.o
 void build_table(int by);
 int table_sum();
 int name_length();
+
+struct Noisy {
+    const char *name;
+    explicit Noisy(const char *n) : name(n) { std::printf("construct %s\n", name); }
+    ~Noisy() { std::printf("destroy %s\n", name); }
+};
+static Noisy static_noisy("static");
+thread_local Noisy thread_noisy("thread_local");
 
 int main(int argc, char **argv) {
     std::vector<std::thread> threads;
@@ -38,5 +47,7 @@ int main(int argc, char **argv) {
     auto square = std::async(std::launch::async, [](int x) { return x * x; }, argc + 6);
     auto words = std::async(std::launch::deferred, [argv] { return std::string(argv[1]) + "!"; });
     std::printf("async %d, deferred %s, main name %s\n", square.get(), words.get().c_str(), thread_name.c_str());
+    std::thread([] { std::printf("thread uses %s\n", thread_noisy.name); }).join();
+    std::printf("main uses %s\n", thread_noisy.name);
     return 3;
 }
