@@ -153,6 +153,12 @@ fn a_forked_child_gets_its_own_copy_of_jit_d_variables() {
     program_case("fork", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE]);
 }
 
+/// A timer's SIGALRM and a child's SIGCHLD reach the program's thread, not a pool thread.
+#[test]
+fn process_signals_reach_the_program_s_thread() {
+    program_case("signals", &["main.c"], &[], &[], &[], &[PIC_SMALL]);
+}
+
 #[test]
 fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
     let tmp = tempfile::tempdir().unwrap();

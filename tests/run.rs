@@ -1,7 +1,7 @@
 //! `orcjit run` runs programs compiled to LLVM bitcode exactly as their native builds run:
 //! C and C++ programs (exceptions across modules, COMDAT, static constructors, a module reached
 //! only by its constructor, thread-local variables used from several threads, `std::call_once`,
-//! `fork`) and the Lua 5.4
+//! `fork`, signals) and the Lua 5.4
 //! interpreter, at two code generation levels, with 1 and 2 threads, cold and with a warm
 //! object cache. Bad input is reported with LLVM's diagnostic and a failure status.
 
@@ -117,23 +117,22 @@ fn cxx_call_once_and_async_from_bitcode_reach_libstdcxx_thread_locals() {
     );
 }
 
-/// A forked child gets its own copy of JIT'd variables, and compiles the functions its parent
-/// has not called yet although the parent's pool threads do not exist in it (lazily, by
-/// default, and with tier-up and speculation).
-#[test]
-fn a_forked_child_gets_its_own_variables_and_compiles_what_it_calls() {
+/// Runs `program` (sources in `dir`) from bitcode as [`same_as_native`] does, in each of
+/// `modes` and with 1 and 2 threads, under a watchdog: for programs that used to hang.
+fn same_as_native_within_a_minute(dir: &str, sources: &[&str], modes: &[&[&str]]) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = root().join("jit-link/tests/programs/fork");
-    let srcs = [dir.join("main.c"), dir.join("other.c")];
+    let srcs: Vec<PathBuf> = sources.iter().map(|s| root().join(dir).join(s)).collect();
     let (bitcode, native) = build(tmp.path(), &srcs, &["-O1", "-fPIC"], &[]);
     let expected = run(Command::new(&native).arg("a"));
-    for options in [&["--lazy=none"][..], &[], &["--tier-up", "1"], &["--speculate=static"], &["--lazy=module"]] {
+    for options in modes {
         for threads in ["1", "2"] {
             let mut cmd = Command::new(ORCJIT);
-            cmd.args(["run", "--threads", threads]).args(options);
-            cmd.arg(format!("--extra-module={}", bitcode[1].display())).arg(&bitcode[0]).arg("a");
-            let got = common::output_within(&mut cmd, std::time::Duration::from_secs(60));
-            let what = format!("{options:?}, {threads} thread(s)");
+            cmd.args(["run", "--threads", threads]).args(*options);
+            for extra in &bitcode[1..] {
+                cmd.arg(format!("--extra-module={}", extra.display()));
+            }
+            let got = common::output_within(cmd.arg(&bitcode[0]).arg("a"), std::time::Duration::from_secs(60));
+            let what = format!("{dir} {options:?}, {threads} thread(s)");
             assert_eq!(
                 String::from_utf8_lossy(&got.stdout),
                 String::from_utf8_lossy(&expected.stdout),
@@ -143,6 +142,24 @@ fn a_forked_child_gets_its_own_variables_and_compiles_what_it_calls() {
             assert_eq!(got.status.code(), expected.status.code(), "{what}: exit status");
         }
     }
+}
+
+/// Every way `orcjit run` compiles: lazily (the default, two tiers), one tier, speculating,
+/// per module, and everything up front.
+const MODES: &[&[&str]] = &[&[], &["--tier-up", "1"], &["--speculate=static"], &["--lazy=module"], &["--lazy=none"]];
+
+/// A forked child gets its own copy of JIT'd variables, and compiles the functions its parent
+/// has not called yet although the parent's pool threads do not exist in it.
+#[test]
+fn a_forked_child_gets_its_own_variables_and_compiles_what_it_calls() {
+    same_as_native_within_a_minute("jit-link/tests/programs/fork", &["main.c", "other.c"], MODES);
+}
+
+/// A timer's SIGALRM and a child's SIGCHLD reach the program's thread, never a pool thread
+/// (where a lazily compiled handler would wait for a compile that thread had to finish).
+#[test]
+fn process_signals_reach_the_program_s_thread() {
+    same_as_native_within_a_minute("jit-link/tests/programs/signals", &["main.c"], MODES);
 }
 
 #[test]

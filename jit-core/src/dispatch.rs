@@ -297,8 +297,27 @@ impl ThreadPoolDispatcher {
 /// dispatcher's CPU), where the median wake-up is 15 µs.
 const STAY_AWAKE: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Pool threads leave the process's signals to the program's own threads: a process-directed
+/// signal (SIGALRM, SIGCHLD, SIGINT...) goes to any thread that does not block it, and a JIT'd
+/// handler run on a worker, in the middle of a task, may wait for work only that worker can
+/// finish (a lazily compiled handler waits for its compile). Signals a thread's own fault
+/// raises (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP) stay deliverable, and SIGABRT too.
+fn block_process_signals() {
+    // SAFETY: sigset operations on a local set, then pthread_sigmask on the calling thread
+    // (glibc keeps its internal signals out of the mask by itself).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGTRAP, libc::SIGABRT] {
+            libc::sigdelset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 fn worker_loop(shared: &PoolShared, i: usize) {
     CURRENT_POOL.with(|c| c.set(shared.id));
+    block_process_signals();
     loop {
         if let Some(task) = shared.try_next() {
             shared.run_top_level(i, task);
