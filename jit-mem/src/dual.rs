@@ -30,7 +30,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::alloc::OnDone;
 use crate::slab::{SlabBacking, Slabs, Writes};
-use crate::sys::{Memfd, Reservation, map_anonymous, map_shared};
+use crate::sys::{Memfd, Reservation, map_anonymous, map_shared, remove_pages};
 use crate::{
     AllocRequest, FinalizedAlloc, InFlightAlloc, MAX_ALIGN, ManagerConfig, ManagerId, ManagerKind, MemError, MemStats,
     MemoryManager, Prot, RawFinalizedAlloc, TargetAddr,
@@ -45,6 +45,21 @@ pub(crate) struct DualBacking {
 }
 
 impl DualBacking {
+    /// The file new slabs map: the memfd, or, if the program closed its descriptor (or put
+    /// another file under its number), a new one. Slabs mapped before keep their pages: a
+    /// mapping holds its file, and their pages are given back through the working view.
+    fn intact_file(&self) -> io::Result<parking_lot::RwLockReadGuard<'_, Memfd>> {
+        {
+            let file = self.file.read();
+            if file.is_intact() {
+                return Ok(file);
+            }
+        }
+        let fresh = Memfd::create(c"orcjit-jit-mem", self.working.len() as u64).map_err(|(_, e)| e)?;
+        *self.file.write() = fresh;
+        Ok(self.file.read())
+    }
+
     /// In a forked child: moves the R/RX `slabs` (`(prot, offset, len, high)`, as
     /// [`Slabs::try_with_code_slabs`] gives them) to a new memfd, copying each slab's first
     /// `high` bytes, and maps it where the old one was, in both views.
@@ -85,39 +100,59 @@ impl SlabBacking for DualBacking {
             // SAFETY: the caller hands over an unused range of the target reservation.
             return unsafe { map_anonymous(base + at, n, Some(Prot::RW)) };
         }
-        // SAFETY: the caller hands over an unused range of the target reservation.
-        unsafe { map_shared(base + at, n, prot, &self.file.read(), offset)? };
         let mirror = self.working.base() + at;
-        // SAFETY: the mirror range in the working reservation is unused exactly when the
-        // target range is.
-        let mapped = unsafe { map_shared(mirror, n, Prot::RW, &self.file.read(), offset) };
-        if let Err(e) = mapped {
-            // SAFETY: undoing the mapping made just above, which nobody uses yet.
-            let _ = unsafe { map_anonymous(base + at, n, None) };
-            return Err(e);
+        // A second try if the descriptor changed under the mapping (the program closed it
+        // and opened a file of its own under its number in between).
+        for _ in 0..2 {
+            let file = self.intact_file()?;
+            // SAFETY: the caller hands over an unused range of the target reservation; the
+            // mirror range in the working reservation is unused exactly when the target is.
+            let mapped = unsafe {
+                map_shared(base + at, n, prot, &file, offset)
+                    .and_then(|()| map_shared(mirror, n, Prot::RW, &file, offset))
+            };
+            match mapped {
+                Ok(()) if file.is_intact() => return Ok(()),
+                Ok(()) => {}
+                Err(e) if file.is_intact() => {
+                    // SAFETY: undoing what was mapped above, which nobody uses yet.
+                    let _ = unsafe { map_anonymous(base + at, n, None) };
+                    return Err(e);
+                }
+                Err(_) => {}
+            }
+            // SAFETY: as above.
+            unsafe {
+                let _ = map_anonymous(base + at, n, None);
+                let _ = map_anonymous(mirror, n, None);
+            }
         }
-        Ok(())
+        Err(io::Error::other("the JIT's memory file descriptor keeps being replaced"))
     }
 
     unsafe fn unmap_slab(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
         let (at, n) = (offset as usize, len as usize);
-        // SAFETY: the caller guarantees nothing lives in the slab.
-        unsafe { map_anonymous(base + at, n, None)? };
-        if prot == Prot::RW {
-            return Ok(());
+        if prot != Prot::RW {
+            // SAFETY: the caller guarantees nothing lives in the slab; its working view is a
+            // shared writable mapping of its pages.
+            unsafe { remove_pages(self.working.base() + at, n)? };
+            // SAFETY: as above; the working view goes back to the reservation.
+            unsafe { map_anonymous(self.working.base() + at, n, None)? };
         }
-        // SAFETY: as above, for the working view.
-        unsafe { map_anonymous(self.working.base() + at, n, None)? };
-        self.file.read().punch_hole(offset, len)
+        // SAFETY: the caller guarantees nothing lives in the slab.
+        unsafe { map_anonymous(base + at, n, None) }
     }
 
     unsafe fn discard_pages(&self, base: usize, offset: u64, len: u64, prot: Prot) -> io::Result<()> {
+        let (at, n) = (offset as usize, len as usize);
         if prot == Prot::RW {
             // SAFETY: the caller guarantees nothing lives in the slab: fresh zero pages replace
             // its pages, with the protection it has.
-            return unsafe { map_anonymous(base + offset as usize, len as usize, Some(Prot::RW)) };
+            return unsafe { map_anonymous(base + at, n, Some(Prot::RW)) };
         }
-        self.file.read().punch_hole(offset, len)
+        // SAFETY: the caller guarantees nothing lives in the slab; its working view is a
+        // shared writable mapping of its pages.
+        unsafe { remove_pages(self.working.base() + at, n) }
     }
 
     fn working(&self, base: usize, offset: u64, prot: Prot) -> *mut u8 {
@@ -270,6 +305,34 @@ mod tests {
         // SAFETY: the target of a live RW allocation is readable.
         assert_eq!(unsafe { target.read_volatile() }, 1, "the parent's copy is its own");
         drop(done);
+    }
+
+    #[test]
+    fn a_program_that_reuses_the_memfd_s_descriptor_number_keeps_its_file() {
+        let config = ManagerConfig { slab: 64 << 10, ..ManagerConfig::default() };
+        let mem = DualMappedManager::new(config).unwrap();
+        let small = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 64, 16)]);
+        let first = mem.allocate(&small).unwrap().finalize_blocking(Vec::new()).unwrap();
+        let fd = mem.inner.backing().file.read().raw_fd();
+        let scratch = crate::sys::replace_descriptor_with_scratch_file(fd, 4 << 20);
+        // Bigger than a slab: a new slab, mapped from a file, which must not be the program's.
+        let big = AllocRequest::new(vec![SegmentRequest::new(Prot::RX, 256 << 10, 16)]);
+        let mut alloc = mem.allocate(&big).unwrap();
+        // The whole segment is written: nops, then `mov eax, 42; ret` at its end.
+        let bytes = alloc.working_mut(0).unwrap();
+        let end = bytes.len();
+        bytes.fill(0x90);
+        bytes[end - 6..].copy_from_slice(&[0xB8, 42, 0, 0, 0, 0xC3]);
+        let code = alloc.target(0).unwrap();
+        let done = alloc.finalize_blocking(Vec::new()).unwrap();
+        // SAFETY: finalized code of signature fn() -> u32: nops, then mov eax, 42; ret.
+        let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(code.0 as usize) };
+        assert_eq!(f(), 42);
+        assert!(crate::sys::all_zero(&scratch), "JIT'd code landed in the program's file");
+        drop((first, done));
+        assert!(crate::sys::all_zero(&scratch), "freeing punched the program's file");
+        // SAFETY: the descriptor number holds the scratch file's duplicate, which is ours.
+        unsafe { libc::close(fd) };
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,21 +50,47 @@ fn fork_generation() -> u64 {
 pub(crate) struct ProcMem {
     /// The file, and the fork generation it was opened in: a forked child must not write
     /// its parent's memory through an inherited descriptor, so it opens its own.
-    file: RwLock<(u64, File)>,
+    file: RwLock<(u64, Handle)>,
+}
+
+/// The descriptor, and what it named when opened (device, inode). JIT'd programs may close
+/// descriptors they did not open and get the number back for a file of their own: every write
+/// checks the descriptor still names `/proc/self/mem` (a write would otherwise land in the
+/// program's file), and one that does not is never closed (the number is someone else's).
+struct Handle {
+    file: std::mem::ManuallyDrop<File>,
+    identity: (u64, u64),
+}
+
+impl Handle {
+    fn open() -> io::Result<Handle> {
+        // std opens with O_CLOEXEC: an exec'd child never inherits it.
+        let file = OpenOptions::new().read(true).write(true).open("/proc/self/mem")?;
+        let identity = crate::sys::identity(file.as_raw_fd()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Handle { file: std::mem::ManuallyDrop::new(file), identity })
+    }
+
+    fn is_intact(&self) -> bool {
+        crate::sys::identity(self.file.as_raw_fd()) == Some(self.identity)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.is_intact() {
+            // SAFETY: dropped once, here; the descriptor still names the file opened.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.file) };
+        }
+    }
 }
 
 impl ProcMem {
     /// Opens `/proc/self/mem` and checks that a write into a read-only page lands.
     pub(crate) fn open() -> io::Result<ProcMem> {
         let generation = fork_generation();
-        let mem = ProcMem { file: RwLock::new((generation, Self::open_file()?)) };
+        let mem = ProcMem { file: RwLock::new((generation, Handle::open()?)) };
         mem.probe()?;
         Ok(mem)
-    }
-
-    fn open_file() -> io::Result<File> {
-        // std opens with O_CLOEXEC: an exec'd child never inherits it.
-        OpenOptions::new().read(true).write(true).open("/proc/self/mem")
     }
 
     /// Writes a pattern into a fresh read-only page and reads it back through the page.
@@ -93,15 +120,15 @@ impl ProcMem {
         let generation = fork_generation();
         {
             let file = self.file.read();
-            if file.0 == generation {
-                return file.1.write_all_at(bytes, addr as u64);
+            if file.0 == generation && file.1.is_intact() {
+                return file.1.file.write_all_at(bytes, addr as u64);
             }
         }
         let mut file = self.file.write();
-        if file.0 != generation {
-            *file = (generation, Self::open_file()?);
+        if file.0 != generation || !file.1.is_intact() {
+            *file = (generation, Handle::open()?);
         }
-        file.1.write_all_at(bytes, addr as u64)
+        file.1.file.write_all_at(bytes, addr as u64)
     }
 }
 
@@ -124,6 +151,25 @@ mod tests {
         assert!(line.split_whitespace().nth(1).expect("perms").starts_with("r--"), "{line}");
         // SAFETY: mapped above, no references remain.
         unsafe { unmap(addr, page) }.expect("unmapped");
+    }
+
+    #[test]
+    fn a_program_that_reuses_the_descriptor_number_keeps_its_file() {
+        let mem = ProcMem::open().expect("/proc/self/mem writable on the test machine");
+        let fd = mem.file.read().1.file.as_raw_fd();
+        let scratch = crate::sys::replace_descriptor_with_scratch_file(fd, 1 << 20);
+        let page = page_size();
+        let addr = map_anonymous_anywhere(page, Prot::R).expect("a page");
+        mem.write(addr + 8, b"landed").expect("written");
+        // SAFETY: readable page mapped above.
+        assert_eq!(unsafe { std::slice::from_raw_parts((addr + 8) as *const u8, 6) }, b"landed");
+        assert!(crate::sys::all_zero(&scratch), "the write went to the program's file");
+        // SAFETY: mapped above, no references remain; the descriptor number holds the scratch
+        // file's duplicate, which is ours.
+        unsafe {
+            unmap(addr, page).expect("unmapped");
+            libc::close(fd);
+        }
     }
 
     #[test]

@@ -217,6 +217,18 @@ pub(crate) fn map_anonymous_anywhere(len: usize, prot: Prot) -> io::Result<usize
     if ret == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
 }
 
+/// Gives the file pages under the shared, writable mapping `[addr, addr+len)` back to the
+/// kernel (`MADV_REMOVE`: a hole punched in the file, through the mapping, so no descriptor is
+/// needed); they read as zero after.
+///
+/// # Safety
+/// The range must be page-aligned, part of a caller-owned shared writable file mapping, and
+/// hold nothing anyone still uses.
+pub(crate) unsafe fn remove_pages(addr: usize, len: usize) -> io::Result<()> {
+    // SAFETY: the caller owns the range and nothing in it is used any more.
+    check(unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_REMOVE) })
+}
+
 /// Unmaps `[addr, addr+len)`.
 ///
 /// # Safety
@@ -270,8 +282,31 @@ pub(crate) unsafe fn zero(ptr: *mut u8, len: usize) {
 
 /// An anonymous in-memory file (`memfd_create`): the physical pages that both views of the
 /// dual-mapped manager share. Sparse: pages exist only once written.
+///
+/// JIT'd programs may close descriptors they did not open (daemons close every one above 2)
+/// and open files that get the same number. So the file remembers what it is (device and
+/// inode) and [`Memfd::is_intact`] checks the descriptor still names it before it is mapped;
+/// one that no longer does is never closed (the number is someone else's now).
 pub(crate) struct Memfd {
-    fd: OwnedFd,
+    fd: std::mem::ManuallyDrop<OwnedFd>,
+    identity: (u64, u64),
+}
+
+impl Drop for Memfd {
+    fn drop(&mut self) {
+        if self.is_intact() {
+            // SAFETY: dropped once, here; the descriptor still names this file.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.fd) };
+        }
+    }
+}
+
+/// The device and inode `fd` names, if it is open.
+pub(crate) fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
+    // SAFETY: fstat writes a `stat` into the zeroed local; any descriptor number is allowed.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev as u64, st.st_ino as u64))
 }
 
 impl Memfd {
@@ -287,7 +322,19 @@ impl Memfd {
         let len = libc::off_t::try_from(len).map_err(|_| ("ftruncate", io::Error::from_raw_os_error(libc::EFBIG)))?;
         // SAFETY: ftruncate on an owned, open descriptor.
         check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map_err(|e| ("ftruncate", e))?;
-        Ok(Memfd { fd })
+        let identity = identity(fd.as_raw_fd()).ok_or(("fstat", io::Error::last_os_error()))?;
+        Ok(Memfd { fd: std::mem::ManuallyDrop::new(fd), identity })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_fd(&self) -> libc::c_int {
+        self.fd.as_raw_fd()
+    }
+
+    /// Whether the descriptor still names this file (the program has not closed it, nor
+    /// opened something else under its number).
+    pub(crate) fn is_intact(&self) -> bool {
+        identity(self.fd.as_raw_fd()) == Some(self.identity)
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -312,23 +359,6 @@ impl Memfd {
             bytes = &bytes[n as usize..];
             offset += n as u64;
         }
-        Ok(())
-    }
-
-    /// Gives the pages of `[offset, offset+len)` back to the kernel; they read as zero after.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
-        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-            return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
-        };
-        // SAFETY: fallocate on an owned, open descriptor; punching a hole keeps the file size.
-        check(unsafe {
-            libc::fallocate(self.fd.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
-        })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub(crate) fn punch_hole(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
 }
@@ -372,4 +402,29 @@ mod tests {
         assert_eq!(free_gaps(&maps, 0x10000, 0x40000), vec![0x10000..0x20000, 0x30000..0x40000]);
         assert_eq!(free_gaps(&[], 0x10000, 0x20000), vec![0x10000..0x20000]);
     }
+}
+
+/// For tests: a scratch file of `len` zero bytes (unlinked at once), put under descriptor
+/// number `fd` in place of whatever was there, as a program that closes descriptors it did not
+/// open and opens a file of its own may do. Returns the file, to read back.
+#[cfg(test)]
+pub(crate) fn replace_descriptor_with_scratch_file(fd: libc::c_int, len: u64) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("orcjit-jit-mem-scratch-{}-{fd}", std::process::id()));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file.set_len(len).unwrap();
+    // SAFETY: dup2 onto a descriptor number the test owns (its own manager's), closing it.
+    assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), fd) }, fd);
+    file
+}
+
+/// For tests: whether every byte of `file` is zero.
+#[cfg(test)]
+pub(crate) fn all_zero(file: &std::fs::File) -> bool {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let mut f = file.try_clone().unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut bytes).unwrap();
+    bytes.iter().all(|&b| b == 0)
 }
