@@ -5,7 +5,7 @@
 //! Names are the functions' own: the compile-on-demand layer's `<f>.body` is written `f`, its
 //! second tier `f [tier 2]`, a promoted local `<f>.orcjit.<tag>` `f`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,22 +18,36 @@ use crate::LinkPlugin;
 
 /// Writes the perf map of every object linked by the layer it is added to
 /// ([`ObjectLinkingLayer::add_plugin`](crate::ObjectLinkingLayer::add_plugin)).
+///
+/// The map is opened for each object's lines, not kept open: a JIT'd program may close
+/// descriptors it did not open and reuse their numbers, and a forked child has a map of its
+/// own (its pid's).
 pub struct PerfMap {
-    path: PathBuf,
-    file: Arc<Mutex<File>>,
+    _private: (),
 }
 
 impl PerfMap {
-    /// Opens (creates, or appends to) this process's map, `/tmp/perf-<pid>.map`.
+    /// Creates (or appends to) this process's map, `/tmp/perf-<pid>.map`.
     pub fn new() -> std::io::Result<Arc<Self>> {
-        let path = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Arc::new(PerfMap { path, file: Arc::new(Mutex::new(file)) }))
+        append("")?;
+        Ok(Arc::new(PerfMap { _private: () }))
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+    /// This process's map.
+    pub fn path(&self) -> PathBuf {
+        map_path()
     }
+}
+
+fn map_path() -> PathBuf {
+    PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()))
+}
+
+/// Appends `text` to this process's map, one writer at a time so that lines never interleave.
+fn append(text: &str) -> std::io::Result<()> {
+    static WRITING: Mutex<()> = Mutex::new(());
+    let _one = WRITING.lock();
+    OpenOptions::new().create(true).append(true).open(map_path())?.write_all(text.as_bytes())
 }
 
 /// How a symbol reads in the map (see the module's doc).
@@ -67,12 +81,11 @@ fn lines(graph: &LinkGraph) -> String {
 
 impl LinkPlugin for PerfMap {
     fn modify_pass_config(&self, _dylib: &JitDylib, _graph: &LinkGraph, config: &mut PassConfig) -> Result<()> {
-        let file = self.file.clone();
         config.add(Phase::PostAllocation, "perf map", move |graph| {
             let text = lines(graph);
             if !text.is_empty() {
                 // A map that cannot be written is a profile without names, not a failed link.
-                if let Err(e) = file.lock().write_all(text.as_bytes()) {
+                if let Err(e) = append(&text) {
                     tracing::warn!(target: "orcjit", "perf map: {e}");
                 }
             }
