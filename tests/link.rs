@@ -2,7 +2,7 @@
 //! programs compiled by clang-19 exactly as their native builds run:
 //! same standard output, same exit status. C and C++ programs from jit-link's test tree (multi-
 //! file programs, constructors and destructors, C++ exceptions and COMDAT, thread-local
-//! variables, libstdc++'s own thread-locals), the Lua 5.4 interpreter (from the `lua-src` crate) running a script, and SQLite
+//! variables, libstdc++'s own thread-locals, a static library), the Lua 5.4 interpreter (from the `lua-src` crate) running a script, and SQLite
 //! (from `libsqlite3-sys`) running queries.
 
 mod common;
@@ -157,6 +157,46 @@ fn a_forked_child_gets_its_own_copy_of_jit_d_variables() {
 #[test]
 fn process_signals_reach_the_program_s_thread() {
     program_case("signals", &["main.c"], &[], &[], &[], &[PIC_SMALL]);
+}
+
+/// A static library: only the members something needs are linked (see the program's comment).
+#[test]
+fn a_static_library_s_members_are_linked_when_needed_as_natively() {
+    let dir = programs().join("archive");
+    for case in [PIC_SMALL, NOPIC_LARGE] {
+        let tmp = tempfile::tempdir().unwrap();
+        let members = ["square.c", "chain_a.c", "chain_b.c", "dup.c", "broken.c"].map(|m| dir.join(m));
+        let members = compile(tmp.path(), &members, case.compile);
+        let main = compile(tmp.path(), &[dir.join("main.c")], case.compile);
+        let library = tmp.path().join("libparts.a");
+        check(&run(Command::new("ar").arg("rcs").arg(&library).args(&members)), "ar");
+        let native = link_native(tmp.path(), &[main[0].clone(), library.clone()], case.link, &[]);
+        // With the archive's symbol index (`ar s`), and without one (`ar S`: the members' own
+        // symbols are read instead; GNU ld refuses such an archive).
+        let unindexed = tmp.path().join("libnoindex.a");
+        check(&run(Command::new("ar").arg("rcS").arg(&unindexed).args(&members)), "ar");
+        for library in [library, unindexed] {
+            let what = format!("archive {} ({})", library.display(), case.tag);
+            same_as_native(&what, &[main[0].clone(), library], &native, &[], &["one", "two"]);
+        }
+    }
+}
+
+#[test]
+fn a_truncated_static_library_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = programs().join("archive");
+    let objects = compile(tmp.path(), &[dir.join("main.c"), dir.join("square.c")], &["-O1", "-fPIC"]);
+    let library = tmp.path().join("libcut.a");
+    check(&run(Command::new("ar").arg("rcs").arg(&library).arg(&objects[1])), "ar");
+    let bytes = std::fs::read(&library).unwrap();
+    std::fs::write(&library, &bytes[..bytes.len() - 40]).unwrap();
+    for mut jit in link_commands() {
+        let out = run(jit.arg(&objects[0]).arg(&library));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("libcut.a: "), "the error names the library: {stderr}");
+    }
 }
 
 #[test]

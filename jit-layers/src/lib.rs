@@ -5,6 +5,7 @@
 //! puts it together with a session and a main dylib, without LLVM); the IR layers (feature
 //! `llvm`, on by default, and [`Jit`]) compile LLVM IR into objects for it.
 
+mod archive;
 pub mod at_exit;
 mod cache;
 mod entry;
@@ -20,6 +21,7 @@ mod object_layer;
 mod perf_map;
 pub mod speculate;
 
+pub use archive::{StaticLibrary, StaticLibraryGenerator};
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 pub use gdb::GdbRegistration;

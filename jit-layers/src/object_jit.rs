@@ -14,7 +14,7 @@ use jit_core::{
 };
 use jit_mem::{ManagerConfig, MemoryManager};
 
-use crate::{InitArgs, ObjectLinkingLayer};
+use crate::{InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator};
 
 /// Builds an [`ObjectJit`] (and the object half of a [`crate::Jit`]).
 #[must_use]
@@ -22,12 +22,19 @@ pub struct ObjectJitBuilder {
     threads: Option<usize>,
     process_symbols: bool,
     dlopen: Vec<String>,
+    archives: Vec<StaticLibrary>,
     memory: Option<Arc<dyn MemoryManager>>,
 }
 
 impl Default for ObjectJitBuilder {
     fn default() -> Self {
-        ObjectJitBuilder { threads: None, process_symbols: true, dlopen: Vec::new(), memory: None }
+        ObjectJitBuilder {
+            threads: None,
+            process_symbols: true,
+            dlopen: Vec::new(),
+            archives: Vec::new(),
+            memory: None,
+        }
     }
 }
 
@@ -50,6 +57,13 @@ impl ObjectJitBuilder {
         self
     }
 
+    /// A static library whose members the main dylib links when it needs a symbol they define
+    /// (searched before shared libraries and the process, in the order given).
+    pub fn static_library(mut self, library: StaticLibrary) -> Self {
+        self.archives.push(library);
+        self
+    }
+
     /// The memory manager to link into (default: jit-mem's default manager).
     pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
         self.memory = Some(memory);
@@ -66,7 +80,8 @@ impl ObjectJitBuilder {
         };
         let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
-        match main_dylib(&session, &self.dlopen, self.process_symbols) {
+        let archives = self.archives.into_iter().map(|a| StaticLibraryGenerator::new(&objects, a)).collect();
+        match main_dylib(&session, archives, &self.dlopen, self.process_symbols) {
             Ok(main) => Ok(ObjectJit { session, main, objects, memory }),
             Err(e) => {
                 let _ = session.end_session();
@@ -76,9 +91,18 @@ impl ObjectJitBuilder {
     }
 }
 
-/// The dylib everything is added to: it sees the libraries given, then (if asked) the process.
-fn main_dylib(session: &ExecutionSession, dlopen: &[String], process_symbols: bool) -> Result<JitDylib> {
+/// The dylib everything is added to: it sees the static libraries given, then the shared
+/// libraries, then (if asked) the process.
+fn main_dylib(
+    session: &ExecutionSession,
+    archives: Vec<StaticLibraryGenerator>,
+    dlopen: &[String],
+    process_symbols: bool,
+) -> Result<JitDylib> {
     let main = session.create_dylib("main")?;
+    for archive in archives {
+        main.add_generator(archive);
+    }
     for library in dlopen {
         main.add_generator(DynamicLibraryGenerator::load(library)?);
     }

@@ -1,12 +1,14 @@
-//! `orcjit link [--threads N] [--dlopen LIB]... a.o b.o ... [-- args]`: links the objects into
-//! one dylib that searches the process, the libraries given and libm, then runs them as a C
-//! program (see `program.rs`): the counterpart of `llvm-jitlink`. argv[0] is the first object.
+//! `orcjit link [--threads N] [--dlopen LIB]... a.o b.o libc.a ... [-- args]`: links the
+//! objects into one dylib that searches the static libraries given (a member is linked when a
+//! symbol it defines is needed, as a static linker does), the shared libraries given, libm and
+//! the process, then runs them as a C program (see `program.rs`): the counterpart of
+//! `llvm-jitlink`. argv[0] is the first object.
 //! Nothing here calls LLVM: the `orcjit-link` binary is this command without libLLVM loaded.
 
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::ObjectJit;
+use jit_layers::{ObjectJit, StaticLibrary};
 use jit_mem::{ManagerConfig, Placement};
 
 #[derive(clap::Args)]
@@ -17,7 +19,7 @@ pub struct LinkArgs {
     /// Load a shared library whose symbols the objects may use (e.g. libstdc++.so.6).
     #[arg(long = "dlopen", value_name = "LIB")]
     dlopen: Vec<String>,
-    /// Relocatable objects (.o).
+    /// Relocatable objects (.o) and static libraries (.a).
     #[arg(required = true, value_name = "OBJECT")]
     objects: Vec<String>,
     /// Arguments for main (after `--`).
@@ -49,11 +51,21 @@ fn pad_heap_growth() {
 
 fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut objects = Vec::with_capacity(args.objects.len());
+    let mut archives = Vec::new();
     for path in &args.objects {
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
-        objects.push((path, bytes));
+        if StaticLibrary::is_archive(&bytes) {
+            archives.push(StaticLibrary::parse(path, bytes)?);
+        } else {
+            objects.push((path, bytes));
+        }
     }
+    let low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes))
+        || archives.iter().flat_map(|a| a.members()).any(|(_, bytes)| jit_link::needs_low_placement(bytes));
     let mut builder = ObjectJit::builder();
+    for archive in archives {
+        builder = builder.static_library(archive);
+    }
     if let Some(n) = args.threads {
         builder = builder.threads(n);
     }
@@ -62,7 +74,7 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     }
     // Non-PIC small-code-model objects take absolute 32-bit addresses, so their memory must
     // lie below 2 GiB; other programs keep the default placement.
-    if objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes)) {
+    if low {
         let low = ManagerConfig::default().with_placement(Placement::Low);
         builder = builder.memory_manager(jit_mem::default_manager(low).map_err(Error::other)?);
     }

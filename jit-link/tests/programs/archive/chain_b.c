@@ -1,0 +1,1 @@
+int chain_b(int x) { return x + 1000; }
