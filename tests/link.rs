@@ -9,6 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 const ORCJIT: &str = env!("CARGO_BIN_EXE_orcjit");
 const ORCJIT_LINK: &str = env!("CARGO_BIN_EXE_orcjit-link");
@@ -69,7 +70,8 @@ fn same_as_native(program: &str, objects: &[PathBuf], native: &Path, dlopen: &[&
                 jit.arg("--dlopen").arg(lib);
             }
             let what = format!("{program} ({jit:?})");
-            let jit_run = run(jit.args(objects).arg("--").args(args));
+            // A watchdog: a program that hangs under the JIT fails the test instead of stalling it.
+            let jit_run = common::output_within(jit.args(objects).arg("--").args(args), Duration::from_secs(120));
             assert_eq!(
                 String::from_utf8_lossy(&jit_run.stdout),
                 String::from_utf8_lossy(&native_run.stdout),
@@ -197,6 +199,12 @@ fn a_truncated_static_library_is_an_error_naming_it() {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("libcut.a: "), "the error names the library: {stderr}");
     }
+}
+
+/// `main` ends its thread with `pthread_exit`; the process ends when its other thread does.
+#[test]
+fn a_main_that_calls_pthread_exit_ends_with_the_program_s_last_thread() {
+    program_case("mainexit", &["main.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL]);
 }
 
 #[test]

@@ -162,6 +162,13 @@ fn process_signals_reach_the_program_s_thread() {
     same_as_native_within_a_minute("jit-link/tests/programs/signals", &["main.c"], MODES);
 }
 
+/// `main` ends its thread with `pthread_exit`: the process ends (as `exit(0)`) when the
+/// program's last thread does, although the JIT's pool threads never end.
+#[test]
+fn a_main_that_calls_pthread_exit_ends_with_the_program_s_last_thread() {
+    same_as_native_within_a_minute("jit-link/tests/programs/mainexit", &["main.c"], MODES);
+}
+
 #[test]
 fn malformed_bitcode_is_reported_with_llvm_s_diagnostic_and_a_failure_status() {
     let tmp = tempfile::tempdir().unwrap();

@@ -153,7 +153,42 @@ pub(crate) fn finalize(dso: usize) {
     }
 }
 
-/// The addresses JIT'd code should bind `__cxa_atexit` and `exit` to.
-pub(crate) fn overrides() -> [(&'static str, usize); 2] {
-    [("__cxa_atexit", cxa_atexit as *const () as usize), ("exit", exit as *const () as usize)]
+/// `pthread_exit` for JIT'd code. On the process's initial thread (where hosts such as the
+/// `orcjit` command run `main`), natively the process lives on while any other thread runs
+/// and ends as `exit(0)` when the last one exits; the JIT's pool threads never exit, so the
+/// process would never end. There the call waits until no thread of the program is left,
+/// then exits through [`exit`]. Elsewhere it is libc's `pthread_exit`.
+pub(crate) extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
+    // SAFETY: getpid and gettid have no preconditions.
+    let initial = unsafe { libc::getpid() == libc::gettid() };
+    if initial {
+        while program_threads_left() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        exit(0)
+    }
+    // SAFETY: ends the calling thread as JIT'd code asked.
+    unsafe { libc::pthread_exit(retval) }
+}
+
+/// Whether a thread other than the calling one and the JIT pool's (`orcjit-worker-N`) is
+/// alive. Threads the program starts inherit the name of the thread that starts them
+/// (`orcjit` or `orcjit-link` for the initial thread).
+fn program_threads_left() -> bool {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() }.to_string();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+    tasks.flatten().any(|task| {
+        task.file_name().to_str() != Some(me.as_str())
+            && std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| !comm.starts_with("orcjit-worker-"))
+    })
+}
+
+/// The addresses JIT'd code should bind `__cxa_atexit`, `exit` and `pthread_exit` to.
+pub(crate) fn overrides() -> [(&'static str, usize); 3] {
+    [
+        ("__cxa_atexit", cxa_atexit as *const () as usize),
+        ("exit", exit as *const () as usize),
+        ("pthread_exit", pthread_exit as *const () as usize),
+    ]
 }
