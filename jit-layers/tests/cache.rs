@@ -87,6 +87,16 @@ fn open_names_the_path_it_cannot_use() {
     assert!(err.to_string().contains("a-file"), "{err}");
 }
 
+/// The program a JIT runs may change the working directory; the cache stays where it was.
+#[test]
+fn a_relative_directory_is_resolved_when_the_cache_is_opened() {
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let relative = dir.path().file_name().unwrap();
+    let cache = ObjectCache::open(relative, MIB).unwrap();
+    assert!(cache.dir().is_absolute(), "{}", cache.dir().display());
+    assert_eq!(cache.dir(), fs::canonicalize(dir.path()).unwrap());
+}
+
 #[test]
 fn an_object_larger_than_the_cap_is_refused_and_nothing_is_evicted() {
     let dir = tempfile::tempdir().unwrap();

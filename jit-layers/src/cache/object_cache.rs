@@ -56,9 +56,13 @@ enum Unusable {
 impl ObjectCache {
     /// Opens the cache in `dir`, creating the directory if needed, capped at `max_bytes` of entries.
     /// Handles with different caps may share a directory; each keeps its own cap when it evicts.
+    ///
+    /// A relative `dir` is made absolute now: the JIT'd program may change the working
+    /// directory, and the cache must not follow it (it writes and evicts files there).
     pub fn open(dir: impl AsRef<Path>, max_bytes: u64) -> Result<ObjectCache, CacheError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(CacheError::io("create directory", &dir))?;
+        let dir = fs::canonicalize(&dir).map_err(CacheError::io("resolve directory", &dir))?;
         let listing = lru::scan(&dir).map_err(CacheError::io("read directory", &dir))?;
         let inner = Inner {
             listed_bytes: AtomicU64::new(listing.total_bytes()),
