@@ -10,9 +10,8 @@
 //! patches, seccomp filters): [`ProcMem::open`] probes a real write and reports the refusal,
 //! and the mprotect manager then seals pages in place instead.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 
 use crate::Prot;
-use crate::sys::{map_anonymous_anywhere, page_size, unmap};
+use crate::sys::{HeldFile, map_anonymous_anywhere, page_size, unmap};
 
 /// How many times this process's line of descent has forked (bumped in each child).
 static FORKS: AtomicU64 = AtomicU64::new(0);
@@ -50,45 +49,21 @@ fn fork_generation() -> u64 {
 pub(crate) struct ProcMem {
     /// The file, and the fork generation it was opened in: a forked child must not write
     /// its parent's memory through an inherited descriptor, so it opens its own.
-    file: RwLock<(u64, Handle)>,
+    file: RwLock<(u64, HeldFile)>,
 }
 
-/// The descriptor, and what it named when opened (device, inode). JIT'd programs may close
-/// descriptors they did not open and get the number back for a file of their own: every write
-/// checks the descriptor still names `/proc/self/mem` (a write would otherwise land in the
-/// program's file), and one that does not is never closed (the number is someone else's).
-struct Handle {
-    file: std::mem::ManuallyDrop<File>,
-    identity: (u64, u64),
-}
-
-impl Handle {
-    fn open() -> io::Result<Handle> {
-        // std opens with O_CLOEXEC: an exec'd child never inherits it.
-        let file = OpenOptions::new().read(true).write(true).open("/proc/self/mem")?;
-        let identity = crate::sys::identity(file.as_raw_fd()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Handle { file: std::mem::ManuallyDrop::new(file), identity })
-    }
-
-    fn is_intact(&self) -> bool {
-        crate::sys::identity(self.file.as_raw_fd()) == Some(self.identity)
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if self.is_intact() {
-            // SAFETY: dropped once, here; the descriptor still names the file opened.
-            unsafe { std::mem::ManuallyDrop::drop(&mut self.file) };
-        }
-    }
+/// Opens `/proc/self/mem`, held as a [`HeldFile`]: every write checks the descriptor still
+/// names it, as a write through a number the program reused would land in the program's file.
+fn open_proc_mem() -> io::Result<HeldFile> {
+    // std opens with O_CLOEXEC: an exec'd child never inherits it.
+    HeldFile::new(OpenOptions::new().read(true).write(true).open("/proc/self/mem")?)
 }
 
 impl ProcMem {
     /// Opens `/proc/self/mem` and checks that a write into a read-only page lands.
     pub(crate) fn open() -> io::Result<ProcMem> {
         let generation = fork_generation();
-        let mem = ProcMem { file: RwLock::new((generation, Handle::open()?)) };
+        let mem = ProcMem { file: RwLock::new((generation, open_proc_mem()?)) };
         mem.probe()?;
         Ok(mem)
     }
@@ -121,20 +96,21 @@ impl ProcMem {
         {
             let file = self.file.read();
             if file.0 == generation && file.1.is_intact() {
-                return file.1.file.write_all_at(bytes, addr as u64);
+                return file.1.file().write_all_at(bytes, addr as u64);
             }
         }
         let mut file = self.file.write();
         if file.0 != generation || !file.1.is_intact() {
-            *file = (generation, Handle::open()?);
+            *file = (generation, open_proc_mem()?);
         }
-        file.1.file.write_all_at(bytes, addr as u64)
+        file.1.file().write_all_at(bytes, addr as u64)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn writes_land_in_read_only_pages_and_the_pages_stay_read_only() {
@@ -156,7 +132,7 @@ mod tests {
     #[test]
     fn a_program_that_reuses_the_descriptor_number_keeps_its_file() {
         let mem = ProcMem::open().expect("/proc/self/mem writable on the test machine");
-        let fd = mem.file.read().1.file.as_raw_fd();
+        let fd = mem.file.read().1.file().as_raw_fd();
         let scratch = crate::sys::replace_descriptor_with_scratch_file(fd, 1 << 20);
         let page = page_size();
         let addr = map_anonymous_anywhere(page, Prot::R).expect("a page");

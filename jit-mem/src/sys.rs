@@ -253,7 +253,7 @@ pub(crate) unsafe fn map_shared(addr: usize, len: usize, prot: Prot, file: &Memf
             len,
             prot.to_libc(),
             libc::MAP_SHARED | libc::MAP_FIXED,
-            file.fd.as_raw_fd(),
+            file.fd.file().as_raw_fd(),
             offset,
         )
     };
@@ -280,33 +280,55 @@ pub(crate) unsafe fn zero(ptr: *mut u8, len: usize) {
     unsafe { std::ptr::write_bytes(ptr, 0, len) }
 }
 
-/// An anonymous in-memory file (`memfd_create`): the physical pages that both views of the
-/// dual-mapped manager share. Sparse: pages exist only once written.
-///
-/// JIT'd programs may close descriptors they did not open (daemons close every one above 2)
-/// and open files that get the same number. So the file remembers what it is (device and
-/// inode) and [`Memfd::is_intact`] checks the descriptor still names it before it is mapped;
-/// one that no longer does is never closed (the number is someone else's now).
-pub(crate) struct Memfd {
-    fd: std::mem::ManuallyDrop<OwnedFd>,
+/// A file this crate keeps open while JIT'd programs run. They may close descriptors they did
+/// not open (daemons close every one above 2) and open files that get the same number, so the
+/// file remembers what it named when opened (device and inode): [`HeldFile::is_intact`] tells
+/// whether the number still names it, and one that no longer does is never closed (the number
+/// is someone else's now).
+pub(crate) struct HeldFile {
+    file: std::mem::ManuallyDrop<std::fs::File>,
     identity: (u64, u64),
 }
 
-impl Drop for Memfd {
+impl HeldFile {
+    pub(crate) fn new(file: std::fs::File) -> io::Result<HeldFile> {
+        let identity = identity(file.as_raw_fd()).ok_or_else(io::Error::last_os_error)?;
+        Ok(HeldFile { file: std::mem::ManuallyDrop::new(file), identity })
+    }
+
+    pub(crate) fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Whether the descriptor still names the file opened (the program has not closed it, nor
+    /// opened something else under its number).
+    pub(crate) fn is_intact(&self) -> bool {
+        identity(self.file.as_raw_fd()) == Some(self.identity)
+    }
+}
+
+impl Drop for HeldFile {
     fn drop(&mut self) {
         if self.is_intact() {
-            // SAFETY: dropped once, here; the descriptor still names this file.
-            unsafe { std::mem::ManuallyDrop::drop(&mut self.fd) };
+            // SAFETY: dropped once, here; the descriptor still names the file opened.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.file) };
         }
     }
 }
 
 /// The device and inode `fd` names, if it is open.
-pub(crate) fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
+fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
     // SAFETY: fstat writes a `stat` into the zeroed local; any descriptor number is allowed.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// An anonymous in-memory file (`memfd_create`): the physical pages that both views of the
+/// dual-mapped manager share. Sparse: pages exist only once written. Held as a [`HeldFile`]:
+/// the manager checks [`Memfd::is_intact`] before it maps the file again.
+pub(crate) struct Memfd {
+    fd: HeldFile,
 }
 
 impl Memfd {
@@ -322,19 +344,18 @@ impl Memfd {
         let len = libc::off_t::try_from(len).map_err(|_| ("ftruncate", io::Error::from_raw_os_error(libc::EFBIG)))?;
         // SAFETY: ftruncate on an owned, open descriptor.
         check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map_err(|e| ("ftruncate", e))?;
-        let identity = identity(fd.as_raw_fd()).ok_or(("fstat", io::Error::last_os_error()))?;
-        Ok(Memfd { fd: std::mem::ManuallyDrop::new(fd), identity })
+        let fd = HeldFile::new(std::fs::File::from(fd)).map_err(|e| ("fstat", e))?;
+        Ok(Memfd { fd })
     }
 
     #[cfg(test)]
     pub(crate) fn raw_fd(&self) -> libc::c_int {
-        self.fd.as_raw_fd()
+        self.fd.file().as_raw_fd()
     }
 
-    /// Whether the descriptor still names this file (the program has not closed it, nor
-    /// opened something else under its number).
+    /// Whether the descriptor still names this file (see [`HeldFile`]).
     pub(crate) fn is_intact(&self) -> bool {
-        identity(self.fd.as_raw_fd()) == Some(self.identity)
+        self.fd.is_intact()
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -348,7 +369,7 @@ impl Memfd {
         while !bytes.is_empty() {
             let at = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
             // SAFETY: pwrite reads `bytes.len()` bytes of a live slice into an owned, open file.
-            let n = unsafe { libc::pwrite(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), at) };
+            let n = unsafe { libc::pwrite(self.fd.file().as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), at) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
