@@ -9,7 +9,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 const ORCJIT: &str = env!("CARGO_BIN_EXE_orcjit");
 const ORCJIT_LINK: &str = env!("CARGO_BIN_EXE_orcjit-link");
@@ -70,15 +69,7 @@ fn same_as_native(program: &str, objects: &[PathBuf], native: &Path, dlopen: &[&
                 jit.arg("--dlopen").arg(lib);
             }
             let what = format!("{program} ({jit:?})");
-            // A watchdog: a program that hangs under the JIT fails the test instead of stalling it.
-            let jit_run = common::output_within(jit.args(objects).arg("--").args(args), Duration::from_secs(120));
-            assert_eq!(
-                String::from_utf8_lossy(&jit_run.stdout),
-                String::from_utf8_lossy(&native_run.stdout),
-                "{what}: output differs; orcjit stderr:\n{}",
-                String::from_utf8_lossy(&jit_run.stderr)
-            );
-            assert_eq!(jit_run.status.code(), native_run.status.code(), "{what}: exit status");
+            common::assert_runs_as_native(&what, jit.args(objects).arg("--").args(args), &native_run);
         }
     }
 }

@@ -56,14 +56,7 @@ fn same_as_native(what: &str, bitcode: &[PathBuf], native: &Path, options: &[&st
     for extra in &bitcode[1..] {
         cmd.arg(format!("--extra-module={}", extra.display()));
     }
-    let got = common::output_within(cmd.arg(&bitcode[0]).args(args), std::time::Duration::from_secs(120));
-    assert_eq!(
-        String::from_utf8_lossy(&got.stdout),
-        String::from_utf8_lossy(&expected.stdout),
-        "{what} {options:?}: output differs; orcjit stderr:\n{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    assert_eq!(got.status.code(), expected.status.code(), "{what} {options:?}: exit status");
+    common::assert_runs_as_native(&format!("{what} {options:?}"), cmd.arg(&bitcode[0]).args(args), &expected);
 }
 
 fn program(dir: &str, sources: &[&str], flags: &[&str], libs: &[&str], options: &[&str]) {

@@ -64,3 +64,16 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     assert!(!watchdog.join().unwrap(), "{cmd:?} still ran after {limit:?}: killed");
     out
 }
+
+/// Runs `jit` (an orcjit command running a program) under a 120 s watchdog and requires the
+/// native run's standard output and exit status; `what` names the case in failures.
+pub fn assert_runs_as_native(what: &str, jit: &mut Command, native: &Output) {
+    let got = output_within(jit, Duration::from_secs(120));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        String::from_utf8_lossy(&native.stdout),
+        "{what}: output differs; orcjit stderr:\n{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.status.code(), native.status.code(), "{what}: exit status");
+}
