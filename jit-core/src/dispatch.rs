@@ -370,10 +370,66 @@ impl ThreadPoolDispatcher {
     }
 }
 
+thread_local! {
+    /// Tasks this thread dispatched to a pool while it holds the loader's lock, to run here.
+    static LOADER_QUEUE: RefCell<VecDeque<Task>> = const { RefCell::new(VecDeque::new()) };
+    /// True while this thread runs [`LOADER_QUEUE`]'s tasks (tasks they dispatch are queued).
+    static LOADER_DRAINING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn pop_loader_queue() -> Option<Task> {
+    LOADER_QUEUE.with(|q| q.borrow_mut().pop_front())
+}
+
+/// Runs every task in [`LOADER_QUEUE`], and those they queue, unless an outer call already
+/// does.
+fn drain_loader_queue() {
+    if LOADER_DRAINING.with(|d| d.replace(true)) {
+        return;
+    }
+    while let Some(task) = pop_loader_queue() {
+        task.run();
+    }
+    LOADER_DRAINING.with(|d| d.set(false));
+}
+
+impl ThreadPoolDispatcher {
+    /// [`TaskDispatcher::wait`] on a thread holding the loader's lock (see
+    /// [`crate::LoaderBusy`]): runs the tasks it dispatched, and queued ones, until `done`;
+    /// then whatever it dispatched meanwhile, so nothing is left in its queue.
+    fn wait_holding_loader_lock(&self, done: &Receiver<()>) {
+        let shared = &self.shared;
+        let draining = LOADER_DRAINING.with(|d| d.replace(true));
+        loop {
+            if done.try_recv().is_ok() {
+                break;
+            }
+            if let Some(t) = pop_loader_queue().or_else(|| shared.try_next()) {
+                t.run();
+                continue;
+            }
+            select_biased! {
+                recv(done) -> _ => break,
+                recv(shared.demanded_rx) -> t => if let Ok(t) = t { t.run() },
+                recv(shared.speculative_rx) -> t => if let Ok(t) = t { t.run() },
+            }
+        }
+        LOADER_DRAINING.with(|d| d.set(draining));
+        if !draining {
+            drain_loader_queue();
+        }
+    }
+}
+
 impl TaskDispatcher for ThreadPoolDispatcher {
     fn dispatch(&self, task: Task) {
         if self.shared.shut.load(Ordering::SeqCst) {
             task.run_or_drop_after_shutdown();
+            return;
+        }
+        if crate::loaded_symbols::loader_busy_here() {
+            LOADER_QUEUE.with(|q| q.borrow_mut().push_back(task));
+            drain_loader_queue();
             return;
         }
         let priority = task.priority;
@@ -389,6 +445,9 @@ impl TaskDispatcher for ThreadPoolDispatcher {
     }
 
     fn wait(&self, done: &Receiver<()>) {
+        if crate::loaded_symbols::loader_busy_here() {
+            return self.wait_holding_loader_lock(done);
+        }
         // In a forked child the workers are gone: whoever waits runs the work (and tasks it
         // dispatches meanwhile are queued for this loop, not run nested).
         if self.shared.fork.orphaned.load(Ordering::Relaxed) {
@@ -630,6 +689,46 @@ mod tests {
             names.insert(rx.recv_timeout(WATCHDOG).expect("task did not run"));
         }
         assert!(names.len() <= 3 && names.iter().all(|n| n.starts_with("orcjit-worker-")), "{names:?}");
+        pool.shutdown();
+    }
+
+    /// While a thread holds the loader's lock, the pool's workers may be blocked on it: what
+    /// the thread dispatches runs on it, and its waits run queued work themselves.
+    #[test]
+    fn a_thread_holding_the_loader_lock_runs_its_own_work_and_queued_work_while_it_waits() {
+        let pool = Arc::new(ThreadPoolDispatcher::new(1).unwrap());
+        let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
+        let (blocked_tx, blocked_rx) = crossbeam_channel::bounded::<()>(1);
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            blocked_tx.send(()).unwrap();
+            let _ = gate_rx.recv();
+        }));
+        blocked_rx.recv_timeout(WATCHDOG).expect("the worker took the blocking task");
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        let queued_tx = done_tx.clone();
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || queued_tx.send(()).unwrap()));
+        let (result_tx, result_rx) = crossbeam_channel::bounded(1);
+        let p = pool.clone();
+        std::thread::spawn(move || {
+            let _busy = crate::LoaderBusy::enter();
+            let me = std::thread::current().id();
+            let ran_on = Arc::new(Mutex::new(Vec::new()));
+            let (r1, p1) = (ran_on.clone(), p.clone());
+            p.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+                r1.lock().push(std::thread::current().id());
+                let r2 = r1.clone();
+                p1.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+                    r2.lock().push(std::thread::current().id());
+                }));
+                assert_eq!(r1.lock().len(), 1, "a nested dispatch runs after the task, not inside it");
+            }));
+            let ran_here = ran_on.lock().clone() == vec![me, me];
+            p.wait(&done_rx);
+            result_tx.send(ran_here).unwrap();
+        });
+        let ran_here = result_rx.recv_timeout(WATCHDOG).expect("the wait did not run the queued task: hung");
+        assert!(ran_here, "work dispatched under the loader's lock ran elsewhere or later");
+        gate_tx.send(()).unwrap();
         pool.shutdown();
     }
 

@@ -7,7 +7,7 @@ use crate::generator::DefinitionGenerator;
 use crate::lookup::{DylibId, MatchFlags, SearchOrder, SymbolState};
 use crate::session::ExecutionSession;
 use crate::state::Effects;
-use crate::symbol::{SymbolDef, SymbolName};
+use crate::symbol::{SymbolDef, SymbolFlags, SymbolName};
 use crate::tracker::ResourceTracker;
 use crate::unit::MaterializationUnit;
 
@@ -184,16 +184,52 @@ impl JitDylib {
         st.symbol_id(self.id, name).map(|sid| st.symbols[sid].state())
     }
 
+    /// The flags `name` is defined with here, if defined (failed or not).
+    pub fn symbol_flags(&self, name: &SymbolName) -> Option<SymbolFlags> {
+        let st = self.session.inner.state.lock();
+        st.symbol_id(self.id, name).map(|sid| st.symbols[sid].flags)
+    }
+
     /// True if `name` is defined here and its materialization failed.
     pub fn has_failed(&self, name: &SymbolName) -> bool {
         let st = self.session.inner.state.lock();
         st.symbol_id(self.id, name).is_some_and(|sid| st.symbols[sid].failure().is_some())
     }
 
+    /// The names defined here (by units, absolute definitions and generators' answers so
+    /// far), in any state but failed, with their flags; in no particular order. Generators
+    /// that answer with the process's symbols define them `ABSOLUTE`.
+    pub fn defined_symbols(&self) -> Vec<(SymbolName, SymbolFlags)> {
+        self.session.inner.state.lock().defined_symbols(self.id)
+    }
+
     /// Looks `name` up in this dylib alone and waits until it is Ready.
     pub fn lookup(&self, name: &str) -> Result<SymbolDef> {
         let name = self.session.intern(name);
         self.session.lookup_symbol(&self.search_order(), &name)
+    }
+}
+
+/// A handle on a JIT dylib that does not keep its session alive (for registries that outlive
+/// the sessions they list): [`upgrade`](Self::upgrade) gives the [`JitDylib`] back while some
+/// handle on the session lives.
+#[derive(Clone)]
+pub struct WeakJitDylib {
+    session: std::sync::Weak<crate::session::SessionInner>,
+    id: DylibId,
+    name: Arc<str>,
+}
+
+impl WeakJitDylib {
+    pub fn upgrade(&self) -> Option<JitDylib> {
+        let inner = self.session.upgrade()?;
+        Some(JitDylib { session: ExecutionSession { inner }, id: self.id, name: self.name.clone() })
+    }
+}
+
+impl JitDylib {
+    pub fn downgrade(&self) -> WeakJitDylib {
+        WeakJitDylib { session: Arc::downgrade(&self.session.inner), id: self.id, name: self.name.clone() }
     }
 }
 
@@ -338,5 +374,35 @@ mod tests {
         );
         let a_all = SearchOrder::from(&a);
         assert_eq!(es.lookup_symbol(&a_all, &h).unwrap().addr, ExecutorAddr(3));
+    }
+
+    #[test]
+    fn defined_symbols_lists_what_the_dylib_defines_and_leaves_failed_and_removed_ones_out() {
+        let (es, jd) = setup(0);
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| es.intern(n));
+        jd.define_absolute([(a.clone(), SymbolDef::new(ExecutorAddr(1), EXPORTED))]).unwrap();
+        jd.define(FnUnit::resolving(&[(&b, SymbolFlags::empty())], 2)).unwrap();
+        jd.define(FnUnit::new(&[(&c, EXPORTED)], |mr| mr.fail(Error::msg("no c")))).unwrap();
+        let tracker = jd.create_tracker();
+        jd.define_boxed(Box::new(FnUnit::resolving(&[(&d, EXPORTED)], 4)), Some(&tracker)).unwrap();
+        assert!(es.lookup_symbol(&jd.search_order(), &c).is_err());
+        let mut defined = jd.defined_symbols();
+        defined.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+        assert_eq!(defined, vec![(a.clone(), EXPORTED), (b.clone(), SymbolFlags::empty()), (d, EXPORTED)]);
+        assert_eq!(jd.symbol_flags(&b), Some(SymbolFlags::empty()));
+        assert_eq!(jd.symbol_flags(&c), Some(EXPORTED), "failed, but defined");
+        tracker.remove().unwrap();
+        assert_eq!(jd.defined_symbols().len(), 2, "d went with its tracker");
+        assert_eq!(jd.symbol_flags(&es.intern("d")), None);
+    }
+
+    #[test]
+    fn a_weak_handle_upgrades_while_the_session_lives() {
+        let (es, jd) = setup(1);
+        let weak = jd.downgrade();
+        assert_eq!(weak.upgrade(), Some(jd.clone()));
+        es.end_session().unwrap();
+        drop((es, jd));
+        assert!(weak.upgrade().is_none(), "the weak handle kept the session alive");
     }
 }

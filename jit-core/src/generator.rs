@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::dylib::JitDylib;
 use crate::error::{Error, Result};
+use crate::loaded_symbols::{self, Found};
 use crate::lookup::{LookupKind, SymbolLookupFlags};
-use crate::process_tls::thread_locals_to_indices;
+use crate::process_tls::{self, thread_locals_to_indices};
 use crate::session::SessionInner;
 use crate::state::GeneratorStep;
 use crate::symbol::{ExecutorAddr, SymbolDef, SymbolFlags, SymbolName};
@@ -90,7 +91,7 @@ impl DefinitionGenerator for ProcessSymbolsGenerator {
         names: &[(SymbolName, SymbolLookupFlags)],
         done: GeneratorDone,
     ) {
-        let defs = search(libc::RTLD_DEFAULT, self.filter.as_deref(), names);
+        let defs = search(libc::RTLD_DEFAULT, None, self.filter.as_deref(), names);
         done.finish(dylib.define_absolute_missing(defs));
     }
 }
@@ -100,6 +101,8 @@ impl DefinitionGenerator for ProcessSymbolsGenerator {
 /// Thread-local variables resolve to their `tls_index`, as with [`ProcessSymbolsGenerator`].
 pub struct DynamicLibraryGenerator {
     handle: LibraryHandle,
+    /// The library's dynamic section, which names it for [`loaded_symbols::find`].
+    dynamic: Option<usize>,
     filter: Option<Filter>,
 }
 
@@ -128,7 +131,8 @@ impl DynamicLibraryGenerator {
         if handle.is_null() {
             return Err(fail(dl_error()));
         }
-        Ok(DynamicLibraryGenerator { handle: LibraryHandle(handle), filter })
+        let dynamic = loaded_symbols::dynamic_section_of(handle);
+        Ok(DynamicLibraryGenerator { handle: LibraryHandle(handle), dynamic, filter })
     }
 }
 
@@ -140,19 +144,37 @@ impl DefinitionGenerator for DynamicLibraryGenerator {
         names: &[(SymbolName, SymbolLookupFlags)],
         done: GeneratorDone,
     ) {
-        let defs = search(self.handle.0, self.filter.as_deref(), names);
+        let defs = search(self.handle.0, self.dynamic, self.filter.as_deref(), names);
         done.finish(dylib.define_absolute_missing(defs));
     }
 }
 
+/// Looks `names` up with `dlsym(handle)`; or, while a JIT'd `dlopen` holds the loader's lock
+/// ([`LoaderBusy`](crate::LoaderBusy)), in the loaded objects' tables: all of them for the
+/// process, or the library whose dynamic section is at `dynamic` (its own symbols only, where
+/// `dlsym` also searches its dependencies).
 fn search(
     handle: *mut c_void,
+    dynamic: Option<usize>,
     filter: Option<&(dyn Fn(&str) -> bool + Send + Sync)>,
     names: &[(SymbolName, SymbolLookupFlags)],
 ) -> Vec<(SymbolName, SymbolDef)> {
+    let names = names.iter().filter(|(n, _)| filter.is_none_or(|allow| allow(n)));
+    // ABSOLUTE: the process's own symbols, which nothing JIT'd defines (see `JitDylib::defined_symbols`).
+    let flags = SymbolFlags::EXPORTED | SymbolFlags::ABSOLUTE;
+    if loaded_symbols::loader_busy() {
+        let only = if handle == libc::RTLD_DEFAULT { None } else { dynamic };
+        return names
+            .filter_map(|(n, _)| {
+                let addr = match loaded_symbols::find(n, only)? {
+                    Found::Addr(addr) => ExecutorAddr(addr as u64),
+                    Found::ThreadLocal { module, offset } => process_tls::index_of(module, offset),
+                };
+                Some((n.clone(), SymbolDef::new(addr, flags)))
+            })
+            .collect();
+    }
     let (names, mut addrs): (Vec<SymbolName>, Vec<ExecutorAddr>) = names
-        .iter()
-        .filter(|(n, _)| filter.is_none_or(|allow| allow(n)))
         .filter_map(|(n, _)| {
             let c_name = CString::new(n.as_str()).ok()?;
             // SAFETY: handle is RTLD_DEFAULT or a live dlopen handle; c_name is NUL-terminated.
@@ -161,7 +183,7 @@ fn search(
         })
         .unzip();
     thread_locals_to_indices(&mut addrs);
-    names.into_iter().zip(addrs).map(|(n, addr)| (n, SymbolDef::new(addr, SymbolFlags::EXPORTED))).collect()
+    names.into_iter().zip(addrs).map(|(n, addr)| (n, SymbolDef::new(addr, flags))).collect()
 }
 
 fn dl_error() -> String {
@@ -188,7 +210,26 @@ mod tests {
         jd.add_generator(ProcessSymbolsGenerator::new());
         let malloc = jd.lookup("malloc").unwrap();
         assert_eq!(malloc.addr.0, libc::malloc as *const () as usize as u64);
+        assert_eq!(malloc.flags, SymbolFlags::EXPORTED | SymbolFlags::ABSOLUTE, "the process's, not JIT'd");
         assert!(matches!(jd.lookup("no_such_function_anywhere"), Err(Error::SymbolsNotFound { .. })));
+    }
+
+    #[test]
+    fn while_the_loader_is_busy_process_and_library_symbols_come_from_the_loaded_objects_tables() {
+        let (_es, jd) = setup(0);
+        jd.add_generator(DynamicLibraryGenerator::load("libm.so.6").unwrap());
+        jd.add_generator(ProcessSymbolsGenerator::new());
+        let (_es2, reference) = setup(0);
+        reference.add_generator(DynamicLibraryGenerator::load("libm.so.6").unwrap());
+        reference.add_generator(ProcessSymbolsGenerator::new());
+        let busy = crate::LoaderBusy::enter();
+        let names = ["cos", "malloc", "memcpy", "errno", "stdout"];
+        let found: Vec<SymbolDef> = names.iter().map(|n| jd.lookup(n).unwrap()).collect();
+        assert!(matches!(jd.lookup("no_such_function_anywhere"), Err(Error::SymbolsNotFound { .. })));
+        drop(busy);
+        for (name, def) in names.iter().zip(found) {
+            assert_eq!(def, reference.lookup(name).unwrap(), "{name}: as dlsym finds it (errno: one tls_index)");
+        }
     }
 
     #[test]

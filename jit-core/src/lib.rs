@@ -12,6 +12,7 @@ mod error;
 pub mod events;
 mod generator;
 mod graph;
+mod loaded_symbols;
 mod lookup;
 mod process_tls;
 mod responsibility;
@@ -25,9 +26,10 @@ mod unit;
 mod testutil;
 
 pub use dispatch::{InPlaceDispatcher, Priority, Task, TaskDispatcher, TaskKind, ThreadPoolDispatcher};
-pub use dylib::JitDylib;
+pub use dylib::{JitDylib, WeakJitDylib};
 pub use error::{Error, QualifiedSymbol, Result, RootCause};
 pub use generator::{DefinitionGenerator, DynamicLibraryGenerator, GeneratorDone, ProcessSymbolsGenerator};
+pub use loaded_symbols::LoaderBusy;
 pub use lookup::{
     DylibId, FoundSymbol, LookupKind, LookupResult, MatchFlags, RequiredState, SearchOrder, SymbolLookupFlags,
     SymbolLookupSet, SymbolState,

@@ -68,6 +68,16 @@ fn thread_blocks() -> Vec<Block> {
     blocks
 }
 
+/// The address of the process-lifetime `tls_index` {`module`, `offset`}.
+pub(crate) fn index_of(module: u64, offset: u64) -> ExecutorAddr {
+    let mut indices = INDICES.lock();
+    let index = *indices
+        .get_or_insert_with(FxHashMap::default)
+        .entry((module, offset))
+        .or_insert_with(|| Box::leak(Box::new(TlsIndex { module, offset })));
+    ExecutorAddr::from_ptr(index as *const TlsIndex as *const c_void)
+}
+
 /// Replaces, in `found` (addresses `dlsym` returned on the calling thread), each instance of
 /// a thread-local variable with the address of the variable's `tls_index`.
 ///
@@ -83,13 +93,7 @@ pub(crate) fn thread_locals_to_indices(found: &mut [ExecutorAddr]) {
         let Some(b) = blocks.iter().find(|b| a >= b.start && a - b.start < b.size) else {
             continue;
         };
-        let key = (b.module, (a - b.start) as u64);
-        let mut indices = INDICES.lock();
-        let index = *indices
-            .get_or_insert_with(FxHashMap::default)
-            .entry(key)
-            .or_insert_with(|| Box::leak(Box::new(TlsIndex { module: key.0, offset: key.1 })));
-        *addr = ExecutorAddr::from_ptr(index as *const TlsIndex as *const c_void);
+        *addr = index_of(b.module, (a - b.start) as u64);
     }
 }
 

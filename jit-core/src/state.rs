@@ -437,6 +437,13 @@ impl SessionState {
         }
     }
 
+    /// Every name `dylib` defines, with its flags, failed ones left out.
+    pub fn defined_symbols(&self, dylib: DylibId) -> Vec<(SymbolName, SymbolFlags)> {
+        let table = &self.dylib(dylib).table;
+        let live = table.values().map(|&sid| &self.symbols[sid]).filter(|e| e.failure().is_none());
+        live.map(|e| (e.name.clone(), e.flags)).collect()
+    }
+
     fn qualify(&self, sid: SymId) -> Option<QualifiedSymbol> {
         let e = self.symbols.get(sid)?;
         Some(QualifiedSymbol { dylib: self.dylib(e.dylib).name.clone(), symbol: e.name.clone() })
