@@ -198,6 +198,30 @@ fn a_main_that_calls_pthread_exit_ends_with_the_program_s_last_thread() {
     program_case("mainexit", &["main.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL]);
 }
 
+/// Builds `sources` (in `dir`) natively into the shared library `dir/name`.
+fn shared_library(dir: &Path, name: &str, sources: &[PathBuf], flags: &[&str]) -> PathBuf {
+    let lib = dir.join(name);
+    let out = run(Command::new("clang-19").args(flags).args(["-fPIC", "-shared"]).args(sources).arg("-o").arg(&lib));
+    check(&out, &format!("clang-19 -shared -o {name}"));
+    lib
+}
+
+/// A plugin the program loads with `dlopen` calls the program's functions and uses its data,
+/// from its constructor too; the program finds its own symbols with `dlsym` (natively, it is
+/// linked with `-Wl,--export-dynamic`).
+#[test]
+fn a_library_the_program_dlopens_sees_the_program_s_symbols_as_with_export_dynamic() {
+    let dir = programs().join("plugin");
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = shared_library(tmp.path(), "plugin.so", &[dir.join("plugin.c")], &["-O1"]);
+    for case in [PIC_SMALL, NOPIC_LARGE] {
+        let objects = compile(tmp.path(), &[dir.join("main.c")], case.compile);
+        let link: Vec<&str> = case.link.iter().copied().chain(["-Wl,--export-dynamic"]).collect();
+        let native = link_native(tmp.path(), &objects, &link, &[]);
+        same_as_native(&format!("plugin ({})", case.tag), &objects, &native, &[], &[plugin.to_str().unwrap()]);
+    }
+}
+
 #[test]
 fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -230,6 +254,24 @@ fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
     let native = link_native(tmp.path(), &objects, &[], &["-lm"]);
     let script = root().join("tests/data/lua/programs.lua");
     same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
+}
+
+/// Lua's `require` loads a C module (a shared library calling the Lua API the interpreter
+/// defines), as Lua's own build allows by linking with `-Wl,-E`.
+#[test]
+fn the_lua_interpreter_loads_a_c_module_with_require_as_its_native_build_does() {
+    let (src, mut sources) = common::lua_sources();
+    sources.push(root().join("tests/data/lua/host.c"));
+    let include = format!("-I{}", src.display());
+    let flags = ["-O1", "-fPIC", "-std=gnu99", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-w", &include];
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &sources, &flags);
+    let native = link_native(tmp.path(), &objects, &["-Wl,-E"], &["-lm"]);
+    let module = [root().join("tests/data/lua/cmodule.c")];
+    shared_library(tmp.path(), "cmodule.so", &module, &["-O1", &include]);
+    let script = root().join("tests/data/lua/cmodule.lua");
+    let args = [script.to_str().unwrap(), tmp.path().to_str().unwrap()];
+    same_as_native("lua with a C module", &objects, &native, &[], &args);
 }
 
 /// SQLite (the amalgamation from `libsqlite3-sys`, about 270,000 lines of C: a bytecode

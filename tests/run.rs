@@ -117,11 +117,15 @@ fn same_as_native_in_every_mode(dir: &str, sources: &[&str], modes: &[&[&str]]) 
     let tmp = tempfile::tempdir().unwrap();
     let srcs: Vec<PathBuf> = sources.iter().map(|s| root().join(dir).join(s)).collect();
     let (bitcode, native) = build(tmp.path(), &srcs, &["-O1", "-fPIC"], &[]);
+    every_mode(dir, &bitcode, &native, modes, &["a"]);
+}
+
+fn every_mode(what: &str, bitcode: &[PathBuf], native: &Path, modes: &[&[&str]], args: &[&str]) {
     for options in modes {
         for threads in ["1", "2"] {
             let mut opts = vec!["--threads", threads];
             opts.extend_from_slice(options);
-            same_as_native(dir, &bitcode, &native, &opts, &["a"]);
+            same_as_native(what, bitcode, native, &opts, args);
         }
     }
 }
@@ -129,6 +133,24 @@ fn same_as_native_in_every_mode(dir: &str, sources: &[&str], modes: &[&[&str]]) 
 /// Every way `orcjit run` compiles: lazily (the default, two tiers), one tier, speculating,
 /// per module, and everything up front.
 const MODES: &[&[&str]] = &[&[], &["--tier-up", "1"], &["--speculate=static"], &["--lazy=module"], &["--lazy=none"]];
+
+/// A plugin the program loads with `dlopen` calls the program's functions and uses its data
+/// (natively the program is linked with `--export-dynamic`), from its constructor too: there,
+/// the loader's lock is held while a lazily compiled function is compiled and linked.
+#[test]
+fn a_library_the_program_dlopens_sees_the_program_s_symbols_in_every_mode() {
+    let dir = "jit-link/tests/programs/plugin";
+    let tmp = tempfile::tempdir().unwrap();
+    let (bitcode, native) = build(tmp.path(), &[root().join(dir).join("main.c")], &["-O1", "-fPIC"], &["-rdynamic"]);
+    let plugin = tmp.path().join("plugin.so");
+    let out = run(Command::new("clang-19")
+        .args(["-O1", "-fPIC", "-shared"])
+        .arg(root().join(dir).join("plugin.c"))
+        .arg("-o")
+        .arg(&plugin));
+    check(&out, "plugin.so");
+    every_mode(dir, &bitcode, &native, MODES, &[plugin.to_str().unwrap()]);
+}
 
 /// A forked child gets its own copy of JIT'd variables, and compiles the functions its parent
 /// has not called yet although the parent's pool threads do not exist in it.

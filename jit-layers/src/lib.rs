@@ -9,6 +9,7 @@ mod archive;
 pub mod at_exit;
 mod cache;
 mod entry;
+mod export_dynamic;
 mod gdb;
 mod initializers;
 #[cfg(feature = "llvm")]
@@ -24,6 +25,7 @@ pub mod speculate;
 pub use archive::{StaticLibrary, StaticLibraryGenerator};
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
+pub use export_dynamic::export_dynamic;
 pub use gdb::GdbRegistration;
 #[cfg(feature = "llvm")]
 pub use ir::{

@@ -21,6 +21,7 @@ use crate::{InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator}
 pub struct ObjectJitBuilder {
     threads: Option<usize>,
     process_symbols: bool,
+    export_dynamic: bool,
     dlopen: Vec<String>,
     archives: Vec<StaticLibrary>,
     memory: Option<Arc<dyn MemoryManager>>,
@@ -31,6 +32,7 @@ impl Default for ObjectJitBuilder {
         ObjectJitBuilder {
             threads: None,
             process_symbols: true,
+            export_dynamic: true,
             dlopen: Vec::new(),
             archives: Vec::new(),
             memory: None,
@@ -48,6 +50,14 @@ impl ObjectJitBuilder {
     /// Whether the main dylib sees the symbols of this process (default: yes).
     pub fn process_symbols(mut self, yes: bool) -> Self {
         self.process_symbols = yes;
+        self
+    }
+
+    /// Whether libraries that JIT'd code loads with `dlopen` see the main dylib's exported
+    /// symbols, and JIT'd `dlsym` finds them, as `-Wl,--export-dynamic` makes a native
+    /// executable's (default: yes; see [`crate::export_dynamic()`]).
+    pub fn export_dynamic(mut self, yes: bool) -> Self {
+        self.export_dynamic = yes;
         self
     }
 
@@ -81,7 +91,7 @@ impl ObjectJitBuilder {
         let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
         let archives = self.archives.into_iter().map(|a| StaticLibraryGenerator::new(&objects, a)).collect();
-        match main_dylib(&session, archives, &self.dlopen, self.process_symbols) {
+        match main_dylib(&session, archives, &self.dlopen, self.process_symbols, self.export_dynamic) {
             Ok(main) => Ok(ObjectJit { session, main, objects, memory }),
             Err(e) => {
                 let _ = session.end_session();
@@ -98,6 +108,7 @@ fn main_dylib(
     archives: Vec<StaticLibraryGenerator>,
     dlopen: &[String],
     process_symbols: bool,
+    export_dynamic: bool,
 ) -> Result<JitDylib> {
     let main = session.create_dylib("main")?;
     for archive in archives {
@@ -110,9 +121,15 @@ fn main_dylib(
         main.add_generator(ProcessSymbolsGenerator::new());
     }
     // JIT'd code registers its exit handlers with orcjit and exits through it (see
-    // `at_exit`), so that what runs at exit can still be compiled then.
-    main.define_absolute(crate::at_exit::overrides().into_iter().map(|(name, addr)| {
-        let flags = SymbolFlags::EXPORTED | SymbolFlags::CALLABLE;
+    // `at_exit`), so that what runs at exit can still be compiled then; its `dlopen` and
+    // `dlsym` see its own symbols (see `export_dynamic`).
+    let mut overrides = crate::at_exit::overrides().to_vec();
+    if export_dynamic {
+        overrides.extend(crate::export_dynamic::overrides());
+        crate::export_dynamic(&main);
+    }
+    main.define_absolute(overrides.into_iter().map(|(name, addr)| {
+        let flags = SymbolFlags::EXPORTED | SymbolFlags::CALLABLE | SymbolFlags::ABSOLUTE;
         (session.intern(name), SymbolDef::new(ExecutorAddr(addr as u64), flags))
     }))?;
     Ok(main)

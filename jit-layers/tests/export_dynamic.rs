@@ -1,0 +1,94 @@
+//! Libraries that JIT'd code loads with `dlopen` see the symbols the JIT defines, including
+//! those defined after an earlier `dlopen` (a REPL adding definitions), and only when the JIT
+//! exports them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jit_layers::ObjectJit;
+
+fn clang(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out_name = if flags.contains(&"-shared") { format!("{name}.so") } else { format!("{name}.o") };
+    let out = dir.join(out_name);
+    let status = Command::new("clang-19").args(["-O1", "-fPIC"]).args(flags).arg(&src).arg("-o").arg(&out).output();
+    let status = status.unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    out
+}
+
+/// JIT'd helpers: `ed_load(path)` is `dlopen(path, RTLD_NOW)`, `ed_call(handle, name)` calls
+/// the library's `int name(void)`, `ed_error()` is `dlerror()`.
+const LOADER: &str = r#"
+#include <dlfcn.h>
+void *ed_load(const char *path) { return dlopen(path, RTLD_NOW); }
+int ed_call(void *handle, const char *name) { int (*f)(void) = (int (*)(void))dlsym(handle, name); return f ? f() : -1; }
+const char *ed_error(void) { return dlerror(); }
+"#;
+
+type Load = unsafe extern "C" fn(*const libc::c_char) -> *mut libc::c_void;
+type Call = unsafe extern "C" fn(*mut libc::c_void, *const libc::c_char) -> i32;
+
+fn c_path(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.to_str().unwrap()).unwrap()
+}
+
+#[test]
+fn a_later_dlopen_sees_symbols_defined_after_an_earlier_one() {
+    let _watchdog = common::watchdog("export_dynamic: later definitions");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let loader = clang(dir, "loader", LOADER, &["-c"]);
+    let first = clang(dir, "first", "int ed_first(void) { return 1; }", &["-c"]);
+    let second = clang(dir, "second", "int ed_second_value = 2;", &["-c"]);
+    let p1 = clang(dir, "p1", "int ed_first(void); int p1(void) { return ed_first() + 10; }", &["-shared"]);
+    let p2 =
+        clang(dir, "p2", "extern int ed_second_value; int p2(void) { return ed_second_value + 20; }", &["-shared"]);
+
+    let jit = ObjectJit::builder().threads(2).build().unwrap();
+    jit.add_object_file(&loader).unwrap();
+    jit.add_object_file(&first).unwrap();
+    let load: Load = jit.lookup("ed_load").unwrap();
+    let call: Call = jit.lookup("ed_call").unwrap();
+    // SAFETY: the JIT'd functions above, with their C signatures.
+    unsafe {
+        let h1 = load(c_path(&p1).as_ptr());
+        assert!(!h1.is_null(), "p1.so did not load");
+        assert_eq!(call(h1, c"p1".as_ptr()), 11);
+    }
+    jit.add_object_file(&second).unwrap();
+    // SAFETY: as above.
+    unsafe {
+        let h2 = load(c_path(&p2).as_ptr());
+        assert!(!h2.is_null(), "p2.so did not load: ed_second_value was not published");
+        assert_eq!(call(h2, c"p2".as_ptr()), 22);
+    }
+    jit.end().unwrap();
+}
+
+#[test]
+fn without_export_dynamic_a_library_does_not_see_the_jit_s_symbols() {
+    let _watchdog = common::watchdog("export_dynamic: off");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let loader = clang(dir, "loader", LOADER, &["-c"]);
+    let hidden = clang(dir, "hidden", "int ed_unexported(void) { return 3; }", &["-c"]);
+    let p3 = clang(dir, "p3", "int ed_unexported(void); int p3(void) { return ed_unexported(); }", &["-shared"]);
+
+    let jit = ObjectJit::builder().threads(1).export_dynamic(false).build().unwrap();
+    jit.add_object_file(&loader).unwrap();
+    jit.add_object_file(&hidden).unwrap();
+    let load: Load = jit.lookup("ed_load").unwrap();
+    let error: unsafe extern "C" fn() -> *const libc::c_char = jit.lookup("ed_error").unwrap();
+    // SAFETY: the JIT'd functions above, with their C signatures; dlerror's message is a C
+    // string valid until the next dl* call.
+    unsafe {
+        assert!(load(c_path(&p3).as_ptr()).is_null(), "p3.so loaded without the JIT's symbols");
+        let message = std::ffi::CStr::from_ptr(error()).to_string_lossy().into_owned();
+        assert!(message.contains("undefined symbol: ed_unexported"), "{message}");
+    }
+    jit.end().unwrap();
+}
