@@ -201,8 +201,9 @@ fn a_main_that_calls_pthread_exit_ends_with_the_program_s_last_thread() {
 /// Builds `sources` (in `dir`) natively into the shared library `dir/name`.
 fn shared_library(dir: &Path, name: &str, sources: &[PathBuf], flags: &[&str]) -> PathBuf {
     let lib = dir.join(name);
-    let out = run(Command::new("clang-19").args(flags).args(["-fPIC", "-shared"]).args(sources).arg("-o").arg(&lib));
-    check(&out, &format!("clang-19 -shared -o {name}"));
+    let cc = if sources.iter().any(|s| s.extension().is_some_and(|e| e == "cpp")) { "clang++-19" } else { "clang-19" };
+    let out = run(Command::new(cc).args(flags).args(["-fPIC", "-shared"]).args(sources).arg("-o").arg(&lib));
+    check(&out, &format!("{cc} -shared -o {name}"));
     lib
 }
 
@@ -220,6 +221,22 @@ fn a_library_the_program_dlopens_sees_the_program_s_symbols_as_with_export_dynam
         let native = link_native(tmp.path(), &objects, &link, &[]);
         same_as_native(&format!("plugin ({})", case.tag), &objects, &native, &[], &[plugin.to_str().unwrap()]);
     }
+}
+
+/// C++ plugins register themselves from static constructors and throw exceptions through the
+/// host's frames and back.
+#[test]
+fn cxx_plugins_register_from_constructors_and_throw_across_the_host_as_natively() {
+    let dir = programs().join("cxxplugin");
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins: Vec<PathBuf> = ["circle", "square"]
+        .iter()
+        .map(|name| shared_library(tmp.path(), &format!("{name}.so"), &[dir.join(format!("{name}.cpp"))], &["-O1"]))
+        .collect();
+    let objects = compile(tmp.path(), &[dir.join("host.cpp")], PIC_SMALL.compile);
+    let native = link_native(tmp.path(), &objects, &["-rdynamic"], &[]);
+    let args: Vec<&str> = plugins.iter().map(|p| p.to_str().unwrap()).collect();
+    same_as_native("cxxplugin", &objects, &native, &["libstdc++.so.6"], &args);
 }
 
 #[test]

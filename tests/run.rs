@@ -152,6 +152,34 @@ fn a_library_the_program_dlopens_sees_the_program_s_symbols_in_every_mode() {
     every_mode(dir, &bitcode, &native, MODES, &[plugin.to_str().unwrap()]);
 }
 
+/// C++ plugins register themselves from static constructors (calling the host while the
+/// loader runs them, in the middle of background compiles) and throw exceptions through the
+/// host's frames and back.
+#[test]
+fn cxx_plugins_register_from_constructors_and_throw_across_the_host_in_every_mode() {
+    let dir = root().join("jit-link/tests/programs/cxxplugin");
+    let tmp = tempfile::tempdir().unwrap();
+    let (bitcode, native) = build(tmp.path(), &[dir.join("host.cpp")], &["-O1", "-fPIC"], &["-rdynamic"]);
+    let plugins: Vec<String> = ["circle", "square"]
+        .iter()
+        .map(|name| {
+            let lib = tmp.path().join(format!("{name}.so"));
+            let src = dir.join(format!("{name}.cpp"));
+            let out = run(Command::new("clang++-19").args(["-O1", "-fPIC", "-shared"]).arg(src).arg("-o").arg(&lib));
+            check(&out, "plugin");
+            lib.to_str().unwrap().to_string()
+        })
+        .collect();
+    let args: Vec<&str> = plugins.iter().map(String::as_str).collect();
+    for options in MODES {
+        for threads in ["1", "2"] {
+            let mut opts = vec!["--threads", threads, "--dlopen", "libstdc++.so.6"];
+            opts.extend_from_slice(options);
+            same_as_native("cxxplugin", &bitcode, &native, &opts, &args);
+        }
+    }
+}
+
 /// A forked child gets its own copy of JIT'd variables, and compiles the functions its parent
 /// has not called yet although the parent's pool threads do not exist in it.
 #[test]

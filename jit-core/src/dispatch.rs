@@ -204,26 +204,23 @@ impl PoolShared {
         let _ = tx.send(task);
     }
 
-    /// Runs a task a worker took from the queues, unless a fork is being prepared: then the
-    /// task waits in the gate, and the worker with it, until the parent resumes.
+    /// Runs a task a worker took from the queues, unless the pool is paused (a fork is being
+    /// prepared, or a thread holds the loader's lock): then the task goes back to its queue,
+    /// where a thread that waits may run it, and the worker waits until the pool resumes.
     fn run_top_level(&self, worker: usize, task: Task) {
         let gate = &self.fork;
         let busy = &gate.busy[worker].0;
         // Each worker marks only its own flag (on a cache line of its own), so the mark costs
-        // no contention; SeqCst orders it against the preparing thread's `pausing` store.
+        // no contention; SeqCst orders it against the pausing thread's `pausers` update.
         busy.store(true, Ordering::SeqCst);
-        if !gate.pausing.load(Ordering::SeqCst) {
+        if !gate.paused() {
             task.run();
             gate.finished(busy);
             return;
         }
-        gate.held.lock().push(task);
+        self.requeue(task);
         gate.finished(busy);
         gate.wait_resumed();
-        let held = std::mem::take(&mut *gate.held.lock());
-        for task in held {
-            self.requeue(task);
-        }
     }
 
     fn drain_after_shutdown(&self) {
@@ -370,66 +367,10 @@ impl ThreadPoolDispatcher {
     }
 }
 
-thread_local! {
-    /// Tasks this thread dispatched to a pool while it holds the loader's lock, to run here.
-    static LOADER_QUEUE: RefCell<VecDeque<Task>> = const { RefCell::new(VecDeque::new()) };
-    /// True while this thread runs [`LOADER_QUEUE`]'s tasks (tasks they dispatch are queued).
-    static LOADER_DRAINING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn pop_loader_queue() -> Option<Task> {
-    LOADER_QUEUE.with(|q| q.borrow_mut().pop_front())
-}
-
-/// Runs every task in [`LOADER_QUEUE`], and those they queue, unless an outer call already
-/// does.
-fn drain_loader_queue() {
-    if LOADER_DRAINING.with(|d| d.replace(true)) {
-        return;
-    }
-    while let Some(task) = pop_loader_queue() {
-        task.run();
-    }
-    LOADER_DRAINING.with(|d| d.set(false));
-}
-
-impl ThreadPoolDispatcher {
-    /// [`TaskDispatcher::wait`] on a thread holding the loader's lock (see
-    /// [`crate::LoaderBusy`]): runs the tasks it dispatched, and queued ones, until `done`;
-    /// then whatever it dispatched meanwhile, so nothing is left in its queue.
-    fn wait_holding_loader_lock(&self, done: &Receiver<()>) {
-        let shared = &self.shared;
-        let draining = LOADER_DRAINING.with(|d| d.replace(true));
-        loop {
-            if done.try_recv().is_ok() {
-                break;
-            }
-            if let Some(t) = pop_loader_queue().or_else(|| shared.try_next()) {
-                t.run();
-                continue;
-            }
-            select_biased! {
-                recv(done) -> _ => break,
-                recv(shared.demanded_rx) -> t => if let Ok(t) = t { t.run() },
-                recv(shared.speculative_rx) -> t => if let Ok(t) = t { t.run() },
-            }
-        }
-        LOADER_DRAINING.with(|d| d.set(draining));
-        if !draining {
-            drain_loader_queue();
-        }
-    }
-}
-
 impl TaskDispatcher for ThreadPoolDispatcher {
     fn dispatch(&self, task: Task) {
         if self.shared.shut.load(Ordering::SeqCst) {
             task.run_or_drop_after_shutdown();
-            return;
-        }
-        if crate::loaded_symbols::loader_busy_here() {
-            LOADER_QUEUE.with(|q| q.borrow_mut().push_back(task));
-            drain_loader_queue();
             return;
         }
         let priority = task.priority;
@@ -445,8 +386,10 @@ impl TaskDispatcher for ThreadPoolDispatcher {
     }
 
     fn wait(&self, done: &Receiver<()>) {
+        // The pools are paused while this thread holds the loader's lock (see `LoaderBusy`):
+        // it runs the work itself.
         if crate::loaded_symbols::loader_busy_here() {
-            return self.wait_holding_loader_lock(done);
+            return self.help_until(done);
         }
         // In a forked child the workers are gone: whoever waits runs the work (and tasks it
         // dispatches meanwhile are queued for this loop, not run nested).
@@ -515,19 +458,34 @@ fn run_demanded_inline(shared: &PoolShared) {
     RUNNING_INLINE.with(|r| r.set(false));
 }
 
+/// Every pool of the process, paused (see [`crate::LoaderBusy`]) until this is dropped.
+pub(crate) struct PausedPools(Vec<Arc<PoolShared>>);
+
+impl PausedPools {
+    pub(crate) fn pause() -> Self {
+        PausedPools(fork::pause_all())
+    }
+}
+
+impl Drop for PausedPools {
+    fn drop(&mut self) {
+        fork::resume(std::mem::take(&mut self.0));
+    }
+}
+
 /// How a pool lives through `fork()`. Only the forking thread exists in the child, so a
 /// task a worker was running at the fork would never finish there, and queued work would
 /// never start. So, before the fork, workers finish the tasks they run and take no new ones
-/// (a task taken meanwhile is held here); after it, the parent's workers go on, and in the
-/// child the pool is *orphaned*: queued and held work runs on the child's threads, demanded
-/// tasks when dispatched, any task when someone waits.
+/// (a task taken meanwhile goes back to its queue); after it, the parent's workers go on,
+/// and in the child the pool is *orphaned*: queued work runs on the child's threads,
+/// demanded tasks when dispatched, any task when someone waits. The same pause serves a
+/// thread that holds the loader's lock (`LoaderBusy`).
 struct ForkGate {
-    /// A fork is being prepared: workers take no new task.
-    pausing: AtomicBool,
+    /// How many threads have paused the pool (preparing a fork, or holding the loader's
+    /// lock, see `LoaderBusy`): while any has, workers take no new task.
+    pausers: AtomicUsize,
     /// Per worker: running a top-level task.
     busy: Box<[Busy]>,
-    /// Tasks workers took while a fork was being prepared.
-    held: Mutex<Vec<Task>>,
     /// This is a forked child's copy of the pool: its workers do not exist.
     orphaned: AtomicBool,
     idle: parking_lot::Condvar,
@@ -541,18 +499,21 @@ struct Busy(AtomicBool);
 impl ForkGate {
     fn new(workers: usize) -> Self {
         ForkGate {
-            pausing: AtomicBool::new(false),
+            pausers: AtomicUsize::new(0),
             busy: (0..workers).map(|_| Busy(AtomicBool::new(false))).collect(),
-            held: Mutex::new(Vec::new()),
             orphaned: AtomicBool::new(false),
             idle: parking_lot::Condvar::new(),
             lock: Mutex::new(()),
         }
     }
 
+    fn paused(&self) -> bool {
+        self.pausers.load(Ordering::SeqCst) != 0
+    }
+
     fn finished(&self, busy: &AtomicBool) {
         busy.store(false, Ordering::SeqCst);
-        if self.pausing.load(Ordering::SeqCst) {
+        if self.paused() {
             let _guard = self.lock.lock();
             self.idle.notify_all();
         }
@@ -565,7 +526,7 @@ impl ForkGate {
 
     fn wait_resumed(&self) {
         let mut guard = self.lock.lock();
-        while self.pausing.load(Ordering::SeqCst) {
+        while self.paused() {
             self.idle.wait(&mut guard);
         }
     }
@@ -605,12 +566,12 @@ mod fork {
         pools.push(Arc::downgrade(pool));
     }
 
-    /// Before the fork, on the forking thread: pause every pool and wait until its workers
-    /// run nothing (but the forking thread, if it is one of them).
-    extern "C" fn prepare() {
+    /// Pauses every pool and waits until its workers run nothing (but the calling thread, if
+    /// it is one of them), for at most [`PAUSE_LIMIT`]; returns the pools to resume.
+    pub(super) fn pause_all() -> Vec<Arc<PoolShared>> {
         let pools: Vec<Arc<PoolShared>> = POOLS.lock().iter().filter_map(Weak::upgrade).collect();
         for p in &pools {
-            p.fork.pausing.store(true, Ordering::SeqCst);
+            p.fork.pausers.fetch_add(1, Ordering::SeqCst);
         }
         let deadline = Instant::now() + PAUSE_LIMIT;
         for p in &pools {
@@ -622,24 +583,35 @@ mod fork {
                 }
             }
         }
-        *PAUSED.lock() = pools;
+        pools
     }
 
-    /// After the fork, in the parent: the workers go on.
-    extern "C" fn parent() {
-        for p in std::mem::take(&mut *PAUSED.lock()) {
+    /// Undoes one [`pause_all`]: once no one else pauses them, the workers go on.
+    pub(super) fn resume(pools: Vec<Arc<PoolShared>>) {
+        for p in pools {
             let _guard = p.fork.lock.lock();
-            p.fork.pausing.store(false, Ordering::SeqCst);
+            p.fork.pausers.fetch_sub(1, Ordering::SeqCst);
             p.fork.idle.notify_all();
         }
     }
 
-    /// After the fork, in the child: every pool is orphaned, its held tasks queued again. An
-    /// orphaned pool has no workers to pause at a later fork, so it leaves the registry.
+    /// Before the fork, on the forking thread: pause every pool.
+    extern "C" fn prepare() {
+        *PAUSED.lock() = pause_all();
+    }
+
+    /// After the fork, in the parent: the workers go on.
+    extern "C" fn parent() {
+        resume(std::mem::take(&mut *PAUSED.lock()));
+    }
+
+    /// After the fork, in the child: every pool is orphaned (the tasks its workers took
+    /// while paused are back in its queues). An orphaned pool has no workers to pause at a
+    /// later fork, so it leaves the registry.
     extern "C" fn child() {
         for p in std::mem::take(&mut *PAUSED.lock()) {
             p.fork.orphaned.store(true, Ordering::SeqCst);
-            p.fork.pausing.store(false, Ordering::SeqCst);
+            p.fork.pausers.store(0, Ordering::SeqCst);
             for b in p.fork.busy.iter() {
                 b.0.store(false, Ordering::SeqCst);
             }
@@ -647,10 +619,6 @@ mod fork {
                 // SAFETY: held by a worker parked between its last task and its wait for the
                 // parent to resume; that thread does not exist in the child.
                 unsafe { p.fork.lock.force_unlock() };
-            }
-            let held = std::mem::take(&mut *p.fork.held.lock());
-            for task in held {
-                p.requeue(task);
             }
         }
         if let Some(mut pools) = POOLS.try_lock() {
@@ -692,43 +660,35 @@ mod tests {
         pool.shutdown();
     }
 
-    /// While a thread holds the loader's lock, the pool's workers may be blocked on it: what
-    /// the thread dispatches runs on it, and its waits run queued work themselves.
+    /// While a thread holds the loader's lock, the pools are paused and the thread runs what
+    /// it waits for itself; once it lets go, the workers run tasks again.
     #[test]
-    fn a_thread_holding_the_loader_lock_runs_its_own_work_and_queued_work_while_it_waits() {
-        let pool = Arc::new(ThreadPoolDispatcher::new(1).unwrap());
-        let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
-        let (blocked_tx, blocked_rx) = crossbeam_channel::bounded::<()>(1);
-        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
-            blocked_tx.send(()).unwrap();
-            let _ = gate_rx.recv();
-        }));
-        blocked_rx.recv_timeout(WATCHDOG).expect("the worker took the blocking task");
-        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-        let queued_tx = done_tx.clone();
-        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || queued_tx.send(()).unwrap()));
+    fn a_thread_holding_the_loader_lock_runs_the_work_it_waits_for_while_workers_pause() {
+        let pool = Arc::new(ThreadPoolDispatcher::new(2).unwrap());
         let (result_tx, result_rx) = crossbeam_channel::bounded(1);
         let p = pool.clone();
         std::thread::spawn(move || {
-            let _busy = crate::LoaderBusy::enter();
-            let me = std::thread::current().id();
-            let ran_on = Arc::new(Mutex::new(Vec::new()));
-            let (r1, p1) = (ran_on.clone(), p.clone());
+            let busy = crate::LoaderBusy::enter();
+            let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+            let ran_on = Arc::new(Mutex::new(None));
+            let r = ran_on.clone();
             p.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
-                r1.lock().push(std::thread::current().id());
-                let r2 = r1.clone();
-                p1.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
-                    r2.lock().push(std::thread::current().id());
-                }));
-                assert_eq!(r1.lock().len(), 1, "a nested dispatch runs after the task, not inside it");
+                *r.lock() = Some(std::thread::current().id());
+                done_tx.send(()).unwrap();
             }));
-            let ran_here = ran_on.lock().clone() == vec![me, me];
             p.wait(&done_rx);
-            result_tx.send(ran_here).unwrap();
+            let here = *ran_on.lock() == Some(std::thread::current().id());
+            drop(busy);
+            result_tx.send(here).unwrap();
         });
-        let ran_here = result_rx.recv_timeout(WATCHDOG).expect("the wait did not run the queued task: hung");
-        assert!(ran_here, "work dispatched under the loader's lock ran elsewhere or later");
-        gate_tx.send(()).unwrap();
+        let here = result_rx.recv_timeout(WATCHDOG).expect("the waiting thread did not run its task: hung");
+        assert!(here, "a paused worker ran the task");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            tx.send(std::thread::current().name().map(str::to_string)).unwrap();
+        }));
+        let name = rx.recv_timeout(WATCHDOG).expect("the pool did not resume");
+        assert!(name.is_some_and(|n| n.starts_with("orcjit-worker-")));
         pool.shutdown();
     }
 

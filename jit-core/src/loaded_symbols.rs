@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use object::elf;
 
+use crate::dispatch::PausedPools;
+
 static BUSY: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -26,25 +28,33 @@ thread_local! {
 }
 
 /// Hold one around a `dlopen` or `dlclose` made for JIT'd code (orcjit's own do), on the
-/// thread that makes it. While one lives anywhere, process and library generators resolve
-/// names from the loaded objects' tables rather than with `dlsym` (see the module comment);
-/// and work this thread dispatches to a pool runs on this thread, as does queued work while
-/// it waits: a worker could block on the loader's lock in places no one controls (glibc takes
-/// it to register a thread-local destructor, which Rust, LLVM and crossbeam do on a thread's
-/// first use of one), and this thread holds that lock.
+/// thread that makes it.
+///
+/// A pool worker could block on the loader's lock in places no one controls: glibc takes it
+/// to register a thread-local destructor, which Rust, LLVM and crossbeam do on a thread's
+/// first use of one. So the outermost guard of a thread pauses every pool (workers finish the
+/// task they run, for at most 10 s, and take no new one until it is dropped), and while the
+/// thread holds one its waits run queued work themselves: it holds the lock, which is
+/// recursive. While a guard lives anywhere, process and library generators resolve names
+/// from the loaded objects' tables rather than with `dlsym` (see the module comment), for
+/// the program's other threads.
 #[must_use]
-pub struct LoaderBusy(std::marker::PhantomData<*const ()>);
+pub struct LoaderBusy {
+    paused: Option<PausedPools>,
+    not_send: std::marker::PhantomData<*const ()>,
+}
 
 impl LoaderBusy {
     pub fn enter() -> Self {
         BUSY.fetch_add(1, Ordering::AcqRel);
-        BUSY_HERE.with(|n| n.set(n.get() + 1));
-        LoaderBusy(std::marker::PhantomData)
+        let outermost = BUSY_HERE.with(|n| n.replace(n.get() + 1)) == 0;
+        LoaderBusy { paused: outermost.then(PausedPools::pause), not_send: std::marker::PhantomData }
     }
 }
 
 impl Drop for LoaderBusy {
     fn drop(&mut self) {
+        drop(self.paused.take());
         BUSY_HERE.with(|n| n.set(n.get() - 1));
         BUSY.fetch_sub(1, Ordering::AcqRel);
     }
