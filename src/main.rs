@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Compile LLVM IR (.ll, .bc) on a thread pool, link it into this process and run main,
     /// like `lli`. With no module, runs a built-in demo program (also what `orcjit` alone does).
-    Run(cmd::run::RunArgs),
+    Run(Box<cmd::run::RunArgs>),
     /// Link relocatable ELF objects into this process and run main, like `llvm-jitlink`.
     Link(cmd::link::LinkArgs),
     /// Show the execution session at work: lazy materialization, a dependency cycle, process
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => cmd::run::run(cmd::run::RunArgs::default()),
-        Some(Command::Run(args)) => cmd::run::run(args),
+        Some(Command::Run(args)) => cmd::run::run(*args),
         Some(Command::Link(args)) => cmd::link::run(args),
         Some(Command::Demo) => match cmd::demo::run() {
             Ok(()) => ExitCode::SUCCESS,

@@ -180,6 +180,45 @@ fn cxx_plugins_register_from_constructors_and_throw_across_the_host_in_every_mod
     }
 }
 
+/// Objects and static libraries beside bitcode (`--extra-object`, `--extra-archive`, as lli's
+/// options): a static library's members are linked only when needed, and non-PIC objects
+/// (absolute 32-bit addresses) link too.
+#[test]
+fn extra_objects_and_static_libraries_link_with_the_bitcode_as_natively() {
+    let programs = root().join("jit-link/tests/programs");
+    let tmp = tempfile::tempdir().unwrap();
+    let compile = |src: PathBuf, flags: &[&str], out: &str| {
+        let obj = tmp.path().join(out);
+        check(&run(Command::new("clang-19").args(flags).arg("-c").arg(&src).arg("-o").arg(&obj)), "compile .o");
+        obj
+    };
+    let members: Vec<PathBuf> = ["square", "chain_a", "chain_b", "dup", "broken"]
+        .iter()
+        .map(|m| compile(programs.join(format!("archive/{m}.c")), &["-O1", "-fPIC"], &format!("{m}.o")))
+        .collect();
+    let library = tmp.path().join("libparts.a");
+    check(&run(Command::new("ar").arg("rcs").arg(&library).args(&members)), "ar");
+    let lib_arg = library.to_str().unwrap();
+    let (main_bc, native) = build(tmp.path(), &[programs.join("archive/main.c")], &["-O1", "-fPIC"], &[lib_arg]);
+    let archive = format!("--extra-archive={lib_arg}");
+    for options in [&[][..], &["--lazy=none"]] {
+        let mut opts = vec![archive.as_str()];
+        opts.extend_from_slice(options);
+        same_as_native("archive", &main_bc, &native, &opts, &["one", "two"]);
+    }
+
+    for (tag, flags) in [("pic", &["-O1", "-fPIC", "-fcommon"][..]), ("nopic", &["-O1", "-fno-pic", "-fcommon"][..])] {
+        let dir = tmp.path().join(tag);
+        std::fs::create_dir(&dir).unwrap();
+        let lib = compile(programs.join("multi/lib.c"), flags, &format!("lib-{tag}.o"));
+        let lib_arg = lib.to_str().unwrap();
+        let main = [programs.join("multi/main.c")];
+        let (bitcode, native) = build(&dir, &main, &["-O1", "-fPIC", "-fcommon"], &[lib_arg, "-no-pie"]);
+        let object = format!("--extra-object={lib_arg}");
+        same_as_native(&format!("multi ({tag})"), &bitcode, &native, &[object.as_str()], &["a", "b"]);
+    }
+}
+
 /// A forked child gets its own copy of JIT'd variables, and compiles the functions its parent
 /// has not called yet although the parent's pool threads do not exist in it.
 #[test]

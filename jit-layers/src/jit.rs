@@ -90,6 +90,13 @@ impl JitBuilder {
         self
     }
 
+    /// A static library whose members the main dylib links when it needs a symbol they define
+    /// (see [`ObjectJitBuilder::static_library`](crate::ObjectJitBuilder::static_library)).
+    pub fn static_library(mut self, library: crate::StaticLibrary) -> Self {
+        self.base = self.base.static_library(library);
+        self
+    }
+
     /// Keeps compiled objects in `dir` (created if needed), shared safely with other threads
     /// and processes, capped at [`DEFAULT_CACHE_BYTES`] (least recently used go first).
     pub fn cache(self, dir: impl Into<PathBuf>) -> Self {

@@ -1,5 +1,5 @@
 //! `orcjit run [-O0..3] [--lazy=none|module|function] [--threads N] [--cache DIR]
-//! [--extra-module F]... [--dlopen LIB]... MAIN [args]`: compiles LLVM IR (the main module and
+//! [--extra-module F]... [--extra-object F]... [--extra-archive F]... [--dlopen LIB]... MAIN [args]`: compiles LLVM IR (the main module and
 //! extra modules: by default each function when first called; with `--lazy=module` each module
 //! when one of its functions is first called; with `--lazy=none` each module when first
 //! looked up), on the pool, links it into this process and runs it as a C program (see
@@ -11,7 +11,9 @@
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{GdbRegistration, IrModule, Jit, Laziness, ObjectJit, PerfMap, ReplayProfile, Speculation, TierUp};
+use jit_layers::{
+    GdbRegistration, IrModule, Jit, Laziness, ObjectJit, PerfMap, ReplayProfile, Speculation, StaticLibrary, TierUp,
+};
 
 use super::program::Program;
 
@@ -71,6 +73,13 @@ pub struct RunArgs {
     /// Another module (.bc or .ll) to add.
     #[arg(long = "extra-module", value_name = "FILE")]
     extra_modules: Vec<String>,
+    /// A relocatable object (.o) to link in, as lli's -extra-object.
+    #[arg(long = "extra-object", value_name = "FILE")]
+    extra_objects: Vec<String>,
+    /// A static library (.a of objects) whose members are linked when the program needs a
+    /// symbol they define, as lli's -extra-archive.
+    #[arg(long = "extra-archive", value_name = "FILE")]
+    extra_archives: Vec<String>,
     /// Load a shared library whose symbols the program may use (e.g. libstdc++.so.6).
     #[arg(long = "dlopen", value_name = "LIB")]
     dlopen: Vec<String>,
@@ -236,15 +245,31 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     for lib in &args.dlopen {
         builder = builder.dlopen(lib);
     }
+    let objects: Vec<(&String, Vec<u8>)> =
+        args.extra_objects.iter().map(|p| Ok((p, read(p)?))).collect::<Result<_, Error>>()?;
+    let mut low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes));
+    for path in &args.extra_archives {
+        let library = StaticLibrary::parse(path, read(path)?)?;
+        low |= library.members().any(|(_, bytes)| jit_link::needs_low_placement(bytes));
+        builder = builder.static_library(library);
+    }
     if let Some(dir) = &args.cache {
         builder = builder.cache(dir);
+    }
+    // Non-PIC small-code-model objects take absolute 32-bit addresses, so their memory must
+    // lie below 2 GiB (as for `orcjit link`).
+    let mut memory = jit_mem::ManagerConfig::default();
+    if low {
+        memory = memory.with_placement(jit_mem::Placement::Low);
     }
     if args.perf_map {
         // perf (6.1) credits samples in the dual-mapped slabs' memfd to the memfd, never to
         // the map; anonymous memory it looks up in the map.
-        let memory = jit_mem::MprotectSlabManager::new(jit_mem::ManagerConfig::default())
+        let memory = jit_mem::MprotectSlabManager::new(memory)
             .map_err(|e| Error::msg(format!("cannot set up JIT memory: {e}")))?;
         builder = builder.memory_manager(std::sync::Arc::new(memory));
+    } else if low {
+        builder = builder.memory_manager(jit_mem::default_manager(memory).map_err(Error::other)?);
     }
     let jit = builder.dlopen("libm.so.6").build()?;
     if args.perf_map {
@@ -272,5 +297,12 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     for extra in &args.extra_modules {
         jit.add_ir_file(extra)?;
     }
+    for (path, bytes) in objects {
+        jit.add_object(path, bytes)?;
+    }
     Ok(jit)
+}
+
+fn read(path: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))
 }
