@@ -239,6 +239,21 @@ fn cxx_plugins_register_from_constructors_and_throw_across_the_host_as_natively(
     same_as_native("cxxplugin", &objects, &native, &["libstdc++.so.6"], &args);
 }
 
+/// A program that defines `malloc` and `free` runs, with a warning that libc and shared
+/// libraries keep libc's allocator.
+#[test]
+fn a_program_that_defines_malloc_runs_with_a_warning_that_libraries_keep_libc_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &[programs().join("allocator/main.c")], PIC_SMALL.compile);
+    let native = run(&mut Command::new(link_native(tmp.path(), &objects, &[], &[])));
+    for mut jit in link_commands() {
+        let out = common::output_within(jit.args(&objects), std::time::Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.stdout, native.stdout, "{stderr}");
+        assert!(stderr.contains("warning: the program defines malloc, free: only JIT'd code uses them"), "{stderr}");
+    }
+}
+
 #[test]
 fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use jit_core::Error;
+use jit_core::{Error, SymbolFlags};
 use jit_layers::{ObjectJit, at_exit};
 
 /// A JIT whose main dylib holds a C program: [`ObjectJit`], or a [`jit_layers::Jit`] (which
@@ -33,7 +33,7 @@ pub fn run_and_exit<J: Program>(
     args: &[String],
     after_main: impl FnOnce(&J),
 ) -> ExitCode {
-    match run(&jit, argv0, args) {
+    match run(&jit, argv0, what, args) {
         Ok(status) => {
             after_main(&jit);
             at_exit::run_exit_sequence();
@@ -51,10 +51,11 @@ pub fn run_and_exit<J: Program>(
     }
 }
 
-fn run(jit: &impl Program, argv0: &str, args: &[String]) -> Result<i32, Error> {
+fn run(jit: &impl Program, argv0: &str, what: &str, args: &[String]) -> Result<i32, Error> {
     // Look main up first: a program that does not link should fail before anything runs.
     let objects = jit.objects();
     objects.lookup_address("main")?;
+    warn_if_allocator_replaced(objects, what);
     let (layer, dylib) = (objects.object_layer().clone(), objects.main_dylib().id());
     at_exit::add_exit_hook(move || {
         if let Err(e) = layer.run_exit_finalizers(dylib) {
@@ -62,4 +63,27 @@ fn run(jit: &impl Program, argv0: &str, args: &[String]) -> Result<i32, Error> {
         }
     });
     jit.run_main(argv0, args)
+}
+
+/// libc's allocator, which a native program replaces for every library by defining these (the
+/// executable comes first in the loader's search order).
+const ALLOCATOR: &[&str] =
+    &["malloc", "free", "calloc", "realloc", "aligned_alloc", "memalign", "posix_memalign", "valloc", "pvalloc"];
+
+/// Warns when the JIT'd program defines part of libc's allocator: its definitions serve JIT'd
+/// code only. libc and shared libraries keep libc's, and cannot be switched now (memory
+/// allocated before the program started would reach the program's `free`).
+fn warn_if_allocator_replaced(jit: &ObjectJit, what: &str) {
+    let jit_defined = |name: &str| {
+        let flags = jit.main_dylib().symbol_flags(&jit.session().intern(name));
+        flags.is_some_and(|f| f.contains(SymbolFlags::EXPORTED) && !f.contains(SymbolFlags::ABSOLUTE))
+    };
+    let defined: Vec<&str> = ALLOCATOR.iter().copied().filter(|n| jit_defined(n)).collect();
+    if !defined.is_empty() {
+        eprintln!(
+            "orcjit {what}: warning: the program defines {}: only JIT'd code uses them; libc and shared \
+             libraries keep libc's allocator, so memory passed between the two may be freed by the wrong one",
+            defined.join(", ")
+        );
+    }
 }
