@@ -203,6 +203,11 @@ impl JitDylib {
         self.session.inner.state.lock().defined_symbols(self.id)
     }
 
+    /// A handle that does not keep the session alive.
+    pub fn downgrade(&self) -> WeakJitDylib {
+        WeakJitDylib { session: Arc::downgrade(&self.session.inner), id: self.id, name: self.name.clone() }
+    }
+
     /// Looks `name` up in this dylib alone and waits until it is Ready.
     pub fn lookup(&self, name: &str) -> Result<SymbolDef> {
         let name = self.session.intern(name);
@@ -224,12 +229,6 @@ impl WeakJitDylib {
     pub fn upgrade(&self) -> Option<JitDylib> {
         let inner = self.session.upgrade()?;
         Some(JitDylib { session: ExecutionSession { inner }, id: self.id, name: self.name.clone() })
-    }
-}
-
-impl JitDylib {
-    pub fn downgrade(&self) -> WeakJitDylib {
-        WeakJitDylib { session: Arc::downgrade(&self.session.inner), id: self.id, name: self.name.clone() }
     }
 }
 

@@ -14,8 +14,10 @@
 //! Limits: the published symbols come after the process's own objects in the loader's search
 //! order, so a library still binds to its own or libc's definition of a name the program also
 //! defines (natively the executable's interposes); a name redefined after it was published
-//! keeps its first address for the loader; thread-local variables are published as plain
-//! data (a library that declares one `extern __thread` does not get the program's).
+//! keeps its first address for the loader, and once the session ends every published address
+//! is stale (a library loaded after that binds to freed memory); thread-local variables are
+//! published as plain data (a library that declares one `extern __thread` does not get the
+//! program's).
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io::Write;
@@ -45,8 +47,11 @@ static LIVE: Mutex<Vec<WeakJitDylib>> = Mutex::new(Vec::new());
 /// `dlopen`, and to JIT'd `dlsym` at once (see the module comment). Dylibs whose sessions are
 /// gone are forgotten.
 pub fn export_dynamic(dylib: &JitDylib) {
-    LIVE.lock().retain(|d| d.upgrade().is_some());
-    LIVE.lock().push(dylib.downgrade());
+    {
+        let mut live = LIVE.lock();
+        live.retain(|d| d.upgrade().is_some());
+        live.push(dylib.downgrade());
+    }
     let mut exporters = EXPORTERS.lock();
     exporters.retain(|e| e.dylib.upgrade().is_some());
     exporters.push(Exporter { dylib: dylib.downgrade(), published: FxHashSet::default() });
