@@ -275,23 +275,10 @@ fn a_malformed_object_is_an_error_naming_the_file() {
     assert!(stderr.contains("bad.o"), "{stderr}");
 }
 
+/// Lua runs a script, and its `require` loads a C module (a shared library calling the Lua API
+/// the interpreter defines), as Lua's own build allows by linking with `-Wl,-E`.
 #[test]
-fn the_lua_interpreter_runs_a_script_as_its_native_build_does() {
-    let (src, mut sources) = common::lua_sources();
-    sources.push(root().join("tests/data/lua/host.c"));
-    let include = format!("-I{}", src.display());
-    let flags = ["-O1", "-fPIC", "-std=gnu99", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-w", &include];
-    let tmp = tempfile::tempdir().unwrap();
-    let objects = compile(tmp.path(), &sources, &flags);
-    let native = link_native(tmp.path(), &objects, &[], &["-lm"]);
-    let script = root().join("tests/data/lua/programs.lua");
-    same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
-}
-
-/// Lua's `require` loads a C module (a shared library calling the Lua API the interpreter
-/// defines), as Lua's own build allows by linking with `-Wl,-E`.
-#[test]
-fn the_lua_interpreter_loads_a_c_module_with_require_as_its_native_build_does() {
+fn the_lua_interpreter_runs_a_script_and_loads_a_c_module_as_its_native_build_does() {
     let (src, mut sources) = common::lua_sources();
     sources.push(root().join("tests/data/lua/host.c"));
     let include = format!("-I{}", src.display());
@@ -299,6 +286,9 @@ fn the_lua_interpreter_loads_a_c_module_with_require_as_its_native_build_does() 
     let tmp = tempfile::tempdir().unwrap();
     let objects = compile(tmp.path(), &sources, &flags);
     let native = link_native(tmp.path(), &objects, &["-Wl,-E"], &["-lm"]);
+    let script = root().join("tests/data/lua/programs.lua");
+    same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
+
     let module = [root().join("tests/data/lua/cmodule.c")];
     shared_library(tmp.path(), "cmodule.so", &module, &["-O1", &include]);
     let script = root().join("tests/data/lua/cmodule.lua");
