@@ -254,6 +254,30 @@ fn a_program_that_defines_malloc_runs_with_a_warning_that_libraries_keep_libc_s(
     }
 }
 
+/// `--argv0` names the program (a wrapper script passes its own path, so that a program that
+/// runs itself again runs the wrapper); by default argv[0] is the first object, or MAIN.
+#[test]
+fn argv0_is_the_first_object_or_main_unless_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("argv0.c");
+    std::fs::write(&src, "#include <stdio.h>\nint main(int argc, char **argv) { puts(argv[0]); return argc; }\n")
+        .unwrap();
+    let objects = compile(tmp.path(), std::slice::from_ref(&src), &["-O1", "-fPIC"]);
+    let bitcode = tmp.path().join("argv0.bc");
+    let out = run(Command::new("clang-19").args(["-O1", "-c", "-emit-llvm"]).arg(&src).arg("-o").arg(&bitcode));
+    check(&out, "clang-19 -emit-llvm");
+    let mut run_cmd = Command::new(ORCJIT);
+    run_cmd.arg("run");
+    let [link, link_binary] = link_commands();
+    for (mut cmd, input) in [(link, &objects[0]), (link_binary, &objects[0]), (run_cmd, &bitcode)] {
+        let default = run(Command::new(cmd.get_program()).args(cmd.get_args()).arg(input).args(["--", "x"]));
+        assert_eq!(String::from_utf8_lossy(&default.stdout).trim(), input.to_str().unwrap());
+        assert_eq!(default.status.code(), Some(2));
+        let named = run(cmd.args(["--argv0", "/opt/bin/tool"]).arg(input));
+        assert_eq!(String::from_utf8_lossy(&named.stdout).trim(), "/opt/bin/tool", "{cmd:?}");
+    }
+}
+
 #[test]
 fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,8 +1,8 @@
-//! `orcjit link [--threads N] [--dlopen LIB]... a.o b.o libc.a ... [-- args]`: links the
+//! `orcjit link [--threads N] [--dlopen LIB]... [--argv0 NAME] a.o b.o libc.a ... [-- args]`: links the
 //! objects into one dylib that searches the static libraries given (a member is linked when a
 //! symbol it defines is needed, as a static linker does), the shared libraries given, libm and
 //! the process, then runs them as a C program (see `program.rs`): the counterpart of
-//! `llvm-jitlink`. argv[0] is the first object.
+//! `llvm-jitlink`. argv[0] is the first object, or `--argv0`.
 //! Nothing here calls LLVM: the `orcjit-link` binary is this command without libLLVM loaded.
 
 use std::process::ExitCode;
@@ -19,6 +19,11 @@ pub struct LinkArgs {
     /// Load a shared library whose symbols the objects may use (e.g. libstdc++.so.6).
     #[arg(long = "dlopen", value_name = "LIB")]
     dlopen: Vec<String>,
+    /// The program's argv[0] (default: the first object). A wrapper script that runs
+    /// `orcjit link --argv0 "$0" ...` makes a program that runs itself again (Python's
+    /// `sys.executable`, a shell's `$0`) run the wrapper.
+    #[arg(long = "argv0", value_name = "NAME")]
+    argv0: Option<String>,
     /// Relocatable objects (.o) and static libraries (.a).
     #[arg(required = true, value_name = "OBJECT")]
     objects: Vec<String>,
@@ -30,7 +35,10 @@ pub struct LinkArgs {
 pub fn run(args: LinkArgs) -> ExitCode {
     pad_heap_growth();
     match build(&args) {
-        Ok(jit) => super::program::run_and_exit("link", jit, &args.objects[0], &args.args, |_| {}),
+        Ok(jit) => {
+            let argv0 = args.argv0.as_ref().unwrap_or(&args.objects[0]);
+            super::program::run_and_exit("link", jit, argv0, &args.args, |_| {})
+        }
         Err(e) => {
             eprintln!("orcjit link: {e}");
             ExitCode::FAILURE

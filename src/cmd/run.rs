@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// Load a shared library whose symbols the program may use (e.g. libstdc++.so.6).
     #[arg(long = "dlopen", value_name = "LIB")]
     dlopen: Vec<String>,
+    /// The program's argv[0] (default: MAIN); see `orcjit link --argv0`.
+    #[arg(long = "argv0", value_name = "NAME")]
+    argv0: Option<String>,
     /// Keep compiled objects in DIR and reuse them when the same IR is compiled again with
     /// the same settings (shared safely by concurrent runs).
     #[arg(long, value_name = "DIR")]
@@ -176,7 +179,7 @@ impl Program for Jit {
 
 pub fn run(args: RunArgs) -> ExitCode {
     start_recording(&args);
-    let argv0 = args.main.clone().unwrap_or_else(|| "orcjit-demo".to_string());
+    let argv0 = args.argv0.clone().or_else(|| args.main.clone()).unwrap_or_else(|| "orcjit-demo".to_string());
     let program_args: Vec<String> = args.args.iter().skip_while(|a| *a == "--").cloned().collect();
     match build(&args) {
         Ok(jit) => {
