@@ -130,7 +130,9 @@ fn find(name: &str) -> Option<SymbolDef> {
     })
 }
 
-/// Loads a shared object holding every publishable symbol not published yet.
+/// Loads a shared object holding every publishable symbol not published yet. Linking what
+/// is looked up may pull in static-library members, which define more: the lookups repeat
+/// until they define nothing new, so that what a native link would have linked is published.
 fn publish() -> Result<(), String> {
     let mut exporters = EXPORTERS.lock();
     exporters.retain(|e| e.dylib.upgrade().is_some());
@@ -138,17 +140,26 @@ fn publish() -> Result<(), String> {
     let mut newly: Vec<(usize, SymbolName)> = Vec::new();
     for (i, exporter) in exporters.iter().enumerate() {
         let Some(jd) = exporter.dylib.upgrade() else { continue };
-        let wanted: Vec<SymbolName> = jd
-            .defined_symbols()
-            .into_iter()
-            .filter(|(name, flags)| publishable(*flags) && !exporter.published.contains(name))
-            .map(|(name, _)| name)
-            .collect();
-        for (name, def) in ready(&jd, wanted) {
-            if !name.as_str().contains('\0') {
-                symbols.push(Published { name: name.as_str().to_owned(), def });
+        let mut tried: FxHashSet<SymbolName> = FxHashSet::default();
+        loop {
+            let wanted: Vec<SymbolName> = jd
+                .defined_symbols()
+                .into_iter()
+                .filter(|(name, flags)| {
+                    publishable(*flags) && !exporter.published.contains(name) && !tried.contains(name)
+                })
+                .map(|(name, _)| name)
+                .collect();
+            if wanted.is_empty() {
+                break;
             }
-            newly.push((i, name));
+            tried.extend(wanted.iter().cloned());
+            for (name, def) in ready(&jd, wanted) {
+                if !name.as_str().contains('\0') {
+                    symbols.push(Published { name: name.as_str().to_owned(), def });
+                }
+                newly.push((i, name));
+            }
         }
     }
     if !symbols.is_empty() {

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use jit_layers::ObjectJit;
+use jit_layers::{ObjectJit, StaticLibrary};
 
 fn clang(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
@@ -89,6 +89,38 @@ fn without_export_dynamic_a_library_does_not_see_the_jit_s_symbols() {
         assert!(load(c_path(&p3).as_ptr()).is_null(), "p3.so loaded without the JIT's symbols");
         let message = std::ffi::CStr::from_ptr(error()).to_string_lossy().into_owned();
         assert!(message.contains("undefined symbol: ed_unexported"), "{message}");
+    }
+    jit.end().unwrap();
+}
+
+/// An object nothing has called yet is linked when its symbols are published, and the
+/// static-library members that linking pulls in are published too, as a native link would
+/// have linked and exported them.
+#[test]
+fn members_that_publishing_pulls_from_a_static_library_are_published_too() {
+    let _watchdog = common::watchdog("export_dynamic: pulled members");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let loader = clang(dir, "loader", LOADER, &["-c"]);
+    let uncalled = clang(dir, "uncalled", "int ed_d_fn(void); int ed_c_fn(void) { return ed_d_fn(); }", &["-c"]);
+    let member =
+        clang(dir, "member", "int ed_d_fn(void) { return 4; } int ed_d_exported(void) { return 40; }", &["-c"]);
+    let archive = dir.join("libd.a");
+    let out = Command::new("ar").arg("rcs").arg(&archive).arg(&member).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p4 = clang(dir, "p4", "int ed_d_exported(void); int p4(void) { return ed_d_exported() + 1; }", &["-shared"]);
+
+    let library = StaticLibrary::parse("libd.a", std::fs::read(&archive).unwrap()).unwrap();
+    let jit = ObjectJit::builder().threads(2).static_library(library).build().unwrap();
+    jit.add_object_file(&loader).unwrap();
+    jit.add_object_file(&uncalled).unwrap();
+    let load: Load = jit.lookup("ed_load").unwrap();
+    let call: Call = jit.lookup("ed_call").unwrap();
+    // SAFETY: the JIT'd functions above, with their C signatures.
+    unsafe {
+        let h4 = load(c_path(&p4).as_ptr());
+        assert!(!h4.is_null(), "p4.so did not load: the member ed_c_fn pulled in was not published");
+        assert_eq!(call(h4, c"p4".as_ptr()), 41);
     }
     jit.end().unwrap();
 }
