@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,9 +32,24 @@ const char *ed_error(void) { return dlerror(); }
 
 type Load = unsafe extern "C" fn(*const libc::c_char) -> *mut libc::c_void;
 type Call = unsafe extern "C" fn(*mut libc::c_void, *const libc::c_char) -> i32;
+type DlError = unsafe extern "C" fn() -> *const libc::c_char;
 
-fn c_path(p: &Path) -> std::ffi::CString {
-    std::ffi::CString::new(p.to_str().unwrap()).unwrap()
+/// Has JIT'd code (`LOADER`, added to `jit`) load `plugin` and call its `int name(void)`; the
+/// loader's `dlerror()` message if the library does not load.
+fn load_and_call(jit: &ObjectJit, plugin: &Path, name: &CStr) -> Result<i32, String> {
+    let load: Load = jit.lookup("ed_load").unwrap();
+    let call: Call = jit.lookup("ed_call").unwrap();
+    let error: DlError = jit.lookup("ed_error").unwrap();
+    let path = CString::new(plugin.to_str().unwrap()).unwrap();
+    // SAFETY: the JIT'd functions of LOADER, with their C signatures; dlerror's message is a
+    // C string valid until the next dl* call, copied at once.
+    unsafe {
+        let handle = load(path.as_ptr());
+        if handle.is_null() {
+            return Err(CStr::from_ptr(error()).to_string_lossy().into_owned());
+        }
+        Ok(call(handle, name.as_ptr()))
+    }
 }
 
 #[test]
@@ -51,21 +67,9 @@ fn a_later_dlopen_sees_symbols_defined_after_an_earlier_one() {
     let jit = ObjectJit::builder().threads(2).build().unwrap();
     jit.add_object_file(&loader).unwrap();
     jit.add_object_file(&first).unwrap();
-    let load: Load = jit.lookup("ed_load").unwrap();
-    let call: Call = jit.lookup("ed_call").unwrap();
-    // SAFETY: the JIT'd functions above, with their C signatures.
-    unsafe {
-        let h1 = load(c_path(&p1).as_ptr());
-        assert!(!h1.is_null(), "p1.so did not load");
-        assert_eq!(call(h1, c"p1".as_ptr()), 11);
-    }
+    assert_eq!(load_and_call(&jit, &p1, c"p1"), Ok(11));
     jit.add_object_file(&second).unwrap();
-    // SAFETY: as above.
-    unsafe {
-        let h2 = load(c_path(&p2).as_ptr());
-        assert!(!h2.is_null(), "p2.so did not load: ed_second_value was not published");
-        assert_eq!(call(h2, c"p2".as_ptr()), 22);
-    }
+    assert_eq!(load_and_call(&jit, &p2, c"p2"), Ok(22), "ed_second_value, defined later, was not published");
     jit.end().unwrap();
 }
 
@@ -81,15 +85,8 @@ fn without_export_dynamic_a_library_does_not_see_the_jit_s_symbols() {
     let jit = ObjectJit::builder().threads(1).export_dynamic(false).build().unwrap();
     jit.add_object_file(&loader).unwrap();
     jit.add_object_file(&hidden).unwrap();
-    let load: Load = jit.lookup("ed_load").unwrap();
-    let error: unsafe extern "C" fn() -> *const libc::c_char = jit.lookup("ed_error").unwrap();
-    // SAFETY: the JIT'd functions above, with their C signatures; dlerror's message is a C
-    // string valid until the next dl* call.
-    unsafe {
-        assert!(load(c_path(&p3).as_ptr()).is_null(), "p3.so loaded without the JIT's symbols");
-        let message = std::ffi::CStr::from_ptr(error()).to_string_lossy().into_owned();
-        assert!(message.contains("undefined symbol: ed_unexported"), "{message}");
-    }
+    let message = load_and_call(&jit, &p3, c"p3").expect_err("p3.so loaded without the JIT's symbols");
+    assert!(message.contains("undefined symbol: ed_unexported"), "{message}");
     jit.end().unwrap();
 }
 
@@ -114,13 +111,6 @@ fn members_that_publishing_pulls_from_a_static_library_are_published_too() {
     let jit = ObjectJit::builder().threads(2).static_library(library).build().unwrap();
     jit.add_object_file(&loader).unwrap();
     jit.add_object_file(&uncalled).unwrap();
-    let load: Load = jit.lookup("ed_load").unwrap();
-    let call: Call = jit.lookup("ed_call").unwrap();
-    // SAFETY: the JIT'd functions above, with their C signatures.
-    unsafe {
-        let h4 = load(c_path(&p4).as_ptr());
-        assert!(!h4.is_null(), "p4.so did not load: the member ed_c_fn pulled in was not published");
-        assert_eq!(call(h4, c"p4".as_ptr()), 41);
-    }
+    assert_eq!(load_and_call(&jit, &p4, c"p4"), Ok(41), "the member ed_c_fn pulled in was not published");
     jit.end().unwrap();
 }
