@@ -23,8 +23,8 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use jit_core::{
     FxHashSet, JitDylib, LoaderBusy, RequiredState, SymbolDef, SymbolFlags, SymbolLookupSet, SymbolName, WeakJitDylib,
@@ -35,26 +35,27 @@ use parking_lot::Mutex;
 /// A dylib whose symbols JIT'd `dlopen` publishes, and what it has published so far.
 struct Exporter {
     dylib: WeakJitDylib,
-    published: FxHashSet<SymbolName>,
+    published: Mutex<FxHashSet<SymbolName>>,
 }
 
+static EXPORTERS: Mutex<Vec<Arc<Exporter>>> = Mutex::new(Vec::new());
 /// Held for a whole publication (which may link and compile), so that publications do not
-/// interleave; [`LIVE`] is what `dlsym` reads meanwhile.
-static EXPORTERS: Mutex<Vec<Exporter>> = Mutex::new(Vec::new());
-static LIVE: Mutex<Vec<WeakJitDylib>> = Mutex::new(Vec::new());
+/// interleave; `dlsym` only takes [`EXPORTERS`], for a moment.
+static PUBLISHING: Mutex<()> = Mutex::new(());
 
 /// Makes `dylib`'s exported symbols visible to the dynamic loader once JIT'd code calls
 /// `dlopen`, and to JIT'd `dlsym` at once (see the module comment). Dylibs whose sessions are
 /// gone are forgotten.
 pub fn export_dynamic(dylib: &JitDylib) {
-    {
-        let mut live = LIVE.lock();
-        live.retain(|d| d.upgrade().is_some());
-        live.push(dylib.downgrade());
-    }
     let mut exporters = EXPORTERS.lock();
     exporters.retain(|e| e.dylib.upgrade().is_some());
-    exporters.push(Exporter { dylib: dylib.downgrade(), published: FxHashSet::default() });
+    exporters.push(Arc::new(Exporter { dylib: dylib.downgrade(), published: Mutex::default() }));
+}
+
+/// The exporting dylibs whose sessions live, in the order they were exported.
+fn live_exporters() -> Vec<(Arc<Exporter>, JitDylib)> {
+    let exporters = EXPORTERS.lock();
+    exporters.iter().filter_map(|e| Some((e.clone(), e.dylib.upgrade()?))).collect()
 }
 
 /// Symbols JIT'd content defines and other objects may see: exported, with an address of its
@@ -122,8 +123,7 @@ fn program_handle() -> *mut c_void {
 
 /// `name` as some exporting dylib defines it, once Ready.
 fn find(name: &str) -> Option<SymbolDef> {
-    let dylibs: Vec<JitDylib> = LIVE.lock().iter().filter_map(WeakJitDylib::upgrade).collect();
-    dylibs.into_iter().find_map(|jd| {
+    live_exporters().into_iter().find_map(|(_, jd)| {
         let name = jd.session().intern(name);
         let flags = jd.symbol_flags(&name)?;
         publishable(flags).then(|| jd.session().lookup_symbol(&jd.search_order(), &name).ok())?
@@ -134,39 +134,37 @@ fn find(name: &str) -> Option<SymbolDef> {
 /// is looked up may pull in static-library members, which define more: the lookups repeat
 /// until they define nothing new, so that what a native link would have linked is published.
 fn publish() -> Result<(), String> {
-    let mut exporters = EXPORTERS.lock();
-    exporters.retain(|e| e.dylib.upgrade().is_some());
+    let _one_at_a_time = PUBLISHING.lock();
+    let exporters = live_exporters();
     let mut symbols: Vec<Published> = Vec::new();
-    let mut newly: Vec<(usize, SymbolName)> = Vec::new();
-    for (i, exporter) in exporters.iter().enumerate() {
-        let Some(jd) = exporter.dylib.upgrade() else { continue };
+    let mut newly: Vec<(&Exporter, SymbolName)> = Vec::new();
+    for (exporter, jd) in &exporters {
+        let published = exporter.published.lock();
         let mut tried: FxHashSet<SymbolName> = FxHashSet::default();
         loop {
             let wanted: Vec<SymbolName> = jd
                 .defined_symbols()
                 .into_iter()
-                .filter(|(name, flags)| {
-                    publishable(*flags) && !exporter.published.contains(name) && !tried.contains(name)
-                })
+                .filter(|(name, flags)| publishable(*flags) && !published.contains(name) && !tried.contains(name))
                 .map(|(name, _)| name)
                 .collect();
             if wanted.is_empty() {
                 break;
             }
             tried.extend(wanted.iter().cloned());
-            for (name, def) in ready(&jd, wanted) {
+            for (name, def) in ready(jd, wanted) {
                 if !name.as_str().contains('\0') {
                     symbols.push(Published { name: name.as_str().to_owned(), def });
                 }
-                newly.push((i, name));
+                newly.push((exporter, name));
             }
         }
     }
     if !symbols.is_empty() {
         load(&shared_object(&symbols))?;
     }
-    for (i, name) in newly {
-        exporters[i].published.insert(name);
+    for (exporter, name) in newly {
+        exporter.published.lock().insert(name);
     }
     Ok(())
 }
