@@ -198,15 +198,6 @@ fn a_main_that_calls_pthread_exit_ends_with_the_program_s_last_thread() {
     program_case("mainexit", &["main.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL]);
 }
 
-/// Builds `sources` (in `dir`) natively into the shared library `dir/name`.
-fn shared_library(dir: &Path, name: &str, sources: &[PathBuf], flags: &[&str]) -> PathBuf {
-    let lib = dir.join(name);
-    let cc = if sources.iter().any(|s| s.extension().is_some_and(|e| e == "cpp")) { "clang++-19" } else { "clang-19" };
-    let out = run(Command::new(cc).args(flags).args(["-fPIC", "-shared"]).args(sources).arg("-o").arg(&lib));
-    check(&out, &format!("{cc} -shared -o {name}"));
-    lib
-}
-
 /// A plugin the program loads with `dlopen` calls the program's functions and uses its data,
 /// from its constructor too; the program finds its own symbols with `dlsym` (natively, it is
 /// linked with `-Wl,--export-dynamic`).
@@ -214,7 +205,7 @@ fn shared_library(dir: &Path, name: &str, sources: &[PathBuf], flags: &[&str]) -
 fn a_library_the_program_dlopens_sees_the_program_s_symbols_as_with_export_dynamic() {
     let dir = programs().join("plugin");
     let tmp = tempfile::tempdir().unwrap();
-    let plugin = shared_library(tmp.path(), "plugin.so", &[dir.join("plugin.c")], &["-O1"]);
+    let plugin = common::shared_library(tmp.path(), "plugin.so", &[dir.join("plugin.c")], &["-O1"]);
     for case in [PIC_SMALL, NOPIC_LARGE] {
         let objects = compile(tmp.path(), &[dir.join("main.c")], case.compile);
         let link: Vec<&str> = case.link.iter().copied().chain(["-Wl,--export-dynamic"]).collect();
@@ -231,7 +222,9 @@ fn cxx_plugins_register_from_constructors_and_throw_across_the_host_as_natively(
     let tmp = tempfile::tempdir().unwrap();
     let plugins: Vec<PathBuf> = ["circle", "square"]
         .iter()
-        .map(|name| shared_library(tmp.path(), &format!("{name}.so"), &[dir.join(format!("{name}.cpp"))], &["-O1"]))
+        .map(|name| {
+            common::shared_library(tmp.path(), &format!("{name}.so"), &[dir.join(format!("{name}.cpp"))], &["-O1"])
+        })
         .collect();
     let objects = compile(tmp.path(), &[dir.join("host.cpp")], PIC_SMALL.compile);
     let native = link_native(tmp.path(), &objects, &["-rdynamic"], &[]);
@@ -314,7 +307,7 @@ fn the_lua_interpreter_runs_a_script_and_loads_a_c_module_as_its_native_build_do
     same_as_native("lua", &objects, &native, &[], &[script.to_str().unwrap(), "x", "y"]);
 
     let module = [root().join("tests/data/lua/cmodule.c")];
-    shared_library(tmp.path(), "cmodule.so", &module, &["-O1", &include]);
+    common::shared_library(tmp.path(), "cmodule.so", &module, &["-O1", &include]);
     let script = root().join("tests/data/lua/cmodule.lua");
     let args = [script.to_str().unwrap(), tmp.path().to_str().unwrap()];
     same_as_native("lua with a C module", &objects, &native, &[], &args);

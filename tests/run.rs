@@ -142,13 +142,7 @@ fn a_library_the_program_dlopens_sees_the_program_s_symbols_in_every_mode() {
     let dir = "jit-link/tests/programs/plugin";
     let tmp = tempfile::tempdir().unwrap();
     let (bitcode, native) = build(tmp.path(), &[root().join(dir).join("main.c")], &["-O1", "-fPIC"], &["-rdynamic"]);
-    let plugin = tmp.path().join("plugin.so");
-    let out = run(Command::new("clang-19")
-        .args(["-O1", "-fPIC", "-shared"])
-        .arg(root().join(dir).join("plugin.c"))
-        .arg("-o")
-        .arg(&plugin));
-    check(&out, "plugin.so");
+    let plugin = common::shared_library(tmp.path(), "plugin.so", &[root().join(dir).join("plugin.c")], &["-O1"]);
     every_mode(dir, &bitcode, &native, MODES, &[plugin.to_str().unwrap()]);
 }
 
@@ -163,10 +157,8 @@ fn cxx_plugins_register_from_constructors_and_throw_across_the_host_in_every_mod
     let plugins: Vec<String> = ["circle", "square"]
         .iter()
         .map(|name| {
-            let lib = tmp.path().join(format!("{name}.so"));
-            let src = dir.join(format!("{name}.cpp"));
-            let out = run(Command::new("clang++-19").args(["-O1", "-fPIC", "-shared"]).arg(src).arg("-o").arg(&lib));
-            check(&out, "plugin");
+            let src = [dir.join(format!("{name}.cpp"))];
+            let lib = common::shared_library(tmp.path(), &format!("{name}.so"), &src, &["-O1"]);
             lib.to_str().unwrap().to_string()
         })
         .collect();

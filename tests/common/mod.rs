@@ -77,3 +77,13 @@ pub fn assert_runs_as_native(what: &str, jit: &mut Command, native: &Output) {
     );
     assert_eq!(got.status.code(), native.status.code(), "{what}: exit status");
 }
+
+/// Builds `sources` natively into the shared library `dir/name` (clang++-19 if any is C++).
+pub fn shared_library(dir: &Path, name: &str, sources: &[PathBuf], flags: &[&str]) -> PathBuf {
+    let lib = dir.join(name);
+    let cc = if sources.iter().any(|s| s.extension().is_some_and(|e| e == "cpp")) { "clang++-19" } else { "clang-19" };
+    let out = Command::new(cc).args(flags).args(["-fPIC", "-shared"]).args(sources).arg("-o").arg(&lib).output();
+    let out = out.unwrap_or_else(|e| panic!("cannot run {cc}: {e}"));
+    assert!(out.status.success(), "{cc} -shared -o {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    lib
+}
