@@ -187,7 +187,7 @@ struct PoolShared {
     stop_tx: Mutex<Option<Sender<()>>>,
     stop_rx: Receiver<()>,
     shut: AtomicBool,
-    fork: ForkGate,
+    gate: PauseGate,
 }
 
 impl PoolShared {
@@ -208,7 +208,7 @@ impl PoolShared {
     /// prepared, or a thread holds the loader's lock): then the task goes back to its queue,
     /// where a thread that waits may run it, and the worker waits until the pool resumes.
     fn run_top_level(&self, worker: usize, task: Task) {
-        let gate = &self.fork;
+        let gate = &self.gate;
         let busy = &gate.busy[worker].0;
         // Each worker marks only its own flag (on a cache line of its own), so the mark costs
         // no contention; SeqCst orders it against the pausing thread's `pausers` update.
@@ -264,7 +264,7 @@ impl ThreadPoolDispatcher {
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx,
             shut: AtomicBool::new(false),
-            fork: ForkGate::new(n),
+            gate: PauseGate::new(n),
         });
         fork::register(&shared);
         let mut workers = Vec::with_capacity(n);
@@ -380,7 +380,7 @@ impl TaskDispatcher for ThreadPoolDispatcher {
         if self.shared.shut.load(Ordering::SeqCst) {
             self.shared.drain_after_shutdown();
         }
-        if self.shared.fork.orphaned.load(Ordering::Relaxed) && priority == Priority::Demanded {
+        if self.shared.gate.orphaned.load(Ordering::Relaxed) && priority == Priority::Demanded {
             run_demanded_inline(&self.shared);
         }
     }
@@ -393,7 +393,7 @@ impl TaskDispatcher for ThreadPoolDispatcher {
         }
         // In a forked child the workers are gone: whoever waits runs the work (and tasks it
         // dispatches meanwhile are queued for this loop, not run nested).
-        if self.shared.fork.orphaned.load(Ordering::Relaxed) {
+        if self.shared.gate.orphaned.load(Ordering::Relaxed) {
             let inline = RUNNING_INLINE.with(|r| r.replace(true));
             self.help_until(done);
             RUNNING_INLINE.with(|r| r.set(inline));
@@ -420,7 +420,7 @@ impl TaskDispatcher for ThreadPoolDispatcher {
         drop(self.shared.stop_tx.lock().take());
         let me = std::thread::current().id();
         let workers = std::mem::take(&mut *self.workers.lock());
-        if self.shared.fork.orphaned.load(Ordering::Relaxed) {
+        if self.shared.gate.orphaned.load(Ordering::Relaxed) {
             // A forked child has none of its parent's threads to join.
             std::mem::forget(workers);
         } else {
@@ -473,14 +473,14 @@ impl Drop for PausedPools {
     }
 }
 
-/// How a pool lives through `fork()`. Only the forking thread exists in the child, so a
-/// task a worker was running at the fork would never finish there, and queued work would
-/// never start. So, before the fork, workers finish the tasks they run and take no new ones
+/// How a pool pauses: through `fork()`, and while a thread holds the loader's lock
+/// (`LoaderBusy`). Only the forking thread exists in the child, so a task a worker was
+/// running at the fork would never finish there, and queued work would never start. So,
+/// before the fork, workers finish the tasks they run and take no new ones
 /// (a task taken meanwhile goes back to its queue); after it, the parent's workers go on,
 /// and in the child the pool is *orphaned*: queued work runs on the child's threads,
-/// demanded tasks when dispatched, any task when someone waits. The same pause serves a
-/// thread that holds the loader's lock (`LoaderBusy`).
-struct ForkGate {
+/// demanded tasks when dispatched, any task when someone waits.
+struct PauseGate {
     /// How many threads have paused the pool (preparing a fork, or holding the loader's
     /// lock, see `LoaderBusy`): while any has, workers take no new task.
     pausers: AtomicUsize,
@@ -496,9 +496,9 @@ struct ForkGate {
 #[repr(align(128))]
 struct Busy(AtomicBool);
 
-impl ForkGate {
+impl PauseGate {
     fn new(workers: usize) -> Self {
-        ForkGate {
+        PauseGate {
             pausers: AtomicUsize::new(0),
             busy: (0..workers).map(|_| Busy(AtomicBool::new(false))).collect(),
             orphaned: AtomicBool::new(false),
@@ -571,14 +571,14 @@ mod fork {
     pub(super) fn pause_all() -> Vec<Arc<PoolShared>> {
         let pools: Vec<Arc<PoolShared>> = POOLS.lock().iter().filter_map(Weak::upgrade).collect();
         for p in &pools {
-            p.fork.pausers.fetch_add(1, Ordering::SeqCst);
+            p.gate.pausers.fetch_add(1, Ordering::SeqCst);
         }
         let deadline = Instant::now() + PAUSE_LIMIT;
         for p in &pools {
             let own = usize::from(CURRENT_POOL.with(|c| c.get()) == p.id);
-            let mut guard = p.fork.lock.lock();
-            while p.fork.running() > own {
-                if p.fork.idle.wait_until(&mut guard, deadline).timed_out() {
+            let mut guard = p.gate.lock.lock();
+            while p.gate.running() > own {
+                if p.gate.idle.wait_until(&mut guard, deadline).timed_out() {
                     break;
                 }
             }
@@ -589,9 +589,9 @@ mod fork {
     /// Undoes one [`pause_all`]: once no one else pauses them, the workers go on.
     pub(super) fn resume(pools: Vec<Arc<PoolShared>>) {
         for p in pools {
-            let _guard = p.fork.lock.lock();
-            p.fork.pausers.fetch_sub(1, Ordering::SeqCst);
-            p.fork.idle.notify_all();
+            let _guard = p.gate.lock.lock();
+            p.gate.pausers.fetch_sub(1, Ordering::SeqCst);
+            p.gate.idle.notify_all();
         }
     }
 
@@ -610,19 +610,19 @@ mod fork {
     /// later fork, so it leaves the registry.
     extern "C" fn child() {
         for p in std::mem::take(&mut *PAUSED.lock()) {
-            p.fork.orphaned.store(true, Ordering::SeqCst);
-            p.fork.pausers.store(0, Ordering::SeqCst);
-            for b in p.fork.busy.iter() {
+            p.gate.orphaned.store(true, Ordering::SeqCst);
+            p.gate.pausers.store(0, Ordering::SeqCst);
+            for b in p.gate.busy.iter() {
                 b.0.store(false, Ordering::SeqCst);
             }
-            if p.fork.lock.is_locked() {
+            if p.gate.lock.is_locked() {
                 // SAFETY: held by a worker parked between its last task and its wait for the
                 // parent to resume; that thread does not exist in the child.
-                unsafe { p.fork.lock.force_unlock() };
+                unsafe { p.gate.lock.force_unlock() };
             }
         }
         if let Some(mut pools) = POOLS.try_lock() {
-            pools.retain(|p| p.upgrade().is_some_and(|p| !p.fork.orphaned.load(Ordering::SeqCst)));
+            pools.retain(|p| p.upgrade().is_some_and(|p| !p.gate.orphaned.load(Ordering::SeqCst)));
         }
     }
 }
