@@ -347,6 +347,41 @@ fn a_large_module_with_debug_info_splits_across_threads() {
     }
 }
 
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+/// Nothing in the JIT reads debug info (the linker skips `.debug_*` sections), so it is
+/// stripped before code generation; the objects, as the cache keeps them, show it. Lazily, it
+/// matters most: each function's object would carry every compile unit's types and globals.
+#[test]
+fn objects_compiled_from_modules_with_debug_info_carry_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.c");
+    std::fs::write(&src, big_program(60)).unwrap();
+    let (bitcode, native) = build(tmp.path(), &[src], &["-O0", "-g", "-fPIC", "-w"], &[]);
+    for lazy in ["--lazy=none", "--lazy=function"] {
+        let cache = tmp.path().join(format!("cache{lazy}"));
+        same_as_native("big -g", &bitcode, &native, &[lazy, "--cache", cache.to_str().unwrap()], &[]);
+        let objects: Vec<(PathBuf, Vec<u8>)> = files_under(&cache)
+            .into_iter()
+            .map(|f| (f.clone(), std::fs::read(f).unwrap()))
+            .filter(|(_, bytes)| bytes.windows(4).any(|w| w == b"\x7fELF"))
+            .collect();
+        assert!(!objects.is_empty(), "{lazy}: no object in the cache");
+        for (file, bytes) in objects {
+            let debug = bytes.windows(7).any(|w| w == b".debug_");
+            assert!(!debug, "{lazy}: {} has debug sections", file.display());
+        }
+    }
+}
+
 /// The object cache's store count from `--cache-stats` output.
 fn cache_stores(stderr: &str) -> usize {
     let line = stderr.lines().find(|l| l.contains("object cache")).unwrap_or_else(|| panic!("no stats in {stderr}"));

@@ -77,7 +77,7 @@ pub(crate) fn cache_key(module: &Module<'_>, options: &CompileOptions, transform
 /// Everything about code generation that decides an object's bytes, besides its IR.
 pub(crate) fn settings_id(options: &CompileOptions) -> String {
     format!(
-        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model small; reloc model pic",
+        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model small; reloc model pic; no debug info",
         llvm_version(),
         host().triple,
         options.cpu,

@@ -122,7 +122,7 @@ extern "C" fn collect_diagnostic(info: llvm_sys::prelude::LLVMDiagnosticInfoRef,
 /// Parses bitcode or text into `context`; errors carry LLVM's diagnostic and the module's name.
 pub(crate) fn parse<'c>(context: &'c Context, name: &str, source: &IrSource) -> Result<Module<'c>> {
     let fail = |what: &str, msg: String| Error::msg(format!("{name}: {what}: {}", msg.trim_end()));
-    match source {
+    let module = match source {
         IrSource::Bitcode(bytes) => {
             let buffer = MemoryBuffer::create_from_memory_range(bytes, name);
             Module::parse_bitcode_from_buffer(&buffer, context).map_err(|e| fail("invalid bitcode", e.to_string()))
@@ -133,7 +133,22 @@ pub(crate) fn parse<'c>(context: &'c Context, name: &str, source: &IrSource) -> 
             context.create_module_from_ir(buffer).map_err(|e| fail("invalid IR", e.to_string()))
         }
         IrSource::Built { .. } => Err(Error::msg(format!("{name}: a built module is not parsed"))),
-    }
+    }?;
+    strip_debug_info(&module);
+    Ok(module)
+}
+
+/// Removes `module`'s debug info, which no part of the JIT reads: the linker skips `.debug_*`
+/// sections, and the GDB and perf registrations name functions from the symbol table. Emitting
+/// it would be work thrown away, and often most of the work. The code generator writes every
+/// compile unit's global variables, enumerations and retained types into each object it makes
+/// from the module, so a module compiled a partition at a time wrote them once per function
+/// (see "Profiling and debugging JIT'd code" in the crate's README for what that cost).
+pub(crate) fn strip_debug_info(module: &Module<'_>) {
+    // SAFETY: `module` is a live module owned by the calling thread's context; LLVM's
+    // `StripDebugInfo` removes debug intrinsics and records, `!dbg` attachments and the
+    // debug compile units, leaving valid IR.
+    unsafe { llvm_sys::debuginfo::LLVMStripModuleDebugInfo(module.as_mut_ptr()) };
 }
 
 /// The symbol a global gets in the object: LLVM's `\x01` prefix means "use this name as is"

@@ -13,7 +13,7 @@ use jit_core::{
 
 use super::compile::{cache_key, canonicalize_locals, compile_with, restrict_to, settings_id};
 use super::layer::{IrShared, IrTransform};
-use super::module::{IrSource, ModuleBuilder, parse};
+use super::module::{IrSource, ModuleBuilder, parse, strip_debug_info};
 use super::partition::{defined_names, keep_partition, plan, promote_locals, split_count};
 use super::wire::{Reader, put_str};
 use crate::{CacheKey, CacheKeyBuilder, ObjectCache};
@@ -118,6 +118,7 @@ impl Job {
     fn run_built(&self, build: ModuleBuilder, mr: MaterializationResponsibility) {
         let context = Context::create();
         let result = build(&context).map_err(|e| Error::msg(format!("{}: {e}", self.name))).and_then(|module| {
+            strip_debug_info(&module);
             restrict_to(&module, &self.keep, &self.discarded);
             let renames = canonicalize_locals(&module);
             self.compile_canonical(&module, None).map(|(object, _)| (object, renames))
