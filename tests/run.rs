@@ -345,6 +345,14 @@ fn a_large_module_with_debug_info_splits_across_threads() {
     for lazy in ["--lazy=none", "--lazy=module", "--lazy=function"] {
         same_as_native("big -g", &bitcode, &native, &[lazy, "--threads", "2"], &[]);
     }
+    // Second-tier compiles read a second copy of the module, from the bitcode the first read
+    // kept without debug info: it must split as the first did, or nothing tiers up.
+    let opts = ["--lazy=function", "--tier-up", "1", "--threads", "2"];
+    same_as_native("big -g, two tiers", &bitcode, &native, &opts, &[]);
+    let out = run(Command::new(ORCJIT).arg("run").args(opts).arg("--lazy-stats").arg(&bitcode[0]));
+    let stats = String::from_utf8_lossy(&out.stderr);
+    let tiered = stats.split(", ").find_map(|p| p.strip_suffix(" tiered up")).unwrap_or_else(|| panic!("{stats}"));
+    assert!(tiered.parse::<usize>().unwrap() > 0, "nothing tiered up: {stats}");
 }
 
 /// Every file under `dir`, recursively.

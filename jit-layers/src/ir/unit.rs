@@ -13,7 +13,7 @@ use jit_core::{
 
 use super::compile::{cache_key, canonicalize_locals, compile_with, restrict_to, settings_id};
 use super::layer::{IrShared, IrTransform};
-use super::module::{IrSource, ModuleBuilder, parse, strip_debug_info};
+use super::module::{IrSource, ModuleBuilder, parse, parse_stripped, strip_debug_info, stripped_bitcode};
 use super::partition::{defined_names, keep_partition, plan, promote_locals, split_count};
 use super::wire::{Reader, put_str};
 use crate::{CacheKey, CacheKeyBuilder, ObjectCache};
@@ -153,13 +153,20 @@ impl Job {
             }
         }
         let context = Context::create();
-        let module = match parse(&context, &self.name, &ir.source()) {
-            Ok(module) => module,
+        let (module, had_debug_info) = match parse_stripped(&context, &self.name, &ir.source()) {
+            Ok(read) => read,
             Err(e) => return mr.fail(e),
+        };
+        let threads = self.shared.objects.session().dispatcher().concurrency();
+        // Partitions read the module again: without its debug info, if it had some.
+        let reread = if had_debug_info && split_count(&module, threads) > 1 {
+            IrInput::Bitcode(stripped_bitcode(&module))
+        } else {
+            ir.clone()
         };
         restrict_to(&module, &self.keep, &self.discarded);
         let renames = canonicalize_locals(&module);
-        let k = split_count(&module, self.shared.objects.session().dispatcher().concurrency());
+        let k = split_count(&module, threads);
         if k < 2 {
             let result = self.compile_canonical(&module, input.as_ref()).map(|(object, canonical)| {
                 if let (Some(cache), Some(key), Some(object_key)) = (self.cache(), &input, canonical) {
@@ -169,7 +176,7 @@ impl Job {
             });
             return self.emit(mr, &self.name, result);
         }
-        self.split(&ir, &module, k, input, mr);
+        self.split(&ir, &reread, &module, k, input, mr);
     }
 
     /// Takes the object of `module` (restricted, canonical) from the cache, or verifies,
@@ -203,11 +210,12 @@ impl Job {
 
     /// Splits the module into `k` partitions: locals become hidden globals (so partitions reach
     /// each other's), the responsibility takes them on and is split by partition, partitions
-    /// 1.. compile on other threads (each reading the module again, in its own context) and
-    /// partition 0 here.
+    /// 1.. compile on other threads (each reading the module again, from `reread`, in its own
+    /// context) and partition 0 here. `ir` is the module as added, which names the locals.
     fn split(
         self: Arc<Self>,
         ir: &IrInput,
+        reread: &IrInput,
         module: &Module<'_>,
         k: usize,
         input: Option<CacheKey>,
@@ -227,7 +235,7 @@ impl Job {
         }
         let session = self.shared.objects.session().clone();
         for (i, part_mr) in (1..k).zip(mrs.drain(..)) {
-            let (job, ir, plan, tag) = (self.clone(), ir.clone(), plan.clone(), tag.clone());
+            let (job, ir, plan, tag) = (self.clone(), reread.clone(), plan.clone(), tag.clone());
             let priority = part_mr.priority();
             session.dispatch(Task::new(TaskKind::Materialization, priority, move || {
                 let context = Context::create();

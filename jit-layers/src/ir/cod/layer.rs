@@ -1,6 +1,6 @@
 //! The compile-on-demand layer: what adding a module lazily defines, and where.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use inkwell::context::Context;
 use inkwell::llvm_sys;
@@ -346,6 +346,7 @@ impl CompileOnDemandLayer {
             shared: self.shared.clone(),
             name,
             input,
+            stripped: OnceLock::new(),
             tag,
             whole,
             init,

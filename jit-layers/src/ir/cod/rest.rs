@@ -12,6 +12,7 @@
 //! module holds, and the module is read and prepared once.
 
 use std::mem::ManuallyDrop;
+use std::sync::Arc;
 
 use inkwell::context::Context;
 use inkwell::llvm_sys;
@@ -23,7 +24,7 @@ use jit_core::{Error, FxHashMap, FxHashSet, Result};
 
 use super::super::compile::{CompileOptions, compile_with, make_declaration, restrict_to, with_machine};
 use super::super::layer::IrTransform;
-use super::super::module::{IrSource, aliases, object_name, parse};
+use super::super::module::{IrSource, aliases, object_name, parse_stripped, stripped_bitcode};
 use super::super::partition::{
     blockaddress_functions, callee_operand, functions, instructions, instructions_of, pinned_to_first,
     promote_locals_as,
@@ -81,7 +82,7 @@ pub(crate) struct Preparation<'a> {
     /// Names (object names) the dylib kept, and those it discarded (weak definitions that lost).
     pub keep: &'a FxHashSet<String>,
     pub discard: &'a FxHashSet<String>,
-    pub transforms: &'a [std::sync::Arc<dyn IrTransform>],
+    pub transforms: &'a [Arc<dyn IrTransform>],
     pub options: &'a CompileOptions,
     pub tag: &'a str,
     pub policy: &'a dyn PartitionPolicy,
@@ -92,6 +93,9 @@ pub(crate) struct Preparation<'a> {
     /// Record each body's direct callees in [`RestingModule::calls`] (for speculation; it
     /// walks every instruction and estimates block frequencies: a sixth of reading SQLite).
     pub calls: bool,
+    /// Keep the module's bitcode in [`RestingModule::stripped`] if reading it stripped debug
+    /// info, for later copies to read instead.
+    pub keep_stripped: bool,
 }
 
 struct Body {
@@ -146,6 +150,9 @@ pub(crate) struct RestingModule {
     pub(crate) calls: Vec<(String, Vec<String>)>,
     /// Per partition: compiled from this copy (or given up, see [`release`](Self::release)).
     spent: Vec<bool>,
+    /// The module's bitcode as read but without its debug info (see
+    /// [`Preparation::keep_stripped`]), for the owner to take.
+    pub(crate) stripped: Option<Arc<[u8]>>,
 }
 
 // SAFETY: the context and module are only touched through `&mut self` (the owner's mutex
@@ -189,7 +196,8 @@ impl RestingModule {
         // SAFETY: the context is boxed (its address is stable) and outlives the module: the
         // module is disposed of first in `drop`. 'static only erases that pairing.
         let context_ref: &'static Context = unsafe { &*(&*context as *const Context) };
-        let module = parse(context_ref, p.name, p.source)?;
+        let (module, had_debug_info) = parse_stripped(context_ref, p.name, p.source)?;
+        let stripped = (p.keep_stripped && had_debug_info).then(|| stripped_bitcode(&module));
         let mut rest = RestingModule {
             name: p.name.to_string(),
             module: ManuallyDrop::new(module),
@@ -204,6 +212,7 @@ impl RestingModule {
             hook: None,
             calls: Vec::new(),
             spent: Vec::new(),
+            stripped,
         };
         let layout = rest.split(p)?;
         Ok((rest, layout))
