@@ -192,7 +192,7 @@ pub(crate) struct LazyModule {
     pub name: String,
     pub input: IrInput,
     /// The input's bitcode without its debug info, once a first read found some: later copies
-    /// read it instead (a third of the time, and of the memory, for CPython built with `-g`).
+    /// read it instead (CPython built with `-g`: 0.8 s to read, against 2.5 s).
     pub stripped: OnceLock<Arc<[u8]>>,
     /// Names the module's locals are promoted with (see `rest::promoted_name`).
     pub tag: String,
