@@ -27,6 +27,8 @@ enum Command {
     Demo,
 }
 
+orcjit::layers::vfork_is_fork!();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -218,6 +218,34 @@ fn a_forked_child_gets_its_own_variables_and_compiles_what_it_calls() {
     same_as_native_in_every_mode("jit-link/tests/programs/fork", &["main.c", "other.c"], MODES);
 }
 
+/// A `vfork` child runs functions its parent has not called yet, then exits or execs, as
+/// CPython's `subprocess` does. JIT'd code's `vfork` is a `fork` (see `jit_layers::vfork`): a
+/// vfork child would share the JIT's memory with the parent's pool threads.
+#[test]
+fn a_vfork_child_compiles_what_it_calls_before_it_execs() {
+    same_as_native_in_every_mode("jit-link/tests/programs/vfork", &["main.c", "other.c"], MODES);
+}
+
+/// A library's `vfork` is a `fork` too: the `orcjit` command defines and exports `vfork`, which
+/// the loader binds libraries to before libc's. The child calls the program (compiled in the
+/// child) and writes the library's variable, which its parent, a copy's, does not see (the one
+/// difference from a native run, where it would).
+#[test]
+fn a_library_s_vfork_child_is_a_copy_that_compiles_what_it_calls() {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    let dir = root().join("jit-link/tests/programs/vfork");
+    let tmp = tempfile::tempdir().unwrap();
+    let (bitcode, _) = build(tmp.path(), &[dir.join("host.c")], &["-O1", "-fPIC"], &["-rdynamic"]);
+    let library = common::shared_library(tmp.path(), "library.so", &[dir.join("library.c")], &["-O1"]);
+    for mode in MODES {
+        let mut cmd = Command::new(ORCJIT);
+        let out = common::output_within(cmd.arg("run").args(*mode).arg(&bitcode[0]).arg(&library), LIMIT);
+        check(&out, &format!("vfork from a library {mode:?}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout, "child exited 19, parent saw its write: 0\n", "{mode:?}");
+    }
+}
+
 /// A timer's SIGALRM and a child's SIGCHLD reach the program's thread, never a pool thread
 /// (where a lazily compiled handler would wait for a compile that thread had to finish).
 #[test]

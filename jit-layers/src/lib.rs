@@ -21,6 +21,7 @@ mod object_jit;
 mod object_layer;
 mod perf_map;
 pub mod speculate;
+mod vfork;
 
 pub use archive::{StaticLibrary, StaticLibraryGenerator};
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
@@ -39,3 +40,4 @@ pub use object_jit::{JitFunction, ObjectJit, ObjectJitBuilder};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};
 pub use perf_map::PerfMap;
 pub use speculate::{ReplayProfile, SpeculationPolicy, SpeculationStats, Speculator, StaticCallees};
+pub use vfork::fork as vfork_fork;

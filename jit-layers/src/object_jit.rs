@@ -121,9 +121,11 @@ fn main_dylib(
         main.add_generator(ProcessSymbolsGenerator::new());
     }
     // JIT'd code registers its exit handlers with orcjit and exits through it (see
-    // `at_exit`), so that what runs at exit can still be compiled then; its `dlopen` and
-    // `dlsym` see its own symbols (see `export_dynamic`).
+    // `at_exit`), so that what runs at exit can still be compiled then; its `vfork` is a
+    // `fork`, whose child compiles what it calls (see `vfork`); its `dlopen` and `dlsym` see
+    // its own symbols (see `export_dynamic`).
     let mut overrides = crate::at_exit::overrides().to_vec();
+    overrides.extend(crate::vfork::overrides());
     if export_dynamic {
         overrides.extend(crate::export_dynamic::overrides());
         crate::export_dynamic(&main);

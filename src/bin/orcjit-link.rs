@@ -19,6 +19,8 @@ struct Cli {
     link: link::LinkArgs,
 }
 
+orcjit::layers::vfork_is_fork!();
+
 fn main() -> ExitCode {
     link::run(Cli::parse().link)
 }
