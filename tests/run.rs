@@ -362,8 +362,8 @@ fn big_program(functions: usize) -> String {
     c
 }
 
-/// Split, a partition keeps declarations of the functions the others define; with debug info
-/// those must lose their `!dbg` subprograms, or LLVM's verifier rejects the partition.
+/// A module built with `-g` (its debug info is stripped when it is read), split across
+/// threads, compiled lazily and in two tiers.
 #[test]
 fn a_large_module_with_debug_info_splits_across_threads() {
     let tmp = tempfile::tempdir().unwrap();

@@ -119,7 +119,8 @@ extern "C" fn collect_diagnostic(info: llvm_sys::prelude::LLVMDiagnosticInfoRef,
     }
 }
 
-/// Parses bitcode or text into `context`; errors carry LLVM's diagnostic and the module's name.
+/// Parses bitcode or text into `context` and strips its debug info (see [`strip_debug_info`]);
+/// errors carry LLVM's diagnostic and the module's name.
 pub(crate) fn parse<'c>(context: &'c Context, name: &str, source: &IrSource) -> Result<Module<'c>> {
     parse_stripped(context, name, source).map(|(module, _)| module)
 }
@@ -145,7 +146,8 @@ pub(crate) fn parse_stripped<'c>(context: &'c Context, name: &str, source: &IrSo
     Ok((module, stripped))
 }
 
-/// `module` (as read, before any change) as bitcode, for reading it again.
+/// `module` as bitcode, for reading it again: called right after [`parse_stripped`], before
+/// anything else changes the module.
 pub(crate) fn stripped_bitcode(module: &Module<'_>) -> Arc<[u8]> {
     module.write_bitcode_to_memory().as_slice().into()
 }
