@@ -701,9 +701,11 @@ impl RestingModule {
         use llvm_sys::core::*;
         let Some(function) = self.unlinked.remove(&(g as usize)) else { return };
         let module = self.module.as_mut_ptr();
-        // SAFETY: (the caller's) `g` is alive, out of its list; a namesake in the list is a
-        // declaration made while `g` was out, used only by bodies compiled since (declarations
-        // now) or by the partition about to be compiled, which then uses `g` instead.
+        // SAFETY: (the caller's) `g` is alive, out of its list. A namesake in the list is a
+        // declaration of the same thing, made or put back while `g` was out: its uses (in
+        // bodies compiled since, declarations now, in the partition about to be compiled, or
+        // at rest) and this copy's own references to it (see `replaced`) move to `g` before it
+        // is deleted.
         unsafe {
             let name = std::ffi::CString::new(value_name(g)).unwrap_or_default();
             let namesake = match function {
@@ -712,6 +714,7 @@ impl RestingModule {
             };
             if !namesake.is_null() && namesake != g && LLVMIsDeclaration(namesake) != 0 {
                 LLVMReplaceAllUsesWith(namesake, g);
+                self.replaced(namesake, g);
                 match function {
                     true => LLVMDeleteFunction(namesake),
                     false => LLVMDeleteGlobal(namesake),
@@ -721,6 +724,29 @@ impl RestingModule {
                 true => orcjit_relink_function(module, g),
                 false => orcjit_relink_variable(module, g),
             }
+        }
+    }
+
+    /// Moves this copy's references to declaration `old`, about to be deleted, to `new`.
+    ///
+    /// The namesake that [`link`](Self::link) deletes is not always one the code generator
+    /// made: an intrinsic a body at rest calls (through its stand-in, see `swap_intrinsics`)
+    /// may be put back while the code generator's later declaration of it is out, and then
+    /// give way to that one. Its stand-in must then lead to the survivor: CPython under
+    /// `--tier-up 1` compiled a second-tier `PyUnicode_FromFormatV` whose call went to an
+    /// intrinsic's deleted declaration, and crashed in about half the runs.
+    fn replaced(&mut self, old: LLVMValueRef, new: LLVMValueRef) {
+        for intrinsic in self.intrinsic_of.values_mut().filter(|i| **i == old) {
+            *intrinsic = new;
+        }
+        if self.hook == Some(old) {
+            self.hook = Some(new);
+        }
+        for body in self.bodies.iter_mut().filter(|b| b.function == old) {
+            body.function = new;
+        }
+        for variable in self.variables.iter_mut().filter(|v| v.global == old) {
+            variable.global = new;
         }
     }
 
@@ -1062,4 +1088,77 @@ unsafe fn set_value_name(v: LLVMValueRef, name: impl AsRef<[u8]>) {
     let name = name.as_ref();
     // SAFETY: (the caller's) LLVM copies the `name.len()` bytes.
     unsafe { llvm_sys::core::LLVMSetValueName2(v, name.as_ptr().cast(), name.len()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::PerFunction;
+    use super::*;
+
+    const IR: &str = "
+        declare i64 @llvm.smax.i64(i64, i64)
+        define i64 @uses_smax(i64 %a, i64 %b) {
+          %m = call i64 @llvm.smax.i64(i64 %a, i64 %b)
+          ret i64 %m
+        }
+        define i64 @plain(i64 %a) {
+          ret i64 %a
+        }
+    ";
+
+    fn part_of(layout: &Layout, body: &str) -> usize {
+        layout.parts.iter().position(|p| p.iter().any(|n| n == body)).expect("a partition holds the body")
+    }
+
+    /// The code generator may declare an intrinsic again while the module's declaration is out
+    /// of the function list; when both come back, one gives way to the other. If the module's
+    /// own gives way, the stand-in of a body at rest that calls it must lead to the survivor,
+    /// or that body's compile calls a deleted function.
+    #[test]
+    fn a_body_at_rest_reaches_the_surviving_declaration_of_its_intrinsic() {
+        let source = IrSource::Text(IR.as_bytes().into());
+        let keep: FxHashSet<String> = ["uses_smax", "plain"].iter().map(|s| s.to_string()).collect();
+        let options = CompileOptions::default();
+        let prep = Preparation {
+            name: "smax",
+            source: &source,
+            keep: &keep,
+            discard: &FxHashSet::default(),
+            transforms: &[],
+            options: &options,
+            tag: "t",
+            policy: &PerFunction,
+            whole: false,
+            verify: true,
+            calls: false,
+            keep_stripped: false,
+        };
+        let (mut rest, layout) = RestingModule::prepare(&prep).unwrap();
+        let module = rest.module.as_mut_ptr();
+        let named = |name: &std::ffi::CStr| {
+            // SAFETY: looks a name up in the copy's live module.
+            unsafe { llvm_sys::core::LLVMGetNamedFunction(module, name.as_ptr()) }
+        };
+        let original = named(c"llvm.smax.i64");
+        assert!(!original.is_null());
+        // Compiling `plain` takes the unused intrinsic out of the list.
+        rest.compile(part_of(&layout, "plain.body"), &options, Build::Plain).unwrap();
+        assert!(named(c"llvm.smax.i64").is_null(), "unused declarations are out while compiling");
+        // SAFETY: declares the intrinsic again, as a code generator pass would, and takes it
+        // out as a later compile would; then both come back, the later one last.
+        let again = unsafe {
+            let ty = llvm_sys::core::LLVMGlobalGetValueType(original);
+            let again = llvm_sys::core::LLVMAddFunction(module, c"llvm.smax.i64".as_ptr(), ty);
+            orcjit_unlink_function(again);
+            rest.unlinked.insert(again as usize, true);
+            rest.link(original);
+            rest.link(again);
+            again
+        };
+        assert_eq!(named(c"llvm.smax.i64"), again, "the later declaration survives");
+        assert!(!rest.intrinsic_of.is_empty(), "the call at rest went through a stand-in");
+        assert!(rest.intrinsic_of.values().all(|&i| i == again), "stand-ins lead to the survivor");
+        let object = rest.compile(part_of(&layout, "uses_smax.body"), &options, Build::Plain).unwrap();
+        assert!(object.starts_with(b"\x7fELF"));
+    }
 }
