@@ -5,4 +5,5 @@ fn main() {
     // what the libraries a JIT'd program loads bind to as well, since the loader searches
     // the executable first.
     println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=vfork");
+    println!("cargo:rerun-if-changed=build.rs");
 }
