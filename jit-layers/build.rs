@@ -24,7 +24,7 @@ fn main() {
         .flag("-fno-exceptions")
         // The shim's copies of LLVM's inline vtables stay private: exported, they would be kept
         // alive by libLLVM's references to them, and with them libLLVM itself, in every binary
-        // that links jit-layers, including `orcjit-link`, which never calls LLVM.
+        // that links jit-layers, including `orcjit`, whose `orcjit link` never calls LLVM.
         .flag("-fvisibility=hidden")
         .define("__STDC_CONSTANT_MACROS", None)
         .define("__STDC_FORMAT_MACROS", None)

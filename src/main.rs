@@ -1,46 +1,62 @@
-//! The `orcjit` command: `orcjit run` compiles LLVM IR and runs it (with no arguments, a
-//! built-in demo program), `orcjit link` links relocatable objects and runs them, `orcjit demo`
-//! shows the execution session at work.
+//! The `orcjit` command. `orcjit link` links relocatable objects and runs them, in this
+//! process, which does not load libLLVM: loading it takes about 16 ms, more than linking and
+//! starting Lua takes. Every other subcommand (`run`, `demo`, and `--help`) needs LLVM, so
+//! this process becomes `orcjit-llvm`, built beside it, with the same arguments.
 
-mod cmd;
+#[path = "cmd/link.rs"]
+mod link;
+#[path = "cmd/program.rs"]
+mod program;
 
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
+/// The part of the command line this binary handles: `orcjit-llvm` parses the whole of it.
 #[derive(Parser)]
 #[command(name = "orcjit", version, about = "A JIT framework in the style of LLVM ORC v2 and JITLink")]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Linking,
 }
 
 #[derive(Subcommand)]
-enum Command {
-    /// Compile LLVM IR (.ll, .bc) on a thread pool, link it into this process and run main,
-    /// like `lli`. With no module, runs a built-in demo program (also what `orcjit` alone does).
-    Run(Box<cmd::run::RunArgs>),
+enum Linking {
     /// Link relocatable ELF objects into this process and run main, like `llvm-jitlink`.
-    Link(cmd::link::LinkArgs),
-    /// Show the execution session at work: lazy materialization, a dependency cycle, process
-    /// symbols, a failure and its root cause.
-    Demo,
+    Link(link::LinkArgs),
 }
 
 orcjit::layers::vfork_is_fork!();
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        None => cmd::run::run(cmd::run::RunArgs::default()),
-        Some(Command::Run(args)) => cmd::run::run(*args),
-        Some(Command::Link(args)) => cmd::link::run(args),
-        Some(Command::Demo) => match cmd::demo::run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("orcjit: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| OsString::from("orcjit"));
+    let rest: Vec<OsString> = args.collect();
+    if rest.first().is_some_and(|command| command == "link") {
+        let Cli { command: Linking::Link(args) } = Cli::parse();
+        return link::run(args);
     }
+    become_orcjit_llvm(argv0, &rest)
+}
+
+/// Replaces this process with `orcjit-llvm` from this binary's directory, given the same
+/// arguments (and the same argv[0], as `ps` shows it).
+/// Returns only if that fails.
+fn become_orcjit_llvm(argv0: OsString, args: &[OsString]) -> ExitCode {
+    let path = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("orcjit-llvm"),
+        Err(e) => {
+            eprintln!("orcjit: cannot find this binary's directory, where orcjit-llvm is: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    let e = Command::new(&path).arg0(argv0).args(args).exec();
+    eprintln!(
+        "orcjit: cannot run {} ({e}); every subcommand but `link` runs there. \
+         `cargo build --release` builds it beside orcjit",
+        path.display()
+    );
+    ExitCode::from(127)
 }

@@ -1,4 +1,4 @@
-//! `orcjit link` (and `orcjit-link`, the same command without LLVM in the process) runs real
+//! `orcjit link` (in `orcjit`, which does not load libLLVM, and in `orcjit-llvm`) runs real
 //! programs compiled by clang-19 exactly as their native builds run:
 //! same standard output, same exit status. C and C++ programs from jit-link's test tree (multi-
 //! file programs, constructors and destructors, C++ exceptions and COMDAT, thread-local
@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const ORCJIT: &str = env!("CARGO_BIN_EXE_orcjit");
-const ORCJIT_LINK: &str = env!("CARGO_BIN_EXE_orcjit-link");
+const ORCJIT_LLVM: &str = env!("CARGO_BIN_EXE_orcjit-llvm");
 
-/// The two ways to link and run objects: `orcjit link` and `orcjit-link`.
+/// The two binaries that link and run objects: `orcjit link` and `orcjit-llvm link`.
 fn link_commands() -> [Command; 2] {
-    let mut subcommand = Command::new(ORCJIT);
-    subcommand.arg("link");
-    [subcommand, Command::new(ORCJIT_LINK)]
+    [ORCJIT, ORCJIT_LLVM].map(|binary| {
+        let mut command = Command::new(binary);
+        command.arg("link");
+        command
+    })
 }
 
 fn root() -> PathBuf {
@@ -58,7 +60,7 @@ fn link_native(dir: &Path, objects: &[PathBuf], flags: &[&str], libs: &[&str]) -
     exe
 }
 
-/// Runs the native executable, `orcjit link` and `orcjit-link` on the same objects and
+/// Runs the native executable, `orcjit link` and `orcjit-llvm link` on the same objects and
 /// arguments, and requires the same stdout and exit status.
 fn same_as_native(program: &str, objects: &[PathBuf], native: &Path, dlopen: &[&str], args: &[&str]) {
     let native_run = run(Command::new(native).args(args));
@@ -125,7 +127,7 @@ fn thread_local_variables_used_from_several_threads_run_as_native() {
 }
 
 /// libstdc++'s `std::call_once` keeps the callable in libstdc++'s own thread-local variables,
-/// which JIT'd code reaches through `__tls_get_addr` from each thread. `orcjit-link` loads
+/// which JIT'd code reaches through `__tls_get_addr` from each thread. `orcjit link` loads
 /// libstdc++ with `dlopen`, so those variables live in blocks the loader makes per thread.
 /// At exit, the main thread's `thread_local` objects are destroyed before the statics.
 #[test]
@@ -326,8 +328,8 @@ fn sqlite_runs_queries_as_its_native_build_does() {
     same_as_native("sqlite", &objects, &native, &[], &["3000"]);
 }
 
-/// `orcjit-link` exists to start without libLLVM (14 ms of loading, more than linking Lua
-/// takes); the program it runs looks for it in its own address space. `orcjit` has it.
+/// `orcjit link` starts without libLLVM (16 ms of loading, more than linking Lua takes); the
+/// program it runs looks for it in its own address space. `orcjit-llvm` has it.
 #[test]
 fn orcjit_link_runs_programs_without_loading_llvm() {
     let tmp = tempfile::tempdir().unwrap();
@@ -349,12 +351,12 @@ int main(void) {
     )
     .unwrap();
     let objects = compile(tmp.path(), &[src], &["-O1", "-fPIC"]);
-    let [mut subcommand, mut standalone] = link_commands();
-    let out = run(standalone.args(&objects));
-    check(&out, "orcjit-link");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "libLLVM absent\n");
-    let out = run(subcommand.args(&objects));
+    let [mut orcjit, mut orcjit_llvm] = link_commands();
+    let out = run(orcjit.args(&objects));
     check(&out, "orcjit link");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "libLLVM absent\n");
+    let out = run(orcjit_llvm.args(&objects));
+    check(&out, "orcjit-llvm link");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "libLLVM mapped\n");
 }
 

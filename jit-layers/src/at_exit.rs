@@ -173,7 +173,7 @@ pub(crate) extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
 
 /// Whether a thread other than the calling one and the JIT pool's (`orcjit-worker-N`) is
 /// alive. Threads the program starts inherit the name of the thread that starts them
-/// (`orcjit` or `orcjit-link` for the initial thread).
+/// (`orcjit` or `orcjit-llvm` for the initial thread).
 fn program_threads_left() -> bool {
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() }.to_string();

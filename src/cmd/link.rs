@@ -3,7 +3,7 @@
 //! symbol it defines is needed, as a static linker does), the shared libraries given, libm and
 //! the process, then runs them as a C program (see `program.rs`): the counterpart of
 //! `llvm-jitlink`. argv[0] is the first object, or `--argv0`.
-//! Nothing here calls LLVM: the `orcjit-link` binary is this command without libLLVM loaded.
+//! Nothing here calls LLVM: the `orcjit` binary runs this command without libLLVM loaded.
 
 use std::process::ExitCode;
 

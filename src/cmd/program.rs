@@ -1,6 +1,6 @@
 //! Running JIT'd code as a C program: static constructors, `main`, and an exit through libc so
 //! that `atexit` handlers, static destructors and `.fini_array` entries run in native order.
-//! Shared by `orcjit run`, `orcjit link` and `orcjit-link`.
+//! Shared by `orcjit run` and `orcjit link`.
 
 use std::process::ExitCode;
 
