@@ -1,7 +1,7 @@
 //! The `orcjit` command. `orcjit link` links relocatable objects and runs them, in this
 //! process, which does not load libLLVM: loading it takes about 16 ms, more than linking and
-//! starting Lua takes. Every other subcommand (`run`, `demo`, and `--help`) needs LLVM, so
-//! this process becomes `orcjit-llvm`, built beside it, with the same arguments.
+//! starting Lua takes. For anything else (`run`, `demo`, `--help`, `--version`) this process
+//! becomes `orcjit-llvm`, built beside it, with the same arguments.
 
 #[path = "cmd/link.rs"]
 mod link;
@@ -14,9 +14,10 @@ use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
-/// The part of the command line this binary handles: `orcjit-llvm` parses the whole of it.
+/// The part of the command line this binary handles (`orcjit link ...`); `orcjit-llvm`
+/// parses the whole of it, top-level `--help` and `--version` included.
 #[derive(Parser)]
-#[command(name = "orcjit", version, about = "A JIT framework in the style of LLVM ORC v2 and JITLink")]
+#[command(name = "orcjit")]
 struct Cli {
     #[command(subcommand)]
     command: Linking,
@@ -42,8 +43,7 @@ fn main() -> ExitCode {
 }
 
 /// Replaces this process with `orcjit-llvm` from this binary's directory, given the same
-/// arguments (and the same argv[0], as `ps` shows it).
-/// Returns only if that fails.
+/// arguments (and the same argv[0], as `ps` shows it). Returns only if that fails.
 fn become_orcjit_llvm(argv0: OsString, args: &[OsString]) -> ExitCode {
     let path = match std::env::current_exe() {
         Ok(exe) => exe.with_file_name("orcjit-llvm"),
