@@ -114,6 +114,12 @@ impl MaterializationResponsibility {
         self.symbols.contains_key(name)
     }
 
+    /// The flags of `name`, if this responsibility holds it (a hash lookup once it holds more
+    /// than a few symbols).
+    pub fn flags_of(&self, name: &SymbolName) -> Option<SymbolFlags> {
+        self.symbols.get(name).map(|s| s.flags)
+    }
+
     /// The symbols some lookup is waiting for right now (sorted). The others may be handed
     /// back with [`replace`](Self::replace) to stay lazy.
     pub fn requested_symbols(&self) -> Vec<SymbolName> {
@@ -329,6 +335,23 @@ mod tests {
         assert_eq!(dropped.is_err(), cfg!(debug_assertions), "debug builds assert on the dropped responsibility");
         let err = recv(&answer).unwrap_err();
         assert!(err.to_string().contains("dropped without emitting or failing"), "{err}");
+    }
+
+    #[test]
+    fn flags_of_answers_for_held_symbols_only_small_and_indexed() {
+        let (es, jd) = setup(0);
+        // Two responsibilities: one small enough to be searched, one large enough to be indexed.
+        for n in [2, 20] {
+            let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{n}_{i}"))).collect();
+            let refs: Vec<&SymbolName> = names.iter().collect();
+            let mut mr = parked(&es, &jd, &refs);
+            assert!(names.iter().all(|name| mr.flags_of(name) == Some(EXPORTED)));
+            let last = names.last().unwrap();
+            mr.replace(FnUnit::resolving(&[(last, EXPORTED)], 2)).unwrap();
+            assert_eq!(mr.flags_of(last), None, "handed back");
+            assert_eq!(mr.flags_of(&es.intern("elsewhere")), None);
+            mr.fail(Error::msg("done"));
+        }
     }
 
     #[test]

@@ -476,7 +476,7 @@ impl LinkContext for LayerContext {
             let defs: Vec<(SymbolName, SymbolDef)> = defs
                 .into_iter()
                 .filter_map(|(name, addr)| {
-                    let flags = mr.symbols().find(|(n, _)| **n == name).map(|(_, f)| f)?;
+                    let flags = mr.flags_of(&name)?;
                     Some((name, SymbolDef::new(ExecutorAddr(addr.0), flags)))
                 })
                 .collect();
