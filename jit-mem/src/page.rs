@@ -13,7 +13,7 @@ use crate::alloc::{
     ActionFn, Backend, OnDone, OnFinalized, Parts, Placed, run_deallocate_actions, run_finalize_actions,
 };
 use crate::extent::ExtentSet;
-use crate::slab::{check_config, check_request, os_error, reserve_target};
+use crate::slab::{check_config, check_request, os_error, reserve_target, usable_space};
 use crate::sys::{Reservation, align_up, map_anonymous, page_size, protect};
 use crate::table::{Key, Lookup, Table};
 use crate::{
@@ -267,11 +267,9 @@ impl PageAllocator {
         let id = ManagerId::next(ManagerKind::PagePerSegment);
         let (len, _) = check_config(id, &config)?;
         let reservation = reserve_target(id, len, config.placement)?;
-        let mut state = State::default();
-        state.space.insert(0, len);
-        Ok(PageAllocator {
-            inner: Arc::new(Pages { id, page: page_size() as u64, state: Mutex::new(state), reservation }),
-        })
+        let page = page_size() as u64;
+        let state = State { space: usable_space(reservation.base(), len, page), ..State::default() };
+        Ok(PageAllocator { inner: Arc::new(Pages { id, page, state: Mutex::new(state), reservation }) })
     }
 }
 

@@ -195,6 +195,30 @@ pub(crate) fn check_config(id: ManagerId, config: &ManagerConfig) -> Result<(u64
     Ok((reservation, slab))
 }
 
+/// The free space of a fresh reservation of `len` bytes at `base`: all of it but the page that
+/// starts at a multiple of 4 GiB, if one lies inside (`len` is at most 2 GiB: at most one does).
+///
+/// Nothing may be placed at such an address, since code there would be invisible to the
+/// unwinder. libgcc's `__register_frame` path (`classify_object_over_fdes`, `add_fdes` and
+/// `linear_search_fdes` in libgcc/unwind-dw2-fde.c) reads an FDE's pc_begin in its CIE's
+/// encoding, and when that encoding is narrower than a pointer (the `pcrel|sdata4` clang and
+/// gcc emit) it takes a pc_begin whose low 32 bits are zero for a discarded link-once function
+/// and skips the FDE: an exception thrown through a function starting at such an address ends
+/// in `std::terminate`. Code can only start at a reservation's multiple of 4 GiB if that page
+/// is handed out, so it never is; it costs one page of address space, no memory.
+pub(crate) fn usable_space(base: usize, len: u64, page: u64) -> ExtentSet {
+    const FOUR_GIB: u64 = 1 << 32;
+    let mut space = ExtentSet::default();
+    let boundary = (FOUR_GIB - base as u64 % FOUR_GIB) % FOUR_GIB;
+    if boundary < len {
+        space.insert(0, boundary);
+        space.insert(boundary + page, len.saturating_sub(boundary + page));
+    } else {
+        space.insert(0, len);
+    }
+    space
+}
+
 /// Reserves a manager's target range of `len` bytes where `placement` says.
 pub(crate) fn reserve_target(id: ManagerId, len: u64, placement: Placement) -> Result<Reservation, MemError> {
     match placement {
@@ -237,9 +261,9 @@ impl<B: SlabBacking> Slabs<B> {
         let (len, slab) = check_config(id, config)?;
         let reservation = reserve_target(id, len, config.placement)?;
         let backing = make_backing(&reservation)?;
-        let mut state = State::default();
-        state.space.insert(0, len);
-        Ok(Slabs { id, backing, slab, page: page_size() as u64, state: Mutex::new(state), reservation })
+        let page = page_size() as u64;
+        let state = State { space: usable_space(reservation.base(), len, page), ..State::default() };
+        Ok(Slabs { id, backing, slab, page, state: Mutex::new(state), reservation })
     }
 
     pub(crate) fn base(&self) -> usize {
@@ -864,5 +888,31 @@ impl<B: SlabBacking> Drop for Slabs<B> {
                 tracing::warn!(error = %e, "deallocate action failed while dropping the manager");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_space;
+
+    const PAGE: u64 = 4096;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn the_page_at_a_multiple_of_4_gib_is_never_free_space() {
+        // A reservation starting at a multiple of 4 GiB loses its first page.
+        let at = usable_space(0x7f52_0000_0000, GIB, PAGE);
+        assert!(!at.covers(0, 1) && at.covers(PAGE, GIB - PAGE));
+        assert_eq!(at.free_bytes(), GIB - PAGE);
+        // One that spans a multiple of 4 GiB loses the page there, and keeps both sides.
+        let base = 0x7f52_0000_0000 - 3 * GIB / 2;
+        let across = usable_space(base as usize, 2 * GIB, PAGE);
+        let boundary = 3 * GIB / 2;
+        assert!(across.covers(0, boundary) && across.covers(boundary + PAGE, GIB / 2 - PAGE));
+        assert!(!across.covers(boundary, 1) && !across.covers(boundary + PAGE - 1, 1));
+        assert_eq!(across.free_bytes(), 2 * GIB - PAGE);
+        // One that ends at a multiple of 4 GiB (exclusive) keeps everything.
+        let below = usable_space((0x7f52_0000_0000 - GIB) as usize, GIB, PAGE);
+        assert!(below.covers(0, GIB));
     }
 }
