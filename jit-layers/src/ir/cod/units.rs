@@ -989,8 +989,6 @@ fn split_responsibility(
     }
 
     let requested: FxHashSet<SymbolName> = mr.requested_symbols().into_iter().collect();
-    // Read once: handing a partition back changes no other name's flags.
-    let held = mr.symbol_flags();
     let mut wanted: Vec<(usize, Vec<SymbolName>)> = Vec::new();
     for (part, names) in layout.parts.iter().enumerate() {
         let mut names: Vec<SymbolName> = names.iter().map(|n| session.intern(n)).filter(|n| mr.contains(n)).collect();
@@ -1003,7 +1001,7 @@ fn split_responsibility(
         if names.iter().any(|n| requested.contains(n)) {
             wanted.push((part, names));
         } else {
-            let interface = names.iter().map(|n| (n.clone(), held.get(n).copied().unwrap_or_default())).collect();
+            let interface = names.iter().map(|n| (n.clone(), mr.flags_of(n).unwrap_or_default())).collect();
             mr.replace(PartitionUnit { module: module.clone(), part, interface })?;
         }
     }
