@@ -148,6 +148,14 @@ fn a_forked_child_gets_its_own_copy_of_jit_d_variables() {
     program_case("fork", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE]);
 }
 
+/// `pthread_atfork` and `at_quick_exit`, which glibc defines in `libc_nonshared.a` rather than
+/// in the shared libc: handlers from two objects run in POSIX order around a `fork`, and
+/// `quick_exit` runs its handlers and not the `atexit` ones.
+#[test]
+fn pthread_atfork_and_at_quick_exit_handlers_run_as_natively() {
+    program_case("atfork", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);
+}
+
 /// A timer's SIGALRM and a child's SIGCHLD reach the program's thread, not a pool thread.
 #[test]
 fn process_signals_reach_the_program_s_thread() {

@@ -218,6 +218,13 @@ fn a_forked_child_gets_its_own_variables_and_compiles_what_it_calls() {
     same_as_native_in_every_mode("jit-link/tests/programs/fork", &["main.c", "other.c"], MODES);
 }
 
+/// `pthread_atfork` and `at_quick_exit` handlers run as natively, compiled when first called
+/// (a child handler in the child).
+#[test]
+fn pthread_atfork_and_at_quick_exit_handlers_run_as_natively() {
+    same_as_native_in_every_mode("jit-link/tests/programs/atfork", &["main.c", "other.c"], MODES);
+}
+
 /// A `vfork` child runs functions its parent has not called yet, then exits or execs, as
 /// CPython's `subprocess` does. JIT'd code's `vfork` is a `fork` (see `jit_layers::vfork`): a
 /// vfork child would share the JIT's memory with the parent's pool threads.

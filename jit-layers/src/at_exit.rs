@@ -49,6 +49,40 @@ pub(crate) unsafe extern "C" fn cxa_atexit(
     0
 }
 
+/// The `at_quick_exit` handlers of JIT'd code, kept as its `atexit` handlers are.
+static QUICK_EXIT_HANDLERS: Mutex<Vec<(unsafe extern "C" fn(), usize)>> = Mutex::new(Vec::new());
+static QUICK_EXIT_HOOK: Once = Once::new();
+
+unsafe extern "C" {
+    /// glibc: registers `f` to run at `quick_exit`, against the DSO handle `dso`.
+    fn __cxa_at_quick_exit(f: unsafe extern "C" fn(), dso: *mut c_void) -> c_int;
+}
+
+/// `__cxa_at_quick_exit` for JIT'd code (its `at_quick_exit` becomes
+/// `__cxa_at_quick_exit(f, __dso_handle)`): keeps the handler for libc's `quick_exit`, which
+/// runs them through one handler registered with libc, and forgets it in [`finalize`].
+pub(crate) unsafe extern "C" fn cxa_at_quick_exit(f: unsafe extern "C" fn(), dso: *mut c_void) -> c_int {
+    let mut status = 0;
+    QUICK_EXIT_HOOK.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with no captured state, for good.
+        status = unsafe { __cxa_at_quick_exit(run_quick_exit_handlers, std::ptr::null_mut()) };
+    });
+    if status != 0 {
+        return status;
+    }
+    QUICK_EXIT_HANDLERS.lock().push((f, dso as usize));
+    0
+}
+
+/// Runs the `at_quick_exit` handlers of JIT'd code, most recent first (libc's `quick_exit`).
+extern "C" fn run_quick_exit_handlers() {
+    while let Some((f, _)) = QUICK_EXIT_HANDLERS.lock().pop() {
+        // SAFETY: a handler registered by JIT'd code whose object is still linked (its
+        // handlers are forgotten before its memory is freed).
+        unsafe { f() };
+    }
+}
+
 /// `exit` for JIT'd code: runs [`run_exit_sequence`], then [`exit_process`].
 pub(crate) extern "C" fn exit(status: c_int) -> ! {
     run_exit_sequence();
@@ -138,9 +172,12 @@ fn call_tls_dtors() {
     }
 }
 
-/// `__cxa_finalize(dso)` for the handlers kept here: runs those registered against `dso`,
-/// most recent first, and forgets them.
+/// `__cxa_finalize(dso)` for the handlers kept here: runs the exit handlers registered against
+/// `dso`, most recent first, and forgets them; forgets its `at_quick_exit` and
+/// `pthread_atfork` handlers (the object's memory is about to be freed).
 pub(crate) fn finalize(dso: usize) {
+    QUICK_EXIT_HANDLERS.lock().retain(|&(_, d)| d != dso);
+    crate::at_fork::forget(dso);
     loop {
         let next = {
             let mut handlers = HANDLERS.lock();
@@ -184,10 +221,13 @@ fn program_threads_left() -> bool {
     })
 }
 
-/// The addresses JIT'd code should bind `__cxa_atexit`, `exit` and `pthread_exit` to.
-pub(crate) fn overrides() -> [(&'static str, usize); 3] {
+/// The addresses JIT'd code should bind `__cxa_atexit`, `__cxa_at_quick_exit`,
+/// `__register_atfork` (its `pthread_atfork`, see `at_fork`), `exit` and `pthread_exit` to.
+pub(crate) fn overrides() -> [(&'static str, usize); 5] {
     [
         ("__cxa_atexit", cxa_atexit as *const () as usize),
+        ("__cxa_at_quick_exit", cxa_at_quick_exit as *const () as usize),
+        ("__register_atfork", crate::at_fork::register_atfork as *const () as usize),
         ("exit", exit as *const () as usize),
         ("pthread_exit", pthread_exit as *const () as usize),
     ]

@@ -7,6 +7,7 @@
 
 mod archive;
 pub mod at_exit;
+mod at_fork;
 mod cache;
 mod entry;
 mod export_dynamic;

@@ -181,3 +181,44 @@ fn a_link_error_fails_the_lookup_with_the_linker_s_message() {
     let err = watched(move || jd.lookup("needs")).unwrap_err().to_string();
     assert!(err.contains("undefined symbol 'missing_everywhere' referenced from needs.o"), "{err}");
 }
+
+/// Forks this process and returns the child's exit status (a child that gets past its
+/// `pthread_atfork` child handlers exits with 0).
+fn fork_status() -> i32 {
+    // SAFETY: the child only runs the atfork child handlers and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: ends the child at once, running nothing of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) }
+}
+
+/// JIT'd code's `pthread_atfork` handlers run at a `fork` while their object is linked, and
+/// are forgotten when it is removed: a later `fork` calls nothing in the freed memory.
+#[test]
+fn atfork_handlers_of_a_removed_object_are_forgotten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let obj = object(
+        tmp.path(),
+        "atfork",
+        "#include <pthread.h>
+         #include <unistd.h>
+         static void in_child(void) { _exit(42); }
+         __attribute__((constructor)) static void init(void) { pthread_atfork(0, 0, in_child); }",
+    );
+    let jit = jit_layers::ObjectJit::builder().threads(2).build().unwrap();
+    let tracker = jit.main_dylib().create_tracker();
+    jit.object_layer().add_with_tracker(jit.main_dylib(), "atfork.o", obj, Some(&tracker)).unwrap();
+    let jd = jit.main_dylib().clone();
+    let layer = jit.object_layer().clone();
+    watched(move || layer.initialize(&jd, InitArgs::default())).unwrap();
+    assert_eq!(fork_status(), 42, "the child handler ran in the child");
+    tracker.remove().unwrap();
+    assert_eq!(fork_status(), 0, "the removed object's child handler was not called");
+    jit.end().unwrap();
+}

@@ -69,42 +69,81 @@ pub fn define_section_start_stop(graph: &mut LinkGraph) -> Result<(), LinkError>
     Ok(())
 }
 
-/// `atexit(f)` as glibc's `libc_nonshared.a` defines it (glibc `stdlib/atexit.c`:
-/// `return __cxa_atexit ((void (*) (void *)) func, NULL, __dso_handle);`), since the shared
-/// libc exports no `atexit` for a JIT to find:
-///
-/// ```text
-/// 31 f6                 xor    %esi, %esi              ; arg = NULL
-/// 48 8d 15 <rel32>      lea    __dso_handle(%rip), %rdx
-/// e9 <rel32>            jmp    __cxa_atexit
-/// ```
-///
-/// (Encodings: Intel SDM vol. 2, XOR "31 /r", LEA "REX.W 8D /r" with a RIP-relative ModRM
-/// of 0x15, JMP "E9 cd".) `f` stays in `%rdi`.
-const ATEXIT_STUB: [u8; 14] = [0x31, 0xF6, 0x48, 0x8D, 0x15, 0, 0, 0, 0, 0xE9, 0, 0, 0, 0];
+/// A function glibc keeps in `libc_nonshared.a` (linked into each executable and shared
+/// object, so the shared libc exports none for a JIT to find): it forwards its arguments to an
+/// exported libc function, adding the caller's `__dso_handle`.
+struct Forwarder {
+    name: &'static str,
+    target: &'static str,
+    /// `lea __dso_handle(%rip), %REG` (or more) then `jmp TARGET`, displacements zero.
+    code: &'static [u8],
+    /// Offsets of the `lea`'s and the `jmp`'s 32-bit displacements.
+    dso_at: u64,
+    jmp_at: u64,
+}
 
-/// If the graph calls `atexit` without defining it, defines a local `atexit` that registers
-/// the handler with `__cxa_atexit` against the graph's `__dso_handle`, so handlers run at
-/// `exit` or when the caller runs `__cxa_finalize` on that handle. A pre-prune pass, before
-/// `dso_handle`.
-pub fn define_atexit(graph: &mut LinkGraph) -> Result<(), LinkError> {
-    let Some(sym) = graph.find_symbol("atexit") else {
-        return Ok(());
-    };
-    if !graph.symbol(sym).is_some_and(|s| s.is_external()) {
-        return Ok(());
-    }
-    let dso = graph.add_external_symbol(DSO_HANDLE.into(), crate::Linkage::Strong);
-    let cxa_atexit = graph.add_external_symbol("__cxa_atexit".into(), crate::Linkage::Strong);
-    let section = graph.add_section("$__ATEXIT", Prot::RX);
-    let block = graph.add_content_block(section, ATEXIT_STUB.to_vec(), 16, 0)?;
-    graph.add_edge(block, crate::Edge::new(crate::EdgeKind::Delta32, 5, dso, -4))?;
-    graph.add_edge(block, crate::Edge::new(crate::EdgeKind::BranchPCRel32, 10, cxa_atexit, -4))?;
-    graph.make_defined(sym, block, 0)?;
-    graph.set_scope(sym, Scope::Local)?;
-    if let Some(s) = graph.symbol_mut(sym) {
-        s.set_callable(true);
-        s.set_size(ATEXIT_STUB.len() as u64);
+/// The forwarders, as glibc defines them. Encodings: Intel SDM vol. 2, XOR "31 /r", LEA
+/// "REX.W 8D /r" with a RIP-relative ModRM (mod 00, r/m 101: 0x15 for %rdx, 0x35 for %rsi,
+/// 0x0D for %rcx), JMP "E9 cd"; arguments in the psABI's order (%rdi, %rsi, %rdx, %rcx).
+const FORWARDERS: [Forwarder; 3] = [
+    // glibc `stdlib/atexit.c`: `return __cxa_atexit ((void (*) (void *)) func, NULL, __dso_handle);`
+    //   31 f6              xor    %esi, %esi              ; arg = NULL
+    //   48 8d 15 <rel32>   lea    __dso_handle(%rip), %rdx
+    //   e9 <rel32>         jmp    __cxa_atexit
+    Forwarder {
+        name: "atexit",
+        target: "__cxa_atexit",
+        code: &[0x31, 0xF6, 0x48, 0x8D, 0x15, 0, 0, 0, 0, 0xE9, 0, 0, 0, 0],
+        dso_at: 5,
+        jmp_at: 10,
+    },
+    // glibc `stdlib/at_quick_exit.c`: `return __cxa_at_quick_exit ((void (*) (void *)) func, __dso_handle);`
+    //   48 8d 35 <rel32>   lea    __dso_handle(%rip), %rsi
+    //   e9 <rel32>         jmp    __cxa_at_quick_exit
+    Forwarder {
+        name: "at_quick_exit",
+        target: "__cxa_at_quick_exit",
+        code: &[0x48, 0x8D, 0x35, 0, 0, 0, 0, 0xE9, 0, 0, 0, 0],
+        dso_at: 3,
+        jmp_at: 8,
+    },
+    // glibc `nptl/pthread_atfork.c`: `return __register_atfork (prepare, parent, child, __dso_handle);`
+    //   48 8d 0d <rel32>   lea    __dso_handle(%rip), %rcx
+    //   e9 <rel32>         jmp    __register_atfork
+    Forwarder {
+        name: "pthread_atfork",
+        target: "__register_atfork",
+        code: &[0x48, 0x8D, 0x0D, 0, 0, 0, 0, 0xE9, 0, 0, 0, 0],
+        dso_at: 3,
+        jmp_at: 8,
+    },
+];
+
+/// If the graph calls `atexit`, `at_quick_exit` or `pthread_atfork` without defining it,
+/// defines a local one as glibc's `libc_nonshared.a` does: it calls `__cxa_atexit`,
+/// `__cxa_at_quick_exit` or `__register_atfork` with the graph's `__dso_handle`, so the
+/// handlers are tied to this graph (exit handlers run when the caller runs `__cxa_finalize`
+/// on that handle). A pre-prune pass, before `dso_handle`.
+pub fn define_libc_nonshared(graph: &mut LinkGraph) -> Result<(), LinkError> {
+    for f in &FORWARDERS {
+        let Some(sym) = graph.find_symbol(f.name) else {
+            continue;
+        };
+        if !graph.symbol(sym).is_some_and(|s| s.is_external()) {
+            continue;
+        }
+        let dso = graph.add_external_symbol(DSO_HANDLE.into(), crate::Linkage::Strong);
+        let target = graph.add_external_symbol(f.target.into(), crate::Linkage::Strong);
+        let section = graph.add_section("$__LIBC_NONSHARED", Prot::RX);
+        let block = graph.add_content_block(section, f.code.to_vec(), 16, 0)?;
+        graph.add_edge(block, crate::Edge::new(crate::EdgeKind::Delta32, f.dso_at, dso, -4))?;
+        graph.add_edge(block, crate::Edge::new(crate::EdgeKind::BranchPCRel32, f.jmp_at, target, -4))?;
+        graph.make_defined(sym, block, 0)?;
+        graph.set_scope(sym, Scope::Local)?;
+        if let Some(s) = graph.symbol_mut(sym) {
+            s.set_callable(true);
+            s.set_size(f.code.len() as u64);
+        }
     }
     Ok(())
 }

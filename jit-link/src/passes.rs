@@ -80,7 +80,7 @@ impl PassConfig {
 
     /// The built-in passes of ELF x86-64, in order:
     ///
-    /// - pre-prune: `eh_frame_split`, `init_fini_roots`, `atexit`, `dso_handle`, `section_start_stop`
+    /// - pre-prune: `eh_frame_split`, `init_fini_roots`, `libc_nonshared`, `dso_handle`, `section_start_stop`
     /// - post-prune: `tls_lowering`, `got_plt`
     /// - pre-fixup: `got_plt_relaxation`
     /// - post-fixup: `init_fini_collect`, `tls_template`, `eh_frame_register`
@@ -88,7 +88,7 @@ impl PassConfig {
         let mut c = PassConfig::empty();
         c.add(Phase::PrePrune, "eh_frame_split", crate::eh_frame::split_eh_frame);
         c.add(Phase::PrePrune, "init_fini_roots", crate::init_fini::mark_init_fini_live);
-        c.add(Phase::PrePrune, "atexit", crate::builtins::define_atexit);
+        c.add(Phase::PrePrune, "libc_nonshared", crate::builtins::define_libc_nonshared);
         c.add(Phase::PrePrune, "dso_handle", crate::builtins::define_dso_handle);
         c.add(Phase::PrePrune, "section_start_stop", crate::builtins::define_section_start_stop);
         c.add(Phase::PostPrune, "tls_lowering", crate::tls::lower_tls);
