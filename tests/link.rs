@@ -156,6 +156,14 @@ fn pthread_atfork_and_at_quick_exit_handlers_run_as_natively() {
     program_case("atfork", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);
 }
 
+/// The program starts with a native program's signal state, not the one Rust's runtime gives
+/// the `orcjit` process: writing to a closed pipe and `raise(SIGSEGV)` kill, and the programs
+/// it runs do not inherit an ignored SIGPIPE.
+#[test]
+fn the_program_starts_with_native_signal_dispositions() {
+    program_case("sigdefaults", &["main.c"], &[], &[], &[], &[PIC_SMALL]);
+}
+
 /// A timer's SIGALRM and a child's SIGCHLD reach the program's thread, not a pool thread.
 #[test]
 fn process_signals_reach_the_program_s_thread() {

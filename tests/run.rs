@@ -225,6 +225,13 @@ fn pthread_atfork_and_at_quick_exit_handlers_run_as_natively() {
     same_as_native_in_every_mode("jit-link/tests/programs/atfork", &["main.c", "other.c"], MODES);
 }
 
+/// The program starts with a native program's signal state (SIGPIPE, SIGSEGV and SIGBUS at
+/// their defaults, no alternate signal stack), not the one Rust's runtime sets up.
+#[test]
+fn the_program_starts_with_native_signal_dispositions() {
+    same_as_native_in_every_mode("jit-link/tests/programs/sigdefaults", &["main.c"], &[&[], &["--lazy=none"]]);
+}
+
 /// A `vfork` child runs functions its parent has not called yet, then exits or execs, as
 /// CPython's `subprocess` does. JIT'd code's `vfork` is a `fork` (see `jit_layers::vfork`): a
 /// vfork child would share the JIT's memory with the parent's pool threads.

@@ -21,6 +21,7 @@ mod lazy;
 mod object_jit;
 mod object_layer;
 mod perf_map;
+mod signals;
 pub mod speculate;
 mod vfork;
 
@@ -40,5 +41,6 @@ pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus};
 pub use object_jit::{JitFunction, ObjectJit, ObjectJitBuilder};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};
 pub use perf_map::PerfMap;
+pub use signals::restore_native_signals;
 pub use speculate::{ReplayProfile, SpeculationPolicy, SpeculationStats, Speculator, StaticCallees};
 pub use vfork::fork as vfork_fork;

@@ -62,6 +62,9 @@ fn run(jit: &impl Program, argv0: &str, what: &str, args: &[String]) -> Result<i
             eprintln!("orcjit: finalizers: {e}");
         }
     });
+    // The program starts with the signal state of a native one, not the one Rust's runtime
+    // set up for this process.
+    jit_layers::restore_native_signals();
     jit.run_main(argv0, args)
 }
 
