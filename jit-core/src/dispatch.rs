@@ -188,15 +188,45 @@ struct PoolShared {
     stop_rx: Receiver<()>,
     shut: AtomicBool,
     gate: PauseGate,
+    /// The queues of a forked child's copy of the pool (demanded, speculative), which uses
+    /// these instead of the channels: a parent's thread may have held a channel's internal
+    /// lock at the fork (a worker waking from `select`, a thread dispatching), and in the
+    /// child nothing would release it.
+    orphan_queues: Mutex<[VecDeque<Task>; 2]>,
 }
 
 impl PoolShared {
+    fn orphaned(&self) -> bool {
+        self.gate.orphaned.load(Ordering::Relaxed)
+    }
+
     fn try_next(&self) -> Option<Task> {
+        if self.orphaned() {
+            let mut queues = self.orphan_queues.lock();
+            let [demanded, speculative] = &mut *queues;
+            return demanded.pop_front().or_else(|| speculative.pop_front());
+        }
         self.demanded_rx.try_recv().or_else(|_| self.speculative_rx.try_recv()).ok()
+    }
+
+    /// The next demanded task, if any.
+    fn try_next_demanded(&self) -> Option<Task> {
+        if self.orphaned() {
+            return self.orphan_queues.lock()[0].pop_front();
+        }
+        self.demanded_rx.try_recv().ok()
     }
 
     /// Puts a task back in its queue (the send cannot fail: the receivers live in `self`).
     fn requeue(&self, task: Task) {
+        if self.orphaned() {
+            let queue = match task.priority {
+                Priority::Demanded => 0,
+                Priority::Speculative => 1,
+            };
+            self.orphan_queues.lock()[queue].push_back(task);
+            return;
+        }
         let tx = match task.priority {
             Priority::Demanded => &self.demanded_tx,
             Priority::Speculative => &self.speculative_tx,
@@ -265,6 +295,7 @@ impl ThreadPoolDispatcher {
             stop_rx,
             shut: AtomicBool::new(false),
             gate: PauseGate::new(n),
+            orphan_queues: Mutex::new([VecDeque::new(), VecDeque::new()]),
         });
         fork::register(&shared);
         let mut workers = Vec::with_capacity(n);
@@ -350,6 +381,9 @@ impl ThreadPoolDispatcher {
     /// Runs queued tasks until `done` has a message (or disconnects).
     fn help_until(&self, done: &Receiver<()>) {
         let shared = &self.shared;
+        if shared.orphaned() {
+            return help_orphaned_until(shared, done);
+        }
         loop {
             if done.try_recv().is_ok() {
                 return;
@@ -411,6 +445,9 @@ impl TaskDispatcher for ThreadPoolDispatcher {
     }
 
     fn demanded_backlog(&self) -> usize {
+        if self.shared.orphaned() {
+            return self.shared.orphan_queues.lock()[0].len();
+        }
         self.shared.demanded_rx.len()
     }
 
@@ -452,10 +489,30 @@ fn run_demanded_inline(shared: &PoolShared) {
     if RUNNING_INLINE.with(|r| r.replace(true)) {
         return;
     }
-    while let Ok(task) = shared.demanded_rx.try_recv() {
+    while let Some(task) = shared.try_next_demanded() {
         task.run();
     }
     RUNNING_INLINE.with(|r| r.set(false));
+}
+
+/// [`ThreadPoolDispatcher::help_until`] in a forked child: runs queued tasks until `done` has
+/// a message, never blocking on the pool's channels (see `PoolShared::orphan_queues`). With
+/// nothing queued it waits on `done` (made in the child) in short slices, so a task another
+/// thread of the child queues meanwhile is not left waiting.
+fn help_orphaned_until(shared: &PoolShared, done: &Receiver<()>) {
+    const SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+    loop {
+        if done.try_recv().is_ok() {
+            return;
+        }
+        match shared.try_next() {
+            Some(task) => task.run(),
+            None => match done.recv_timeout(SLICE) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            },
+        }
+    }
 }
 
 /// Every pool of the process, paused (see [`crate::LoaderBusy`]) until this is dropped.
@@ -533,6 +590,7 @@ impl PauseGate {
 }
 
 mod fork {
+    use std::collections::VecDeque;
     use std::sync::{Arc, Once, Weak};
     use std::time::{Duration, Instant};
 
@@ -610,6 +668,17 @@ mod fork {
     /// later fork, so it leaves the registry.
     extern "C" fn child() {
         for p in std::mem::take(&mut *PAUSED.lock()) {
+            // Queued work moves to the child's own queues. Taking from the (unbounded, list)
+            // channels takes none of their locks; sending or selecting would.
+            let mut queues = [VecDeque::new(), VecDeque::new()];
+            while let Ok(task) = p.demanded_rx.try_recv() {
+                queues[0].push_back(task);
+            }
+            while let Ok(task) = p.speculative_rx.try_recv() {
+                queues[1].push_back(task);
+            }
+            // Unlocked: the parent never uses them.
+            *p.orphan_queues.lock() = queues;
             p.gate.orphaned.store(true, Ordering::SeqCst);
             p.gate.pausers.store(0, Ordering::SeqCst);
             for b in p.gate.busy.iter() {
