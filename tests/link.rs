@@ -164,6 +164,12 @@ fn the_program_starts_with_native_signal_dispositions() {
     program_case("sigdefaults", &["main.c"], &[], &[], &[], &[PIC_SMALL]);
 }
 
+/// A `clone` child made with SIGCHLD alone runs as natively, and no `pthread_atfork` handler.
+#[test]
+fn a_clone_child_runs_as_natively() {
+    program_case("clone", &["main.c"], &[], &[], &[], &[PIC_SMALL]);
+}
+
 /// A timer's SIGALRM and a child's SIGCHLD reach the program's thread, not a pool thread.
 #[test]
 fn process_signals_reach_the_program_s_thread() {

@@ -232,6 +232,14 @@ fn the_program_starts_with_native_signal_dispositions() {
     same_as_native_in_every_mode("jit-link/tests/programs/sigdefaults", &["main.c"], &[&[], &["--lazy=none"]]);
 }
 
+/// A `clone` child made with SIGCHLD alone, a copy of the process with no fork handlers run
+/// (googletest's "threadsafe" death tests), compiles what it calls, and runs none of the
+/// program's `pthread_atfork` handlers.
+#[test]
+fn a_clone_child_compiles_what_it_calls_and_runs_no_atfork_handler() {
+    same_as_native_in_every_mode("jit-link/tests/programs/clone", &["main.c"], MODES);
+}
+
 /// A `vfork` child runs functions its parent has not called yet, then exits or execs, as
 /// CPython's `subprocess` does. JIT'd code's `vfork` is a `fork` (see `jit_layers::vfork`): a
 /// vfork child would share the JIT's memory with the parent's pool threads.

@@ -8,7 +8,7 @@
 //! Order, as POSIX and glibc have it: prepare handlers run most recent first, parent and child
 //! handlers in the order registered.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
 use std::sync::Once;
 
@@ -32,6 +32,17 @@ thread_local! {
     /// The handlers the forking thread's `prepare` ran, for its `parent` and `child` phases
     /// (the child is a copy of this thread).
     static FORKING: RefCell<Vec<AtFork>> = const { RefCell::new(Vec::new()) };
+    /// Set while this thread forks for a `clone` (see [`fork_without_handlers`]).
+    static SKIP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `fork()` that runs none of JIT'd code's handlers, as a raw `clone` runs no fork handlers
+/// (orcjit's own fork handling still runs, so the child's copy of the JIT works).
+pub(crate) fn fork_without_handlers() -> libc::pid_t {
+    SKIP.with(|s| s.set(true));
+    let pid = crate::vfork::fork();
+    SKIP.with(|s| s.set(false));
+    pid
 }
 
 /// `__register_atfork` for JIT'd code: keeps the handlers for the next `fork`.
@@ -59,7 +70,7 @@ pub(crate) fn forget(dso: usize) {
 }
 
 extern "C" fn run_prepare() {
-    let handlers = HANDLERS.lock().clone();
+    let handlers = if SKIP.with(Cell::get) { Vec::new() } else { HANDLERS.lock().clone() };
     for h in handlers.iter().rev() {
         if let Some(f) = h.prepare {
             // SAFETY: a handler registered by JIT'd code whose object is still linked (its
