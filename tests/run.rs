@@ -240,6 +240,21 @@ fn a_clone_child_compiles_what_it_calls_and_runs_no_atfork_handler() {
     same_as_native_in_every_mode("jit-link/tests/programs/clone", &["main.c"], MODES);
 }
 
+/// Signal handlers interrupt code that allocates; each is compiled when it is installed, not
+/// on its first call inside the signal.
+#[test]
+fn profiling_signal_handlers_run_while_the_program_allocates() {
+    same_as_native_in_every_mode("jit-link/tests/programs/sigprof", &["main.c"], &[&[], &["--tier-up", "1"]]);
+}
+
+/// A thread's `pthread_key_create` destructor, which runs after the thread's thread-locals are
+/// destroyed, calls a function compiled then.
+#[test]
+fn a_key_destructor_at_thread_exit_calls_a_function_compiled_then() {
+    let sources = ["main.c", "in_thread.c", "at_exit.c"];
+    same_as_native_in_every_mode("jit-link/tests/programs/keydtor", &sources, MODES);
+}
+
 /// A `vfork` child runs functions its parent has not called yet, then exits or execs, as
 /// CPython's `subprocess` does. JIT'd code's `vfork` is a `fork` (see `jit_layers::vfork`): a
 /// vfork child would share the JIT's memory with the parent's pool threads.

@@ -122,10 +122,12 @@ fn main_dylib(
     }
     // JIT'd code registers its exit handlers with orcjit and exits through it (see
     // `at_exit`), so that what runs at exit can still be compiled then; its `vfork` is a
-    // `fork`, whose child compiles what it calls (see `vfork`); its `dlopen` and `dlsym` see
-    // its own symbols (see `export_dynamic`).
+    // `fork`, whose child compiles what it calls (see `vfork`); the signal handlers it
+    // installs are compiled first (see `signals`); its `dlopen` and `dlsym` see its own
+    // symbols (see `export_dynamic`).
     let mut overrides = crate::at_exit::overrides().to_vec();
     overrides.extend(crate::vfork::overrides());
+    overrides.extend(crate::signals::overrides());
     if export_dynamic {
         overrides.extend(crate::export_dynamic::overrides());
         crate::export_dynamic(&main);

@@ -1,4 +1,7 @@
-//! The signal state a C program's `main` starts with, for hosts that run JIT'd code as one.
+//! Signals and JIT'd programs: the signal state a C program's `main` starts with, for hosts
+//! that run JIT'd code as one; and handlers compiled before they are installed.
+
+use std::ffi::c_int;
 
 /// Restores the signal state a native program starts with, which Rust's runtime changed
 /// before the host's `main`:
@@ -25,4 +28,41 @@ pub fn restore_native_signals() {
     // mapped it, only unmaps it (and turns it off again) when the thread ends; no signal is
     // being handled on it here.
     unsafe { libc::sigaltstack(&disable, std::ptr::null_mut()) };
+}
+
+/// Resolves a handler JIT'd code is installing, if it is a lazy stub not called yet: its first
+/// call would enter the resolver inside the signal handler, which may have interrupted code
+/// holding a lock the resolver needs (the allocator's: found with googletest's SIGPROF
+/// handler, which deadlocked a death test). Functions the handler calls are still compiled
+/// when first called.
+fn compile_handler(handler: libc::sighandler_t) {
+    if handler != libc::SIG_DFL && handler != libc::SIG_IGN && handler != libc::SIG_ERR {
+        crate::lazy::resolve_stub_at(handler as u64);
+    }
+}
+
+/// `sigaction` for JIT'd code: see [`compile_handler`].
+unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    if !act.is_null() {
+        // SAFETY: the caller passes a readable `struct sigaction` or null, as libc requires.
+        compile_handler(unsafe { (*act).sa_sigaction });
+    }
+    // SAFETY: forwards the caller's arguments unchanged.
+    unsafe { libc::sigaction(sig, act, old) }
+}
+
+/// `signal` (and `bsd_signal`, the same in glibc) for JIT'd code: see [`compile_handler`].
+unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    compile_handler(handler);
+    // SAFETY: forwards the caller's arguments unchanged.
+    unsafe { libc::signal(sig, handler) }
+}
+
+/// The addresses JIT'd code should bind `sigaction`, `signal` and `bsd_signal` to.
+pub(crate) fn overrides() -> [(&'static str, usize); 3] {
+    [
+        ("sigaction", sigaction as *const () as usize),
+        ("signal", signal as *const () as usize),
+        ("bsd_signal", signal as *const () as usize),
+    ]
 }

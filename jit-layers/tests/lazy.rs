@@ -292,6 +292,32 @@ fn a_stub_is_emitted_without_its_body_and_the_first_call_links_it() {
     assert_eq!(*heard.lock(), ["stubs:lazy_twice -> bodies:twice (linked before: 0)"]);
 }
 
+/// `resolve_stub_at` (what JIT'd `sigaction` and `signal` call on the handler they install)
+/// links a stub's body ahead of its first call, and its first call then goes straight there.
+#[test]
+fn resolving_a_stub_at_its_address_links_its_body_before_the_first_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = setup(2);
+    let bytes = object(tmp.path(), "thrice", "int thrice(int x) { return 3 * x; }", &[]);
+    let (unit, links) = CountingObject::new(&s, "thrice.o", &["thrice"], bytes);
+    s.bodies.define(unit).unwrap();
+    s.add_stubs(&["thrice"]);
+    let _w = watchdog("resolve ahead");
+    let stub = s.addr(&s.stubs, "lazy_thrice");
+    assert!(!jit_layers::resolve_stub_at(stub + 1), "not a stub's address");
+    assert_eq!(links.load(Ordering::SeqCst), 0);
+    assert!(jit_layers::resolve_stub_at(stub), "an unresolved stub");
+    assert_eq!(links.load(Ordering::SeqCst), 1, "the body is linked");
+    let status = s.lazy.stub_status(&s.stubs, &s.name("lazy_thrice")).unwrap();
+    assert!(status.target.is_some(), "the stub leads to its body");
+    assert!(!jit_layers::resolve_stub_at(stub), "a resolved stub is left alone");
+    let entries = s.lazy.stats().resolver_entries;
+    // SAFETY: the stub stands for int thrice(int).
+    let thrice: extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(stub as usize) };
+    assert_eq!(thrice(5), 15);
+    assert_eq!(s.lazy.stats().resolver_entries, entries, "the first call did not enter the resolver");
+}
+
 #[test]
 fn many_threads_calling_one_unresolved_stub_at_once_link_its_body_once() {
     const THREADS: usize = 16;

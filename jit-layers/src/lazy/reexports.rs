@@ -5,8 +5,8 @@
 
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use jit_core::{
     Error, ExecutionSession, ExecutorAddr, FxHashSet, Interface, JitDylib, MaterializationResponsibility,
@@ -120,6 +120,10 @@ impl LazyReexports {
         // No stub exists yet, so nothing can reach the trampoline before this.
         shared.reentry.set_context(Arc::as_ptr(&shared) as *const ());
         session.register_resource_manager(Arc::new(LazyResources(shared.clone())));
+        let mut managers = MANAGERS.lock();
+        managers.retain(|m| m.strong_count() > 0);
+        managers.push(Arc::downgrade(&shared));
+        drop(managers);
         tracing::debug!(target: "orcjit", state_save = ?shared.reentry.state_save(), "lazy re-exports manager ready");
         Ok(LazyReexports { shared })
     }
@@ -336,6 +340,29 @@ impl Shared {
     }
 }
 
+/// Every manager of the process, for [`resolve_stub_at`].
+static MANAGERS: Mutex<Vec<Weak<Shared>>> = parking_lot::const_mutex(Vec::new());
+
+/// If `addr` is a lazy stub whose calls still enter the resolver, resolves it now, on the
+/// calling thread: its body is compiled and linked, and later calls go straight to it. For a
+/// function about to be called where the resolver must not run: a signal handler may
+/// interrupt code that holds the allocator's lock, and the resolver allocates. Returns
+/// whether `addr` was such a stub. A failure is reported when the stub is called, as for any
+/// first call.
+pub fn resolve_stub_at(addr: u64) -> bool {
+    let managers: Vec<Arc<Shared>> = MANAGERS.lock().iter().filter_map(Weak::upgrade).collect();
+    for shared in managers {
+        let id = shared.table.lock().unresolved_at(addr);
+        if let Some(id) = id {
+            if let Err(message) = shared.resolve(id) {
+                tracing::debug!(target: "orcjit", "resolving the stub at {addr:#x} ahead of its first call: {message}");
+            }
+            return true;
+        }
+    }
+    false
+}
+
 fn refusal(id: u64, why: Refusal) -> String {
     match why {
         Refusal::Dead { stub, dylib } => format!(
@@ -356,7 +383,12 @@ unsafe extern "C" fn resolve(context: *const (), id: u64) -> u64 {
     // The trampoline's memory belongs to that `Shared`, so while a stub can reach it the
     // `Shared` is alive.
     let shared = unsafe { &*(context as *const Shared) };
-    match catch_unwind(AssertUnwindSafe(|| shared.resolve(id))) {
+    let outcome = if THREAD_LOCALS_ALIVE.try_with(|_| ()).is_ok() {
+        catch_unwind(AssertUnwindSafe(|| shared.resolve(id)))
+    } else {
+        resolve_on_a_fresh_thread(shared, id)
+    };
+    match outcome {
         Ok(Ok(target)) => target,
         Ok(Err(message)) => die(&message),
         Err(panic) => {
@@ -370,6 +402,54 @@ unsafe extern "C" fn resolve(context: *const (), id: u64) -> u64 {
             die(&format!("orcjit: lazy call through stub #{id} panicked: {what}"))
         }
     }
+}
+
+thread_local! {
+    /// Readable until this thread's thread-local variables are destroyed. Touched by every
+    /// call into the resolver, before anything else of Rust's runtime could be, so it is
+    /// destroyed with them.
+    static THREAD_LOCALS_ALIVE: Alive = const { Alive };
+}
+
+/// A value whose destructor marks its thread's thread-locals as destroyed.
+struct Alive;
+
+impl Drop for Alive {
+    fn drop(&mut self) {}
+}
+
+/// The resolver's work, on a thread made for it, for a caller whose thread-local variables
+/// are destroyed: a thread of the program that is exiting runs its `pthread_key_create`
+/// destructors after them, and one may call a function not compiled yet (googletest's
+/// thread-local storage does). The lookup's channels and `std::thread::current()` need
+/// thread-locals, and would panic there. The thread is made with `pthread_create`, which
+/// needs none of the caller's.
+fn resolve_on_a_fresh_thread(shared: &Shared, id: u64) -> std::thread::Result<std::result::Result<u64, String>> {
+    struct Job<'a> {
+        shared: &'a Shared,
+        id: u64,
+        outcome: Option<std::thread::Result<std::result::Result<u64, String>>>,
+    }
+    extern "C" fn run(job: *mut std::ffi::c_void) -> *mut std::ffi::c_void {
+        // SAFETY: `job` is the `Job` below, which outlives this thread (joined before it goes).
+        let job = unsafe { &mut *(job as *mut Job) };
+        job.outcome = Some(catch_unwind(AssertUnwindSafe(|| job.shared.resolve(job.id))));
+        std::ptr::null_mut()
+    }
+    let mut job = Job { shared, id, outcome: None };
+    // SAFETY: a zeroed pthread_t is a valid out-parameter.
+    let mut thread: libc::pthread_t = unsafe { std::mem::zeroed() };
+    let job_ptr = &mut job as *mut Job as *mut std::ffi::c_void;
+    // SAFETY: `run` is an extern "C" thread function; `job` lives until the join below.
+    let ret = unsafe { libc::pthread_create(&mut thread, std::ptr::null(), run, job_ptr) };
+    if ret != 0 {
+        let why = std::io::Error::from_raw_os_error(ret);
+        return Ok(Err(format!("orcjit: lazy call through stub #{id} at thread exit: cannot start a thread: {why}")));
+    }
+    // SAFETY: joins the thread started above, once.
+    unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+    job.outcome
+        .unwrap_or_else(|| Ok(Err(format!("orcjit: lazy call through stub #{id}: the resolving thread ended early"))))
 }
 
 fn die(message: &str) -> ! {

@@ -338,6 +338,17 @@ impl StubTable {
         })
     }
 
+    /// The id of the live stub at `addr` whose calls still enter the resolver, if any.
+    pub(super) fn unresolved_at(&self, addr: u64) -> Option<u64> {
+        let (id, record) = self.records.iter().enumerate().find(|(_, r)| r.addr == addr)?;
+        if !matches!(record.state, StubState::Live(_)) {
+            return None;
+        }
+        // SAFETY: as in `redirect`: the table holds a live stub's finalized batch.
+        let now = unsafe { record.slot.load() };
+        (now == record.lazy_entry()).then_some(id as u64)
+    }
+
     pub(super) fn stats(&self) -> LazyStats {
         let mut stats = LazyStats::default();
         for r in &self.records {
