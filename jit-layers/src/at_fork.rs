@@ -81,7 +81,9 @@ extern "C" fn run_prepare() {
     // Held through the fork, so the child does not inherit it locked by a thread it lacks;
     // taken after the prepare handlers, which may register more.
     std::mem::forget(HANDLERS.lock());
-    FORKING.with(|f| *f.borrow_mut() = handlers);
+    // (A thread forking from its thread-local destructors, after this one is gone, runs no
+    // parent or child handler; `with` would panic across the C frame.)
+    let _ = FORKING.try_with(|f| *f.borrow_mut() = handlers);
 }
 
 /// Releases the list `run_prepare` held and runs the handlers it ran, in the order registered.
@@ -89,7 +91,7 @@ fn after_fork(pick: fn(&AtFork) -> Callback) {
     // SAFETY: `run_prepare` locked it on this thread before the fork (libc runs the prepare
     // handler of a trio before its parent and child handlers) and forgot the guard.
     unsafe { HANDLERS.force_unlock() };
-    let handlers = FORKING.with(|f| std::mem::take(&mut *f.borrow_mut()));
+    let handlers = FORKING.try_with(|f| std::mem::take(&mut *f.borrow_mut())).unwrap_or_default();
     for h in &handlers {
         if let Some(f) = pick(h) {
             // SAFETY: as in `run_prepare`.

@@ -405,9 +405,9 @@ unsafe extern "C" fn resolve(context: *const (), id: u64) -> u64 {
 }
 
 thread_local! {
-    /// Readable until this thread's thread-local variables are destroyed. Touched by every
-    /// call into the resolver, before anything else of Rust's runtime could be, so it is
-    /// destroyed with them.
+    /// Readable until this thread's thread-local variables are destroyed. Touched on every
+    /// entry into the resolver, before the lookup first uses the thread-locals it needs, so
+    /// on a thread that has been through the resolver it is destroyed with those.
     static THREAD_LOCALS_ALIVE: Alive = const { Alive };
 }
 
@@ -431,6 +431,13 @@ fn resolve_on_a_fresh_thread(shared: &Shared, id: u64) -> std::thread::Result<st
         outcome: Option<std::thread::Result<std::result::Result<u64, String>>>,
     }
     extern "C" fn run(job: *mut std::ffi::c_void) -> *mut std::ffi::c_void {
+        // SAFETY: blocks every signal on this thread (a local set, then pthread_sigmask): the
+        // program's signals go to its own threads, as they do while a pool thread compiles.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        }
         // SAFETY: `job` is the `Job` below, which outlives this thread (joined before it goes).
         let job = unsafe { &mut *(job as *mut Job) };
         job.outcome = Some(catch_unwind(AssertUnwindSafe(|| job.shared.resolve(job.id))));

@@ -338,7 +338,8 @@ impl StubTable {
         })
     }
 
-    /// The id of the live stub at `addr` whose calls still enter the resolver, if any.
+    /// The id of the live stub at `addr` whose calls still enter the resolver, if any. A
+    /// linear search: it serves the rare installation of a signal handler.
     pub(super) fn unresolved_at(&self, addr: u64) -> Option<u64> {
         let (id, record) = self.records.iter().enumerate().find(|(_, r)| r.addr == addr)?;
         if !matches!(record.state, StubState::Live(_)) {
