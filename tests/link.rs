@@ -170,6 +170,13 @@ fn a_clone_child_runs_as_natively() {
     program_case("clone", &["main.c"], &[], &[], &[], &[PIC_SMALL]);
 }
 
+/// JIT'd thread-local variables stay readable in a thread's `pthread_key_create` destructors
+/// (after its thread-locals are destroyed) and in the main thread's `atexit` handlers.
+#[test]
+fn thread_locals_stay_readable_in_key_destructors_and_at_exit() {
+    program_case("tlslate", &["main.c", "other.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL, PIC_LARGE]);
+}
+
 /// A timer's SIGALRM and a child's SIGCHLD reach the program's thread, not a pool thread.
 #[test]
 fn process_signals_reach_the_program_s_thread() {

@@ -255,6 +255,12 @@ fn a_key_destructor_at_thread_exit_calls_a_function_compiled_then() {
     same_as_native_in_every_mode("jit-link/tests/programs/keydtor", &sources, MODES);
 }
 
+/// JIT'd thread-local variables stay readable in key destructors and `atexit` handlers.
+#[test]
+fn thread_locals_stay_readable_in_key_destructors_and_at_exit() {
+    same_as_native_in_every_mode("jit-link/tests/programs/tlslate", &["main.c", "other.c"], MODES);
+}
+
 /// A `vfork` child runs functions its parent has not called yet, then exits or execs, as
 /// CPython's `subprocess` does. JIT'd code's `vfork` is a `fork` (see `jit_layers::vfork`): a
 /// vfork child would share the JIT's memory with the parent's pool threads.

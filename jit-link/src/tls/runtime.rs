@@ -7,7 +7,6 @@
 //! thread's table.
 
 use std::alloc::Layout;
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -78,9 +77,49 @@ impl Drop for ThreadBlock {
     }
 }
 
-thread_local! {
-    /// This thread's blocks, indexed by slot; dropped (freeing every block) at thread exit.
-    static BLOCKS: RefCell<Vec<Option<ThreadBlock>>> = const { RefCell::new(Vec::new()) };
+/// One thread's blocks, indexed by slot, held by [`blocks_key`]'s value for that thread.
+///
+/// Not a Rust thread-local: those are destroyed when the thread exits, before the thread's
+/// `pthread_key_create` destructors run, and those may read JIT'd thread-locals (natively,
+/// thread-local memory lasts until the thread is gone).
+struct ThreadBlocks {
+    blocks: Vec<Option<ThreadBlock>>,
+    /// Set while `block_addr` uses the table (a reentrant use gets no block).
+    busy: bool,
+    /// Destructor rounds this table has been kept through (see `free_thread_blocks`).
+    rounds: u32,
+}
+
+/// The pthread key whose per-thread value is that thread's `ThreadBlocks`.
+fn blocks_key() -> Option<libc::pthread_key_t> {
+    static KEY: std::sync::OnceLock<Option<libc::pthread_key_t>> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: creates a key whose destructor is `free_thread_blocks`, never deleted.
+        (unsafe { libc::pthread_key_create(&mut key, Some(free_thread_blocks)) } == 0).then_some(key)
+    })
+}
+
+/// The key's destructor, run by glibc at thread exit in rounds (up to
+/// `PTHREAD_DESTRUCTOR_ITERATIONS`, 4, while some key still has a value). The blocks are kept
+/// through the first three rounds, so every other key's destructor can still read JIT'd
+/// thread-locals, and freed in the last.
+extern "C" fn free_thread_blocks(table: *mut libc::c_void) {
+    const KEEP_ROUNDS: u32 = 3;
+    let table = table as *mut ThreadBlocks;
+    // SAFETY: the key's value is a `ThreadBlocks` leaked from a Box by `block_addr`, owned by
+    // this thread alone; glibc cleared the value before calling this.
+    unsafe {
+        if (*table).rounds < KEEP_ROUNDS {
+            (*table).rounds += 1;
+            if let Some(key) = blocks_key() {
+                if libc::pthread_setspecific(key, table as *const libc::c_void) == 0 {
+                    return;
+                }
+            }
+        }
+        drop(Box::from_raw(table));
+    }
 }
 
 /// A reserved module id: released when dropped, unless installed.
@@ -207,27 +246,46 @@ fn block_addr(module: u64, offset: u64) -> *mut u8 {
         None => return std::ptr::null_mut(),
     };
     let generation = (module >> 32) as u32;
-    BLOCKS
-        .try_with(|blocks| {
-            let Ok(mut blocks) = blocks.try_borrow_mut() else {
-                return std::ptr::null_mut();
-            };
-            if let Some(Some(b)) = blocks.get(slot) {
-                if b.generation == generation {
-                    return b.ptr.wrapping_add(offset as usize);
-                }
-            }
-            let Some(block) = make_block(slot, generation) else {
-                return std::ptr::null_mut();
-            };
-            if blocks.len() <= slot {
-                blocks.resize_with(slot + 1, || None);
-            }
-            let ptr = block.ptr;
-            blocks[slot] = Some(block);
-            ptr.wrapping_add(offset as usize)
-        })
-        .unwrap_or(std::ptr::null_mut())
+    let Some(key) = blocks_key() else { return std::ptr::null_mut() };
+    // SAFETY: reads this thread's value of the key: null, or a table set below.
+    let mut table = unsafe { libc::pthread_getspecific(key) } as *mut ThreadBlocks;
+    if table.is_null() {
+        table = Box::into_raw(Box::new(ThreadBlocks { blocks: Vec::new(), busy: false, rounds: 0 }));
+        // SAFETY: stores this thread's table; the key's destructor frees it.
+        if unsafe { libc::pthread_setspecific(key, table as *const libc::c_void) } != 0 {
+            // SAFETY: not stored: freed here, once.
+            drop(unsafe { Box::from_raw(table) });
+            return std::ptr::null_mut();
+        }
+    }
+    // SAFETY: this thread's own table, used by this thread alone; `busy` refuses reentry.
+    let table = unsafe { &mut *table };
+    if table.busy {
+        return std::ptr::null_mut();
+    }
+    table.busy = true;
+    let addr = block_in(&mut table.blocks, slot, generation, offset);
+    table.busy = false;
+    addr
+}
+
+/// The address of `offset` in this thread's block of module `slot`/`generation`, made from
+/// the module's template on first use.
+fn block_in(blocks: &mut Vec<Option<ThreadBlock>>, slot: usize, generation: u32, offset: u64) -> *mut u8 {
+    if let Some(Some(b)) = blocks.get(slot) {
+        if b.generation == generation {
+            return b.ptr.wrapping_add(offset as usize);
+        }
+    }
+    let Some(block) = make_block(slot, generation) else {
+        return std::ptr::null_mut();
+    };
+    if blocks.len() <= slot {
+        blocks.resize_with(slot + 1, || None);
+    }
+    let ptr = block.ptr;
+    blocks[slot] = Some(block);
+    ptr.wrapping_add(offset as usize)
 }
 
 unsafe extern "C" {

@@ -1,0 +1,2 @@
+__thread int counter = 40;
+void bump(void) { counter++; }
