@@ -851,12 +851,128 @@ static TIER_TARGETS: Mutex<Vec<(std::sync::Weak<LazyModule>, usize)>> = Mutex::n
 fn register_tier_target(module: &Arc<LazyModule>, part: usize) -> u64 {
     let mut targets = TIER_TARGETS.lock();
     targets.push((Arc::downgrade(module), part));
-    targets.len() as u64
+    let cookie = targets.len() as u64;
+    drop(targets);
+    TierRequests::get().make_room(cookie);
+    TIER_REQUESTS_READY.store(true, Ordering::Release);
+    cookie
 }
 
-/// `__orcjit_tier_up(cookie)`, called by first-tier code on the call that makes its partition
-/// hot: queues the second-tier compile and returns at once. Never unwinds into its caller.
-pub(crate) extern "C" fn tier_up_hook(cookie: u64) {
+/// Tier-up requests on their way from [`tier_up_hook`] to the queue. The hook may run inside a
+/// signal handler (a handler compiled at the first tier counts its calls like any function),
+/// where taking a lock or allocating can corrupt or deadlock what the interrupted thread was
+/// doing (a parking_lot wait queue was: a worker spun in it for good). So the hook only sets
+/// the cookie's bit and writes to an eventfd, both async-signal-safe; a thread of its own
+/// (`orcjit-tier-up`) takes the bits and queues the compiles.
+struct TierRequests {
+    /// Bit `c % CHUNK_BITS` of chunk `c / CHUNK_BITS` requests cookie `c`. Chunks are made
+    /// when a cookie in them is registered, before any code can ask for it, and never freed.
+    chunks: Box<[std::sync::atomic::AtomicPtr<AtomicU64>]>,
+    /// The eventfd the hook writes to, or -1 (then the hook queues the compile itself).
+    wake: std::ffi::c_int,
+}
+
+const CHUNK_BITS: u64 = 1 << 16;
+const CHUNK_WORDS: usize = (CHUNK_BITS / 64) as usize;
+/// Cookies beyond `MAX_CHUNKS * CHUNK_BITS` (about 268 million partitions) tier up through a
+/// hook that takes locks, as before.
+const MAX_CHUNKS: usize = 4096;
+
+impl TierRequests {
+    fn get() -> &'static TierRequests {
+        static REQUESTS: OnceLock<TierRequests> = OnceLock::new();
+        REQUESTS.get_or_init(|| {
+            // SAFETY: creates a close-on-exec eventfd; no pointers involved.
+            let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            let requests = TierRequests {
+                chunks: (0..MAX_CHUNKS).map(|_| std::sync::atomic::AtomicPtr::new(std::ptr::null_mut())).collect(),
+                wake,
+            };
+            if wake >= 0 {
+                let spawned = std::thread::Builder::new().name("orcjit-tier-up".into()).spawn(move || {
+                    TierRequests::get().serve();
+                });
+                if spawned.is_err() {
+                    tracing::warn!(target: "orcjit", "no tier-up thread: hot functions stay at the first tier");
+                }
+            }
+            requests
+        })
+    }
+
+    /// Makes the chunk holding `cookie`'s bit (normal context: registration).
+    fn make_room(&self, cookie: u64) {
+        let Some(slot) = self.chunks.get((cookie / CHUNK_BITS) as usize) else { return };
+        if slot.load(Ordering::Acquire).is_null() {
+            let chunk: Box<[AtomicU64]> = (0..CHUNK_WORDS).map(|_| AtomicU64::new(0)).collect();
+            let ptr = Box::into_raw(chunk) as *mut AtomicU64;
+            if slot.compare_exchange(std::ptr::null_mut(), ptr, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                // SAFETY: made just above from a boxed slice of CHUNK_WORDS words, not shared.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, CHUNK_WORDS)) });
+            }
+        }
+    }
+
+    /// Records a request for `cookie` and wakes the tier-up thread; false if it cannot (then
+    /// the caller queues the compile itself). Async-signal-safe: atomics and `write`.
+    fn request(&self, cookie: u64) -> bool {
+        if self.wake < 0 {
+            return false;
+        }
+        let Some(slot) = self.chunks.get((cookie / CHUNK_BITS) as usize) else { return false };
+        let chunk = slot.load(Ordering::Acquire);
+        if chunk.is_null() {
+            return false;
+        }
+        let bit = cookie % CHUNK_BITS;
+        // SAFETY: a chunk of CHUNK_WORDS words, never freed; `bit / 64` is below that.
+        unsafe { &*chunk.add((bit / 64) as usize) }.fetch_or(1 << (bit % 64), Ordering::AcqRel);
+        let one: u64 = 1;
+        // SAFETY: writes eight bytes from a local to the eventfd made in `get`.
+        unsafe { libc::write(self.wake, (&one as *const u64).cast(), 8) };
+        true
+    }
+
+    /// The tier-up thread: waits on the eventfd, then queues every requested partition.
+    fn serve(&self) {
+        // SAFETY: blocks every signal on this thread (a local set, then pthread_sigmask): the
+        // program's signals go to its own threads.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        }
+        loop {
+            let mut count: u64 = 0;
+            // SAFETY: reads eight bytes into a local from the eventfd made in `get`.
+            let n = unsafe { libc::read(self.wake, (&mut count as *mut u64).cast(), 8) };
+            if n != 8 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            for (c, slot) in self.chunks.iter().enumerate() {
+                let chunk = slot.load(Ordering::Acquire);
+                if chunk.is_null() {
+                    continue;
+                }
+                for w in 0..CHUNK_WORDS {
+                    // SAFETY: as in `request`.
+                    let mut bits = unsafe { &*chunk.add(w) }.swap(0, Ordering::AcqRel);
+                    while bits != 0 {
+                        let b = u64::from(bits.trailing_zeros());
+                        bits &= bits - 1;
+                        schedule_cookie(c as u64 * CHUNK_BITS + w as u64 * 64 + b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Queues the second-tier compile of the partition `cookie` names (normal context).
+fn schedule_cookie(cookie: u64) {
     let _ = std::panic::catch_unwind(|| {
         let target = (cookie as usize).checked_sub(1).and_then(|i| TIER_TARGETS.lock().get(i).cloned());
         if let Some((module, part)) = target {
@@ -866,6 +982,19 @@ pub(crate) extern "C" fn tier_up_hook(cookie: u64) {
         }
     });
 }
+
+/// `__orcjit_tier_up(cookie)`, called by first-tier code on the call that makes its partition
+/// hot: requests the second-tier compile (see [`TierRequests`]) and returns at once.
+/// Async-signal-safe. Never unwinds into its caller.
+pub(crate) extern "C" fn tier_up_hook(cookie: u64) {
+    let requested = TIER_REQUESTS_READY.load(Ordering::Acquire) && TierRequests::get().request(cookie);
+    if !requested {
+        schedule_cookie(cookie);
+    }
+}
+
+/// Set once [`TierRequests`] exists, so the hook never makes it (it allocates).
+static TIER_REQUESTS_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 const LAYOUT_MAGIC: &[u8; 8] = b"ORCJITLZ";
 
