@@ -208,7 +208,8 @@ pub(crate) extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
     unsafe { libc::pthread_exit(retval) }
 }
 
-/// Whether a thread other than the calling one and the JIT pool's (`orcjit-worker-N`) is
+/// Whether a thread other than the calling one and the JIT's own (the pool's `orcjit-worker-N`,
+/// and `orcjit-tier-up`, which queues second-tier compiles) is
 /// alive. Threads the program starts inherit the name of the thread that starts them
 /// (`orcjit` or `orcjit-llvm` for the initial thread).
 fn program_threads_left() -> bool {
@@ -217,8 +218,13 @@ fn program_threads_left() -> bool {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
     tasks.flatten().any(|task| {
         task.file_name().to_str() != Some(me.as_str())
-            && std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| !comm.starts_with("orcjit-worker-"))
+            && std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| !is_jit_thread(comm.trim_end()))
     })
+}
+
+/// A thread of the JIT's own, by its name (`comm`).
+fn is_jit_thread(comm: &str) -> bool {
+    comm.starts_with("orcjit-worker-") || comm == "orcjit-tier-up"
 }
 
 /// The addresses JIT'd code should bind `__cxa_atexit`, `__cxa_at_quick_exit`,
