@@ -30,6 +30,17 @@ pub fn restore_native_signals() {
     unsafe { libc::sigaltstack(&disable, std::ptr::null_mut()) };
 }
 
+/// Blocks every signal on the calling thread, one of the JIT's own (the tier-up thread, a
+/// thread resolving a lazy call): the program's signals go to its own threads.
+pub(crate) fn block_all_signals_here() {
+    // SAFETY: sigset operations on a local set, then pthread_sigmask on the calling thread.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
 /// Resolves a handler JIT'd code is installing, if it is a lazy stub not called yet: its first
 /// call would enter the resolver inside the signal handler, which may have interrupted code
 /// holding a lock the resolver needs (the allocator's: found with googletest's SIGPROF

@@ -431,13 +431,7 @@ fn resolve_on_a_fresh_thread(shared: &Shared, id: u64) -> std::thread::Result<st
         outcome: Option<std::thread::Result<std::result::Result<u64, String>>>,
     }
     extern "C" fn run(job: *mut std::ffi::c_void) -> *mut std::ffi::c_void {
-        // SAFETY: blocks every signal on this thread (a local set, then pthread_sigmask): the
-        // program's signals go to its own threads, as they do while a pool thread compiles.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-        }
+        crate::signals::block_all_signals_here();
         // SAFETY: `job` is the `Job` below, which outlives this thread (joined before it goes).
         let job = unsafe { &mut *(job as *mut Job) };
         job.outcome = Some(catch_unwind(AssertUnwindSafe(|| job.shared.resolve(job.id))));

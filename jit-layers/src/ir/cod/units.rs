@@ -935,13 +935,7 @@ impl TierRequests {
 
     /// The tier-up thread: waits on the eventfd, then queues every requested partition.
     fn serve(&self) {
-        // SAFETY: blocks every signal on this thread (a local set, then pthread_sigmask): the
-        // program's signals go to its own threads.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-        }
+        crate::signals::block_all_signals_here();
         loop {
             let mut count: u64 = 0;
             // SAFETY: reads eight bytes into a local from the eventfd made in `get`.
