@@ -144,13 +144,22 @@ fn a_failing_speculative_compile_does_not_fail_a_program_that_never_calls_it() {
         bitcode.push(bc);
     }
     for threads in ["1", "2"] {
-        let out = orcjit(&bitcode, &["--speculate=static", "--threads", threads, "--lazy-stats"], &[]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "total 295\n", "{stderr}");
-        assert_eq!(out.status.code(), Some(0), "{stderr}");
-        // main's first call guessed both of its callees, rarely among them.
-        let (_, speculated, _) = speculation_stats(&stderr);
-        assert!(speculated >= 2, "{stderr}");
+        for tier_up in ["0", "10000"] {
+            let options = ["--speculate=static", "--threads", threads, "--tier-up", tier_up, "--lazy-stats"];
+            let out = orcjit(&bitcode, &options, &[]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "total 295\n", "{options:?}: {stderr}");
+            assert_eq!(out.status.code(), Some(0), "{options:?}: {stderr}");
+            // main's first call guessed both of its callees, rarely among them. That is
+            // certain when a module's first read finds its call graph (one tier, or one
+            // worker): it is filed before main's body is compiled, so before main runs. With
+            // two tiers and two workers the graph comes from a second read alongside, which
+            // this short program may outrun (CI saw it once): then the output is what counts.
+            if tier_up == "0" || threads == "1" {
+                let (_, speculated, _) = speculation_stats(&stderr);
+                assert!(speculated >= 2, "{options:?}: {stderr}");
+            }
+        }
     }
     // Called, rarely() fails as it would without speculation: the missing symbol is named.
     let out = orcjit(&bitcode, &["--speculate=static"], &["a", "b", "c"]);
