@@ -854,7 +854,6 @@ fn register_tier_target(module: &Arc<LazyModule>, part: usize) -> u64 {
     let cookie = targets.len() as u64;
     drop(targets);
     TierRequests::get().make_room(cookie);
-    TIER_REQUESTS_READY.store(true, Ordering::Release);
     cookie
 }
 
@@ -878,10 +877,13 @@ const CHUNK_WORDS: usize = (CHUNK_BITS / 64) as usize;
 /// hook that takes locks, as before.
 const MAX_CHUNKS: usize = 4096;
 
+/// Made by the first registration, before any code can call the hook: the hook only reads it
+/// (`OnceLock::get` is an atomic load), since making it allocates.
+static TIER_REQUESTS: OnceLock<TierRequests> = OnceLock::new();
+
 impl TierRequests {
     fn get() -> &'static TierRequests {
-        static REQUESTS: OnceLock<TierRequests> = OnceLock::new();
-        REQUESTS.get_or_init(|| {
+        TIER_REQUESTS.get_or_init(|| {
             // SAFETY: creates a close-on-exec eventfd; no pointers involved.
             let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             let requests = TierRequests {
@@ -981,14 +983,10 @@ fn schedule_cookie(cookie: u64) {
 /// hot: requests the second-tier compile (see [`TierRequests`]) and returns at once.
 /// Async-signal-safe. Never unwinds into its caller.
 pub(crate) extern "C" fn tier_up_hook(cookie: u64) {
-    let requested = TIER_REQUESTS_READY.load(Ordering::Acquire) && TierRequests::get().request(cookie);
-    if !requested {
+    if !TIER_REQUESTS.get().is_some_and(|requests| requests.request(cookie)) {
         schedule_cookie(cookie);
     }
 }
-
-/// Set once [`TierRequests`] exists, so the hook never makes it (it allocates).
-static TIER_REQUESTS_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 const LAYOUT_MAGIC: &[u8; 8] = b"ORCJITLZ";
 
