@@ -302,6 +302,38 @@ fn argv0_is_the_first_object_or_main_unless_given() {
     }
 }
 
+/// A program's `argv` lives until the process ends (an `atexit` handler reads it), and libc
+/// names the program as its `argv[0]` (`err`, `warn` and `error` messages): stdout, stderr and
+/// status as a native run, with freed memory scribbled over (`MALLOC_PERTURB_`) so that a
+/// freed `argv` shows.
+#[test]
+fn argv_outlives_main_and_libc_names_the_program_as_its_argv0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = programs().join("progname/main.c");
+    let objects = compile(tmp.path(), std::slice::from_ref(&src), &["-O1", "-fPIC"]);
+    let native = link_native(tmp.path(), &objects, &[], &[]);
+    let bitcode = tmp.path().join("main.bc");
+    let out = run(Command::new("clang-19").args(["-O1", "-c", "-emit-llvm"]).arg(&src).arg("-o").arg(&bitcode));
+    check(&out, "clang-19 -emit-llvm");
+    let args = ["one", "two"];
+    let native_run = run(Command::new(&native).args(args).env("MALLOC_PERTURB_", "165"));
+    assert!(String::from_utf8_lossy(&native_run.stderr).contains("native: warnx"), "{native_run:?}");
+    let mut run_cmd = Command::new(ORCJIT);
+    run_cmd.arg("run");
+    let [link, link_binary] = link_commands();
+    for (mut cmd, input) in [(link, &objects[0]), (link_binary, &objects[0]), (run_cmd, &bitcode)] {
+        cmd.env("MALLOC_PERTURB_", "165").arg("--argv0").arg(&native).arg(input).arg("--").args(args);
+        let jit = run(&mut cmd);
+        assert_eq!(
+            (&jit.stdout, &jit.stderr, jit.status.code()),
+            (&native_run.stdout, &native_run.stderr, native_run.status.code()),
+            "{cmd:?}:\n{}\n{}",
+            String::from_utf8_lossy(&jit.stdout),
+            String::from_utf8_lossy(&jit.stderr)
+        );
+    }
+}
+
 #[test]
 fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,10 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jit_core::{
-    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, ProcessSymbolsGenerator, Result,
-    SymbolDef, SymbolFlags,
+    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, ProcessSymbolsGenerator, ResourceKey,
+    ResourceManager, Result, SymbolDef, SymbolFlags,
 };
 use jit_mem::{ManagerConfig, MemoryManager};
+use parking_lot::Mutex;
 
 use crate::{InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator};
 
@@ -92,7 +93,11 @@ impl ObjectJitBuilder {
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
         let archives = self.archives.into_iter().map(|a| StaticLibraryGenerator::new(&objects, a)).collect();
         match main_dylib(&session, archives, &self.dlopen, self.process_symbols, self.export_dynamic) {
-            Ok(main) => Ok(ObjectJit { session, main, objects, memory }),
+            Ok(main) => {
+                let main_args = Arc::new(MainArgs::default());
+                session.register_resource_manager(main_args.clone());
+                Ok(ObjectJit { session, main, objects, memory, main_args })
+            }
             Err(e) => {
                 let _ = session.end_session();
                 Err(e)
@@ -149,6 +154,43 @@ pub struct ObjectJit {
     main: JitDylib,
     objects: ObjectLinkingLayer,
     memory: Arc<dyn MemoryManager>,
+    main_args: Arc<MainArgs>,
+}
+
+/// The argument vectors [`ObjectJit::run_main`] handed to JIT'd code, each with its strings.
+/// A C program may keep `argv` and read it until it exits (in an `atexit` handler, a static
+/// destructor), so each lives as long as the code that may read it: until the main dylib's
+/// default tracker is removed, at the session's end at the latest.
+#[derive(Default)]
+struct MainArgs {
+    vectors: Mutex<Vec<(ResourceKey, ArgVector)>>,
+}
+
+/// The storage of an `argv` as C sees it, owned and never read here: the strings, and the
+/// NULL-terminated vector of their addresses (as `usize`, the layout of `char *`). Moving it
+/// moves neither.
+struct ArgVector {
+    _strings: Vec<CString>,
+    _vector: Box<[usize]>,
+}
+
+impl ResourceManager for MainArgs {
+    fn handle_remove(&self, key: ResourceKey) -> Result<()> {
+        let gone: Vec<(ResourceKey, ArgVector)> = {
+            let mut vectors = self.vectors.lock();
+            let (gone, kept) = std::mem::take(&mut *vectors).into_iter().partition(|(k, _)| *k == key);
+            *vectors = kept;
+            gone
+        };
+        drop(gone);
+        Ok(())
+    }
+
+    fn handle_transfer(&self, dst: ResourceKey, src: ResourceKey) {
+        for (key, _) in self.vectors.lock().iter_mut().filter(|(k, _)| *k == src) {
+            *key = dst;
+        }
+    }
 }
 
 impl ObjectJit {
@@ -222,21 +264,25 @@ impl ObjectJit {
     /// `run_main` with `main` already looked up (a [`crate::Jit`] looks it up before it starts
     /// its speculator).
     pub(crate) fn run_main_at(&self, main: ExecutorAddr, argv0: &str, args: &[String]) -> Result<i32> {
-        let owned: Vec<CString> = std::iter::once(argv0)
+        let strings: Vec<CString> = std::iter::once(argv0)
             .chain(args.iter().map(String::as_str))
             .map(|a| CString::new(a).map_err(|_| Error::msg(format!("argument '{a}' contains a NUL byte"))))
             .collect::<Result<_>>()?;
-        let mut argv: Vec<*mut c_char> = owned.iter().map(|a| a.as_ptr() as *mut c_char).collect();
-        argv.push(std::ptr::null_mut());
-        let argc = owned.len() as i32;
+        let pointers: Box<[usize]> = strings.iter().map(|a| a.as_ptr() as usize).chain([0]).collect();
+        let argc = strings.len() as i32;
+        let argv = pointers.as_ptr() as *const *const c_char;
+        // Kept until the code that may read it goes (see `MainArgs`).
+        let key = self.main.default_tracker().key();
+        self.main_args.vectors.lock().push((key, ArgVector { _strings: strings, _vector: pointers }));
         // SAFETY: libc's `environ` is the NULL-terminated environment of this process.
         let envp = unsafe { environ };
-        let init = InitArgs { argc, argv: argv.as_ptr() as *const *const c_char, envp: envp as *const *const c_char };
+        let init = InitArgs { argc, argv, envp: envp as *const *const c_char };
         self.initialize(init)?;
         let gate = self.objects.entry_gate()?;
-        // SAFETY: 'main' is Ready; C's main takes (int, char **, char **), which argv and envp
-        // satisfy for the duration of the call.
-        let status = unsafe { gate.call(main, argc as u64, argv.as_mut_ptr() as u64, envp as u64) };
+        // SAFETY: 'main' is Ready; C's main takes (int, char **, char **): argv is a
+        // NULL-terminated vector of C strings, kept in `main_args` as long as this code lives
+        // (the program may keep it), and envp is the process's environment.
+        let status = unsafe { gate.call(main, argc as u64, argv as u64, envp as u64) };
         Ok(status as i32)
     }
 
