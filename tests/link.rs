@@ -184,6 +184,12 @@ fn process_signals_reach_the_program_s_thread() {
 }
 
 /// A static library: only the members something needs are linked (see the program's comment).
+/// What a native link takes from the compiler's runtime library (libgcc.a) is found too.
+#[test]
+fn cpu_feature_checks_and_compiler_runtime_helpers_run_as_native() {
+    program_case("builtins", &["main.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);
+}
+
 #[test]
 fn a_static_library_s_members_are_linked_when_needed_as_natively() {
     let dir = programs().join("archive");

@@ -25,7 +25,7 @@ mod signals;
 pub mod speculate;
 mod vfork;
 
-pub use archive::{StaticLibrary, StaticLibraryGenerator};
+pub use archive::{CompilerRuntimeGenerator, StaticLibrary, StaticLibraryGenerator};
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 pub use export_dynamic::export_dynamic;

@@ -15,7 +15,7 @@ use jit_core::{
 use jit_mem::{ManagerConfig, MemoryManager};
 use parking_lot::Mutex;
 
-use crate::{InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator};
+use crate::{CompilerRuntimeGenerator, InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator};
 
 /// Builds an [`ObjectJit`] (and the object half of a [`crate::Jit`]).
 #[must_use]
@@ -92,7 +92,7 @@ impl ObjectJitBuilder {
         let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
         let archives = self.archives.into_iter().map(|a| StaticLibraryGenerator::new(&objects, a)).collect();
-        match main_dylib(&session, archives, &self.dlopen, self.process_symbols, self.export_dynamic) {
+        match main_dylib(&session, &objects, archives, &self.dlopen, self.process_symbols, self.export_dynamic) {
             Ok(main) => {
                 let main_args = Arc::new(MainArgs::default());
                 session.register_resource_manager(main_args.clone());
@@ -107,9 +107,10 @@ impl ObjectJitBuilder {
 }
 
 /// The dylib everything is added to: it sees the static libraries given, then the shared
-/// libraries, then (if asked) the process.
+/// libraries, then (if asked) the process and the compiler's runtime library.
 fn main_dylib(
     session: &ExecutionSession,
+    objects: &ObjectLinkingLayer,
     archives: Vec<StaticLibraryGenerator>,
     dlopen: &[String],
     process_symbols: bool,
@@ -124,6 +125,8 @@ fn main_dylib(
     }
     if process_symbols {
         main.add_generator(ProcessSymbolsGenerator::new());
+        // Last, as a native link ends with the compiler's runtime library.
+        main.add_generator(CompilerRuntimeGenerator::new(objects));
     }
     // JIT'd code registers its exit handlers with orcjit and exits through it (see
     // `at_exit`), so that what runs at exit can still be compiled then; its `vfork` is a
