@@ -86,6 +86,8 @@ const PIC_SMALL: Case = Case { tag: "pic-small", compile: &["-O1", "-fPIC"], lin
 const PIC_LARGE: Case = Case { tag: "pic-large", compile: &["-O2", "-fPIC", "-mcmodel=large"], link: &[] };
 const NOPIC_LARGE: Case =
     Case { tag: "nopic-large", compile: &["-O1", "-fno-pic", "-mcmodel=large"], link: &["-no-pie"] };
+const NOPIC_SMALL: Case =
+    Case { tag: "nopic-small", compile: &["-O1", "-fno-pic", "-mcmodel=small"], link: &["-no-pie"] };
 
 fn program_case(dir_name: &str, sources: &[&str], extra: &[&str], libs: &[&str], dlopen: &[&str], cases: &[Case]) {
     let srcs: Vec<PathBuf> = sources.iter().map(|s| programs().join(dir_name).join(s)).collect();
@@ -311,32 +313,40 @@ fn argv0_is_the_first_object_or_main_unless_given() {
 /// A program's `argv` lives until the process ends (an `atexit` handler reads it), and libc
 /// names the program as its `argv[0]` (`err`, `warn` and `error` messages): stdout, stderr and
 /// status as a native run, with freed memory scribbled over (`MALLOC_PERTURB_`) so that a
-/// freed `argv` shows.
+/// freed `argv` shows. Non-PIC code reads the name from a copy made as it links, so it is set
+/// before that.
 #[test]
 fn argv_outlives_main_and_libc_names_the_program_as_its_argv0() {
-    let tmp = tempfile::tempdir().unwrap();
     let src = programs().join("progname/main.c");
-    let objects = compile(tmp.path(), std::slice::from_ref(&src), &["-O1", "-fPIC"]);
-    let native = link_native(tmp.path(), &objects, &[], &[]);
-    let bitcode = tmp.path().join("main.bc");
-    let out = run(Command::new("clang-19").args(["-O1", "-c", "-emit-llvm"]).arg(&src).arg("-o").arg(&bitcode));
-    check(&out, "clang-19 -emit-llvm");
     let args = ["one", "two"];
-    let native_run = run(Command::new(&native).args(args).env("MALLOC_PERTURB_", "165"));
-    assert!(String::from_utf8_lossy(&native_run.stderr).contains("native: warnx"), "{native_run:?}");
-    let mut run_cmd = Command::new(ORCJIT);
-    run_cmd.arg("run");
-    let [link, link_binary] = link_commands();
-    for (mut cmd, input) in [(link, &objects[0]), (link_binary, &objects[0]), (run_cmd, &bitcode)] {
-        cmd.env("MALLOC_PERTURB_", "165").arg("--argv0").arg(&native).arg(input).arg("--").args(args);
-        let jit = run(&mut cmd);
-        assert_eq!(
-            (&jit.stdout, &jit.stderr, jit.status.code()),
-            (&native_run.stdout, &native_run.stderr, native_run.status.code()),
-            "{cmd:?}:\n{}\n{}",
-            String::from_utf8_lossy(&jit.stdout),
-            String::from_utf8_lossy(&jit.stderr)
-        );
+    for case in [PIC_SMALL, NOPIC_SMALL] {
+        let tmp = tempfile::tempdir().unwrap();
+        let objects = compile(tmp.path(), std::slice::from_ref(&src), case.compile);
+        let native = link_native(tmp.path(), &objects, case.link, &[]);
+        let native_run = run(Command::new(&native).args(args).env("MALLOC_PERTURB_", "165"));
+        assert!(String::from_utf8_lossy(&native_run.stderr).contains("native: warnx"), "{native_run:?}");
+        let [link, link_binary] = link_commands();
+        let mut commands = vec![(link, objects[0].clone()), (link_binary, objects[0].clone())];
+        if case.tag == PIC_SMALL.tag {
+            let bitcode = tmp.path().join("main.bc");
+            let out = run(Command::new("clang-19").args(["-O1", "-c", "-emit-llvm"]).arg(&src).arg("-o").arg(&bitcode));
+            check(&out, "clang-19 -emit-llvm");
+            let mut run_cmd = Command::new(ORCJIT);
+            run_cmd.arg("run");
+            commands.push((run_cmd, bitcode));
+        }
+        for (mut cmd, input) in commands {
+            cmd.env("MALLOC_PERTURB_", "165").arg("--argv0").arg(&native).arg(input).arg("--").args(args);
+            let jit = run(&mut cmd);
+            assert_eq!(
+                (&jit.stdout, &jit.stderr, jit.status.code()),
+                (&native_run.stdout, &native_run.stderr, native_run.status.code()),
+                "{} {cmd:?}:\n{}\n{}",
+                case.tag,
+                String::from_utf8_lossy(&jit.stdout),
+                String::from_utf8_lossy(&jit.stderr)
+            );
+        }
     }
 }
 

@@ -34,11 +34,9 @@ pub struct LinkArgs {
 
 pub fn run(args: LinkArgs) -> ExitCode {
     pad_heap_growth();
-    match build(&args) {
-        Ok(jit) => {
-            let argv0 = args.argv0.as_ref().unwrap_or(&args.objects[0]);
-            super::program::run_and_exit("link", jit, argv0, &args.args, |_| {})
-        }
+    let argv0 = args.argv0.as_ref().unwrap_or(&args.objects[0]);
+    match super::program::set_program_name(argv0).and_then(|()| build(&args)) {
+        Ok(jit) => super::program::run_and_exit("link", jit, argv0, &args.args, |_| {}),
         Err(e) => {
             eprintln!("orcjit link: {e}");
             ExitCode::FAILURE

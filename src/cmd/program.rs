@@ -65,7 +65,6 @@ fn run(jit: &impl Program, argv0: &str, what: &str, args: &[String]) -> Result<i
     // The program starts with the signal state of a native one, not the one Rust's runtime
     // set up for this process.
     jit_layers::restore_native_signals();
-    set_program_name(argv0)?;
     jit.run_main(argv0, args)
 }
 
@@ -77,15 +76,16 @@ unsafe extern "C" {
 /// Names the process as the program's `argv[0]`, as an `exec` of it would: libc's `err`,
 /// `warn` and `error` start their messages with `program_invocation_short_name` or
 /// `program_invocation_name` (glibc sets both from `argv[0]` at start-up; they would say
-/// `orcjit`). The string lives until the process ends, as the program may print it then.
-fn set_program_name(argv0: &str) -> Result<(), Error> {
+/// `orcjit`). Called before anything is linked: jit-link copies these two variables into
+/// non-PIC code's reach as it links (see `jit_link::process::STABLE_AFTER_STARTUP`). The
+/// string lives until the process ends, as the program may print it then.
+pub fn set_program_name(argv0: &str) -> Result<(), Error> {
     let name = std::ffi::CString::new(argv0)
         .map_err(|_| Error::msg(format!("argument '{argv0}' contains a NUL byte")))?
         .into_raw();
     let short = argv0.rfind('/').map_or(0, |slash| slash + 1);
-    // SAFETY: both are libc's plain `char *` variables, written before the program runs by
-    // this thread, the only one that runs JIT'd code so far (the JIT's own threads never read
-    // them). `name` is a NUL-terminated string never freed, and `short` is an offset within
+    // SAFETY: both are libc's plain `char *` variables, written by this thread before the JIT
+    // starts threads or links anything (its threads never read them). `name` is a NUL-terminated string never freed, and `short` is an offset within
     // it (just past its last '/', as glibc computes it).
     unsafe {
         program_invocation_name = name;

@@ -181,7 +181,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     start_recording(&args);
     let argv0 = args.argv0.clone().or_else(|| args.main.clone()).unwrap_or_else(|| "orcjit-demo".to_string());
     let program_args: Vec<String> = args.args.iter().skip_while(|a| *a == "--").cloned().collect();
-    match build(&args) {
+    match super::program::set_program_name(&argv0).and_then(|()| build(&args)) {
         Ok(jit) => {
             let (cache_stats, lazy_stats) = (args.cache_stats, args.lazy_stats);
             super::program::run_and_exit("run", jit, &argv0, &program_args, move |jit| {
