@@ -186,6 +186,14 @@ fn process_signals_reach_the_program_s_thread() {
 }
 
 /// A static library: only the members something needs are linked (see the program's comment).
+/// Indirect functions (STT_GNU_IFUNC): `ifunc` and `target_clones`, across objects, with
+/// their first calls racing (see the program's comment). Not with `-fPIC -mcmodel=large`,
+/// which GNU ld cannot link natively (GOT64 against an IFUNC symbol).
+#[test]
+fn indirect_functions_run_as_native() {
+    program_case("ifunc", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
+}
+
 /// What a native link takes from the compiler's runtime library (libgcc.a) is found too.
 #[test]
 fn cpu_feature_checks_and_compiler_runtime_helpers_run_as_native() {

@@ -225,6 +225,13 @@ fn pthread_atfork_and_at_quick_exit_handlers_run_as_natively() {
     same_as_native_in_every_mode("jit-link/tests/programs/atfork", &["main.c", "other.c"], MODES);
 }
 
+/// Indirect functions (`ifunc`, `target_clones`) resolve on their first call, with the
+/// caller's arguments intact, in every way of compiling (see `jit-link/tests/programs/ifunc`).
+#[test]
+fn indirect_functions_run_as_natively() {
+    same_as_native_in_every_mode("jit-link/tests/programs/ifunc", &["main.c", "other.c"], MODES);
+}
+
 /// The program starts with a native program's signal state (SIGPIPE, SIGSEGV and SIGBUS at
 /// their defaults, no alternate signal stack), not the one Rust's runtime sets up.
 #[test]

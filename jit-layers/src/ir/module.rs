@@ -214,7 +214,26 @@ pub(crate) fn interface_of(session: &ExecutionSession, module: &Module<'_>) -> I
     for alias in aliases(module) {
         add(alias, alias_is_callable(alias));
     }
+    for ifunc in ifuncs(module) {
+        add(ifunc, true);
+    }
     interface
+}
+
+/// The module's indirect functions (`ifunc`, `target_clones`), each a function its object
+/// defines (inkwell has no iterator for them).
+fn ifuncs<'c>(module: &Module<'c>) -> Vec<GlobalValue<'c>> {
+    let mut out = Vec::new();
+    // SAFETY: walks the module's ifunc list with LLVM's own iterator functions; the values are
+    // owned by the module, which outlives the returned handles (same 'c lifetime).
+    unsafe {
+        let mut cur = llvm_sys::core::LLVMGetFirstGlobalIFunc(module.as_mut_ptr());
+        while !cur.is_null() {
+            out.push(GlobalValue::new(cur));
+            cur = llvm_sys::core::LLVMGetNextGlobalIFunc(cur);
+        }
+    }
+    out
 }
 
 /// Whether the module has static constructors or destructors (its object will have

@@ -48,13 +48,14 @@ impl Builder<'_> {
                 }
             };
             let thread_local = st_type == elf::STT_TLS;
-            if st_type == elf::STT_GNU_IFUNC {
+            let ifunc = st_type == elf::STT_GNU_IFUNC;
+            let shndx = sym.st_shndx(endian);
+            if ifunc && matches!(shndx, elf::SHN_UNDEF | elf::SHN_ABS | elf::SHN_COMMON) {
                 return Err(LinkError::Unsupported {
                     object: self.object(),
-                    what: format!("indirect function (STT_GNU_IFUNC) {name}"),
+                    what: format!("indirect function (STT_GNU_IFUNC) {name} not defined in a section"),
                 });
             }
-            let shndx = sym.st_shndx(endian);
             let value = sym.st_value(endian);
             let size = sym.st_size(endian);
             let graph_sym = if shndx == elf::SHN_UNDEF {
@@ -130,6 +131,21 @@ impl Builder<'_> {
                             linkage = Linkage::Weak;
                         }
                         let sym_name = if name.is_empty() { None } else { Some(name.as_ref().into()) };
+                        if ifunc {
+                            // `value` is the resolver; the name goes to the stub that calls it.
+                            let resolver = self.graph.add_anonymous_symbol(block, value, size, true, false)?;
+                            let edges = self.contents == super::file::Contents::Copied;
+                            let stub = crate::x86_64::add_indirect_function(
+                                &mut self.graph,
+                                sym_name,
+                                linkage,
+                                scope,
+                                resolver,
+                                edges,
+                            )?;
+                            self.symbols[index.0] = Some(stub);
+                            continue;
+                        }
                         let id = self.graph.add_defined_symbol(
                             block,
                             value,
