@@ -123,6 +123,15 @@ fn cxx_exceptions_across_objects_comdat_and_static_objects_run_as_native() {
     );
 }
 
+/// C++ objects link without `--dlopen libstdc++.so.6`: `clang++` links the C++ runtime into
+/// every program, and `orcjit link` (which does not load LLVM, nor so libstdc++) loads it
+/// when a lookup needs one of its names.
+#[test]
+fn cxx_objects_find_the_cxx_runtime_without_being_told() {
+    program_case("cxx", &["main.cpp", "other.cpp"], &[], &["-lstdc++"], &[], &[PIC_SMALL]);
+    program_case("cxxonce", &["main.cpp", "other.cpp"], &["-pthread"], &["-lstdc++", "-pthread"], &[], &[PIC_SMALL]);
+}
+
 #[test]
 fn thread_local_variables_used_from_several_threads_run_as_native() {
     program_case("tls", &["main.c", "other.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL, PIC_LARGE]);

@@ -149,6 +149,55 @@ impl DefinitionGenerator for DynamicLibraryGenerator {
     }
 }
 
+/// A [`DynamicLibraryGenerator`] made on the first lookup that reaches it for a name `wants`
+/// accepts (a name nothing searched before it defines), as a native link would have linked
+/// the library for such names: `libstdc++.so.6` for C++'s mangled names and runtime
+/// (`_Z*`, `__cxa_*`, `__gxx_personality_v0`), which `clang++` links into every program and a
+/// JIT whose process lacks it would not find. A program that never needs the library never
+/// loads it. If it does not load, a lookup that requires such a name fails with
+/// [`Error::LibraryLoad`] (one that only weakly references them finds them absent).
+pub struct OnDemandLibraryGenerator {
+    path: String,
+    wants: Filter,
+    library: std::sync::OnceLock<Result<DynamicLibraryGenerator>>,
+}
+
+impl OnDemandLibraryGenerator {
+    pub fn new(path: &str, wants: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        OnDemandLibraryGenerator { path: path.to_string(), wants: Box::new(wants), library: std::sync::OnceLock::new() }
+    }
+
+    /// Whether `name` is one the C++ runtime (`libstdc++`) may define: a mangled name, one of
+    /// the Itanium ABI's runtime functions, or one of the few other unmangled names its
+    /// headers make code call (`std::call_once`'s `__once_proxy`, `atomic_flag` waits).
+    pub fn is_cxx_runtime_name(name: &str) -> bool {
+        const UNMANGLED: [&str; 4] =
+            ["__dynamic_cast", "__once_proxy", "__atomic_flag_for_address", "__atomic_flag_wait_explicit"];
+        name.starts_with("_Z") || name.starts_with("__cxa_") || name.starts_with("__gxx_") || UNMANGLED.contains(&name)
+    }
+}
+
+impl DefinitionGenerator for OnDemandLibraryGenerator {
+    fn try_to_generate(
+        &self,
+        dylib: &JitDylib,
+        kind: LookupKind,
+        names: &[(SymbolName, SymbolLookupFlags)],
+        done: GeneratorDone,
+    ) {
+        let wanted: Vec<(SymbolName, SymbolLookupFlags)> =
+            names.iter().filter(|(n, _)| (self.wants)(n.as_str())).cloned().collect();
+        if wanted.is_empty() {
+            return done.finish(Ok(()));
+        }
+        match self.library.get_or_init(|| DynamicLibraryGenerator::load(&self.path)) {
+            Ok(library) => library.try_to_generate(dylib, kind, &wanted, done),
+            Err(e) if wanted.iter().any(|(_, f)| *f == SymbolLookupFlags::Required) => done.finish(Err(e.clone())),
+            Err(_) => done.finish(Ok(())),
+        }
+    }
+}
+
 /// Looks `names` up with `dlsym(handle)`; or, while a JIT'd `dlopen` holds the loader's lock
 /// ([`LoaderBusy`](crate::LoaderBusy)), in the loaded objects' tables: all of them for the
 /// process, or the library whose dynamic section is at `dynamic` (its own symbols only, where
@@ -250,6 +299,34 @@ mod tests {
         assert_eq!(f(0.0), 1.0);
         let err = DynamicLibraryGenerator::load("/nonexistent/libnothing.so").err().unwrap();
         assert!(err.to_string().starts_with("cannot load library '/nonexistent/libnothing.so': "), "{err}");
+    }
+
+    #[test]
+    fn an_on_demand_library_loads_for_the_names_it_wants_and_a_failed_load_fails_only_what_needs_it() {
+        let (_es, jd) = setup(0);
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = asked.clone();
+        jd.add_generator(OnDemandLibraryGenerator::new("libm.so.6", move |name| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            name.starts_with("co")
+        }));
+        assert!(matches!(jd.lookup("sin"), Err(Error::SymbolsNotFound { .. })), "not a name it wants");
+        let cos = jd.lookup("cos").unwrap();
+        // SAFETY: 'cos' from libm has this signature.
+        let f: extern "C" fn(f64) -> f64 = unsafe { std::mem::transmute(cos.addr.0 as usize) };
+        assert_eq!(f(0.0), 1.0);
+        assert!(asked.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+
+        let (es2, broken) = setup(0);
+        broken
+            .add_generator(OnDemandLibraryGenerator::new("/nonexistent/libnothing.so", |name| name.starts_with("_Z")));
+        assert!(matches!(broken.lookup("plain_c_name"), Err(Error::SymbolsNotFound { .. })), "never loaded");
+        let err = broken.lookup("_Z3foov").unwrap_err();
+        assert!(err.to_string().contains("cannot load library '/nonexistent/libnothing.so'"), "{err}");
+        // A weak reference to a name the library would have defined is simply absent.
+        let set = SymbolLookupSet::new().with_weak(es2.intern("_Z3barv"));
+        let found = es2.lookup_blocking(&broken.search_order(), set, RequiredState::Ready).unwrap();
+        assert!(found.is_empty());
     }
 
     /// This thread's instance of `name` in `library`, as `dlsym` gives it.

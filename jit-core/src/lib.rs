@@ -28,7 +28,9 @@ mod testutil;
 pub use dispatch::{InPlaceDispatcher, Priority, Task, TaskDispatcher, TaskKind, ThreadPoolDispatcher};
 pub use dylib::{JitDylib, WeakJitDylib};
 pub use error::{Error, QualifiedSymbol, Result, RootCause};
-pub use generator::{DefinitionGenerator, DynamicLibraryGenerator, GeneratorDone, ProcessSymbolsGenerator};
+pub use generator::{
+    DefinitionGenerator, DynamicLibraryGenerator, GeneratorDone, OnDemandLibraryGenerator, ProcessSymbolsGenerator,
+};
 pub use loaded_symbols::LoaderBusy;
 pub use lookup::{
     DylibId, FoundSymbol, LookupKind, LookupResult, MatchFlags, RequiredState, SearchOrder, SymbolLookupFlags,

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jit_core::{
-    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, ProcessSymbolsGenerator, ResourceKey,
-    ResourceManager, Result, SymbolDef, SymbolFlags,
+    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, OnDemandLibraryGenerator,
+    ProcessSymbolsGenerator, ResourceKey, ResourceManager, Result, SymbolDef, SymbolFlags,
 };
 use jit_mem::{ManagerConfig, MemoryManager};
 use parking_lot::Mutex;
@@ -107,7 +107,8 @@ impl ObjectJitBuilder {
 }
 
 /// The dylib everything is added to: it sees the static libraries given, then the shared
-/// libraries, then (if asked) the process and the compiler's runtime library.
+/// libraries, then (if asked) the process, libstdc++ (for C++ code) and the compiler's
+/// runtime library.
 fn main_dylib(
     session: &ExecutionSession,
     objects: &ObjectLinkingLayer,
@@ -125,6 +126,12 @@ fn main_dylib(
     }
     if process_symbols {
         main.add_generator(ProcessSymbolsGenerator::new());
+        // The C++ runtime, as `clang++` links it, for C++ code when this process lacks it
+        // (`orcjit link` does not load LLVM, nor so libstdc++).
+        main.add_generator(OnDemandLibraryGenerator::new(
+            "libstdc++.so.6",
+            OnDemandLibraryGenerator::is_cxx_runtime_name,
+        ));
         // Last, as a native link ends with the compiler's runtime library.
         main.add_generator(CompilerRuntimeGenerator::new(objects));
     }

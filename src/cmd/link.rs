@@ -16,7 +16,7 @@ pub struct LinkArgs {
     /// Worker threads that link (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
-    /// Load a shared library whose symbols the objects may use (e.g. libstdc++.so.6).
+    /// Load a shared library whose symbols the objects may use (libstdc++ is loaded when C++ code needs it).
     #[arg(long = "dlopen", value_name = "LIB")]
     dlopen: Vec<String>,
     /// The program's argv[0] (default: the first object). A wrapper script that runs
