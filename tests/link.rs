@@ -203,6 +203,43 @@ fn indirect_functions_run_as_native() {
     program_case("ifunc", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
 }
 
+/// Code built with `-fsanitize=undefined` finds the sanitizer's runtime, which the native link
+/// adds: the full one reports as natively (stdout, stderr and status alike), the minimal one
+/// (`-fsanitize-minimal-runtime`) with the code addresses its reports carry left out.
+#[test]
+fn undefined_behaviour_sanitizer_reports_come_out_as_natively() {
+    let src = programs().join("ubsan/main.c");
+    for (minimal, flags) in [
+        (false, &["-O1", "-fPIC", "-fsanitize=undefined"][..]),
+        (true, &["-O1", "-fPIC", "-fsanitize=undefined", "-fsanitize-minimal-runtime"][..]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let objects = compile(tmp.path(), std::slice::from_ref(&src), flags);
+        let native = link_native(tmp.path(), &objects, &flags[2..], &[]);
+        let native_run = run(&mut Command::new(&native));
+        let without_addresses = |stderr: &[u8]| -> String {
+            let text = String::from_utf8_lossy(stderr);
+            if !minimal {
+                return text.into_owned();
+            }
+            text.lines().map(|l| l.split(" by 0x").next().unwrap_or(l).to_string() + "\n").collect()
+        };
+        let expected = without_addresses(&native_run.stderr);
+        assert!(
+            expected.contains(if minimal { "ubsan: add-overflow" } else { "signed integer overflow" }),
+            "{expected}"
+        );
+        for mut cmd in link_commands() {
+            let jit = run(cmd.args(&objects));
+            assert_eq!(
+                (&jit.stdout, without_addresses(&jit.stderr), jit.status.code()),
+                (&native_run.stdout, expected.clone(), native_run.status.code()),
+                "{cmd:?}"
+            );
+        }
+    }
+}
+
 /// What a native link takes from the compiler's runtime library (libgcc.a) is found too.
 #[test]
 fn cpu_feature_checks_and_compiler_runtime_helpers_run_as_native() {

@@ -157,14 +157,39 @@ impl DefinitionGenerator for DynamicLibraryGenerator {
 /// loads it. If it does not load, a lookup that requires such a name fails with
 /// [`Error::LibraryLoad`] (one that only weakly references them finds them absent).
 pub struct OnDemandLibraryGenerator {
-    path: String,
+    what: String,
+    locate: Box<dyn Fn() -> Option<String> + Send + Sync>,
     wants: Filter,
     library: std::sync::OnceLock<Result<DynamicLibraryGenerator>>,
 }
 
 impl OnDemandLibraryGenerator {
+    /// Loads `path` (as [`DynamicLibraryGenerator::load`] does) when first wanted.
     pub fn new(path: &str, wants: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        OnDemandLibraryGenerator { path: path.to_string(), wants: Box::new(wants), library: std::sync::OnceLock::new() }
+        let owned = path.to_string();
+        Self::located(path, move || Some(owned.clone()), wants)
+    }
+
+    /// Loads the library `locate` finds (a path, `None` if this machine has none), when first
+    /// wanted; `what` names it in the error if there is none.
+    pub fn located(
+        what: &str,
+        locate: impl Fn() -> Option<String> + Send + Sync + 'static,
+        wants: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        OnDemandLibraryGenerator {
+            what: what.to_string(),
+            locate: Box::new(locate),
+            wants: Box::new(wants),
+            library: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn load(&self) -> Result<DynamicLibraryGenerator> {
+        match (self.locate)() {
+            Some(path) => DynamicLibraryGenerator::load(&path),
+            None => Err(Error::LibraryLoad { path: Arc::from(self.what.as_str()), reason: Arc::from("not found") }),
+        }
     }
 
     /// Whether `name` is one the C++ runtime (`libstdc++`) may define: a mangled name, one of
@@ -190,7 +215,7 @@ impl DefinitionGenerator for OnDemandLibraryGenerator {
         if wanted.is_empty() {
             return done.finish(Ok(()));
         }
-        match self.library.get_or_init(|| DynamicLibraryGenerator::load(&self.path)) {
+        match self.library.get_or_init(|| self.load()) {
             Ok(library) => library.try_to_generate(dylib, kind, &wanted, done),
             Err(e) if wanted.iter().any(|(_, f)| *f == SymbolLookupFlags::Required) => done.finish(Err(e.clone())),
             Err(_) => done.finish(Ok(())),

@@ -161,40 +161,10 @@ impl CompilerRuntimeGenerator {
         CompilerRuntimeGenerator { layer: layer.clone(), library: std::sync::OnceLock::new() }
     }
 
-    /// The library this machine's compilers link into every program: the newest GCC's
-    /// `libgcc.a`, else the newest LLVM's compiler-rt builtins.
-    pub fn find_library() -> Option<std::path::PathBuf> {
-        use std::path::{Path, PathBuf};
-        // Directories named by versions ("12", "19"): the highest one holding `file` under `sub`.
-        let newest = |root: &Path, sub: &str, file: &str| -> Option<PathBuf> {
-            let version = |p: &Path| -> Vec<u32> {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let digits = name.trim_start_matches("llvm-");
-                digits.split('.').map(|part| part.parse().unwrap_or(0)).collect()
-            };
-            let mut found: Vec<PathBuf> = std::fs::read_dir(root)
-                .ok()?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|dir| dir.join(sub).join(file).is_file())
-                .collect();
-            found.sort_by_key(|dir| version(dir));
-            found.pop().map(|dir| dir.join(sub).join(file))
-        };
-        let gcc =
-            ["/usr/lib/gcc/x86_64-linux-gnu", "/usr/lib/gcc/x86_64-pc-linux-gnu", "/usr/lib64/gcc/x86_64-pc-linux-gnu"]
-                .iter()
-                .find_map(|root| newest(Path::new(root), "", "libgcc.a"));
-        gcc.or_else(|| {
-            // /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.builtins-x86_64.a
-            let llvm = newest(Path::new("/usr/lib"), "lib/clang", "")?;
-            newest(&llvm, "lib/linux", "libclang_rt.builtins-x86_64.a")
-        })
-    }
-
     fn library(&self) -> Option<&StaticLibraryGenerator> {
         self.library
             .get_or_init(|| {
-                let path = Self::find_library()?;
+                let path = crate::toolchain::compiler_runtime_library()?;
                 let bytes = std::fs::read(&path).ok()?;
                 match StaticLibrary::parse(&path.display().to_string(), bytes) {
                     Ok(library) => Some(StaticLibraryGenerator::new(&self.layer, library)),

@@ -107,8 +107,8 @@ impl ObjectJitBuilder {
 }
 
 /// The dylib everything is added to: it sees the static libraries given, then the shared
-/// libraries, then (if asked) the process, libstdc++ (for C++ code) and the compiler's
-/// runtime library.
+/// libraries, then (if asked) the process, libstdc++ (for C++ code), UBSan's runtimes (for
+/// code built with `-fsanitize=undefined`) and the compiler's runtime library.
 fn main_dylib(
     session: &ExecutionSession,
     objects: &ObjectLinkingLayer,
@@ -132,6 +132,15 @@ fn main_dylib(
             "libstdc++.so.6",
             OnDemandLibraryGenerator::is_cxx_runtime_name,
         ));
+        // The UndefinedBehaviorSanitizer's runtimes, as `clang -fsanitize=undefined` links them
+        // (the minimal one with `-fsanitize-minimal-runtime`, whose handlers say so).
+        for (file, minimal) in
+            [("libclang_rt.ubsan_standalone-x86_64.so", false), ("libclang_rt.ubsan_minimal-x86_64.so", true)]
+        {
+            let locate = move || crate::toolchain::compiler_rt(file).map(|p| p.display().to_string());
+            let wants = move |n: &str| n.starts_with("__ubsan_") && n.contains("_minimal") == minimal;
+            main.add_generator(OnDemandLibraryGenerator::located(file, locate, wants));
+        }
         // Last, as a native link ends with the compiler's runtime library.
         main.add_generator(CompilerRuntimeGenerator::new(objects));
     }
