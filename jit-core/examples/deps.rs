@@ -74,6 +74,10 @@ fn deps_of(shape: &str, i: usize, names: &[SymbolName], rng: &mut Rng) -> Vec<Sy
 }
 
 fn main() {
+    // Ends quietly when its output is closed (`| head -1`), as a C program would, rather than
+    // panicking in `println!` (Rust's runtime ignores SIGPIPE).
+    // SAFETY: sets one signal's disposition to its default, before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().collect();
     let shape = args.get(1).map_or("chain", String::as_str);
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
