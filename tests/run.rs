@@ -254,6 +254,14 @@ fn profiling_signal_handlers_run_while_the_program_allocates() {
     same_as_native_in_every_mode("jit-link/tests/programs/sigprof", &["main.c"], &[&[], &["--tier-up", "1"]]);
 }
 
+/// A signal handler calls functions nothing else calls, one new one on each tick, while the
+/// program allocates: installing it compiles everything it can reach (it hung every time when
+/// only the handler itself was compiled).
+#[test]
+fn what_a_signal_handler_calls_is_compiled_when_it_is_installed() {
+    same_as_native_in_every_mode("jit-link/tests/programs/sighandler", &["main.c"], MODES);
+}
+
 /// A thread's `pthread_key_create` destructor, which runs after the thread's thread-locals are
 /// destroyed, calls a function compiled then.
 #[test]

@@ -175,6 +175,8 @@ impl JitBuilder {
             Laziness::None => (None, None),
             laziness => {
                 let stubs = LazyReexports::new(&session, memory.clone())?;
+                // So that installing a signal handler compiles what it can call (`signals`).
+                base.object_layer().record_references();
                 let policy: Arc<dyn PartitionPolicy> = match (laziness, self.policy) {
                     (_, Some(policy)) => policy,
                     (Laziness::Module, None) => Arc::new(WholeModule),

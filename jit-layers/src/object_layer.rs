@@ -49,6 +49,34 @@ pub(crate) struct LayerShared {
     pub(crate) inits: Initializers,
     next_object: AtomicU64,
     gate: std::sync::OnceLock<std::result::Result<Arc<EntryGate>, String>>,
+    /// What each linked symbol refers to, once [`ObjectLinkingLayer::record_references`] asks.
+    references: References,
+}
+
+/// A symbol: its dylib and name.
+pub type SymbolRef = (DylibId, SymbolName);
+
+/// The layers of the process that record references, for [`recorded_references`].
+static RECORDING: Mutex<Vec<std::sync::Weak<LayerShared>>> = parking_lot::const_mutex(Vec::new());
+
+/// [`ObjectLinkingLayer::references`] of whichever layer of the process linked `symbol`.
+pub(crate) fn recorded_references(symbol: &SymbolRef) -> Option<Arc<[SymbolRef]>> {
+    let layers: Vec<Arc<LayerShared>> = RECORDING.lock().iter().filter_map(std::sync::Weak::upgrade).collect();
+    layers.iter().find_map(|l| l.references.table.lock().by_symbol.get(symbol).cloned())
+}
+
+/// What the symbols linked so far refer to (see [`ObjectLinkingLayer::references`]), by the
+/// tracker that owns them, so that removing it forgets them.
+#[derive(Default)]
+struct References {
+    on: std::sync::atomic::AtomicBool,
+    table: Mutex<ReferenceTable>,
+}
+
+#[derive(Default)]
+struct ReferenceTable {
+    by_symbol: FxHashMap<SymbolRef, Arc<[SymbolRef]>>,
+    by_tracker: FxHashMap<ResourceKey, Vec<SymbolRef>>,
 }
 
 /// Links relocatable ELF x86-64 objects into JIT dylibs.
@@ -79,11 +107,23 @@ impl ResourceManager for LayerResources {
         for plugin in self.0.plugins.read().iter() {
             plugin.notify_remove(key);
         }
+        let forgotten = {
+            let mut table = self.0.references.table.lock();
+            let symbols = table.by_tracker.remove(&key).unwrap_or_default();
+            symbols.iter().filter_map(|s| table.by_symbol.remove(s)).collect::<Vec<_>>()
+        };
+        drop(forgotten);
         let gate = self.0.entry_gate()?;
         self.0.inits.release(key, &gate)
     }
 
     fn handle_transfer(&self, dst: ResourceKey, src: ResourceKey) {
+        {
+            let mut table = self.0.references.table.lock();
+            if let Some(moved) = table.by_tracker.remove(&src) {
+                table.by_tracker.entry(dst).or_default().extend(moved);
+            }
+        }
         self.0.inits.transfer(dst, src);
     }
 }
@@ -99,6 +139,7 @@ impl ObjectLinkingLayer {
             inits: Initializers::default(),
             next_object: AtomicU64::new(0),
             gate: std::sync::OnceLock::new(),
+            references: References::default(),
         });
         session.register_resource_manager(Arc::new(LayerResources(shared.clone())));
         ObjectLinkingLayer { shared }
@@ -117,6 +158,26 @@ impl ObjectLinkingLayer {
     /// call `main` too.
     pub fn entry_gate(&self) -> Result<Arc<EntryGate>> {
         self.shared.entry_gate()
+    }
+
+    /// Makes the layer record, for every symbol it links from now on, the symbols its code and
+    /// data refer to (see [`references`](Self::references)). Off by default: a map entry per
+    /// linked symbol. A lazy JIT turns it on, to compile what a signal handler may call
+    /// before the handler runs.
+    pub fn record_references(&self) {
+        if !self.shared.references.on.swap(true, Ordering::Relaxed) {
+            let mut layers = RECORDING.lock();
+            layers.retain(|l| l.strong_count() > 0);
+            layers.push(Arc::downgrade(&self.shared));
+        }
+    }
+
+    /// The symbols that `symbol`'s code or data refers to (directly, or through anonymous data
+    /// of its object), each where the link found it (the process's own as the dylib whose
+    /// generator defined them), if `symbol` was linked by this layer while
+    /// [`record_references`](Self::record_references) was on and its tracker still lives.
+    pub fn references(&self, symbol: &SymbolRef) -> Option<Arc<[SymbolRef]>> {
+        self.shared.references.table.lock().by_symbol.get(symbol).cloned()
     }
 
     pub fn add_plugin(&self, plugin: Arc<dyn LinkPlugin>) {
@@ -568,6 +629,8 @@ impl LayerContext {
         let found = self.found.lock();
         let mut by_set: FxHashMap<*const [jit_link::SymbolName], usize> = FxHashMap::default();
         let mut groups: Vec<EmissionGroup> = Vec::new();
+        let record = self.shared.references.on.load(Ordering::Relaxed);
+        let mut referring: Vec<(SymbolRef, usize)> = Vec::new();
         for dep in self.deps.lock().iter() {
             let name = session.intern(dep.name.as_str());
             if !mr.contains(&name) {
@@ -579,7 +642,23 @@ impl LayerContext {
                 groups.push(EmissionGroup::new([], on));
                 groups.len() - 1
             });
+            if record {
+                referring.push(((self.dylib.id(), name.clone()), index));
+            }
             groups[index].symbols.push(name);
+        }
+        if record {
+            // The same sets, as references: the groups' dependencies are where each was found.
+            let sets: Vec<Arc<[SymbolRef]>> = groups.iter().map(|g| g.depends_on.iter().cloned().collect()).collect();
+            let _ = mr.with_resource_key(|key| {
+                let mut table = self.shared.references.table.lock();
+                let ReferenceTable { by_symbol, by_tracker } = &mut *table;
+                let owned = by_tracker.entry(key).or_default();
+                for (symbol, index) in referring {
+                    owned.push(symbol.clone());
+                    by_symbol.insert(symbol, sets[index].clone());
+                }
+            });
         }
         groups
     }
@@ -660,5 +739,62 @@ mod tests {
             err.contains("opt.o") && err.contains("'optind'") && err.contains("may change after the link"),
             "{err}"
         );
+    }
+
+    /// Compiles C `source` as PIC; returns the object's bytes.
+    fn pic_object(dir: &std::path::Path, name: &str, source: &str) -> Vec<u8> {
+        let (src, obj) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
+        std::fs::write(&src, source).unwrap();
+        let out = std::process::Command::new("clang-19")
+            .args(["-c", "-O1", "-fPIC"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(obj).unwrap()
+    }
+
+    #[test]
+    fn references_are_recorded_where_found_only_when_asked_and_forgotten_with_their_tracker() {
+        let tmp = tempfile::tempdir().unwrap();
+        let es = ExecutionSession::with_threads(2).unwrap();
+        let layer = ObjectLinkingLayer::new(&es, jit_mem::default_manager(ManagerConfig::default()).unwrap());
+        let jd = es.create_dylib("main").unwrap();
+        let other = es.create_dylib("other").unwrap();
+        jd.set_link_order(jit_core::SearchOrder::new().then(&other, jit_core::MatchFlags::ExportedOnly), true);
+        jd.add_generator(ProcessSymbolsGenerator::new());
+        let defs = pic_object(tmp.path(), "defs", "int counter; int bump(void) { return ++counter; }\n");
+        layer.add(&other, "defs.o", defs).unwrap();
+        let source = "int bump(void); extern int counter;\n\
+                      static int (*const table[])(void) = {bump};\n\
+                      int first(void) { return table[0]() + counter; }\n\
+                      int second(void) { return first(); }\n";
+        let symbol = |dylib: &JitDylib, name: &str| (dylib.id(), es.intern(name));
+
+        // Off: nothing recorded.
+        let unrecorded = jd.create_tracker();
+        layer.add_with_tracker(&jd, "early.o", pic_object(tmp.path(), "early", source), Some(&unrecorded)).unwrap();
+        lookup_watched(&jd, "second").unwrap();
+        assert!(layer.references(&symbol(&jd, "first")).is_none());
+        unrecorded.remove().unwrap();
+
+        layer.record_references();
+        let tracker = jd.create_tracker();
+        layer.add_with_tracker(&jd, "uses.o", pic_object(tmp.path(), "uses", source), Some(&tracker)).unwrap();
+        lookup_watched(&jd, "second").unwrap();
+        // Through the table (anonymous data) to `bump`, and `counter`, each where it was found.
+        let first = layer.references(&symbol(&jd, "first")).expect("recorded");
+        let mut names: Vec<(DylibId, String)> = first.iter().map(|(d, n)| (*d, n.as_str().to_string())).collect();
+        names.sort();
+        assert_eq!(names, [(other.id(), "bump".to_string()), (other.id(), "counter".to_string())]);
+        // `second` reaches them through `first`, defined beside it.
+        assert_eq!(layer.references(&symbol(&jd, "second")).expect("recorded"), first);
+        // The other object's symbols refer to nothing outside it, and were linked before.
+        assert!(layer.references(&symbol(&other, "bump")).is_none());
+        tracker.remove().unwrap();
+        assert!(layer.references(&symbol(&jd, "first")).is_none(), "forgotten with its tracker");
+        es.end_session().unwrap();
     }
 }

@@ -41,14 +41,18 @@ pub(crate) fn block_all_signals_here() {
     }
 }
 
-/// Resolves a handler JIT'd code is installing, if it is a lazy stub not called yet: its first
-/// call would enter the resolver inside the signal handler, which may have interrupted code
-/// holding a lock the resolver needs (the allocator's: found with googletest's SIGPROF
-/// handler, which deadlocked a death test). Functions the handler calls are still compiled
-/// when first called.
+/// Resolves a handler JIT'd code is installing, if it is a lazy stub, and every lazy stub its
+/// code can reach (see [`crate::lazy::resolve_reachable_from`]): a first call inside the
+/// handler would enter the resolver there, and the handler may have interrupted code holding
+/// a lock the resolver needs (the allocator's: found with googletest's SIGPROF handler, which
+/// deadlocked a death test, and a handler calling functions not compiled yet, which
+/// deadlocked every time). Handing the call to another thread would not do: what it frees or
+/// grows was often allocated on this thread, in the arena it holds locked. A function the
+/// handler reaches only through a pointer it did not take itself is still compiled on its
+/// first call.
 fn compile_handler(handler: libc::sighandler_t) {
     if handler != libc::SIG_DFL && handler != libc::SIG_IGN && handler != libc::SIG_ERR {
-        crate::lazy::resolve_stub_at(handler as u64);
+        crate::lazy::resolve_reachable_from(handler as u64, crate::object_layer::recorded_references);
     }
 }
 

@@ -11,4 +11,4 @@ mod reexports;
 mod stubs;
 mod table;
 
-pub use reexports::{LazyReexports, LazyStats, LazyStub, StubStatus, resolve_stub_at};
+pub use reexports::{LazyReexports, LazyStats, LazyStub, StubStatus, resolve_reachable_from, resolve_stub_at};

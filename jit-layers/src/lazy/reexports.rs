@@ -3,13 +3,14 @@
 //! the manager that owns stubs, trampoline and resolver (LLVM's `LazyReexportsManager` and
 //! `lazyReexports`, `llvm/lib/ExecutionEngine/Orc/LazyReexports.cpp`).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use jit_core::{
-    Error, ExecutionSession, ExecutorAddr, FxHashSet, Interface, JitDylib, MaterializationResponsibility,
+    DylibId, Error, ExecutionSession, ExecutorAddr, FxHashSet, Interface, JitDylib, MaterializationResponsibility,
     MaterializationUnit, ResourceKey, ResourceManager, ResourceTracker, Result, SymbolFlags, SymbolName,
 };
 use jit_mem::MemoryManager;
@@ -314,10 +315,16 @@ impl Shared {
     /// The resolver's work for a call through stub `id`: the address to go on to, or the
     /// message to die with.
     fn resolve(&self, id: u64) -> std::result::Result<u64, String> {
+        self.resolve_as(id, true)
+    }
+
+    /// [`resolve`](Self::resolve); `call` says whether a call is being made (the first-call
+    /// listener hears of it), or the stub is resolved ahead of its calls.
+    fn resolve_as(&self, id: u64, call_made: bool) -> std::result::Result<u64, String> {
         self.resolver_entries.fetch_add(1, Ordering::Relaxed);
         let call = self.table.lock().enter(id).map_err(|r| refusal(id, r))?;
         let _span = tracing::debug_span!(target: "orcjit", "lazy call", stub = %call.stub, body = %call.body).entered();
-        if call.first {
+        if call.first && call_made {
             let listener = self.listener.read().clone();
             if let Some(listener) = listener {
                 listener(&call.dylib, &call.stub, &call.body_dylib, &call.body);
@@ -354,13 +361,67 @@ pub fn resolve_stub_at(addr: u64) -> bool {
     for shared in managers {
         let id = shared.table.lock().unresolved_at(addr);
         if let Some(id) = id {
-            if let Err(message) = shared.resolve(id) {
-                tracing::debug!(target: "orcjit", "resolving the stub at {addr:#x} ahead of its first call: {message}");
-            }
+            ahead(&shared, id);
             return true;
         }
     }
     false
+}
+
+/// Resolves stub `id` ahead of its calls (the listener hears nothing: no call is made); a
+/// failure is left for a call to report.
+fn ahead(shared: &Shared, id: u64) {
+    if let Err(message) = shared.resolve_as(id, false) {
+        tracing::debug!(target: "orcjit", "resolving lazy stub #{id} ahead of its first call: {message}");
+    }
+}
+
+/// [`resolve_stub_at`], and then every lazy stub the body can reach: those its code and data
+/// refer to (as `references` tells, for instance
+/// [`ObjectLinkingLayer::references`](crate::ObjectLinkingLayer::references)), their bodies',
+/// and so on. For a signal handler: what it calls would otherwise be compiled on its first
+/// call, inside the handler. A call through a pointer the handler did not take itself may
+/// still reach a stub not resolved. Returns whether `addr` was a lazy stub.
+pub fn resolve_reachable_from(
+    addr: u64,
+    references: impl Fn(&(DylibId, SymbolName)) -> Option<Arc<[(DylibId, SymbolName)]>>,
+) -> bool {
+    let managers: Vec<Arc<Shared>> = MANAGERS.lock().iter().filter_map(Weak::upgrade).collect();
+    let Some((shared, stub)) = managers.iter().find_map(|m| m.table.lock().stub_at(addr).map(|s| (m, s))) else {
+        return false;
+    };
+    let _span = tracing::debug_span!(target: "orcjit", "resolve reachable", addr).entered();
+    let mut seen: FxHashSet<(DylibId, SymbolName)> = FxHashSet::default();
+    let mut bodies: VecDeque<(DylibId, SymbolName)> = VecDeque::new();
+    bodies.push_back(through(shared, stub));
+    while let Some(symbol) = bodies.pop_front() {
+        if !seen.insert(symbol.clone()) {
+            continue;
+        }
+        let Some(refs) = references(&symbol) else { continue };
+        for r in refs.iter() {
+            if seen.contains(r) {
+                continue;
+            }
+            match managers.iter().find_map(|m| m.table.lock().stub_named(r.0, &r.1).map(|s| (m, s))) {
+                Some((m, stub)) => {
+                    seen.insert(r.clone());
+                    bodies.push_back(through(m, stub));
+                }
+                None => bodies.push_back(r.clone()),
+            }
+        }
+    }
+    true
+}
+
+/// Goes through a stub found by [`StubTable::stub_at`] or [`StubTable::stub_named`]: resolves
+/// it if its calls still enter the resolver; returns its body.
+fn through(shared: &Shared, (id, unresolved, body): (u64, bool, (DylibId, SymbolName))) -> (DylibId, SymbolName) {
+    if unresolved {
+        ahead(shared, id);
+    }
+    body
 }
 
 fn refusal(id: u64, why: Refusal) -> String {

@@ -85,6 +85,9 @@ pub(super) struct Call {
     pub(super) first: bool,
 }
 
+/// A live stub: its id, whether its calls still enter the resolver, and its body.
+pub(super) type FoundStub = (u64, bool, (DylibId, SymbolName));
+
 /// Why a call cannot go on.
 pub(super) enum Refusal {
     /// The stub's tracker was removed.
@@ -348,6 +351,30 @@ impl StubTable {
         // SAFETY: as in `redirect`: the table holds a live stub's finalized batch.
         let now = unsafe { record.slot.load() };
         (now == record.lazy_entry()).then_some(id as u64)
+    }
+
+    /// The live stub `name` of dylib `dylib`: see [`stub_at`](Self::stub_at).
+    pub(super) fn stub_named(&self, dylib: DylibId, name: &SymbolName) -> Option<FoundStub> {
+        let id = *self.by_name.get(&(dylib, name.clone()))?;
+        self.found(id as usize)
+    }
+
+    /// The live stub at `addr`: its id, whether its calls still enter the resolver, and the
+    /// body it stands for. A linear search, as [`unresolved_at`](Self::unresolved_at).
+    pub(super) fn stub_at(&self, addr: u64) -> Option<FoundStub> {
+        let id = self.records.iter().position(|r| r.addr == addr)?;
+        self.found(id)
+    }
+
+    fn found(&self, id: usize) -> Option<FoundStub> {
+        let record = self.records.get(id)?;
+        let StubState::Live(binding) = &record.state else { return None };
+        if !matches!(self.batches[record.batch as usize].state, BatchState::Finalized(_)) {
+            return None;
+        }
+        // SAFETY: as in `redirect`: the table holds a live stub's finalized batch.
+        let unresolved = unsafe { record.slot.load() } == record.lazy_entry();
+        Some((id as u64, unresolved, (binding.body_dylib.id(), binding.body.clone())))
     }
 
     pub(super) fn stats(&self) -> LazyStats {

@@ -1,0 +1,55 @@
+/* A profiling-timer handler that calls functions the program never calls elsewhere, one new
+ * one on each tick (through a table, and along a direct chain), while the program allocates
+ * all the time: under a lazy JIT each would be compiled on its first call, inside the
+ * handler, which may have interrupted malloc holding its lock. Installing the handler must
+ * compile what it can reach first. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define TICKS 64
+
+static volatile sig_atomic_t ticks;
+static volatile long acc;
+
+#define HELPER(i) \
+    __attribute__((noinline)) void helper##i(void) { acc += (i + 1) * (long)ticks; }
+#define EIGHT(a) HELPER(a##0) HELPER(a##1) HELPER(a##2) HELPER(a##3) HELPER(a##4) HELPER(a##5) HELPER(a##6) HELPER(a##7)
+EIGHT(1) EIGHT(2) EIGHT(3) EIGHT(4) EIGHT(5) EIGHT(6) EIGHT(7) EIGHT(8)
+#define LIST(a) helper##a##0, helper##a##1, helper##a##2, helper##a##3, helper##a##4, helper##a##5, helper##a##6, helper##a##7
+static void (*const helpers[TICKS])(void) = {LIST(1), LIST(2), LIST(3), LIST(4), LIST(5), LIST(6), LIST(7), LIST(8)};
+
+__attribute__((noinline)) static void leaf(int t) { acc += t % 7; }
+__attribute__((noinline)) static void middle(int t) { leaf(t + 1); }
+
+static void on_tick(int sig) {
+    (void)sig;
+    int t = ticks;
+    if (t < TICKS) helpers[t]();
+    middle(t);
+    ticks = t + 1;
+}
+
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_tick;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGPROF, &sa, 0);
+    struct itimerval every = {{0, 500}, {0, 500}};
+    setitimer(ITIMER_PROF, &every, 0);
+    long total = 0;
+    while (ticks < TICKS) {
+        char *p = malloc(100 + (total & 1023));
+        memset(p, 1, 64);
+        total += p[3];
+        free(p);
+        free(malloc(5000));
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_PROF, &off, 0);
+    printf("%d ticks, acc %ld\n", TICKS, acc);
+    return 0;
+}
