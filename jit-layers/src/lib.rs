@@ -38,7 +38,7 @@ pub use ir::{
 };
 #[cfg(feature = "llvm")]
 pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, Laziness, Speculation};
-pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus, resolve_stub_at};
+pub use lazy::{LazyReexports, LazyStats, LazyStub, StubStatus, resolve_reachable_from, resolve_stub_at};
 pub use object_jit::{JitFunction, ObjectJit, ObjectJitBuilder};
 pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};
 pub use perf_map::PerfMap;

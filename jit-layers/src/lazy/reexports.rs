@@ -318,10 +318,13 @@ impl Shared {
         self.resolve_as(id, true)
     }
 
-    /// [`resolve`](Self::resolve); `call` says whether a call is being made (the first-call
-    /// listener hears of it), or the stub is resolved ahead of its calls.
+    /// [`resolve`](Self::resolve); `call_made` says whether a call entered the resolver (it
+    /// is counted, and the first-call listener hears of it), or the stub is resolved ahead of
+    /// its calls.
     fn resolve_as(&self, id: u64, call_made: bool) -> std::result::Result<u64, String> {
-        self.resolver_entries.fetch_add(1, Ordering::Relaxed);
+        if call_made {
+            self.resolver_entries.fetch_add(1, Ordering::Relaxed);
+        }
         let call = self.table.lock().enter(id).map_err(|r| refusal(id, r))?;
         let _span = tracing::debug_span!(target: "orcjit", "lazy call", stub = %call.stub, body = %call.body).entered();
         if call.first && call_made {
