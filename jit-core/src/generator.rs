@@ -149,47 +149,49 @@ impl DefinitionGenerator for DynamicLibraryGenerator {
     }
 }
 
-/// A [`DynamicLibraryGenerator`] made on the first lookup that reaches it for a name `wants`
-/// accepts (a name nothing searched before it defines), as a native link would have linked
-/// the library for such names: `libstdc++.so.6` for C++'s mangled names and runtime
-/// (`_Z*`, `__cxa_*`, `__gxx_personality_v0`), which `clang++` links into every program and a
-/// JIT whose process lacks it would not find. A program that never needs the library never
-/// loads it. If it does not load, a lookup that requires such a name fails with
-/// [`Error::LibraryLoad`] (one that only weakly references them finds them absent).
-pub struct OnDemandLibraryGenerator {
-    what: String,
-    locate: Box<dyn Fn() -> Option<String> + Send + Sync>,
+/// A generator made on the first lookup that reaches it for a name `wants` accepts (a name
+/// nothing searched before it defines), for what a native link adds on its own: a library
+/// ([`library`](Self::library), [`located_library`](Self::located_library)) such as
+/// `libstdc++.so.6` for C++'s mangled names and runtime (`_Z*`, `__cxa_*`,
+/// `__gxx_personality_v0`), which `clang++` links into every program and a JIT whose process
+/// lacks it would not find; or a static library read then ([`new`](Self::new)). A program that
+/// never needs it never makes it. If making it fails, a lookup that requires one of the names
+/// fails with that error (one that only weakly references them finds them absent).
+pub struct OnDemandGenerator {
     wants: Filter,
-    library: std::sync::OnceLock<Result<DynamicLibraryGenerator>>,
+    make: Box<MakeGenerator>,
+    made: std::sync::OnceLock<Result<Box<dyn DefinitionGenerator>>>,
 }
 
-impl OnDemandLibraryGenerator {
-    /// Loads `path` (as [`DynamicLibraryGenerator::load`] does) when first wanted.
-    pub fn new(path: &str, wants: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        let owned = path.to_string();
-        Self::located(path, move || Some(owned.clone()), wants)
+type MakeGenerator = dyn Fn() -> Result<Box<dyn DefinitionGenerator>> + Send + Sync;
+
+impl OnDemandGenerator {
+    /// The generator `make` makes, when first wanted.
+    pub fn new(
+        wants: impl Fn(&str) -> bool + Send + Sync + 'static,
+        make: impl Fn() -> Result<Box<dyn DefinitionGenerator>> + Send + Sync + 'static,
+    ) -> Self {
+        OnDemandGenerator { wants: Box::new(wants), make: Box::new(make), made: std::sync::OnceLock::new() }
     }
 
-    /// Loads the library `locate` finds (a path, `None` if this machine has none), when first
-    /// wanted; `what` names it in the error if there is none.
-    pub fn located(
+    /// `path` loaded (as [`DynamicLibraryGenerator::load`] does) when first wanted.
+    pub fn library(path: &str, wants: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        let owned = path.to_string();
+        Self::located_library(path, move || Some(owned.clone()), wants)
+    }
+
+    /// The library `locate` finds (a path; `None` if this machine has none, an error naming
+    /// `what`), loaded when first wanted.
+    pub fn located_library(
         what: &str,
         locate: impl Fn() -> Option<String> + Send + Sync + 'static,
         wants: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> Self {
-        OnDemandLibraryGenerator {
-            what: what.to_string(),
-            locate: Box::new(locate),
-            wants: Box::new(wants),
-            library: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn load(&self) -> Result<DynamicLibraryGenerator> {
-        match (self.locate)() {
-            Some(path) => DynamicLibraryGenerator::load(&path),
-            None => Err(Error::LibraryLoad { path: Arc::from(self.what.as_str()), reason: Arc::from("not found") }),
-        }
+        let what: Arc<str> = Arc::from(what);
+        Self::new(wants, move || match locate() {
+            Some(path) => Ok(Box::new(DynamicLibraryGenerator::load(&path)?) as Box<dyn DefinitionGenerator>),
+            None => Err(Error::LibraryLoad { path: what.clone(), reason: Arc::from("not found") }),
+        })
     }
 
     /// Whether `name` is one the C++ runtime (`libstdc++`) may define: a mangled name, one of
@@ -202,7 +204,7 @@ impl OnDemandLibraryGenerator {
     }
 }
 
-impl DefinitionGenerator for OnDemandLibraryGenerator {
+impl DefinitionGenerator for OnDemandGenerator {
     fn try_to_generate(
         &self,
         dylib: &JitDylib,
@@ -215,8 +217,8 @@ impl DefinitionGenerator for OnDemandLibraryGenerator {
         if wanted.is_empty() {
             return done.finish(Ok(()));
         }
-        match self.library.get_or_init(|| self.load()) {
-            Ok(library) => library.try_to_generate(dylib, kind, &wanted, done),
+        match self.made.get_or_init(|| (self.make)()) {
+            Ok(generator) => generator.try_to_generate(dylib, kind, &wanted, done),
             Err(e) if wanted.iter().any(|(_, f)| *f == SymbolLookupFlags::Required) => done.finish(Err(e.clone())),
             Err(_) => done.finish(Ok(())),
         }
@@ -331,7 +333,7 @@ mod tests {
         let (_es, jd) = setup(0);
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = asked.clone();
-        jd.add_generator(OnDemandLibraryGenerator::new("libm.so.6", move |name| {
+        jd.add_generator(OnDemandGenerator::library("libm.so.6", move |name| {
             counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             name.starts_with("co")
         }));
@@ -343,8 +345,7 @@ mod tests {
         assert!(asked.load(std::sync::atomic::Ordering::Relaxed) >= 2);
 
         let (es2, broken) = setup(0);
-        broken
-            .add_generator(OnDemandLibraryGenerator::new("/nonexistent/libnothing.so", |name| name.starts_with("_Z")));
+        broken.add_generator(OnDemandGenerator::library("/nonexistent/libnothing.so", |name| name.starts_with("_Z")));
         assert!(matches!(broken.lookup("plain_c_name"), Err(Error::SymbolsNotFound { .. })), "never loaded");
         let err = broken.lookup("_Z3foov").unwrap_err();
         assert!(err.to_string().contains("cannot load library '/nonexistent/libnothing.so'"), "{err}");

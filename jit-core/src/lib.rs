@@ -29,7 +29,7 @@ pub use dispatch::{InPlaceDispatcher, Priority, Task, TaskDispatcher, TaskKind, 
 pub use dylib::{JitDylib, WeakJitDylib};
 pub use error::{Error, QualifiedSymbol, Result, RootCause};
 pub use generator::{
-    DefinitionGenerator, DynamicLibraryGenerator, GeneratorDone, OnDemandLibraryGenerator, ProcessSymbolsGenerator,
+    DefinitionGenerator, DynamicLibraryGenerator, GeneratorDone, OnDemandGenerator, ProcessSymbolsGenerator,
 };
 pub use loaded_symbols::LoaderBusy;
 pub use lookup::{

@@ -7,7 +7,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use jit_core::{
-    DefinitionGenerator, Error, FxHashMap, GeneratorDone, JitDylib, LookupKind, Result, SymbolLookupFlags, SymbolName,
+    DefinitionGenerator, Error, FxHashMap, GeneratorDone, JitDylib, LookupKind, OnDemandGenerator, Result,
+    SymbolLookupFlags, SymbolName,
 };
 use object::read::archive::ArchiveFile;
 use parking_lot::Mutex;
@@ -142,56 +143,25 @@ impl DefinitionGenerator for StaticLibraryGenerator {
 }
 
 /// The C compiler's runtime library (`libgcc.a`, or compiler-rt's builtins without GCC),
-/// searched last, as a native link searches it after every library: what compiled code calls
-/// but no shared library exports under a name `dlsym` finds. Clang emits calls to
-/// `__cpu_indicator_init` and reads of `__cpu_model` and `__cpu_features2` for
-/// `__builtin_cpu_supports`, `__builtin_cpu_is` and function multiversioning; `libgcc_s`
-/// has the first two only under an old symbol version, the third not at all.
+/// for the end of a dylib's search order, as a native link searches it after every library:
+/// what compiled code calls but no shared library exports under a name `dlsym` finds. Clang
+/// emits calls to `__cpu_indicator_init` and reads of `__cpu_model` and `__cpu_features2` for
+/// `__builtin_cpu_supports`, `__builtin_cpu_is` and function multiversioning; `libgcc_s` has
+/// the first two only under an old symbol version, the third not at all.
 ///
-/// The library is read on the first lookup that reaches it, for a name defined nowhere else
-/// that starts with `__` (as everything it defines does), and never before; without one on
-/// this machine, it generates nothing.
-pub struct CompilerRuntimeGenerator {
-    layer: ObjectLinkingLayer,
-    library: std::sync::OnceLock<Option<StaticLibraryGenerator>>,
-}
-
-impl CompilerRuntimeGenerator {
-    pub fn new(layer: &ObjectLinkingLayer) -> CompilerRuntimeGenerator {
-        CompilerRuntimeGenerator { layer: layer.clone(), library: std::sync::OnceLock::new() }
-    }
-
-    fn library(&self) -> Option<&StaticLibraryGenerator> {
-        self.library
-            .get_or_init(|| {
-                let path = crate::toolchain::compiler_runtime_library()?;
-                let bytes = std::fs::read(&path).ok()?;
-                match StaticLibrary::parse(&path.display().to_string(), bytes) {
-                    Ok(library) => Some(StaticLibraryGenerator::new(&self.layer, library)),
-                    Err(e) => {
-                        tracing::warn!(target: "orcjit", "compiler runtime not used: {e}");
-                        None
-                    }
-                }
-            })
-            .as_ref()
-    }
-}
-
-impl DefinitionGenerator for CompilerRuntimeGenerator {
-    fn try_to_generate(
-        &self,
-        dylib: &JitDylib,
-        kind: LookupKind,
-        names: &[(SymbolName, SymbolLookupFlags)],
-        done: GeneratorDone,
-    ) {
-        if !names.iter().any(|(name, _)| name.as_str().starts_with("__")) {
-            return done.finish(Ok(()));
-        }
-        match self.library() {
-            Some(library) => library.try_to_generate(dylib, kind, names, done),
-            None => done.finish(Ok(())),
-        }
-    }
+/// The library is read on the first lookup that reaches the generator for a name that starts
+/// with `__` (as everything it defines does), and never before.
+pub fn compiler_runtime_generator(layer: &ObjectLinkingLayer) -> OnDemandGenerator {
+    let layer = layer.clone();
+    OnDemandGenerator::new(
+        |name| name.starts_with("__"),
+        move || {
+            let path = crate::toolchain::compiler_runtime_library()
+                .ok_or_else(|| Error::msg("no libgcc.a or compiler-rt builtins library on this machine"))?;
+            let name = path.display().to_string();
+            let bytes = std::fs::read(&path).map_err(|e| Error::msg(format!("cannot read '{name}': {e}")))?;
+            let library = StaticLibrary::parse(&name, bytes)?;
+            Ok(Box::new(StaticLibraryGenerator::new(&layer, library)) as Box<dyn DefinitionGenerator>)
+        },
+    )
 }

@@ -26,7 +26,7 @@ pub mod speculate;
 mod toolchain;
 mod vfork;
 
-pub use archive::{CompilerRuntimeGenerator, StaticLibrary, StaticLibraryGenerator};
+pub use archive::{StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator};
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 pub use export_dynamic::export_dynamic;

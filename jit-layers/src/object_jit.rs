@@ -9,13 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jit_core::{
-    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, OnDemandLibraryGenerator,
+    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, OnDemandGenerator,
     ProcessSymbolsGenerator, ResourceKey, ResourceManager, Result, SymbolDef, SymbolFlags,
 };
 use jit_mem::{ManagerConfig, MemoryManager};
 use parking_lot::Mutex;
 
-use crate::{CompilerRuntimeGenerator, InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator};
+use crate::{InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator};
 
 /// Builds an [`ObjectJit`] (and the object half of a [`crate::Jit`]).
 #[must_use]
@@ -128,10 +128,7 @@ fn main_dylib(
         main.add_generator(ProcessSymbolsGenerator::new());
         // The C++ runtime, as `clang++` links it, for C++ code when this process lacks it
         // (`orcjit link` does not load LLVM, nor so libstdc++).
-        main.add_generator(OnDemandLibraryGenerator::new(
-            "libstdc++.so.6",
-            OnDemandLibraryGenerator::is_cxx_runtime_name,
-        ));
+        main.add_generator(OnDemandGenerator::library("libstdc++.so.6", OnDemandGenerator::is_cxx_runtime_name));
         // The UndefinedBehaviorSanitizer's runtimes, as `clang -fsanitize=undefined` links them
         // (the minimal one with `-fsanitize-minimal-runtime`, whose handlers say so).
         for (file, minimal) in
@@ -139,10 +136,10 @@ fn main_dylib(
         {
             let locate = move || crate::toolchain::compiler_rt(file).map(|p| p.display().to_string());
             let wants = move |n: &str| n.starts_with("__ubsan_") && n.contains("_minimal") == minimal;
-            main.add_generator(OnDemandLibraryGenerator::located(file, locate, wants));
+            main.add_generator(OnDemandGenerator::located_library(file, locate, wants));
         }
         // Last, as a native link ends with the compiler's runtime library.
-        main.add_generator(CompilerRuntimeGenerator::new(objects));
+        main.add_generator(compiler_runtime_generator(objects));
     }
     // JIT'd code registers its exit handlers with orcjit and exits through it (see
     // `at_exit`), so that what runs at exit can still be compiled then; its `vfork` is a

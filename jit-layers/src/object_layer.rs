@@ -675,10 +675,16 @@ mod tests {
 
     /// Compiles C `source` without PIC for the small code model; returns the object's bytes.
     fn nopic_object(dir: &std::path::Path, name: &str, source: &str) -> Vec<u8> {
+        c_object(dir, name, source, &["-fno-pic", "-mcmodel=small"])
+    }
+
+    /// Compiles C `source` at -O1 with `flags`; returns the object's bytes.
+    fn c_object(dir: &std::path::Path, name: &str, source: &str, flags: &[&str]) -> Vec<u8> {
         let (src, obj) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
         std::fs::write(&src, source).unwrap();
         let out = std::process::Command::new("clang-19")
-            .args(["-c", "-O1", "-fno-pic", "-mcmodel=small"])
+            .args(["-c", "-O1"])
+            .args(flags)
             .arg(&src)
             .arg("-o")
             .arg(&obj)
@@ -741,21 +747,6 @@ mod tests {
         );
     }
 
-    /// Compiles C `source` as PIC; returns the object's bytes.
-    fn pic_object(dir: &std::path::Path, name: &str, source: &str) -> Vec<u8> {
-        let (src, obj) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
-        std::fs::write(&src, source).unwrap();
-        let out = std::process::Command::new("clang-19")
-            .args(["-c", "-O1", "-fPIC"])
-            .arg(&src)
-            .arg("-o")
-            .arg(&obj)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::read(obj).unwrap()
-    }
-
     #[test]
     fn references_are_recorded_where_found_only_when_asked_and_forgotten_with_their_tracker() {
         let tmp = tempfile::tempdir().unwrap();
@@ -765,7 +756,7 @@ mod tests {
         let other = es.create_dylib("other").unwrap();
         jd.set_link_order(jit_core::SearchOrder::new().then(&other, jit_core::MatchFlags::ExportedOnly), true);
         jd.add_generator(ProcessSymbolsGenerator::new());
-        let defs = pic_object(tmp.path(), "defs", "int counter; int bump(void) { return ++counter; }\n");
+        let defs = c_object(tmp.path(), "defs", "int counter; int bump(void) { return ++counter; }\n", &["-fPIC"]);
         layer.add(&other, "defs.o", defs).unwrap();
         let source = "int bump(void); extern int counter;\n\
                       static int (*const table[])(void) = {bump};\n\
@@ -775,14 +766,18 @@ mod tests {
 
         // Off: nothing recorded.
         let unrecorded = jd.create_tracker();
-        layer.add_with_tracker(&jd, "early.o", pic_object(tmp.path(), "early", source), Some(&unrecorded)).unwrap();
+        layer
+            .add_with_tracker(&jd, "early.o", c_object(tmp.path(), "early", source, &["-fPIC"]), Some(&unrecorded))
+            .unwrap();
         lookup_watched(&jd, "second").unwrap();
         assert!(layer.references(&symbol(&jd, "first")).is_none());
         unrecorded.remove().unwrap();
 
         layer.record_references();
         let tracker = jd.create_tracker();
-        layer.add_with_tracker(&jd, "uses.o", pic_object(tmp.path(), "uses", source), Some(&tracker)).unwrap();
+        layer
+            .add_with_tracker(&jd, "uses.o", c_object(tmp.path(), "uses", source, &["-fPIC"]), Some(&tracker))
+            .unwrap();
         lookup_watched(&jd, "second").unwrap();
         // Through the table (anonymous data) to `bump`, and `counter`, each where it was found.
         let first = layer.references(&symbol(&jd, "first")).expect("recorded");
