@@ -260,6 +260,8 @@ fn profiling_signal_handlers_run_while_the_program_allocates() {
 #[test]
 fn what_a_signal_handler_calls_is_compiled_when_it_is_installed() {
     same_as_native_in_every_mode("jit-link/tests/programs/sighandler", &["main.c"], MODES);
+    // Installed by `__sysv_signal` (C11's `signal`), again inside each signal.
+    same_as_native_in_every_mode("jit-link/tests/programs/sighandler", &["sysv.c"], &[&[], &["--tier-up", "1"]]);
 }
 
 /// A thread's `pthread_key_create` destructor, which runs after the thread's thread-locals are

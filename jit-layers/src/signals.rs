@@ -2,6 +2,7 @@
 //! that run JIT'd code as one; and handlers compiled before they are installed.
 
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Restores the signal state a native program starts with, which Rust's runtime changed
 /// before the host's `main`:
@@ -50,34 +51,75 @@ pub(crate) fn block_all_signals_here() {
 /// grows was often allocated on this thread, in the arena it holds locked. A function the
 /// handler reaches only through a pointer it did not take itself is still compiled on its
 /// first call.
-fn compile_handler(handler: libc::sighandler_t) {
-    if handler != libc::SIG_DFL && handler != libc::SIG_IGN && handler != libc::SIG_ERR {
-        crate::lazy::resolve_reachable_from(handler as u64, crate::object_layer::recorded_references);
+fn compile_handler(sig: c_int, handler: libc::sighandler_t) {
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN || handler == libc::SIG_ERR {
+        return;
+    }
+    // A handler that installs itself again (the System V way: `sysv_signal` and C11's `signal`
+    // reset the action when the signal arrives) does so inside the signal, where compiling
+    // (or even looking, which allocates) could deadlock; it was compiled the first time.
+    let done = usize::try_from(sig).ok().and_then(|s| COMPILED.get(s));
+    if done.is_some_and(|d| d.load(Ordering::Relaxed) == handler) {
+        return;
+    }
+    crate::lazy::resolve_reachable_from(handler as u64, crate::object_layer::recorded_references);
+    if let Some(d) = done {
+        d.store(handler, Ordering::Relaxed);
     }
 }
+
+/// Per signal, the handler [`compile_handler`] last compiled for it.
+static COMPILED: [AtomicUsize; 65] = [const { AtomicUsize::new(0) }; 65];
 
 /// `sigaction` for JIT'd code: see [`compile_handler`].
 unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
     if !act.is_null() {
         // SAFETY: the caller passes a readable `struct sigaction` or null, as libc requires.
-        compile_handler(unsafe { (*act).sa_sigaction });
+        compile_handler(sig, unsafe { (*act).sa_sigaction });
     }
     // SAFETY: forwards the caller's arguments unchanged.
     unsafe { libc::sigaction(sig, act, old) }
 }
 
-/// `signal` (and `bsd_signal`, the same in glibc) for JIT'd code: see [`compile_handler`].
+unsafe extern "C" {
+    #[link_name = "__sysv_signal"]
+    fn libc_sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t;
+    #[link_name = "sigset"]
+    fn libc_sigset(sig: c_int, disposition: libc::sighandler_t) -> libc::sighandler_t;
+}
+
+/// `signal`, `bsd_signal` and `ssignal` (the same in glibc) for JIT'd code: see
+/// [`compile_handler`].
 unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    compile_handler(handler);
+    compile_handler(sig, handler);
     // SAFETY: forwards the caller's arguments unchanged.
     unsafe { libc::signal(sig, handler) }
 }
 
-/// The addresses JIT'd code should bind `sigaction`, `signal` and `bsd_signal` to.
-pub(crate) fn overrides() -> [(&'static str, usize); 3] {
+/// `__sysv_signal` and `sysv_signal` for JIT'd code (C code built for a strict standard,
+/// `-std=c11`, calls `signal` under the first name): see [`compile_handler`].
+unsafe extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    compile_handler(sig, handler);
+    // SAFETY: forwards the caller's arguments unchanged.
+    unsafe { libc_sysv_signal(sig, handler) }
+}
+
+/// `sigset` for JIT'd code: see [`compile_handler`] (`SIG_HOLD` names no stub).
+unsafe extern "C" fn sigset(sig: c_int, disposition: libc::sighandler_t) -> libc::sighandler_t {
+    compile_handler(sig, disposition);
+    // SAFETY: forwards the caller's arguments unchanged.
+    unsafe { libc_sigset(sig, disposition) }
+}
+
+/// The addresses JIT'd code should bind the functions that install signal handlers to.
+pub(crate) fn overrides() -> [(&'static str, usize); 7] {
     [
         ("sigaction", sigaction as *const () as usize),
         ("signal", signal as *const () as usize),
         ("bsd_signal", signal as *const () as usize),
+        ("ssignal", signal as *const () as usize),
+        ("__sysv_signal", sysv_signal as *const () as usize),
+        ("sysv_signal", sysv_signal as *const () as usize),
+        ("sigset", sigset as *const () as usize),
     ]
 }

@@ -2,7 +2,10 @@
  * one on each tick (through a table, and along a direct chain), while the program allocates
  * all the time: under a lazy JIT each would be compiled on its first call, inside the
  * handler, which may have interrupted malloc holding its lock. Installing the handler must
- * compile what it can reach first. */
+ * compile what it can reach first. Installed with sigaction, or (sysv.c) the System V way,
+ * with __sysv_signal (what C11's `signal` is), which the handler repeats on each tick; the
+ * action is reset when the signal arrives, so there the timer is armed for one tick at a time,
+ * once the last one is handled. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,9 @@ __attribute__((noinline)) static void leaf(int t) { acc += t % 7; }
 __attribute__((noinline)) static void middle(int t) { leaf(t + 1); }
 
 static void on_tick(int sig) {
+#ifdef SYSTEM_V
+    __sysv_signal(sig, on_tick);
+#endif
     (void)sig;
     int t = ticks;
     if (t < TICKS) helpers[t]();
@@ -33,15 +39,30 @@ static void on_tick(int sig) {
 }
 
 int main(void) {
+#ifdef SYSTEM_V
+    __sysv_signal(SIGPROF, on_tick);
+#else
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_tick;
     sa.sa_flags = SA_RESTART;
     sigaction(SIGPROF, &sa, 0);
+#endif
+#ifdef SYSTEM_V
+    struct itimerval every = {{0, 0}, {0, 500}};
+    int armed = 0;
+#else
     struct itimerval every = {{0, 500}, {0, 500}};
+#endif
     setitimer(ITIMER_PROF, &every, 0);
     long total = 0;
     while (ticks < TICKS) {
+#ifdef SYSTEM_V
+        if (ticks > armed) {
+            armed = ticks;
+            setitimer(ITIMER_PROF, &every, 0);
+        }
+#endif
         char *p = malloc(100 + (total & 1023));
         memset(p, 1, 64);
         total += p[3];
