@@ -223,14 +223,25 @@ pub(crate) fn interface_of(session: &ExecutionSession, module: &Module<'_>) -> I
 /// The module's indirect functions (`ifunc`, `target_clones`), each a function its object
 /// defines (inkwell has no iterator for them).
 fn ifuncs<'c>(module: &Module<'c>) -> Vec<GlobalValue<'c>> {
+    use llvm_sys::core::{LLVMGetFirstGlobalIFunc, LLVMGetNextGlobalIFunc};
+    walk(module, LLVMGetFirstGlobalIFunc, LLVMGetNextGlobalIFunc)
+}
+
+/// The values of one of the module's global lists, walked with LLVM's iterator functions for
+/// it (`first`, `next`).
+fn walk<'c>(
+    module: &Module<'c>,
+    first: unsafe extern "C" fn(llvm_sys::prelude::LLVMModuleRef) -> llvm_sys::prelude::LLVMValueRef,
+    next: unsafe extern "C" fn(llvm_sys::prelude::LLVMValueRef) -> llvm_sys::prelude::LLVMValueRef,
+) -> Vec<GlobalValue<'c>> {
     let mut out = Vec::new();
-    // SAFETY: walks the module's ifunc list with LLVM's own iterator functions; the values are
-    // owned by the module, which outlives the returned handles (same 'c lifetime).
+    // SAFETY: `first` and `next` are one list's iterator functions; the values are owned by
+    // the module, which outlives the returned handles (same 'c lifetime).
     unsafe {
-        let mut cur = llvm_sys::core::LLVMGetFirstGlobalIFunc(module.as_mut_ptr());
+        let mut cur = first(module.as_mut_ptr());
         while !cur.is_null() {
             out.push(GlobalValue::new(cur));
-            cur = llvm_sys::core::LLVMGetNextGlobalIFunc(cur);
+            cur = next(cur);
         }
     }
     out
@@ -244,17 +255,8 @@ pub(crate) fn has_initializers(module: &Module<'_>) -> bool {
 
 /// The module's global aliases (inkwell has no iterator for them).
 pub(crate) fn aliases<'c>(module: &Module<'c>) -> Vec<GlobalValue<'c>> {
-    let mut out = Vec::new();
-    // SAFETY: walks the module's alias list with LLVM's own iterator functions; the values are
-    // owned by the module, which outlives the returned handles (same 'c lifetime).
-    unsafe {
-        let mut cur = llvm_sys::core::LLVMGetFirstGlobalAlias(module.as_mut_ptr());
-        while !cur.is_null() {
-            out.push(GlobalValue::new(cur));
-            cur = llvm_sys::core::LLVMGetNextGlobalAlias(cur);
-        }
-    }
-    out
+    use llvm_sys::core::{LLVMGetFirstGlobalAlias, LLVMGetNextGlobalAlias};
+    walk(module, LLVMGetFirstGlobalAlias, LLVMGetNextGlobalAlias)
 }
 
 fn alias_is_callable(alias: GlobalValue<'_>) -> bool {
