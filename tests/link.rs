@@ -240,6 +240,21 @@ fn undefined_behaviour_sanitizer_reports_come_out_as_natively() {
     }
 }
 
+/// Code built with -fsanitize=address cannot run (its runtime must be in the process from the
+/// start): the error says so, besides naming the symbol and the object.
+#[test]
+fn address_sanitized_code_is_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &[programs().join("ubsan/main.c")], &["-O1", "-fPIC", "-fsanitize=address"]);
+    for mut cmd in link_commands() {
+        let out = run(cmd.args(&objects));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(stderr.contains("undefined symbol '__asan_") && stderr.contains("main.o"), "{stderr}");
+        assert!(stderr.contains("-fsanitize=address needs AddressSanitizer's runtime"), "{stderr}");
+    }
+}
+
 /// What a native link takes from the compiler's runtime library (libgcc.a) is found too.
 #[test]
 fn cpu_feature_checks_and_compiler_runtime_helpers_run_as_native() {

@@ -42,8 +42,9 @@ pub enum LinkError {
     #[error("{object}: duplicate definition of symbol '{symbol}'")]
     DuplicateSymbol { object: String, symbol: SymbolName },
 
-    /// A required external symbol was not found by the context.
-    #[error("undefined symbol '{symbol}' referenced from {object} ({location})")]
+    /// A required external symbol was not found by the context. Names of runtimes a JIT
+    /// cannot provide get a hint saying so (see [`runtime_hint`]).
+    #[error("undefined symbol '{symbol}' referenced from {object} ({location}){hint}", hint = runtime_hint(.symbol.as_str()))]
     UndefinedSymbol { object: String, symbol: SymbolName, location: String },
 
     /// A fixup's value does not fit its field.
@@ -125,5 +126,51 @@ impl LinkError {
     /// A custom error for passes and contexts outside jit-link.
     pub fn custom(object: impl Into<String>, what: impl Into<String>, source: impl Into<BoxError>) -> LinkError {
         LinkError::Custom { object: object.into(), what: what.into(), source: source.into() }
+    }
+}
+
+/// What to add to an undefined-symbol error when the name belongs to a compiler runtime that
+/// cannot come into a process already running: the sanitizers that replace the allocator and
+/// map shadow memory at start-up, and the profiling runtimes, whose counters a native link
+/// gathers from every object's sections into one.
+pub fn runtime_hint(symbol: &str) -> &'static str {
+    const HINTS: [(&str, &str); 6] = [
+        (
+            "__asan_",
+            "; code built with -fsanitize=address needs AddressSanitizer's runtime in the process from its start",
+        ),
+        (
+            "__tsan_",
+            "; code built with -fsanitize=thread needs ThreadSanitizer's runtime in the process from its start",
+        ),
+        (
+            "__msan_",
+            "; code built with -fsanitize=memory needs MemorySanitizer's runtime in the process from its start",
+        ),
+        ("__hwasan_", "; code built with -fsanitize=hwaddress needs its runtime in the process from its start"),
+        (
+            "__llvm_profile_",
+            "; code built with -fprofile-instr-generate needs a profile runtime, which orcjit does not link",
+        ),
+        ("__gcov_", "; code built with --coverage needs a profile runtime, which orcjit does not link"),
+    ];
+    HINTS.iter().find(|(prefix, _)| symbol.starts_with(prefix)).map_or("", |(_, hint)| hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undefined_sanitizer_name_says_why_and_others_say_nothing_more() {
+        let undefined = |name: &str| {
+            LinkError::UndefinedSymbol { object: "a.o".into(), symbol: name.into(), location: ".text+0x4".into() }
+                .to_string()
+        };
+        assert_eq!(undefined("missing"), "undefined symbol 'missing' referenced from a.o (.text+0x4)");
+        let asan = undefined("__asan_init");
+        assert!(asan.starts_with("undefined symbol '__asan_init' referenced from a.o (.text+0x4); "), "{asan}");
+        assert!(asan.contains("-fsanitize=address"), "{asan}");
+        assert!(undefined("__llvm_profile_runtime").contains("-fprofile-instr-generate"));
     }
 }
