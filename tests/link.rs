@@ -255,6 +255,12 @@ fn address_sanitized_code_is_refused_with_the_reason() {
     }
 }
 
+/// `dladdr` on JIT'd code answers as for a native build linked with `-rdynamic`.
+#[test]
+fn dladdr_names_jit_d_functions_as_natively() {
+    program_case("dladdr", &["main.c"], &[], &["-rdynamic"], &[], &[PIC_SMALL, NOPIC_LARGE]);
+}
+
 /// What a native link takes from the compiler's runtime library (libgcc.a) is found too.
 #[test]
 fn cpu_feature_checks_and_compiler_runtime_helpers_run_as_native() {

@@ -232,6 +232,15 @@ fn indirect_functions_run_as_natively() {
     same_as_native_in_every_mode("jit-link/tests/programs/ifunc", &["main.c", "other.c"], MODES);
 }
 
+/// `dladdr` names the program's functions, its stubs' included, as for a native build linked
+/// with `-rdynamic` (see `jit-link/tests/programs/dladdr`).
+#[test]
+fn dladdr_names_jit_d_functions_as_natively() {
+    for options in [&[][..], &["--lazy=none"][..], &["--tier-up", "1"][..]] {
+        program("jit-link/tests/programs/dladdr", &["main.c"], &["-O1", "-fPIC"], &["-rdynamic"], options);
+    }
+}
+
 /// The program starts with a native program's signal state (SIGPIPE, SIGSEGV and SIGBUS at
 /// their defaults, no alternate signal stack), not the one Rust's runtime sets up.
 #[test]

@@ -23,6 +23,7 @@ mod object_layer;
 mod perf_map;
 mod signals;
 pub mod speculate;
+mod symbolize;
 mod toolchain;
 mod vfork;
 

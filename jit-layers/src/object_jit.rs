@@ -92,6 +92,10 @@ impl ObjectJitBuilder {
         let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
         let archives = self.archives.into_iter().map(|a| StaticLibraryGenerator::new(&objects, a)).collect();
+        if self.export_dynamic {
+            // For JIT'd `dladdr`, which answers as for a native build linked -rdynamic.
+            objects.add_plugin(Arc::new(crate::symbolize::Symbolizer));
+        }
         match main_dylib(&session, &objects, archives, &self.dlopen, self.process_symbols, self.export_dynamic) {
             Ok(main) => {
                 let main_args = Arc::new(MainArgs::default());
@@ -151,6 +155,7 @@ fn main_dylib(
     overrides.extend(crate::signals::overrides());
     if export_dynamic {
         overrides.extend(crate::export_dynamic::overrides());
+        overrides.extend(crate::symbolize::overrides());
         crate::export_dynamic(&main);
     }
     main.define_absolute(overrides.into_iter().map(|(name, addr)| {

@@ -11,4 +11,5 @@ mod reexports;
 mod stubs;
 mod table;
 
+pub(crate) use reexports::stub_name_at;
 pub use reexports::{LazyReexports, LazyStats, LazyStub, StubStatus, resolve_reachable_from, resolve_stub_at};

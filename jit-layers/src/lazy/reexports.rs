@@ -371,6 +371,12 @@ pub fn resolve_stub_at(addr: u64) -> bool {
     false
 }
 
+/// The name of the live lazy stub at `addr`, if one is there (for JIT'd `dladdr`).
+pub(crate) fn stub_name_at(addr: u64) -> Option<String> {
+    let managers: Vec<Arc<Shared>> = MANAGERS.lock().iter().filter_map(Weak::upgrade).collect();
+    managers.iter().find_map(|m| m.table.lock().stub_name_at(addr)).map(|n| n.as_str().to_string())
+}
+
 /// Resolves stub `id` ahead of its calls (the listener hears nothing: no call is made); a
 /// failure is left for a call to report.
 fn ahead(shared: &Shared, id: u64) {

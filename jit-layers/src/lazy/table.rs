@@ -366,6 +366,15 @@ impl StubTable {
         self.found(id)
     }
 
+    /// The name of the live stub at `addr`. A linear search, as [`stub_at`](Self::stub_at).
+    pub(super) fn stub_name_at(&self, addr: u64) -> Option<SymbolName> {
+        let record = self.records.iter().find(|r| r.addr == addr)?;
+        match &record.state {
+            StubState::Live(binding) => Some(binding.stub.clone()),
+            _ => None,
+        }
+    }
+
     fn found(&self, id: usize) -> Option<FoundStub> {
         let record = self.records.get(id)?;
         let StubState::Live(binding) = &record.state else { return None };
