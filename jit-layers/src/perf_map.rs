@@ -63,23 +63,22 @@ fn display_name(symbol: &str) -> String {
 
 /// `graph`'s defined functions (addresses assigned): address, size, and name as it reads.
 pub(crate) fn functions(graph: &LinkGraph) -> Vec<(u64, u64, String)> {
-    functions_named(graph, display_name)
+    function_symbols(graph).into_iter().map(|(addr, size, name)| (addr, size, display_name(name.as_str()))).collect()
 }
 
-/// The graph's named functions of nonzero size, as (address, size, `name(symbol)`).
-pub(crate) fn functions_named(graph: &LinkGraph, name_of: impl Fn(&str) -> String) -> Vec<(u64, u64, String)> {
+/// The graph's named functions of nonzero size, as (address, size, symbol name).
+pub(crate) fn function_symbols(graph: &LinkGraph) -> Vec<(u64, u64, jit_link::SymbolName)> {
     let mut out = Vec::new();
     for (id, symbol) in graph.symbols() {
         if !symbol.is_defined() || !symbol.is_callable() || symbol.size() == 0 {
             continue;
         }
         let (Some(name), Some(addr)) = (symbol.name(), graph.symbol_addr(id)) else { continue };
-        out.push((addr.0, symbol.size(), name_of(name.as_str())));
+        out.push((addr.0, symbol.size(), name.clone()));
     }
     out
 }
 
-/// The map's lines for `graph`'s defined functions.
 fn lines(graph: &LinkGraph) -> String {
     functions(graph).into_iter().map(|(addr, size, name)| format!("{addr:x} {size:x} {name}\n")).collect()
 }

@@ -16,13 +16,17 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::LinkPlugin;
 
-/// One linked object's functions, sorted by address.
+/// One linked object's functions, sorted by address. Their C strings are made when `dladdr`
+/// first names them (see [`C_NAMES`]), so that a link pays for a list, not for strings.
 struct Object {
     name: CString,
     start: u64,
     end: u64,
-    functions: Vec<(u64, u64, CString)>,
+    functions: Vec<(u64, u64, jit_link::SymbolName)>,
 }
+
+/// The C strings `dladdr` handed out for functions, by function address.
+static C_NAMES: Mutex<Vec<(u64, CString)>> = parking_lot::const_mutex(Vec::new());
 
 static OBJECTS: RwLock<Vec<Object>> = parking_lot::const_rwlock(Vec::new());
 
@@ -32,10 +36,7 @@ pub(crate) struct Symbolizer;
 impl LinkPlugin for Symbolizer {
     fn modify_pass_config(&self, _dylib: &JitDylib, _graph: &LinkGraph, config: &mut PassConfig) -> Result<()> {
         config.add(Phase::PostAllocation, "dladdr records", |graph| {
-            let mut functions: Vec<(u64, u64, CString)> = crate::perf_map::functions_named(graph, plain_name)
-                .into_iter()
-                .filter_map(|(addr, size, name)| Some((addr, size, CString::new(name).ok()?)))
-                .collect();
+            let mut functions = crate::perf_map::function_symbols(graph);
             if functions.is_empty() {
                 return Ok(());
             }
@@ -89,23 +90,30 @@ unsafe extern "C" fn dladdr(addr: *const c_void, info: *mut libc::Dl_info) -> c_
         for object in objects.iter().filter(|o| (o.start..o.end).contains(&at)) {
             let after = object.functions.partition_point(|f| f.0 <= at);
             if let Some((addr, size, name)) = after.checked_sub(1).map(|i| &object.functions[i]) {
-                if at < addr + size.max(&1) {
-                    return fill(object.name.as_ptr(), object.start, name.as_ptr(), *addr);
+                if at < addr + size {
+                    let c_name = c_name(&C_NAMES, *addr, || plain_name(name.as_str()));
+                    return fill(object.name.as_ptr(), object.start, c_name, *addr);
                 }
             }
         }
     }
     let Some(name) = crate::lazy::stub_name_at(at) else { return 0 };
-    let mut names = STUB_NAMES.lock();
-    let index = match names.iter().position(|(a, _)| *a == at) {
+    static STUBS: &std::ffi::CStr = c"lazy stubs";
+    fill(STUBS.as_ptr(), at, c_name(&STUB_NAMES, at, || name), at)
+}
+
+/// The C string kept in `names` for the function at `addr`, made from `name()` the first time.
+fn c_name(names: &Mutex<Vec<(u64, CString)>>, addr: u64, name: impl FnOnce() -> String) -> *const libc::c_char {
+    let mut names = names.lock();
+    let index = match names.iter().position(|(a, _)| *a == addr) {
         Some(i) => i,
         None => {
-            names.push((at, CString::new(name).unwrap_or_default()));
+            names.push((addr, CString::new(name().replace('\0', "")).unwrap_or_default()));
             names.len() - 1
         }
     };
-    static STUBS: &std::ffi::CStr = c"lazy stubs";
-    fill(STUBS.as_ptr(), at, names[index].1.as_ptr(), at)
+    // The string's heap buffer does not move when the vector grows.
+    names[index].1.as_ptr()
 }
 
 /// The address JIT'd code should bind `dladdr` to.
