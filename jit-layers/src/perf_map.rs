@@ -52,13 +52,8 @@ fn append(text: &str) -> std::io::Result<()> {
 
 /// How a symbol reads in the map (see the module's doc).
 fn display_name(symbol: &str) -> String {
-    let (base, tier2) = match symbol.strip_suffix(".t2") {
-        Some(base) => (base, true),
-        None => (symbol, false),
-    };
-    let base = base.strip_suffix(".body").unwrap_or(base);
-    let base = base.find(".orcjit.").map_or(base, |at| &base[..at]);
-    if tier2 { format!("{base} [tier 2]") } else { base.to_string() }
+    let base = crate::symbolize::plain_name(symbol);
+    if symbol.ends_with(".t2") { format!("{base} [tier 2]") } else { base }
 }
 
 /// `graph`'s defined functions (addresses assigned): address, size, and name as it reads.

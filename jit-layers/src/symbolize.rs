@@ -53,7 +53,7 @@ impl LinkPlugin for Symbolizer {
 
 /// A JIT'd name as the program wrote it: a lazy body (`f.body`), a promoted local
 /// (`f.orcjit.3fa2.body`) or a second-tier body (`f.body.t2`) is `f`.
-fn plain_name(symbol: &str) -> String {
+pub(crate) fn plain_name(symbol: &str) -> String {
     let base = symbol.strip_suffix(".t2").unwrap_or(symbol);
     let base = base.strip_suffix(".body").unwrap_or(base);
     base.find(".orcjit.").map_or(base, |at| &base[..at]).to_string()
