@@ -134,6 +134,16 @@ impl Pages {
             // runs or reads there any more.
             match unsafe { map_anonymous(addr as usize, seg.len as usize, None) } {
                 Ok(()) => returned.push((seg.offset, seg.len)),
+                // At the mapping limit the kernel refuses a remap that splits a mapping (the
+                // segment's neighbours share its protection). Its memory is dropped anyway
+                // (MADV_DONTNEED splits nothing) and its pages go back to the free space, to
+                // be mapped afresh when reused; until then they read as zeros, with their old
+                // protection, rather than fault. (Reporting each refusal read /proc/self/maps,
+                // tens of thousands of lines, every time: freeing everything at the limit
+                // took minutes.)
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && drop_pages(addr, seg.len) => {
+                    returned.push((seg.offset, seg.len))
+                }
                 // Left out of the free space: never reused, never a fault.
                 Err(e) => errors.push(os_error(self.id, "munmap", addr, seg.len, e)),
             }
@@ -158,6 +168,14 @@ impl Pages {
         }
         r
     }
+}
+
+/// Drops the memory of the released pages at `addr` (`len` bytes) without changing any
+/// mapping: `MADV_DONTNEED` splits none, so it works at the mapping limit. Whether it did.
+fn drop_pages(addr: u64, len: u64) -> bool {
+    // SAFETY: the range is the pages of a segment being released, which nothing runs or reads
+    // any more; the advice only discards their contents.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) == 0 }
 }
 
 impl Backend for Pages {
