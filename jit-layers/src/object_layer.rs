@@ -62,7 +62,7 @@ static RECORDING: Mutex<Vec<std::sync::Weak<LayerShared>>> = parking_lot::const_
 /// [`ObjectLinkingLayer::references`] of whichever layer of the process linked `symbol`.
 pub(crate) fn recorded_references(symbol: &SymbolRef) -> Option<Arc<[SymbolRef]>> {
     let layers: Vec<Arc<LayerShared>> = RECORDING.lock().iter().filter_map(std::sync::Weak::upgrade).collect();
-    layers.iter().find_map(|l| l.references.table.lock().by_symbol.get(symbol).cloned())
+    layers.iter().find_map(|l| l.references.of(symbol))
 }
 
 /// What the symbols linked so far refer to (see [`ObjectLinkingLayer::references`]), by the
@@ -71,6 +71,12 @@ pub(crate) fn recorded_references(symbol: &SymbolRef) -> Option<Arc<[SymbolRef]>
 struct References {
     on: std::sync::atomic::AtomicBool,
     table: Mutex<ReferenceTable>,
+}
+
+impl References {
+    fn of(&self, symbol: &SymbolRef) -> Option<Arc<[SymbolRef]>> {
+        self.table.lock().by_symbol.get(symbol).cloned()
+    }
 }
 
 #[derive(Default)]
@@ -177,7 +183,7 @@ impl ObjectLinkingLayer {
     /// generator defined them), if `symbol` was linked by this layer while
     /// [`record_references`](Self::record_references) was on and its tracker still lives.
     pub fn references(&self, symbol: &SymbolRef) -> Option<Arc<[SymbolRef]>> {
-        self.shared.references.table.lock().by_symbol.get(symbol).cloned()
+        self.shared.references.of(symbol)
     }
 
     pub fn add_plugin(&self, plugin: Arc<dyn LinkPlugin>) {

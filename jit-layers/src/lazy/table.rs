@@ -344,13 +344,7 @@ impl StubTable {
     /// The id of the live stub at `addr` whose calls still enter the resolver, if any. A
     /// linear search: it serves the rare installation of a signal handler.
     pub(super) fn unresolved_at(&self, addr: u64) -> Option<u64> {
-        let (id, record) = self.records.iter().enumerate().find(|(_, r)| r.addr == addr)?;
-        if !matches!(record.state, StubState::Live(_)) {
-            return None;
-        }
-        // SAFETY: as in `redirect`: the table holds a live stub's finalized batch.
-        let now = unsafe { record.slot.load() };
-        (now == record.lazy_entry()).then_some(id as u64)
+        self.stub_at(addr).filter(|(_, unresolved, _)| *unresolved).map(|(id, _, _)| id)
     }
 
     /// The live stub `name` of dylib `dylib`: see [`stub_at`](Self::stub_at).
@@ -362,17 +356,20 @@ impl StubTable {
     /// The live stub at `addr`: its id, whether its calls still enter the resolver, and the
     /// body it stands for. A linear search, as [`unresolved_at`](Self::unresolved_at).
     pub(super) fn stub_at(&self, addr: u64) -> Option<FoundStub> {
-        let id = self.records.iter().position(|r| r.addr == addr)?;
-        self.found(id)
+        self.found(self.id_at(addr)?)
     }
 
     /// The name of the live stub at `addr`. A linear search, as [`stub_at`](Self::stub_at).
     pub(super) fn stub_name_at(&self, addr: u64) -> Option<SymbolName> {
-        let record = self.records.iter().find(|r| r.addr == addr)?;
-        match &record.state {
+        match &self.records[self.id_at(addr)?].state {
             StubState::Live(binding) => Some(binding.stub.clone()),
             _ => None,
         }
+    }
+
+    /// The id of the stub at `addr`, live or not.
+    fn id_at(&self, addr: u64) -> Option<usize> {
+        self.records.iter().position(|r| r.addr == addr)
     }
 
     fn found(&self, id: usize) -> Option<FoundStub> {
