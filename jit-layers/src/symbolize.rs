@@ -4,9 +4,9 @@
 //! loaded object and answers 0, where a native build's answer is its executable.
 //!
 //! [`Symbolizer`], a link plugin, records each linked object's functions as it is linked (the
-//! list the perf map writes, kept in memory with C strings ready for `Dl_info`); a lazy stub
-//! answers with its own name. Records stay until the process ends, as the strings handed out
-//! must: a program may keep them.
+//! list the perf map writes, kept in memory); a lazy stub answers with its own name. Records,
+//! and the C strings `dladdr` makes for them on first use, stay until the process ends: a
+//! program may keep the strings.
 
 use std::ffi::{CString, c_int, c_void};
 
@@ -25,7 +25,7 @@ struct Object {
     functions: Vec<(u64, u64, jit_link::SymbolName)>,
 }
 
-/// The C strings `dladdr` handed out for functions, by function address.
+/// The C strings `dladdr` handed out, by the address of the function or lazy stub they name.
 static C_NAMES: Mutex<Vec<(u64, CString)>> = parking_lot::const_mutex(Vec::new());
 
 static OBJECTS: RwLock<Vec<Object>> = parking_lot::const_rwlock(Vec::new());
@@ -59,9 +59,6 @@ pub(crate) fn plain_name(symbol: &str) -> String {
     base.find(".orcjit.").map_or(base, |at| &base[..at]).to_string()
 }
 
-/// Lazy stubs' names handed out by `dladdr`, by stub address: kept, as a program may keep them.
-static STUB_NAMES: Mutex<Vec<(u64, CString)>> = parking_lot::const_mutex(Vec::new());
-
 /// `dladdr` for JIT'd code: libc's answer, or, for an address of JIT'd code, its object
 /// (`dli_fname`, `dli_fbase`: the object's name and its first function) and the function it
 /// lies in (`dli_sname`, `dli_saddr`), or the lazy stub it is.
@@ -91,7 +88,7 @@ unsafe extern "C" fn dladdr(addr: *const c_void, info: *mut libc::Dl_info) -> c_
             let after = object.functions.partition_point(|f| f.0 <= at);
             if let Some((addr, size, name)) = after.checked_sub(1).map(|i| &object.functions[i]) {
                 if at < addr + size {
-                    let c_name = c_name(&C_NAMES, *addr, || plain_name(name.as_str()));
+                    let c_name = c_name(*addr, || plain_name(name.as_str()));
                     return fill(object.name.as_ptr(), object.start, c_name, *addr);
                 }
             }
@@ -99,12 +96,12 @@ unsafe extern "C" fn dladdr(addr: *const c_void, info: *mut libc::Dl_info) -> c_
     }
     let Some(name) = crate::lazy::stub_name_at(at) else { return 0 };
     static STUBS: &std::ffi::CStr = c"lazy stubs";
-    fill(STUBS.as_ptr(), at, c_name(&STUB_NAMES, at, || name), at)
+    fill(STUBS.as_ptr(), at, c_name(at, || name), at)
 }
 
-/// The C string kept in `names` for the function at `addr`, made from `name()` the first time.
-fn c_name(names: &Mutex<Vec<(u64, CString)>>, addr: u64, name: impl FnOnce() -> String) -> *const libc::c_char {
-    let mut names = names.lock();
+/// The C string kept in [`C_NAMES`] for what is at `addr`, made from `name()` the first time.
+fn c_name(addr: u64, name: impl FnOnce() -> String) -> *const libc::c_char {
+    let mut names = C_NAMES.lock();
     let index = match names.iter().position(|(a, _)| *a == addr) {
         Some(i) => i,
         None => {
