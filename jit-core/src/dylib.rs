@@ -376,6 +376,54 @@ mod tests {
     }
 
     #[test]
+    fn a_name_defined_in_several_dylibs_is_found_in_each_through_removals_and_redefinitions() {
+        let (es, a) = setup(0);
+        let b = es.create_dylib("b").unwrap();
+        let c = es.create_dylib("c").unwrap();
+        let x = es.intern("x");
+        let def = |n| [(x.clone(), SymbolDef::new(ExecutorAddr(n), EXPORTED))];
+        let in_a = a.create_tracker();
+        a.define_absolute_with_tracker(def(1), &in_a).unwrap();
+        let in_b = b.create_tracker();
+        b.define_absolute_with_tracker(def(2), &in_b).unwrap();
+        c.define_absolute(def(3)).unwrap();
+        let find = |jd: &JitDylib| es.lookup_symbol(&SearchOrder::from(jd), &x).ok().map(|d| d.addr.0);
+        assert_eq!([find(&a), find(&b), find(&c)], [Some(1), Some(2), Some(3)]);
+        // The first definition (a's) goes; the others stay found, and a can define it again.
+        in_a.remove().unwrap();
+        assert_eq!([find(&a), find(&b), find(&c)], [None, Some(2), Some(3)]);
+        a.define_absolute(def(4)).unwrap();
+        in_b.remove().unwrap();
+        assert_eq!([find(&a), find(&b), find(&c)], [Some(4), None, Some(3)]);
+        b.define_absolute(def(5)).unwrap();
+        assert_eq!([find(&a), find(&b), find(&c)], [Some(4), Some(5), Some(3)]);
+        assert!(matches!(c.define_absolute(def(6)), Err(Error::DuplicateDefinition { .. })));
+        let defined: Vec<_> = [&a, &b, &c].iter().map(|jd| jd.defined_symbols()).collect();
+        assert_eq!(defined, vec![vec![(x.clone(), EXPORTED)]; 3]);
+    }
+
+    #[test]
+    fn a_name_interned_by_another_session_is_found_in_both() {
+        let (es1, jd1) = setup(0);
+        let (es2, jd2) = setup(0);
+        // Entries of both sessions sit at the same first arena slots, so a hint one session
+        // wrote would point at a live entry of the other.
+        let (p, q) = (es1.intern("p"), es1.intern("q"));
+        let foreign = es2.intern("q");
+        jd2.define_absolute([(foreign.clone(), SymbolDef::new(ExecutorAddr(9), EXPORTED))]).unwrap();
+        jd1.define_absolute([(p.clone(), SymbolDef::new(ExecutorAddr(1), EXPORTED))]).unwrap();
+        jd1.define_absolute([(q.clone(), SymbolDef::new(ExecutorAddr(2), EXPORTED))]).unwrap();
+        jd1.define_absolute([(foreign.clone(), SymbolDef::new(ExecutorAddr(3), EXPORTED))]).unwrap();
+        let find = |es: &ExecutionSession, jd: &JitDylib, n: &SymbolName| {
+            es.lookup_symbol(&jd.search_order(), n).ok().map(|d| d.addr.0)
+        };
+        assert_eq!(find(&es1, &jd1, &p), Some(1));
+        assert_eq!(find(&es1, &jd1, &q), Some(2));
+        assert_eq!(find(&es1, &jd1, &foreign), Some(3));
+        assert_eq!(find(&es2, &jd2, &foreign), Some(9));
+    }
+
+    #[test]
     fn defined_symbols_lists_what_the_dylib_defines_and_leaves_failed_and_removed_ones_out() {
         let (es, jd) = setup(0);
         let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| es.intern(n));

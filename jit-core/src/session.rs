@@ -60,10 +60,11 @@ impl ExecutionSession {
     pub fn with_dispatcher(dispatcher: Arc<dyn TaskDispatcher>) -> Self {
         let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
         let reporter: ErrorReporter = Arc::new(|e: &Error| tracing::error!(target: "orcjit", "JIT session error: {e}"));
+        let pool = SymbolStringPool::new();
         ExecutionSession {
             inner: Arc::new(SessionInner {
-                pool: SymbolStringPool::new(),
-                state: Mutex::new(SessionState::new(id)),
+                state: Mutex::new(SessionState::new(id, pool.clone())),
+                pool,
                 dylib_names: RwLock::new(Vec::new()),
                 dispatcher,
                 reporter: RwLock::new(reporter),

@@ -25,7 +25,7 @@ use crate::lookup::{
     SymbolState,
 };
 use crate::responsibility::EmissionGroup;
-use crate::symbol::{ExecutorAddr, Interface, SymbolDef, SymbolFlags, SymbolName};
+use crate::symbol::{ExecutorAddr, Interface, SymbolDef, SymbolFlags, SymbolName, SymbolStringPool};
 use crate::tracker::ResourceManager;
 use crate::unit::MaterializationUnit;
 
@@ -123,7 +123,10 @@ pub(crate) struct TrackerState {
 
 pub(crate) struct DylibState {
     pub name: Arc<str>,
-    table: FxHashMap<SymbolName, SymId>,
+    /// This dylib's entries for names whose hint belongs to another dylib's entry (see
+    /// [`SessionState::symbol_id`]). Most names are defined in one dylib, so most entries are
+    /// found through their hint alone and never enter a table.
+    overflow: FxHashMap<SymbolName, SymId>,
     pub link_order: SearchOrder,
     pub generators: Vec<Arc<dyn DefinitionGenerator>>,
     generator_busy: bool,
@@ -337,6 +340,8 @@ pub(crate) enum Fast {
 
 pub(crate) struct SessionState {
     pub session_id: u32,
+    /// The session's name pool: only names interned there carry hints this session may write.
+    pool: SymbolStringPool,
     pub ended: bool,
     pub dylibs: Vec<DylibState>,
     dylib_by_name: FxHashMap<Arc<str>, u32>,
@@ -358,9 +363,10 @@ enum Placement {
 }
 
 impl SessionState {
-    pub fn new(session_id: u32) -> Self {
+    pub fn new(session_id: u32, pool: SymbolStringPool) -> Self {
         SessionState {
             session_id,
+            pool,
             ended: false,
             dylibs: Vec::new(),
             dylib_by_name: FxHashMap::default(),
@@ -391,7 +397,7 @@ impl SessionState {
         link_order.push(id, MatchFlags::All);
         self.dylibs.push(DylibState {
             name: name.clone(),
-            table: FxHashMap::default(),
+            overflow: FxHashMap::default(),
             link_order,
             generators: Vec::new(),
             generator_busy: false,
@@ -421,9 +427,14 @@ impl SessionState {
         &mut self.dylibs[id.index as usize]
     }
 
-    /// The entry `dylib` holds for `name`. Tries the name's hint first: every live entry is the
-    /// one its dylib's table maps its name to, so an entry that is live and has this dylib and
-    /// name is the answer, whatever wrote the hint.
+    /// The entry `dylib` holds for `name`.
+    ///
+    /// Every live entry is found in one of two places: the entry its name's hint points at, or
+    /// its dylib's `overflow` table. A name's first definition in this session takes the hint;
+    /// a definition of a name whose hint already points at a live entry (of another dylib) goes
+    /// to the overflow table, and stays there. So an entry that is live and has this dylib and
+    /// name is the answer, and otherwise only the overflow table can hold it. (A removed
+    /// entry's key never matches again: the arena bumps a slot's version when it frees it.)
     pub fn symbol_id(&self, dylib: DylibId, name: &SymbolName) -> Option<SymId> {
         self.symbol_id_hinted(dylib, name, name.hint())
     }
@@ -433,15 +444,43 @@ impl SessionState {
         let hinted = SymId::from(KeyData::from_ffi(hint));
         match self.symbols.get(hinted) {
             Some(e) if e.dylib == dylib && e.name == *name => Some(hinted),
-            _ => self.dylib(dylib).table.get(name).copied(),
+            _ => self.dylib(dylib).overflow.get(name).copied(),
         }
     }
 
-    /// Every name `dylib` defines, with its flags, failed ones left out.
+    /// Whether the entry `name`'s hint points at is a live one of this session's, for that name.
+    fn hint_taken(&self, name: &SymbolName) -> bool {
+        let hinted = SymId::from(KeyData::from_ffi(name.hint()));
+        self.symbols.get(hinted).is_some_and(|e| e.name == *name)
+    }
+
+    /// Every name `dylib` defines, with its flags, failed ones left out. (Found through the
+    /// dylib's trackers, which list every symbol defined through them, stale ids included.)
     pub fn defined_symbols(&self, dylib: DylibId) -> Vec<(SymbolName, SymbolFlags)> {
-        let table = &self.dylib(dylib).table;
-        let live = table.values().map(|&sid| &self.symbols[sid]).filter(|e| e.failure().is_none());
+        let mut ids: Vec<SymId> = Vec::new();
+        for (tid, t) in self.trackers.iter().filter(|(_, t)| t.dylib == dylib) {
+            let live = |&&sid: &&SymId| self.symbols.get(sid).is_some_and(|e| e.tracker == tid && e.dylib == dylib);
+            ids.extend(t.symbols.iter().filter(live));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let live = ids.into_iter().map(|sid| &self.symbols[sid]).filter(|e| e.failure().is_none());
         live.map(|e| (e.name.clone(), e.flags)).collect()
+    }
+
+    /// Whether `dylib` has an entry for `name`.
+    fn defines(&self, dylib: DylibId, name: &SymbolName) -> bool {
+        self.symbol_id(dylib, name).is_some()
+    }
+
+    /// Removes entry `sid` from the symbol arena and from wherever its dylib finds it.
+    fn remove_symbol(&mut self, sid: SymId) -> Option<SymbolEntry> {
+        let e = self.symbols.remove(sid)?;
+        let overflow = &mut self.dylib_mut(e.dylib).overflow;
+        if overflow.get(&e.name) == Some(&sid) {
+            overflow.remove(&e.name);
+        }
+        Some(e)
     }
 
     fn qualify(&self, sid: SymId) -> Option<QualifiedSymbol> {
@@ -517,8 +556,11 @@ impl SessionState {
             waiters: SmallVec::new(),
             node: SymbolNode::new(),
         });
-        name.set_hint(sid.data().as_ffi());
-        self.dylib_mut(dylib).table.insert(name, sid);
+        if name.is_from(&self.pool) && !self.hint_taken(&name) {
+            name.set_hint(sid.data().as_ffi());
+        } else {
+            self.dylib_mut(dylib).overflow.insert(name, sid);
+        }
         self.trackers[tracker].symbols.push(sid);
         sid
     }
@@ -605,11 +647,8 @@ impl SessionState {
             return Err(Error::SessionEnded);
         }
         self.tracker_alive(tracker, dylib)?;
-        let defs: Vec<(SymbolName, SymbolDef)> = if skip_existing {
-            defs.into_iter().filter(|(n, _)| !self.dylib(dylib).table.contains_key(n)).collect()
-        } else {
-            defs
-        };
+        let defs: Vec<(SymbolName, SymbolDef)> =
+            if skip_existing { defs.into_iter().filter(|(n, _)| !self.defines(dylib, n)).collect() } else { defs };
         let interface: Interface = defs.iter().map(|(n, d)| (n.clone(), d.flags)).collect();
         let placements = self.place(dylib, &interface)?;
         for ((name, def), placement) in defs.into_iter().zip(placements) {
@@ -743,8 +782,7 @@ impl SessionState {
         dylib: DylibId,
         names: &[(SymbolName, SymbolLookupFlags)],
     ) -> Vec<(SymbolName, SymbolLookupFlags)> {
-        let dl = self.dylib(dylib);
-        names.iter().filter(|(n, _)| !dl.table.contains_key(n)).cloned().collect()
+        names.iter().filter(|(n, _)| !self.defines(dylib, n)).cloned().collect()
     }
 
     fn finish_job(&mut self, job: LookupJob, found: Vec<(u32, SymId)>, fx: &mut Effects) {
@@ -902,9 +940,7 @@ impl SessionState {
             let e = &self.symbols[sid];
             if e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY) {
                 // Its side effects have happened; a later lookup must not see it (or redo them).
-                let (dylib, name) = (e.dylib, e.name.clone());
-                self.dylib_mut(dylib).table.remove(&name);
-                self.symbols.remove(sid);
+                self.remove_symbol(sid);
             }
         }
     }
@@ -1236,9 +1272,14 @@ impl SessionState {
             None => self.dylib(dylib).default_tracker,
         };
         self.tracker_alive(tracker, dylib)?;
-        let dl = self.dylib(dylib);
-        if let Some((name, _)) = new.iter().find(|(n, _)| dl.table.contains_key(n)) {
-            return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib: dl.name.clone() });
+        if let Some(name) = repeated_in(&new) {
+            return Err(Error::msg(format!(
+                "'{name}' appears twice in one definition for dylib '{}'",
+                self.dylib(dylib).name
+            )));
+        }
+        if let Some((name, _)) = new.iter().find(|(n, _)| self.defines(dylib, n)) {
+            return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib: self.dylib(dylib).name.clone() });
         }
         for (name, flags) in new {
             let id = self.insert_symbol(dylib, tracker, name.clone(), flags, Phase::Materializing);
@@ -1302,11 +1343,7 @@ impl SessionState {
             }
         }
         for sid in ids {
-            let e = self.symbols.remove(sid).expect("live");
-            let table = &mut self.dylib_mut(e.dylib).table;
-            if table.get(&e.name) == Some(&sid) {
-                table.remove(&e.name);
-            }
+            self.remove_symbol(sid).expect("live");
         }
         fx.removed_keys.push(tracker);
         Ok(())
@@ -1353,7 +1390,7 @@ impl SessionState {
                 fx.completions.push((job.completion, Err(Error::SessionEnded)));
             }
             fx.garbage.push(Box::new(std::mem::take(&mut dl.generators)));
-            dl.table.clear();
+            dl.overflow.clear();
         }
         fx.removed_keys.extend(self.trackers.keys());
         self.trackers.clear();
@@ -1382,7 +1419,11 @@ pub struct Census {
 
 /// A name that appears twice in `interface`, if any.
 fn repeated_name(interface: &Interface) -> Option<&SymbolName> {
-    let entries = interface.as_slice();
+    repeated_in(interface.as_slice())
+}
+
+/// A name that appears twice in `entries`, if any.
+fn repeated_in<T>(entries: &[(SymbolName, T)]) -> Option<&SymbolName> {
     if entries.len() <= 16 {
         return entries
             .iter()

@@ -59,6 +59,11 @@ impl SymbolName {
         self.0.hint.store(hint, Ordering::Relaxed);
     }
 
+    /// Whether this name was interned by `pool` (whose session alone may write its hint).
+    pub(crate) fn is_from(&self, pool: &SymbolStringPool) -> bool {
+        std::ptr::eq(self.0.pool.as_ptr(), Arc::as_ptr(&pool.0))
+    }
+
     /// The address that identifies this name: equal names share it.
     fn key(&self) -> usize {
         Arc::as_ptr(&self.0) as usize
