@@ -143,7 +143,7 @@ impl DepGraph {
     pub fn emit(
         &mut self,
         store: &mut impl NodeStore,
-        groups: SmallVec<[EmitGroup; 2]>,
+        groups: &mut SmallVec<[EmitGroup; 2]>,
         missing: &dyn Fn(SymId) -> Arc<RootCause>,
         out: &mut Outcome,
     ) {
@@ -156,7 +156,7 @@ impl DepGraph {
         //    pending when they registered: they all count one less now.
         let mut new_ids: SmallVec<[GroupId; 4]> = SmallVec::with_capacity(groups.len());
         let mut deps_of: SmallVec<[Deps; 4]> = SmallVec::with_capacity(groups.len());
-        for group in groups {
+        for group in groups.drain(..) {
             let gid = self.groups.insert(GroupNode {
                 symbols: SmallVec::new(),
                 deps: Deps::new(),
@@ -542,7 +542,7 @@ mod tests {
             let mut out = Outcome::default();
             let group =
                 EmitGroup { symbols: SmallVec::from_elem(ids[i], 1), deps: deps[i].iter().map(|&d| ids[d]).collect() };
-            graph.emit(&mut store, smallvec::smallvec![group], &|_| cause(), &mut out);
+            graph.emit(&mut store, &mut smallvec::smallvec![group], &|_| cause(), &mut out);
             emitted[i] = true;
             for s in out.ready {
                 let k = ids.iter().position(|&x| x == s).unwrap();
@@ -621,14 +621,14 @@ mod tests {
             symbols: SmallVec::from_elem(ids[s], 1),
             deps: d.iter().map(|&x| ids[x]).collect(),
         };
-        graph.emit(&mut store, smallvec::smallvec![g(0, &[1]), g(3, &[0]), g(5, &[4])], &|_| cause(), &mut out);
-        graph.emit(&mut store, smallvec::smallvec![g(1, &[2])], &|_| cause(), &mut out);
+        graph.emit(&mut store, &mut smallvec::smallvec![g(0, &[1]), g(3, &[0]), g(5, &[4])], &|_| cause(), &mut out);
+        graph.emit(&mut store, &mut smallvec::smallvec![g(1, &[2])], &|_| cause(), &mut out);
         assert!(out.ready.is_empty());
         graph.fail(&mut store, &[ids[2]], &cause(), &mut out);
         let mut failed: Vec<usize> = out.failed.iter().map(|s| ids.iter().position(|x| x == s).unwrap()).collect();
         failed.sort();
         assert_eq!(failed, vec![0, 1, 2, 3]);
-        graph.emit(&mut store, smallvec::smallvec![g(4, &[])], &|_| cause(), &mut out);
+        graph.emit(&mut store, &mut smallvec::smallvec![g(4, &[])], &|_| cause(), &mut out);
         let mut ready: Vec<usize> = out.ready.iter().map(|s| ids.iter().position(|x| x == s).unwrap()).collect();
         ready.sort();
         assert_eq!(ready, vec![4, 5]);
@@ -638,7 +638,7 @@ mod tests {
         let mut out = Outcome::default();
         graph.emit(
             &mut store,
-            smallvec::smallvec![EmitGroup { symbols: SmallVec::from_elem(late, 1), deps: vec![ids[3]].into() }],
+            &mut smallvec::smallvec![EmitGroup { symbols: SmallVec::from_elem(late, 1), deps: vec![ids[3]].into() }],
             &|_| cause(),
             &mut out,
         );
@@ -655,7 +655,7 @@ mod tests {
         // emitted in one call.
         graph.emit(
             &mut store,
-            smallvec::smallvec![
+            &mut smallvec::smallvec![
                 EmitGroup { symbols: SmallVec::from_slice(&[ids[0], ids[1]]), deps: vec![ids[2], ids[1]].into() },
                 EmitGroup { symbols: SmallVec::from_slice(&[ids[2], ids[3]]), deps: vec![ids[0]].into() },
             ],

@@ -161,7 +161,7 @@ impl MaterializationResponsibility {
         }
         let implicit = self.implicit.take().map(|sink| std::mem::take(&mut *sink.lock())).unwrap_or_default();
         let mut fx = Effects::default();
-        let result = self.inner.state.lock().emit(self.dylib, &symbols, groups, &implicit, self.priority, &mut fx);
+        let result = self.inner.state.lock().emit(self.dylib, &symbols, &groups, &implicit, self.priority, &mut fx);
         self.inner.apply(fx);
         result
     }

@@ -134,9 +134,6 @@ pub(crate) struct DylibState {
     pub default_tracker: TrackerId,
 }
 
-/// Groups ready for the graph, and the never-searched units they depend on.
-type PreparedEmission = (SmallVec<[EmitGroup; 2]>, SmallVec<[UnitId; 4]>);
-
 /// A symbol a materialization is responsible for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MrSymbol {
@@ -1054,19 +1051,19 @@ impl SessionState {
         &mut self,
         dylib: DylibId,
         symbols: &MrSymbols,
-        groups: SmallVec<[EmissionGroup; 2]>,
+        groups: &[EmissionGroup],
         implicit: &[SymId],
         priority: Priority,
         fx: &mut Effects,
     ) -> Result<()> {
         // Nothing is emitted unless every check passes; a failed check fails every symbol.
-        let (emit_groups, to_start) = match self.prepare_emit(dylib, symbols, groups, implicit) {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                self.fail_responsibility(dylib, symbols, e.clone(), fx);
-                return Err(e);
-            }
-        };
+        // (The groups are built in place here, not returned: they are a few hundred bytes.)
+        let mut emit_groups: SmallVec<[EmitGroup; 2]> = SmallVec::new();
+        let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
+        if let Err(e) = self.prepare_emit(dylib, symbols, groups, implicit, &mut emit_groups, &mut to_start) {
+            self.fail_responsibility(dylib, symbols, e.clone(), fx);
+            return Err(e);
+        }
         for u in to_start {
             self.start_materialization(u, priority, fx);
         }
@@ -1078,7 +1075,7 @@ impl SessionState {
             })
         };
         let SessionState { graph, symbols: arena, .. } = self;
-        graph.emit(arena, emit_groups, &|_| removed(), &mut out);
+        graph.emit(arena, &mut emit_groups, &|_| removed(), &mut out);
         let own_failed: Vec<SymId> = if out.failed.is_empty() {
             Vec::new()
         } else {
@@ -1098,13 +1095,17 @@ impl SessionState {
         }
     }
 
+    /// Checks a responsibility's emission and turns its groups into the graph's (`emit_groups`),
+    /// noting the never-searched units they depend on (`to_start`).
     fn prepare_emit(
         &mut self,
         dylib: DylibId,
         symbols: &MrSymbols,
-        groups: SmallVec<[EmissionGroup; 2]>,
+        groups: &[EmissionGroup],
         implicit: &[SymId],
-    ) -> Result<PreparedEmission> {
+        emit_groups: &mut SmallVec<[EmitGroup; 2]>,
+        to_start: &mut SmallVec<[UnitId; 4]>,
+    ) -> Result<()> {
         if self.ended {
             return Err(Error::SessionEnded);
         }
@@ -1120,15 +1121,14 @@ impl SessionState {
             return Err(Error::MissingSymbolDefinitions { missing: self.qualify_all(dylib, missing) });
         }
         let mut covered: SmallVec<[bool; 8]> = smallvec::smallvec![false; symbols.len()];
-        let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
-        let mut emit_groups: SmallVec<[EmitGroup; 2]> = SmallVec::with_capacity(groups.len() + 1);
+        emit_groups.reserve(groups.len() + 1);
         for EmissionGroup { symbols: names, depends_on: deps } in groups {
             let mut g = EmitGroup {
                 symbols: SmallVec::with_capacity(names.len()),
                 deps: Deps::with_capacity(deps.len() + implicit.len()),
             };
             let mut unexpected = Vec::new();
-            for n in &names {
+            for n in names {
                 match symbols.index_of(n) {
                     Some(i) if !std::mem::replace(&mut covered[i], true) => g.symbols.push(symbols[n].id),
                     Some(_) => {}
@@ -1141,7 +1141,7 @@ impl SessionState {
                     unexpected,
                 });
             }
-            for (d, _) in &deps {
+            for (d, _) in deps {
                 self.check_dylib(*d)?;
             }
             // Every dependency is found before any is used: the lookups are independent, so
@@ -1150,7 +1150,7 @@ impl SessionState {
             let hints: SmallVec<[u64; 8]> = deps.iter().map(|(_, dep)| dep.hint()).collect();
             let ids: SmallVec<[Option<SymId>; 8]> =
                 deps.iter().zip(&hints).map(|((d, dep), &hint)| self.symbol_id_hinted(*d, dep, hint)).collect();
-            for ((d, dep), id) in deps.into_iter().zip(ids) {
+            for ((d, dep), id) in deps.iter().zip(ids) {
                 match id {
                     Some(sid) => {
                         if let Phase::NeverSearched(u) = self.symbols[sid].phase {
@@ -1162,7 +1162,7 @@ impl SessionState {
                     None => {
                         return Err(Error::UnknownDependency {
                             dependants: self.qualify_all(dylib, names.iter()),
-                            dependency: self.qualify_name(d, &dep),
+                            dependency: self.qualify_name(*d, dep),
                         });
                     }
                 }
@@ -1178,7 +1178,7 @@ impl SessionState {
             emit_groups.push(EmitGroup { symbols: rest, deps: Deps::from_slice(implicit) });
         }
 
-        Ok((emit_groups, to_start))
+        Ok(())
     }
 
     /// Fails every symbol of a responsibility (and, transitively, their dependants).
