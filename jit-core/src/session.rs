@@ -146,7 +146,12 @@ impl ExecutionSession {
         names: SymbolLookupSet,
         required: RequiredState,
     ) -> Result<SymbolMap> {
-        self.lookup_blocking_detailed(order, names, required).map(LookupResult::into_map)
+        // The map is made before the lookup runs: allocating it afterwards, among the many
+        // small blocks the materializations freed, made malloc sort them all first.
+        let mut map = SymbolMap::with_capacity_and_hasher(names.0.len(), Default::default());
+        let found = self.lookup_blocking_detailed(order, names, required)?;
+        map.extend(found.0.into_iter().map(|f| (f.name, f.def)));
+        Ok(map)
     }
 
     pub fn lookup_blocking_detailed(

@@ -710,15 +710,20 @@ impl SessionState {
                 return None;
             }
         }
-        // (position in `job.names`, entry) of each name found.
+        // (position in `job.names`, entry) of each name found, in that order.
         let mut found: Vec<(u32, SymId)> = Vec::with_capacity(job.names.len());
+        // Whether a found symbol failed or is side-effects-only (`finish_job` then looks closer).
+        let mut unusual = false;
         let mut missing: Vec<SymbolName> = Vec::new();
         let mut gen_at: Option<usize> = None;
         let mut gen_names: Vec<(SymbolName, SymbolLookupFlags)> = Vec::new();
         'names: for (ni, (name, lf)) in job.names.iter().enumerate() {
             for (oi, (d, mf)) in job.order.iter().enumerate() {
                 if let Some(sid) = self.symbol_id(d, name) {
-                    if mf == MatchFlags::All || self.symbols[sid].flags.contains(SymbolFlags::EXPORTED) {
+                    let e = &self.symbols[sid];
+                    if mf == MatchFlags::All || e.flags.contains(SymbolFlags::EXPORTED) {
+                        unusual |=
+                            e.failure().is_some() || e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
                         found.push((ni as u32, sid));
                         continue 'names;
                     }
@@ -760,7 +765,7 @@ impl SessionState {
             let generators = dl.generators.clone();
             return Some(GeneratorStep { job, order_index: oi, dylib: d, names: gen_names, generators });
         }
-        self.finish_job(job, found, fx);
+        self.finish_job(job, found, unusual, fx);
         None
     }
 
@@ -782,10 +787,12 @@ impl SessionState {
         names.iter().filter(|(n, _)| !self.defines(dylib, n)).cloned().collect()
     }
 
-    fn finish_job(&mut self, job: LookupJob, found: Vec<(u32, SymId)>, fx: &mut Effects) {
+    /// Registers a query for what `run_job` found (or completes it at once). `unusual`: some
+    /// found symbol failed or is side-effects-only, which may make the lookup an error.
+    fn finish_job(&mut self, job: LookupJob, found: Vec<(u32, SymId)>, unusual: bool, fx: &mut Effects) {
         let mut failed: Vec<QualifiedSymbol> = Vec::new();
         let mut cause = None;
-        for &(ni, sid) in &found {
+        for &(ni, sid) in found.iter().filter(|_| unusual) {
             let e = &self.symbols[sid];
             if let Some(c) = e.failure() {
                 failed.push(self.qualify(sid).expect("live"));
@@ -804,9 +811,19 @@ impl SessionState {
             fx.complete(job.completion, Err(Error::FailedToMaterialize { symbols: failed, cause }));
             return;
         }
-        if let Some(sink) = &job.implicit_deps {
+        let LookupJob { names, required, priority, completion, implicit_deps, .. } = job;
+        if let Some(sink) = &implicit_deps {
             sink.lock().extend(found.iter().map(|&(_, sid)| sid));
         }
+        // The names found move into the result. (`found` is in `names` order.)
+        let mut names = names.into_iter().enumerate();
+        let mut name_at = |ni: u32| loop {
+            match names.next() {
+                Some((i, (name, _))) if i == ni as usize => break name,
+                Some(_) => {}
+                None => unreachable!("found names come in order"),
+            }
+        };
 
         // The slots become the result as they are: one per name found, a placeholder definition
         // where the symbol is not there yet.
@@ -824,26 +841,26 @@ impl SessionState {
             if e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY) {
                 hidden.push(slot as u32);
             }
-            let name = job.names[ni as usize].0.clone();
+            let name = name_at(ni);
             let (dylib, def) = (e.dylib, e.def());
-            if !e.satisfies(job.required) {
+            if !e.satisfies(required) {
                 outstanding += 1;
-                e.waiters.push(QueryWaiter { query: qid, slot: slot as u32, required: job.required });
+                e.waiters.push(QueryWaiter { query: qid, slot: slot as u32, required });
                 if let Phase::NeverSearched(u) = e.phase {
-                    self.start_materialization(u, job.priority, fx);
+                    self.start_materialization(u, priority, fx);
                 }
             }
             slots.push(FoundSymbol { name, def, dylib });
         }
         if outstanding == 0 {
             self.queries.remove(qid);
-            fx.complete(job.completion, Ok(result_of(slots, &hidden)));
+            fx.complete(completion, Ok(result_of(slots, &hidden)));
         } else {
             let q = &mut self.queries[qid];
             q.slots = slots;
             q.hidden = hidden;
             q.outstanding = outstanding;
-            q.completion = job.completion;
+            q.completion = completion;
         }
     }
 
