@@ -25,6 +25,23 @@ mod unit;
 #[cfg(test)]
 mod testutil;
 
+/// `iter` collected into a `SmallVec` by pushing. For the one or two items the hot paths'
+/// lists usually hold this is several times cheaper than `collect` (callgrind: about 130
+/// instructions against 20 for one symbol name), whose `SmallVec::extend` goes through its
+/// general reserve path even when the items fit inline.
+pub(crate) fn collect_small<A: smallvec::Array>(iter: impl IntoIterator<Item = A::Item>) -> smallvec::SmallVec<A> {
+    let iter = iter.into_iter();
+    let mut out = smallvec::SmallVec::new();
+    let (at_least, _) = iter.size_hint();
+    if at_least > A::size() {
+        out.reserve_exact(at_least);
+    }
+    for item in iter {
+        out.push(item);
+    }
+    out
+}
+
 pub use dispatch::{InPlaceDispatcher, Priority, Task, TaskDispatcher, TaskKind, ThreadPoolDispatcher};
 pub use dylib::{JitDylib, WeakJitDylib};
 pub use error::{Error, QualifiedSymbol, Result, RootCause};

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
+use crate::collect_small;
 use crate::dispatch::Priority;
 use crate::dylib::JitDylib;
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ impl EmissionGroup {
         symbols: impl IntoIterator<Item = SymbolName>,
         depends_on: impl IntoIterator<Item = (DylibId, SymbolName)>,
     ) -> Self {
-        EmissionGroup { symbols: symbols.into_iter().collect(), depends_on: depends_on.into_iter().collect() }
+        EmissionGroup { symbols: collect_small(symbols), depends_on: collect_small(depends_on) }
     }
 }
 
@@ -128,7 +129,7 @@ impl MaterializationResponsibility {
 
     /// Gives addresses to (some of) the symbols; lookups waiting for `Resolved` complete.
     pub fn notify_resolved(&mut self, defs: impl IntoIterator<Item = (SymbolName, SymbolDef)>) -> Result<()> {
-        let defs: SmallVec<[(SymbolName, SymbolDef); 4]> = defs.into_iter().collect();
+        let defs: SmallVec<[(SymbolName, SymbolDef); 4]> = collect_small(defs);
         let mut fx = Effects::default();
         let r = self.inner.state.lock().resolve(self.dylib, &mut self.symbols, &defs, &mut fx);
         self.inner.apply(fx);
@@ -148,7 +149,7 @@ impl MaterializationResponsibility {
     /// some groups depend on symbols that already failed, just those groups fail, and the error
     /// names them.
     pub fn notify_emitted(mut self, groups: impl IntoIterator<Item = EmissionGroup>) -> Result<()> {
-        let groups: SmallVec<[EmissionGroup; 2]> = groups.into_iter().collect();
+        let groups: SmallVec<[EmissionGroup; 2]> = collect_small(groups);
         let symbols = std::mem::take(&mut self.symbols);
         if let Some(label) = &self.label {
             // Before the graph hears of them: the symbols' `ready` events follow.

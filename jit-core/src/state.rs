@@ -13,6 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use slotmap::{Key, KeyData, new_key_type};
 
 use crate::arena::Arena;
+use crate::collect_small;
 use smallvec::SmallVec;
 
 use crate::dispatch::Priority;
@@ -513,26 +514,27 @@ impl SessionState {
                 self.dylib(dylib).name
             )));
         }
-        let dl = self.dylib(dylib);
-        interface
-            .iter()
-            .map(|(name, flags)| {
-                let Some(sid) = self.symbol_id(dylib, name) else {
-                    return Ok(Placement::New);
-                };
-                let existing = &self.symbols[sid];
-                if !flags.is_strong() {
-                    Ok(Placement::Lose)
-                } else if !existing.flags.is_strong()
-                    && matches!(existing.phase, Phase::NeverSearched(_))
-                    && matches!(existing.node.status, NodeStatus::Pending)
-                {
-                    Ok(Placement::Override(sid))
-                } else {
-                    Err(Error::DuplicateDefinition { symbol: name.clone(), dylib: dl.name.clone() })
+        let mut placements = SmallVec::with_capacity(interface.len());
+        for (name, flags) in interface.iter() {
+            let placement = match self.symbol_id(dylib, name) {
+                None => Placement::New,
+                Some(_) if !flags.is_strong() => Placement::Lose,
+                Some(sid) => {
+                    let existing = &self.symbols[sid];
+                    if !existing.flags.is_strong()
+                        && matches!(existing.phase, Phase::NeverSearched(_))
+                        && matches!(existing.node.status, NodeStatus::Pending)
+                    {
+                        Placement::Override(sid)
+                    } else {
+                        let dylib = self.dylib(dylib).name.clone();
+                        return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib });
+                    }
                 }
-            })
-            .collect()
+            };
+            placements.push(placement);
+        }
+        Ok(placements)
     }
 
     fn insert_symbol(
@@ -1073,6 +1075,9 @@ impl SessionState {
         priority: Priority,
         fx: &mut Effects,
     ) -> Result<()> {
+        if self.emit_one_ready(symbols, groups, implicit, fx) {
+            return Ok(());
+        }
         // Nothing is emitted unless every check passes; a failed check fails every symbol.
         // (The groups are built in place here, not returned: they are a few hundred bytes.)
         let mut emit_groups: SmallVec<[EmitGroup; 2]> = SmallVec::new();
@@ -1110,6 +1115,53 @@ impl SessionState {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The most common emission, without the general path's bookkeeping: one resolved symbol,
+    /// in one group of its own, whose few dependencies are all Ready already (a function whose
+    /// callees were compiled before it). The symbol becomes Ready at once, exactly as the
+    /// general path would make it. Returns false, having changed nothing, for anything else,
+    /// errors included (the general path reports them).
+    fn emit_one_ready(
+        &mut self,
+        symbols: &MrSymbols,
+        groups: &[EmissionGroup],
+        implicit: &[SymId],
+        fx: &mut Effects,
+    ) -> bool {
+        const MAX_DEPS: usize = 8;
+        let ([group], [(name, s)], []) = (groups, symbols.entries.as_slice(), implicit) else {
+            return false;
+        };
+        let deps = &group.depends_on;
+        let own = matches!(group.symbols.as_slice(), [only] if only == name);
+        if self.ended || !s.resolved || !own || deps.len() > MAX_DEPS {
+            return false;
+        }
+        match self.symbols.get(s.id) {
+            Some(e) if matches!(e.node.status, NodeStatus::Pending) && e.node.dependants.is_empty() => {}
+            _ => return false,
+        }
+        // As in `prepare_emit`: every dependency is found before any is used, so that their
+        // cache misses overlap.
+        let mut hints = [0u64; MAX_DEPS];
+        for (hint, (_, dep)) in hints.iter_mut().zip(deps) {
+            *hint = dep.hint();
+        }
+        let mut ids = [SymId::null(); MAX_DEPS];
+        for ((id, (d, dep)), &hint) in ids.iter_mut().zip(deps).zip(&hints) {
+            match self.check_dylib(*d).ok().and_then(|()| self.symbol_id_hinted(*d, dep, hint)) {
+                Some(sid) => *id = sid,
+                None => return false,
+            }
+        }
+        let ready = |sid: SymId| sid == s.id || matches!(self.symbols[sid].node.status, NodeStatus::Ready);
+        if !ids[..deps.len()].iter().all(|&sid| ready(sid)) {
+            return false;
+        }
+        self.symbols[s.id].node.status = NodeStatus::Ready;
+        self.on_ready(&[s.id], fx);
+        true
     }
 
     /// Checks a responsibility's emission and turns its groups into the graph's (`emit_groups`),
@@ -1164,9 +1216,9 @@ impl SessionState {
             // Every dependency is found before any is used: the lookups are independent, so
             // their cache misses (the name's hint, then the entry) overlap instead of queueing
             // one behind the other. With a million symbols this is most of the cost of a group.
-            let hints: SmallVec<[u64; 8]> = deps.iter().map(|(_, dep)| dep.hint()).collect();
+            let hints: SmallVec<[u64; 8]> = collect_small(deps.iter().map(|(_, dep)| dep.hint()));
             let ids: SmallVec<[Option<SymId>; 8]> =
-                deps.iter().zip(&hints).map(|((d, dep), &hint)| self.symbol_id_hinted(*d, dep, hint)).collect();
+                collect_small(deps.iter().zip(&hints).map(|((d, dep), &hint)| self.symbol_id_hinted(*d, dep, hint)));
             for ((d, dep), id) in deps.iter().zip(ids) {
                 match id {
                     Some(sid) => {
@@ -1190,7 +1242,7 @@ impl SessionState {
             }
         }
         let rest: SmallVec<[SymId; 1]> =
-            symbols.values().zip(&covered).filter(|(_, c)| !**c).map(|(s, _)| s.id).collect();
+            collect_small(symbols.values().zip(&covered).filter(|(_, c)| !**c).map(|(s, _)| s.id));
         if !rest.is_empty() {
             emit_groups.push(EmitGroup { symbols: rest, deps: Deps::from_slice(implicit) });
         }

@@ -251,8 +251,14 @@ impl SymbolDef {
 /// A short list kept inline (most units provide one or a few symbols, so defining one costs no
 /// allocation); lookups by name are linear. Names must be unique within an interface:
 /// `JitDylib::define` rejects an interface that repeats one.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Default, PartialEq, Eq)]
 pub struct Interface(SmallVec<[(SymbolName, SymbolFlags); 2]>);
+
+impl Clone for Interface {
+    fn clone(&self) -> Self {
+        Interface(crate::collect_small(self.0.iter().cloned()))
+    }
+}
 
 impl Interface {
     pub fn new() -> Self {
@@ -313,7 +319,7 @@ impl Interface {
 
 impl FromIterator<(SymbolName, SymbolFlags)> for Interface {
     fn from_iter<I: IntoIterator<Item = (SymbolName, SymbolFlags)>>(iter: I) -> Self {
-        Interface(iter.into_iter().collect())
+        Interface(crate::collect_small(iter))
     }
 }
 
