@@ -360,6 +360,19 @@ impl DepGraph {
         if let Blocker::Root(_) = self.find(store, g) {
             return;
         }
+        // A dependency that is a root itself is a witness without a search (the usual case:
+        // what this group waits on was emitted just now and waits on something pending).
+        let quick = self.groups[g].deps.iter().find_map(|&d| match store.node(d).map(|n| &n.status) {
+            Some(NodeStatus::Pending) => Some(Witness::Symbol(d)),
+            Some(&NodeStatus::Emitted(h)) if h != g && self.groups.get(h).is_some_and(|hn| hn.pending > 0) => {
+                Some(Witness::Group(h))
+            }
+            _ => None,
+        });
+        if let Some(root) = quick {
+            self.groups[g].witness = root;
+            return;
+        }
         self.search(store, g);
     }
 

@@ -353,6 +353,14 @@ pub(crate) struct SessionState {
     pub resource_managers: Vec<Arc<dyn ResourceManager>>,
 }
 
+/// What `prepare_one` made of an emission of one symbol.
+enum OneSymbol {
+    /// Its dependencies are all Ready: so is it, with no node in the graph.
+    ReadyNow(SymId),
+    /// Its group is ready for the graph.
+    Prepared,
+}
+
 /// The decision `define` makes for one symbol of a new definition.
 enum Placement {
     New,
@@ -1075,16 +1083,23 @@ impl SessionState {
         priority: Priority,
         fx: &mut Effects,
     ) -> Result<()> {
-        if self.emit_one_ready(symbols, groups, implicit, fx) {
-            return Ok(());
-        }
         // Nothing is emitted unless every check passes; a failed check fails every symbol.
         // (The groups are built in place here, not returned: they are a few hundred bytes.)
         let mut emit_groups: SmallVec<[EmitGroup; 2]> = SmallVec::new();
         let mut to_start: SmallVec<[UnitId; 4]> = SmallVec::new();
-        if let Err(e) = self.prepare_emit(dylib, symbols, groups, implicit, &mut emit_groups, &mut to_start) {
-            self.fail_responsibility(dylib, symbols, e.clone(), fx);
-            return Err(e);
+        match self.prepare_one(symbols, groups, implicit, &mut emit_groups, &mut to_start) {
+            Some(OneSymbol::ReadyNow(sid)) => {
+                self.symbols[sid].node.status = NodeStatus::Ready;
+                self.on_ready(&[sid], fx);
+                return Ok(());
+            }
+            Some(OneSymbol::Prepared) => {}
+            None => {
+                if let Err(e) = self.prepare_emit(dylib, symbols, groups, implicit, &mut emit_groups, &mut to_start) {
+                    self.fail_responsibility(dylib, symbols, e.clone(), fx);
+                    return Err(e);
+                }
+            }
         }
         for u in to_start {
             self.start_materialization(u, priority, fx);
@@ -1117,30 +1132,32 @@ impl SessionState {
         }
     }
 
-    /// The most common emission, without the general path's bookkeeping: one resolved symbol,
-    /// in one group of its own, whose few dependencies are all Ready already (a function whose
-    /// callees were compiled before it). The symbol becomes Ready at once, exactly as the
-    /// general path would make it. Returns false, having changed nothing, for anything else,
-    /// errors included (the general path reports them).
-    fn emit_one_ready(
-        &mut self,
+    /// The most common emission, without `prepare_emit`'s bookkeeping: one resolved symbol, in
+    /// one group of its own, with a few dependencies and nothing implicit (a compiled function
+    /// and its callees). If every dependency is Ready already, the symbol may become Ready at
+    /// once, without a node in the graph (a function whose callees were compiled before it).
+    /// Otherwise this builds the graph's group exactly as `prepare_emit` would. Returns `None`,
+    /// having changed nothing, for anything else, errors included (`prepare_emit` reports them).
+    fn prepare_one(
+        &self,
         symbols: &MrSymbols,
         groups: &[EmissionGroup],
         implicit: &[SymId],
-        fx: &mut Effects,
-    ) -> bool {
+        emit_groups: &mut SmallVec<[EmitGroup; 2]>,
+        to_start: &mut SmallVec<[UnitId; 4]>,
+    ) -> Option<OneSymbol> {
         const MAX_DEPS: usize = 8;
         let ([group], [(name, s)], []) = (groups, symbols.entries.as_slice(), implicit) else {
-            return false;
+            return None;
         };
         let deps = &group.depends_on;
         let own = matches!(group.symbols.as_slice(), [only] if only == name);
         if self.ended || !s.resolved || !own || deps.len() > MAX_DEPS {
-            return false;
+            return None;
         }
-        match self.symbols.get(s.id) {
-            Some(e) if matches!(e.node.status, NodeStatus::Pending) && e.node.dependants.is_empty() => {}
-            _ => return false,
+        let e = self.symbols.get(s.id)?;
+        if !matches!(e.node.status, NodeStatus::Pending) {
+            return None;
         }
         // As in `prepare_emit`: every dependency is found before any is used, so that their
         // cache misses overlap.
@@ -1150,18 +1167,21 @@ impl SessionState {
         }
         let mut ids = [SymId::null(); MAX_DEPS];
         for ((id, (d, dep)), &hint) in ids.iter_mut().zip(deps).zip(&hints) {
-            match self.check_dylib(*d).ok().and_then(|()| self.symbol_id_hinted(*d, dep, hint)) {
-                Some(sid) => *id = sid,
-                None => return false,
+            self.check_dylib(*d).ok()?;
+            *id = self.symbol_id_hinted(*d, dep, hint)?;
+        }
+        let ids = &ids[..deps.len()];
+        let ready = |sid: SymId| sid == s.id || matches!(self.symbols[sid].node.status, NodeStatus::Ready);
+        if e.node.dependants.is_empty() && ids.iter().all(|&sid| ready(sid)) {
+            return Some(OneSymbol::ReadyNow(s.id));
+        }
+        for &sid in ids {
+            if let Phase::NeverSearched(u) = self.symbols[sid].phase {
+                to_start.push(u);
             }
         }
-        let ready = |sid: SymId| sid == s.id || matches!(self.symbols[sid].node.status, NodeStatus::Ready);
-        if !ids[..deps.len()].iter().all(|&sid| ready(sid)) {
-            return false;
-        }
-        self.symbols[s.id].node.status = NodeStatus::Ready;
-        self.on_ready(&[s.id], fx);
-        true
+        emit_groups.push(EmitGroup { symbols: SmallVec::from_elem(s.id, 1), deps: Deps::from_slice(ids) });
+        Some(OneSymbol::Prepared)
     }
 
     /// Checks a responsibility's emission and turns its groups into the graph's (`emit_groups`),
