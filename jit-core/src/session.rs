@@ -326,11 +326,16 @@ impl SessionInner {
         }));
     }
 
-    /// Carries out what a critical section decided, outside the lock.
+    /// Carries out what a critical section decided, outside the lock. (Most decide nothing:
+    /// that case is checked inline, without moving the effects.)
+    #[inline]
     pub(crate) fn apply(self: &Arc<Self>, fx: Effects) {
-        if fx.is_empty() {
-            return;
+        if !fx.is_empty() {
+            self.apply_effects(fx);
         }
+    }
+
+    fn apply_effects(self: &Arc<Self>, fx: Effects) {
         let Effects { materialize, completions, resumes, mut garbage, removed_keys: _ } = fx;
         for (completion, result) in completions {
             match completion {

@@ -165,10 +165,6 @@ impl MrSymbols {
         self.position(name).map(|i| &self.entries[i].1)
     }
 
-    pub fn get_mut(&mut self, name: &SymbolName) -> Option<&mut MrSymbol> {
-        self.position(name).map(|i| &mut self.entries[i].1)
-    }
-
     pub fn contains_key(&self, name: &SymbolName) -> bool {
         self.position(name).is_some()
     }
@@ -931,7 +927,7 @@ impl SessionState {
     /// Delivers `sid`'s definition to the queries satisfied by `reached`.
     fn satisfy(&mut self, sid: SymId, reached: RequiredState, fx: &mut Effects) {
         let Some(e) = self.symbols.get_mut(sid) else { return };
-        if e.waiters.is_empty() {
+        if e.waiters.iter().all(|w| w.required > reached) {
             return;
         }
         let def = e.def();
@@ -1044,19 +1040,26 @@ impl SessionState {
         if self.ended {
             return Err(Error::SessionEnded);
         }
-        let unexpected: Vec<SymbolName> =
-            defs.iter().filter(|(n, _)| !symbols.contains_key(n)).map(|(n, _)| n.clone()).collect();
+        // Where each definition's symbol sits in `symbols` (searched for once).
+        let mut at: SmallVec<[usize; 4]> = SmallVec::with_capacity(defs.len());
+        let mut unexpected = Vec::new();
+        for (name, _) in defs {
+            match symbols.index_of(name) {
+                Some(i) => at.push(i),
+                None => unexpected.push(name.clone()),
+            }
+        }
         if !unexpected.is_empty() {
             return Err(Error::UnexpectedSymbolDefinitions {
                 responsible: self.qualify_all(dylib, symbols.keys()),
                 unexpected,
             });
         }
-        for (name, _) in defs {
-            self.live_mr_symbol(dylib, name, &symbols[name])?;
+        for (&i, (name, _)) in at.iter().zip(defs) {
+            self.live_mr_symbol(dylib, name, &symbols.entries[i].1)?;
         }
-        for (name, def) in defs {
-            let s = symbols.get_mut(name).expect("checked");
+        for (&i, (_, def)) in at.iter().zip(defs) {
+            let s = &mut symbols.entries[i].1;
             s.resolved = true;
             let e = &mut self.symbols[s.id];
             e.addr = def.addr;
