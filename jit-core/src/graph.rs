@@ -155,17 +155,18 @@ impl DepGraph {
         // 1. Mark every symbol emitted. Groups that waited on these symbols counted them as
         //    pending when they registered: they all count one less now.
         let mut new_ids: SmallVec<[GroupId; 4]> = SmallVec::with_capacity(groups.len());
-        let mut deps_of: SmallVec<[Deps; 4]> = SmallVec::with_capacity(groups.len());
-        for group in groups.drain(..) {
+        for EmitGroup { symbols, deps } in groups.drain(..) {
+            let count = symbols.len();
             let gid = self.groups.insert(GroupNode {
-                symbols: SmallVec::new(),
-                deps: Deps::new(),
+                symbols,
+                deps,
                 pending: 0,
                 unready: 0,
                 witness: Witness::None,
                 dfs: DfsMark::default(),
             });
-            for &s in &group.symbols {
+            for k in 0..count {
+                let s = self.groups[gid].symbols[k];
                 let Some(node) = store.node(s) else { continue };
                 debug_assert!(matches!(node.status, NodeStatus::Pending), "emitting a non-pending symbol");
                 node.status = NodeStatus::Emitted(gid);
@@ -178,14 +179,13 @@ impl DepGraph {
                     }
                 }
             }
-            self.groups[gid].symbols = group.symbols;
             new_ids.push(gid);
-            deps_of.push(group.deps);
         }
 
         // 2. Record the new groups' edges.
         let mut failures: SmallVec<[(GroupId, Arc<RootCause>); 1]> = SmallVec::new();
-        for (&gid, mut deps) in new_ids.iter().zip(deps_of) {
+        for &gid in &new_ids {
+            let mut deps = std::mem::take(&mut self.groups[gid].deps);
             deps.sort_unstable();
             deps.dedup();
             let (mut pending, mut unready) = (0u32, 0u32);
@@ -435,7 +435,7 @@ impl DepGraph {
             let next = self.groups[g].deps.get(i).copied();
             if let Some(d) = next {
                 self.call_stack.last_mut().expect("non-empty").1 += 1;
-                let Some(NodeStatus::Emitted(h)) = store.node(d).map(|n| n.status.clone()) else {
+                let Some(&NodeStatus::Emitted(h)) = store.node(d).map(|n| &n.status) else {
                     continue; // Ready (pruned in the look-ahead) or unchanged: nothing to explore.
                 };
                 if h == g {
@@ -496,8 +496,7 @@ impl DepGraph {
         let mut i = 0;
         while i < deps.len() {
             let d = deps[i];
-            let status = store.node(d).map(|n| n.status.clone());
-            match status {
+            let h = match store.node(d).map(|n| &n.status) {
                 None | Some(NodeStatus::Ready) | Some(NodeStatus::Failed(_)) => {
                     deps.swap_remove(i);
                     continue;
@@ -506,13 +505,12 @@ impl DepGraph {
                     found = Some(Witness::Symbol(d));
                     break;
                 }
-                Some(NodeStatus::Emitted(h)) => {
-                    if h != g && self.groups[h].dfs.epoch != epoch {
-                        if let Blocker::Root(root) = self.find(store, h) {
-                            found = Some(root);
-                            break;
-                        }
-                    }
+                Some(&NodeStatus::Emitted(h)) => h,
+            };
+            if h != g && self.groups[h].dfs.epoch != epoch {
+                if let Blocker::Root(root) = self.find(store, h) {
+                    found = Some(root);
+                    break;
                 }
             }
             i += 1;
