@@ -106,6 +106,14 @@ fn a_multi_file_c_program_with_cross_object_data_weak_and_common_symbols_runs_as
     program_case("multi", &["main.c", "lib.c"], &["-fcommon"], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);
 }
 
+/// A program with an array larger than the default reservation (1.5 GiB of zero-filled
+/// doubles) links and runs as natively: `orcjit link` sizes its memory from the objects, and
+/// no multiple of 4 GiB splits the reservation. Only the pages touched become memory.
+#[test]
+fn a_program_with_an_array_larger_than_the_default_reservation_runs_as_native() {
+    program_case("bigarray", &["main.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE, NOPIC_SMALL]);
+}
+
 #[test]
 fn constructors_destructors_and_atexit_run_in_native_order() {
     program_case("ctors", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);

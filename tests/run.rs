@@ -241,6 +241,14 @@ fn dladdr_names_jit_d_functions_as_natively() {
     }
 }
 
+/// A program with an array larger than the default reservation (1.5 GiB of zero-filled
+/// doubles) runs as natively in every mode: `orcjit run` reserves the most that rel32
+/// references span (see `jit-link/tests/programs/bigarray`).
+#[test]
+fn a_program_with_an_array_larger_than_the_default_reservation_runs_as_native() {
+    same_as_native_in_every_mode("jit-link/tests/programs/bigarray", &["main.c"], &[&[], &["--lazy=none"]]);
+}
+
 /// The program starts with a native program's signal state (SIGPIPE, SIGSEGV and SIGBUS at
 /// their defaults, no alternate signal stack), not the one Rust's runtime sets up.
 #[test]

@@ -222,8 +222,10 @@ pub(crate) fn usable_space(base: usize, len: u64, page: u64) -> ExtentSet {
 /// Reserves a manager's target range of `len` bytes where `placement` says.
 pub(crate) fn reserve_target(id: ManagerId, len: u64, placement: Placement) -> Result<Reservation, MemError> {
     match placement {
+        // No multiple of 4 GiB splits the free space (see `usable_space`): a segment as large
+        // as most of the reservation still fits.
         Placement::Anywhere => {
-            Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))
+            Reservation::new_unsplit(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))
         }
         Placement::Low => {
             Reservation::new_below(len as usize, MAX_ALIGN as usize, LOW_PLACEMENT_LIMIT).map_err(|e| match e {

@@ -34,9 +34,30 @@ impl Reservation {
     /// Reserves `len` bytes (a page multiple) whose base is aligned to `align` (a power of
     /// two, at least a page).
     pub(crate) fn new(len: usize, align: usize) -> io::Result<Reservation> {
+        Self::new_in(len, len, align, |base| base)
+    }
+
+    /// As [`new`](Self::new), for `len` at most 4 GiB, in a range that no multiple of 4 GiB
+    /// splits (one may be its base). A manager never hands out the page at such a multiple
+    /// (`slab::usable_space` says why), so inside a reservation it would cut the free space in
+    /// two and a segment larger than either part would not fit. Reserves twice the space and
+    /// gives back what it does not use.
+    pub(crate) fn new_unsplit(len: usize, align: usize) -> io::Result<Reservation> {
+        const FOUR_GIB: usize = 1 << 32;
+        if len > FOUR_GIB {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let padded = len.checked_mul(2).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Self::new_in(padded, len, align, |base| unsplit_base(base, len))
+    }
+
+    /// Maps `span` bytes and the padding an `align`ed base needs, keeps the `len` of them that
+    /// start at `place(the aligned base)` (which must stay aligned and inside the span), and
+    /// unmaps the rest.
+    fn new_in(span: usize, len: usize, align: usize, place: impl FnOnce(usize) -> usize) -> io::Result<Reservation> {
         let page = page_size();
         let align = align.max(page);
-        let padded = len.checked_add(align - page).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let padded = span.checked_add(align - page).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         // SAFETY: a fresh anonymous PROT_NONE mapping at a kernel-chosen address touches no
         // existing memory.
         let raw = unsafe {
@@ -53,8 +74,9 @@ impl Reservation {
             return Err(io::Error::last_os_error());
         }
         let raw = raw as usize;
-        let base = (raw + align - 1) & !(align - 1);
-        // Trim the alignment padding on both sides so the reservation is exactly [base, base+len).
+        let base = place((raw + align - 1) & !(align - 1));
+        debug_assert!(base >= raw && base + len <= raw + padded && base % align == 0);
+        // Trim the padding on both sides so the reservation is exactly [base, base+len).
         let head = base - raw;
         let tail = padded - head - len;
         // SAFETY: both ranges lie inside the mapping made above and belong to nobody else.
@@ -406,10 +428,39 @@ pub fn flush_icache(ptr: *const u8, len: usize) {
     }
 }
 
+/// Where in `[base, base + 2 len)` a range of `len` bytes (at most 4 GiB) starts so that no
+/// multiple of 4 GiB lies inside it: at `base`, unless the first multiple above `base` comes
+/// before `base + len`; then at that multiple, from where `len` bytes still fit. Multiples of
+/// 4 GiB are aligned to anything a reservation asks for.
+fn unsplit_base(base: usize, len: usize) -> usize {
+    const FOUR_GIB: usize = 1 << 32;
+    let boundary = base.next_multiple_of(FOUR_GIB);
+    if boundary > base && boundary < base + len { boundary } else { base }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::maps::Mapping;
+
+    #[test]
+    fn an_unsplit_range_holds_no_multiple_of_4_gib_and_fits_in_twice_its_length() {
+        const G: usize = 1 << 30;
+        for (base, len) in [
+            (0x7f00_0000_0000, 2 * G),                     // a multiple: kept
+            (0x7f00_0000_0000 + G, 2 * G),                 // ends at a multiple: kept
+            (0x7f00_0000_0000 + 3 * G, 2 * G),             // straddles: moved up to the multiple
+            (0x7f00_0000_0000 + 4 * G - 0x10000, 2 * G),   // straddles by one alignment unit
+            (0x7f00_0000_0000 + 3 * G + 0x10000, 0x10000), // small, clear of any multiple
+        ] {
+            let at = unsplit_base(base, len);
+            assert!(at >= base && at + len <= base + 2 * len, "{base:#x}+{len:#x} -> {at:#x}");
+            assert_eq!(at >> 32, (at + len - 1) >> 32, "{base:#x}+{len:#x} -> {at:#x} is split");
+            assert_eq!(at % 0x10000, 0);
+        }
+        assert_eq!(unsplit_base(0x7f00_0000_0000 + 3 * G, 2 * G), 0x7f01_0000_0000);
+        assert_eq!(unsplit_base(0x7f00_0000_0000 + G, 2 * G), 0x7f00_0000_0000 + G);
+    }
 
     fn mapping(range: std::ops::Range<u64>) -> Mapping {
         Mapping { range, read: true, write: false, exec: false, shared: false, name: String::new() }

@@ -249,6 +249,33 @@ fn a_segment_of_several_mebibytes_works() {
     }
 }
 
+/// A data segment of most of the largest reservation fits, wherever the kernel puts the
+/// reservation: a multiple of 4 GiB (whose page is never handed out) no longer falls inside it
+/// and cuts its free space in two (before, half of such reservations refused the segment).
+#[test]
+fn a_segment_of_most_of_the_largest_reservation_fits_wherever_the_reservation_lies() {
+    for name in ALL {
+        for _ in 0..8 {
+            let mem = manager(name, ManagerConfig::with_reservation(MAX_RESERVATION));
+            let range = mem.reservation();
+            // No multiple of 4 GiB in (start, last]: both lie in one 4 GiB block.
+            let (start, last) = (range.start.0, range.end.0 - 1);
+            assert_eq!(start >> 32, last >> 32, "{name}: {start:#x}..={last:#x} straddles a multiple of 4 GiB");
+            let big = MAX_RESERVATION - (64 << 20);
+            let req = AllocRequest::new(vec![
+                SegmentRequest::new(Prot::RX, 4096, 16),
+                SegmentRequest::new(Prot::RW, big, 64),
+            ]);
+            let mut alloc = mem.allocate(&req).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // Only what is touched becomes memory: the ends of the segment.
+            let rw = alloc.working_mut(1).unwrap();
+            rw[0] = 1;
+            rw[big as usize - 1] = 2;
+            alloc.abandon(Box::new(|r| r.unwrap()));
+        }
+    }
+}
+
 #[test]
 fn running_out_of_the_reservation_is_an_error_and_recoverable() {
     for name in ALL {

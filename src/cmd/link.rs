@@ -55,6 +55,21 @@ fn pad_heap_growth() {
     unsafe { libc::mallopt(libc::M_TOP_PAD, 4 << 20) };
 }
 
+/// The memory manager's setup for objects that take up to `needed` bytes once linked: the
+/// default reservation, or, for a program with a large array, one with room for the objects
+/// and a quarter more (for what is linked on demand: libgcc's objects, stubs), as far as
+/// small-code-model references reach. (`llvm-jitlink` maps each allocation apart and links
+/// such a program; a reservation too small for it was an error here.)
+fn memory_config(needed: u64, placement: Placement) -> ManagerConfig {
+    let most = match placement {
+        Placement::Anywhere => jit_mem::MAX_RESERVATION,
+        // Below 2 GiB, beside whatever the process mapped there already.
+        Placement::Low => jit_mem::LOW_PLACEMENT_LIMIT / 8 * 7,
+    };
+    let wanted = needed.saturating_add(needed / 4).saturating_add(64 << 20).next_multiple_of(1 << 20);
+    ManagerConfig::with_reservation(wanted.clamp(jit_mem::DEFAULT_RESERVATION, most)).with_placement(placement)
+}
+
 fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut objects = Vec::with_capacity(args.objects.len());
     let mut archives = Vec::new();
@@ -68,6 +83,12 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     }
     let low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes))
         || archives.iter().flat_map(|a| a.members()).any(|(_, bytes)| jit_link::needs_low_placement(bytes));
+    let placement = if low { Placement::Low } else { Placement::Anywhere };
+    let needed = objects
+        .iter()
+        .map(|(_, bytes)| jit_link::memory_needed(bytes))
+        .chain(archives.iter().flat_map(|a| a.members()).map(|(_, bytes)| jit_link::memory_needed(bytes)))
+        .fold(0, u64::saturating_add);
     let mut builder = ObjectJit::builder();
     for archive in archives {
         builder = builder.static_library(archive);
@@ -80,9 +101,9 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     }
     // Non-PIC small-code-model objects take absolute 32-bit addresses, so their memory must
     // lie below 2 GiB; other programs keep the default placement.
-    if low {
-        let low = ManagerConfig::default().with_placement(Placement::Low);
-        builder = builder.memory_manager(jit_mem::default_manager(low).map_err(Error::other)?);
+    let memory = memory_config(needed, placement);
+    if memory != ManagerConfig::default() {
+        builder = builder.memory_manager(jit_mem::default_manager(memory).map_err(Error::other)?);
     }
     // C programs may use libm as they use libc (llvm-jitlink has it in its own process).
     let jit = builder.dlopen("libm.so.6").build()?;

@@ -260,20 +260,25 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
         builder = builder.cache(dir);
     }
     // Non-PIC small-code-model objects take absolute 32-bit addresses, so their memory must
-    // lie below 2 GiB (as for `orcjit link`).
-    let mut memory = jit_mem::ManagerConfig::default();
-    if low {
-        memory = memory.with_placement(jit_mem::Placement::Low);
-    }
-    if args.perf_map {
+    // lie below 2 GiB (as for `orcjit link`). Other programs get the largest reservation that
+    // rel32 references span: what a program compiles is known only as it runs, and one with a
+    // large array needs more than the default (lli runs such a program). It is address space,
+    // not memory: only what is used becomes memory.
+    let memory = if low {
+        jit_mem::ManagerConfig::default().with_placement(jit_mem::Placement::Low)
+    } else {
+        jit_mem::ManagerConfig::with_reservation(jit_mem::MAX_RESERVATION)
+    };
+    let memory: std::sync::Arc<dyn jit_mem::MemoryManager> = if args.perf_map {
         // perf (6.1) credits samples in the dual-mapped slabs' memfd to the memfd, never to
         // the map; anonymous memory it looks up in the map.
         let memory = jit_mem::MprotectSlabManager::new(memory)
             .map_err(|e| Error::msg(format!("cannot set up JIT memory: {e}")))?;
-        builder = builder.memory_manager(std::sync::Arc::new(memory));
-    } else if low {
-        builder = builder.memory_manager(jit_mem::default_manager(memory).map_err(Error::other)?);
-    }
+        std::sync::Arc::new(memory)
+    } else {
+        jit_mem::default_manager(memory).map_err(Error::other)?
+    };
+    builder = builder.memory_manager(memory);
     let jit = builder.dlopen("libm.so.6").build()?;
     if args.perf_map {
         let map = PerfMap::new().map_err(|e| Error::msg(format!("cannot write the perf map: {e}")))?;

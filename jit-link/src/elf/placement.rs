@@ -34,3 +34,32 @@ pub fn needs_low_placement(data: &[u8]) -> bool {
             })
     })
 }
+
+/// An upper bound on the bytes of JIT memory the relocatable object `data` takes once linked:
+/// its loaded sections (`SHF_ALLOC`, zero-filled ones included), each at its alignment, and
+/// 32 bytes for every relocation of a loaded section, more than the GOT entry, stub or thread
+/// pointer slot the linker may add for one. A caller sizes a memory manager's reservation
+/// with it, so that a program with a large array links (see `orcjit link`).
+///
+/// Cheap: reads the section headers and counts relocation entries. Malformed input answers
+/// 0; linking it reports what is wrong.
+pub fn memory_needed(data: &[u8]) -> u64 {
+    const PER_RELOCATION: u64 = 32;
+    let Ok(header) = Elf::parse(data) else { return 0 };
+    let Ok(endian) = header.endian() else { return 0 };
+    let Ok(sections) = header.sections(endian, data) else { return 0 };
+    let loaded = |sh: &<Elf as FileHeader>::SectionHeader| sh.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0;
+    let mut total = 0u64;
+    for sh in sections.iter() {
+        if loaded(sh) {
+            let align = sh.sh_addralign(endian).clamp(1, 1 << 30);
+            total = total.saturating_add(sh.sh_size(endian).div_ceil(align).saturating_mul(align));
+        } else if sh.sh_type(endian) == elf::SHT_RELA
+            && sections.section(object::SectionIndex(sh.sh_info(endian) as usize)).is_ok_and(loaded)
+        {
+            let entries = sh.sh_size(endian) / (std::mem::size_of::<elf::Rela64<object::Endianness>>() as u64);
+            total = total.saturating_add(entries.saturating_mul(PER_RELOCATION));
+        }
+    }
+    total
+}
