@@ -70,6 +70,41 @@ fn memory_config(needed: u64, placement: Placement) -> ManagerConfig {
     ManagerConfig::with_reservation(wanted.clamp(jit_mem::DEFAULT_RESERVATION, most)).with_placement(placement)
 }
 
+/// Refuses objects whose `__start_X` / `__stop_X` would enclose only part of section `X`, or
+/// none of it. A static linker gathers every object's `X` into one section between the two;
+/// orcjit links each object into memory of its own, where they enclose the section of the
+/// object that uses them. A registration table with entries in other objects (a C plugin
+/// registry, Rust's `linkme`) would miss them, so this is an error naming what to merge.
+fn check_brackets(objects: &[(&String, Vec<u8>)]) -> Result<(), Error> {
+    let found: Vec<(&str, Vec<String>, Vec<String>)> = objects
+        .iter()
+        .map(|(path, bytes)| {
+            let (defines, brackets) = jit_link::encapsulation_sections(bytes);
+            (path.as_str(), defines, brackets)
+        })
+        .collect();
+    for (user, _, brackets) in &found {
+        for section in brackets {
+            let definers: Vec<&str> =
+                found.iter().filter(|(_, defines, _)| defines.contains(section)).map(|(path, ..)| *path).collect();
+            if definers.iter().any(|path| path != user) {
+                let mut merge = definers.clone();
+                if !merge.contains(user) {
+                    merge.insert(0, user);
+                }
+                return Err(Error::msg(format!(
+                    "'__start_{section}' and '__stop_{section}' in {user} must enclose section '{section}' of {}, \
+                     but orcjit links each object apart and encloses only the section of the object that uses \
+                     them; merge these objects first (ld -r -o merged.o {})",
+                    definers.join(", "),
+                    merge.join(" ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut objects = Vec::with_capacity(args.objects.len());
     let mut archives = Vec::new();
@@ -89,6 +124,7 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
         .map(|(_, bytes)| jit_link::memory_needed(bytes))
         .chain(archives.iter().flat_map(|a| a.members()).map(|(_, bytes)| jit_link::memory_needed(bytes)))
         .fold(0, u64::saturating_add);
+    check_brackets(&objects)?;
     let mut builder = ObjectJit::builder();
     for archive in archives {
         builder = builder.static_library(archive);

@@ -1,0 +1,20 @@
+/* A command table filled by the objects that define commands, each entry in section "cmds",
+ * walked between the linker's __start_cmds and __stop_cmds (GNU ld's encapsulation symbols),
+ * as C plugin registries and Rust's linkme crate do. */
+#include <stdio.h>
+
+#include "cmd.h"
+
+static int twice(int x) { return 2 * x; }
+static int square(int x) { return x * x; }
+CMD(twice, twice);
+CMD(square, square);
+
+extern const struct cmd __start_cmds[], __stop_cmds[];
+
+int main(void) {
+    for (const struct cmd *c = __start_cmds; c < __stop_cmds; c++)
+        printf("%s(7) = %d\n", c->name, c->fn(7));
+    printf("%d commands\n", (int)(__stop_cmds - __start_cmds));
+    return 0;
+}
