@@ -26,7 +26,7 @@ pub struct SymbolName(Arc<Interned>);
 struct Interned {
     name: Arc<str>,
     pool: Weak<PoolShared>,
-    /// Where the session last defined this name (see [`SymbolName::hint`]).
+    /// An entry of this name in its session (see [`SymbolName::hint`]).
     hint: AtomicU64,
 }
 
@@ -46,11 +46,13 @@ impl SymbolName {
         &self.0.name
     }
 
-    /// A guess at where this name is defined, kept beside the reference count: the session
-    /// stores the key of a symbol entry with this name when it defines one, and checks the
-    /// guess against that entry before trusting it. A lookup by name then touches memory it has
-    /// just touched (this handle) and the entry it needs anyway, instead of first probing a
-    /// dylib's hash table at a random place. Any value is safe, so the accesses are relaxed.
+    /// Where this name is defined, kept beside the reference count: the key of a live symbol
+    /// entry with this name, written by the session of this name's pool when it defines the
+    /// name and no live entry holds the hint (definitions in other dylibs go to their dylib's
+    /// overflow table; see `SessionState::symbol_id`). The session checks the entry before
+    /// trusting it. A lookup by name then touches memory it has just touched (this handle) and
+    /// the entry it needs anyway, instead of probing a hash table at a random place. Any value
+    /// is safe, so the accesses are relaxed.
     pub(crate) fn hint(&self) -> u64 {
         self.0.hint.load(Ordering::Relaxed)
     }
