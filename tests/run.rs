@@ -241,6 +241,14 @@ fn dladdr_names_jit_d_functions_as_natively() {
     }
 }
 
+/// `__start_cmds` / `__stop_cmds` enclose the entries of section `cmds` that another module
+/// defines, as a static linker makes them: the modules are compiled as one (lli-19 finds no
+/// entries at all). See `jit-link/tests/programs/startstop`.
+#[test]
+fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
+    same_as_native_in_every_mode("jit-link/tests/programs/startstop", &["main.c", "more.c"], MODES);
+}
+
 /// A program with an array larger than the default reservation (1.5 GiB of zero-filled
 /// doubles) runs as natively in every mode: `orcjit run` reserves the most that rel32
 /// references span (see `jit-link/tests/programs/bigarray`).

@@ -295,15 +295,16 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
             }
         });
     }
-    match &args.main {
-        Some(main) => jit.add_ir_file(main)?,
-        None => {
-            jit.add_ir(IrModule::text("demo_main.ll", DEMO_MAIN))?;
-            jit.add_ir(IrModule::text("demo_lib.ll", DEMO_LIB))?;
-        }
-    }
+    let mut modules = match &args.main {
+        Some(main) => vec![IrModule::from_file(main)?],
+        None => vec![IrModule::text("demo_main.ll", DEMO_MAIN), IrModule::text("demo_lib.ll", DEMO_LIB)],
+    };
     for extra in &args.extra_modules {
-        jit.add_ir_file(extra)?;
+        modules.push(IrModule::from_file(extra)?);
+    }
+    // Modules whose section bounds enclose other modules' entries are compiled as one.
+    for module in jit_layers::merge_for_section_bounds(modules)? {
+        jit.add_ir(module)?;
     }
     for (path, bytes) in objects {
         jit.add_object(path, bytes)?;

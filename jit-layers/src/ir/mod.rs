@@ -12,4 +12,4 @@ mod wire;
 pub use cod::{CodStats, CompileOnDemandLayer, FunctionInfo, PartitionPolicy, PerFunction, TierUp, WholeModule};
 pub use compile::CompileOptions;
 pub use layer::{IrCompileLayer, IrTransform, IrTransformLayer, PassPipeline};
-pub use module::{IrModule, IrSource, ModuleBuilder};
+pub use module::{IrModule, IrSource, ModuleBuilder, merge_for_section_bounds};

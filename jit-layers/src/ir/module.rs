@@ -266,3 +266,89 @@ fn alias_is_callable(alias: GlobalValue<'_>) -> bool {
         !aliasee.is_null() && !llvm_sys::core::LLVMIsAFunction(aliasee).is_null()
     }
 }
+
+/// Links together the modules whose `__start_X` / `__stop_X` must enclose section `X` of
+/// another module, and returns the list with each such set in place of its first member.
+///
+/// A static linker gathers every object's section `X` between the two symbols; here each
+/// module becomes objects of its own, where they would enclose the section of the module
+/// that uses them only (a registration table with entries in several modules, such as a C
+/// plugin registry or Rust's `linkme`, would miss entries). One module keeps them together.
+/// Modules built on the compile thread are left as they are; so is every list without such
+/// a set (the common case, read as far as the globals' headers only).
+pub fn merge_for_section_bounds(modules: Vec<IrModule>) -> Result<Vec<IrModule>> {
+    if modules.len() < 2 {
+        return Ok(modules);
+    }
+    let context = Context::create();
+    // For each module: the C-identifier sections its globals are defined in, and the sections
+    // it encloses with `__start_`/`__stop_` declarations.
+    let mut sections: Vec<(Vec<String>, Vec<String>)> = Vec::with_capacity(modules.len());
+    for m in &modules {
+        if matches!(m.source, IrSource::Built { .. }) {
+            sections.push(Default::default());
+            continue;
+        }
+        let module = parse_headers(&context, &m.name, &m.source)?;
+        let (mut defines, mut encloses) = (Vec::new(), Vec::new());
+        for global in module.get_globals() {
+            let name = global.get_name().to_bytes();
+            if global.is_declaration() {
+                let bounded = name.strip_prefix(b"__start_").or_else(|| name.strip_prefix(b"__stop_"));
+                if let Some(section) = bounded.filter(|s| is_c_identifier(s)) {
+                    encloses.push(String::from_utf8_lossy(section).into_owned());
+                }
+            } else if let Some(section) = global.get_section().map(CStr::to_bytes).filter(|s| is_c_identifier(s)) {
+                defines.push(String::from_utf8_lossy(section).into_owned());
+            }
+        }
+        sections.push((defines, encloses));
+    }
+    // Union the modules that enclose a section with the modules that define it.
+    let mut set: Vec<usize> = (0..modules.len()).collect();
+    fn root(set: &mut [usize], mut i: usize) -> usize {
+        while set[i] != i {
+            set[i] = set[set[i]];
+            i = set[i];
+        }
+        i
+    }
+    for (user, (_, encloses)) in sections.iter().enumerate() {
+        for section in encloses {
+            for (definer, (defines, _)) in sections.iter().enumerate() {
+                if definer != user && defines.contains(section) {
+                    let (a, b) = (root(&mut set, user), root(&mut set, definer));
+                    set[a.max(b)] = a.min(b);
+                }
+            }
+        }
+    }
+    let roots: Vec<usize> = (0..modules.len()).map(|i| root(&mut set, i)).collect();
+    if roots.iter().enumerate().all(|(i, &r)| r == i) {
+        return Ok(modules);
+    }
+    let mut out: Vec<IrModule> = Vec::with_capacity(modules.len());
+    let mut members: Vec<Vec<IrModule>> = (0..modules.len()).map(|_| Vec::new()).collect();
+    for (i, m) in modules.into_iter().enumerate() {
+        members[roots[i]].push(m);
+    }
+    for group in members.into_iter().filter(|g| !g.is_empty()) {
+        if group.len() == 1 {
+            out.extend(group);
+            continue;
+        }
+        let name = group.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join("+");
+        let linked = parse(&context, &group[0].name, &group[0].source)?;
+        for m in &group[1..] {
+            let other = parse(&context, &m.name, &m.source)?;
+            linked.link_in_module(other).map_err(|e| Error::msg(format!("{name}: cannot link {}: {e}", m.name)))?;
+        }
+        out.push(IrModule::bitcode(name, stripped_bitcode(&linked)));
+    }
+    Ok(out)
+}
+
+/// Whether `name` is a C identifier: the section names a static linker makes bounds for.
+fn is_c_identifier(name: &[u8]) -> bool {
+    !name.is_empty() && !name[0].is_ascii_digit() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
+}
