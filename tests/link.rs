@@ -139,6 +139,14 @@ fn section_bounds_enclose_the_whole_section_or_the_link_says_what_to_merge() {
     }
 }
 
+/// A reference pinned to one version of a libc symbol (`.symver memcpy@GLIBC_2.2.5`) binds
+/// to that version, as a static linker binds it (llvm-jitlink-19: "Symbols not found"), and
+/// weak references to what nothing defines read as null.
+#[test]
+fn versioned_and_weak_references_bind_as_natively() {
+    program_case("symver", &["main.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
+}
+
 #[test]
 fn constructors_destructors_and_atexit_run_in_native_order() {
     program_case("ctors", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);

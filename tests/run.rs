@@ -249,6 +249,13 @@ fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
     same_as_native_in_every_mode("jit-link/tests/programs/startstop", &["main.c", "more.c"], MODES);
 }
 
+/// A reference pinned to one version of a libc symbol binds to that version (lli-19:
+/// "Symbols not found"); see `jit-link/tests/programs/symver`.
+#[test]
+fn versioned_references_bind_as_natively() {
+    same_as_native_in_every_mode("jit-link/tests/programs/symver", &["main.c"], &[&[], &["--lazy=none"]]);
+}
+
 /// A program with an array larger than the default reservation (1.5 GiB of zero-filled
 /// doubles) runs as natively in every mode: `orcjit run` reserves the most that rel32
 /// references span (see `jit-link/tests/programs/bigarray`).

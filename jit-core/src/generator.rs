@@ -252,14 +252,34 @@ fn search(
     }
     let (names, mut addrs): (Vec<SymbolName>, Vec<ExecutorAddr>) = names
         .filter_map(|(n, _)| {
-            let c_name = CString::new(n.as_str()).ok()?;
-            // SAFETY: handle is RTLD_DEFAULT or a live dlopen handle; c_name is NUL-terminated.
-            let addr = unsafe { libc::dlsym(handle, c_name.as_ptr()) };
+            let addr = match versioned(n) {
+                Some((name, version)) => {
+                    let (name, version) = (CString::new(name).ok()?, CString::new(version).ok()?);
+                    // SAFETY: handle is RTLD_DEFAULT or a live dlopen handle; both strings are
+                    // NUL-terminated.
+                    unsafe { libc::dlvsym(handle, name.as_ptr(), version.as_ptr()) }
+                }
+                None => {
+                    let c_name = CString::new(n.as_str()).ok()?;
+                    // SAFETY: handle is RTLD_DEFAULT or a live dlopen handle; c_name is
+                    // NUL-terminated.
+                    unsafe { libc::dlsym(handle, c_name.as_ptr()) }
+                }
+            };
             (!addr.is_null()).then(|| (n.clone(), ExecutorAddr::from_ptr(addr)))
         })
         .unzip();
     thread_locals_to_indices(&mut addrs);
     names.into_iter().zip(addrs).map(|(n, addr)| (n, SymbolDef::new(addr, flags))).collect()
+}
+
+/// A reference to one version of a symbol, `name@VERSION` (or `name@@VERSION`, the default
+/// one), as an object pinned with `.symver` (`memcpy@GLIBC_2.2.5`) makes: the name and the
+/// version, for `dlvsym`. A static linker binds such a reference to that version.
+fn versioned(symbol: &str) -> Option<(&str, &str)> {
+    let (name, version) = symbol.split_once('@')?;
+    let version = version.strip_prefix('@').unwrap_or(version);
+    (!name.is_empty() && !version.is_empty()).then_some((name, version))
 }
 
 fn dl_error() -> String {
@@ -279,6 +299,26 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use crate::{Error, RequiredState, SymbolLookupSet};
+
+    /// `name@VERSION` finds that version of `name` (`dlvsym`), as a static linker binds it:
+    /// glibc's `memcpy@GLIBC_2.2.5` is the old memcpy, not the default `memcpy@@GLIBC_2.14`.
+    #[test]
+    fn a_versioned_name_resolves_to_that_version() {
+        let (_es, jd) = setup(0);
+        jd.add_generator(ProcessSymbolsGenerator::new());
+        let old = jd.lookup("memcpy@GLIBC_2.2.5").unwrap().addr.0;
+        let default = jd.lookup("memcpy@@GLIBC_2.14").unwrap().addr.0;
+        let plain = jd.lookup("memcpy").unwrap().addr.0;
+        // SAFETY: dlvsym with NUL-terminated strings, on the process's own symbols.
+        let expected = unsafe { libc::dlvsym(libc::RTLD_DEFAULT, c"memcpy".as_ptr(), c"GLIBC_2.2.5".as_ptr()) };
+        assert_eq!(old, expected as u64);
+        assert_eq!(default, plain, "the default version is what the plain name finds");
+        assert_ne!(old, 0);
+        assert!(matches!(jd.lookup("memcpy@NO_SUCH_VERSION"), Err(Error::SymbolsNotFound { .. })));
+        assert_eq!(versioned("memcpy@@GLIBC_2.14"), Some(("memcpy", "GLIBC_2.14")));
+        assert_eq!(versioned("plain"), None);
+        assert_eq!(versioned("@x"), None);
+    }
 
     #[test]
     fn process_symbols_resolve_to_the_real_libc_functions() {
