@@ -147,6 +147,20 @@ fn versioned_and_weak_references_bind_as_natively() {
     program_case("symver", &["main.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
 }
 
+/// An "object" that is LLVM bitcode (`clang -flto -c`) is refused with an error that says so
+/// and names `orcjit run`, not as a malformed ELF file.
+#[test]
+fn bitcode_given_as_an_object_is_an_error_that_names_orcjit_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &[programs().join("symver").join("main.c")], &["-O1", "-flto"]);
+    for mut jit in link_commands() {
+        let out = run(jit.args(&objects));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{jit:?} accepted bitcode");
+        assert!(err.contains("LLVM bitcode") && err.contains("orcjit run"), "{jit:?}: {err}");
+    }
+}
+
 #[test]
 fn constructors_destructors_and_atexit_run_in_native_order() {
     program_case("ctors", &["main.c", "other.c"], &[], &[], &[], &[PIC_SMALL, PIC_LARGE, NOPIC_LARGE]);

@@ -70,6 +70,11 @@ fn memory_config(needed: u64, placement: Placement) -> ManagerConfig {
     ManagerConfig::with_reservation(wanted.clamp(jit_mem::DEFAULT_RESERVATION, most)).with_placement(placement)
 }
 
+/// Bitcode starts with 'BC' 0xC0DE, or with the wrapper magic 0x0B17C0DE.
+fn is_bitcode(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"BC\xC0\xDE") || bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
+}
+
 /// Refuses objects whose `__start_X` / `__stop_X` would enclose only part of section `X`, or
 /// none of it. A static linker gathers every object's `X` into one section between the two;
 /// orcjit links each object into memory of its own, where they enclose the section of the
@@ -110,6 +115,12 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut archives = Vec::new();
     for path in &args.objects {
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
+        if is_bitcode(&bytes) {
+            return Err(Error::msg(format!(
+                "'{path}' is LLVM bitcode (what clang -flto -c writes), not an ELF object: run it with \
+                 `orcjit run {path}`, or compile it without -flto"
+            )));
+        }
         if StaticLibrary::is_archive(&bytes) {
             archives.push(StaticLibrary::parse(path, bytes)?);
         } else {
