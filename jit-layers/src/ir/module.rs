@@ -295,10 +295,12 @@ pub fn merge_for_section_bounds(modules: Vec<IrModule>) -> Result<Vec<IrModule>>
             let name = global.get_name().to_bytes();
             if global.is_declaration() {
                 let bounded = name.strip_prefix(b"__start_").or_else(|| name.strip_prefix(b"__stop_"));
-                if let Some(section) = bounded.filter(|s| is_c_identifier(s)) {
+                if let Some(section) = bounded.filter(|s| jit_link::is_c_identifier(s)) {
                     encloses.push(String::from_utf8_lossy(section).into_owned());
                 }
-            } else if let Some(section) = global.get_section().map(CStr::to_bytes).filter(|s| is_c_identifier(s)) {
+            } else if let Some(section) =
+                global.get_section().map(CStr::to_bytes).filter(|s| jit_link::is_c_identifier(s))
+            {
                 defines.push(String::from_utf8_lossy(section).into_owned());
             }
         }
@@ -346,9 +348,4 @@ pub fn merge_for_section_bounds(modules: Vec<IrModule>) -> Result<Vec<IrModule>>
         out.push(IrModule::bitcode(name, stripped_bitcode(&linked)));
     }
     Ok(out)
-}
-
-/// Whether `name` is a C identifier: the section names a static linker makes bounds for.
-fn is_c_identifier(name: &[u8]) -> bool {
-    !name.is_empty() && !name[0].is_ascii_digit() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
 }

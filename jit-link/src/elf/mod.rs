@@ -8,5 +8,5 @@ mod section;
 mod symbol;
 
 pub use file::{graph_from_elf_object, interface_graph_from_elf_object};
-pub use placement::{encapsulation_sections, memory_needed, needs_low_placement};
+pub use placement::{encapsulation_sections, is_c_identifier, memory_needed, needs_low_placement};
 pub use relocation::relocation_name;

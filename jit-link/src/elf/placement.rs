@@ -64,6 +64,12 @@ pub fn memory_needed(data: &[u8]) -> u64 {
     total
 }
 
+/// Whether `name` is a C identifier: the section names a static linker makes `__start_` and
+/// `__stop_` bounds for.
+pub fn is_c_identifier(name: &[u8]) -> bool {
+    !name.is_empty() && !name[0].is_ascii_digit() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
 /// The encapsulation sections of the relocatable object `data`: the loaded, non-empty
 /// sections whose names are C identifiers it defines, and the sections it refers to through
 /// `__start_NAME` / `__stop_NAME` (which [`crate::define_section_start_stop`] defines over the
@@ -75,12 +81,9 @@ pub fn encapsulation_sections(data: &[u8]) -> (Vec<String>, Vec<String>) {
     let Ok(header) = Elf::parse(data) else { return (defined, bracketed) };
     let Ok(endian) = header.endian() else { return (defined, bracketed) };
     let Ok(sections) = header.sections(endian, data) else { return (defined, bracketed) };
-    let c_identifier = |name: &[u8]| {
-        !name.is_empty() && !name[0].is_ascii_digit() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
-    };
     for sh in sections.iter() {
         let Ok(name) = sections.section_name(endian, sh) else { continue };
-        if sh.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0 && sh.sh_size(endian) > 0 && c_identifier(name) {
+        if sh.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0 && sh.sh_size(endian) > 0 && is_c_identifier(name) {
             defined.push(String::from_utf8_lossy(name).into_owned());
         }
     }
@@ -88,7 +91,7 @@ pub fn encapsulation_sections(data: &[u8]) -> (Vec<String>, Vec<String>) {
         for sym in symbols.iter().filter(|s| s.st_shndx(endian) == elf::SHN_UNDEF) {
             let Ok(name) = symbols.symbol_name(endian, sym) else { continue };
             let section = name.strip_prefix(b"__start_").or_else(|| name.strip_prefix(b"__stop_"));
-            if let Some(section) = section.filter(|s| c_identifier(s)) {
+            if let Some(section) = section.filter(|s| is_c_identifier(s)) {
                 bracketed.push(String::from_utf8_lossy(section).into_owned());
             }
         }
