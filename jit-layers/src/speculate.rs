@@ -53,7 +53,9 @@ type CalleesOf = dyn Fn(&JitDylib, &SymbolName) -> Option<Arc<[SymbolName]>> + S
 
 /// The direct callees of a function, from its module's call graph (for the compile-on-demand
 /// layer's: most often called first, by LLVM's static block frequencies, and none called only
-/// from blocks estimated cold, such as error paths): at most `limit` of them.
+/// from blocks estimated cold, such as error paths): at most `limit` of them, among those the
+/// dylib defines. A call to a function the JIT does not compile (`printf`, found in the
+/// process) names a body that does not exist, so it guesses nothing and takes no place.
 pub struct StaticCallees {
     callees: Box<CalleesOf>,
     limit: usize,
@@ -78,7 +80,9 @@ impl SpeculationPolicy for StaticCallees {
 
     fn on_first_call(&self, dylib: &JitDylib, body: &SymbolName) -> Vec<(JitDylib, SymbolName)> {
         let callees = (self.callees)(dylib, body).unwrap_or_else(|| Arc::from([]));
-        callees.iter().take(self.limit).map(|c| (dylib.clone(), c.clone())).collect()
+        // The session's lock per callee, but no task and no lookup for one that names nothing.
+        let defined = callees.iter().filter(|c| dylib.symbol_state(c).is_some());
+        defined.take(self.limit).map(|c| (dylib.clone(), c.clone())).collect()
     }
 
     fn answers_once_filed(&self, dylib: &JitDylib, body: &SymbolName) -> bool {
@@ -152,8 +156,13 @@ pub struct SpeculationStats {
     pub hits: u64,
     /// First calls seen.
     pub first_calls: u64,
-    /// Guesses dropped because demanded work kept every thread busy when they were made.
+    /// Guesses dropped because demanded work kept every thread busy when they were made, or
+    /// because their compile would have waited for another (see
+    /// [`Speculator::set_busy_check`]).
     pub dropped: u64,
+    /// Speculative compiles that failed. A failure fails no one but a later caller of the
+    /// body, which gets the error its own compile would have given.
+    pub failed: u64,
     /// Guesses from the start whose names did not exist when last looked up, waiting for
     /// them to be defined (see [`Speculator::names_defined`]).
     pub waiting: u64,
@@ -169,13 +178,14 @@ impl std::fmt::Display for SpeculationStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} first calls, {} bodies speculated, {} of them called ({} wasted), {} guesses dropped, \
-             {} waiting for their names, {} first calls asked again once their call graph was filed, {} still \
+            "{} first calls, {} bodies speculated, {} of them called ({} wasted, {} failed to compile), {} \
+             guesses dropped, {} waiting for their names, {} first calls asked again once their call graph was filed, {} still \
              waiting for it",
             self.first_calls,
             self.queued,
             self.hits,
             self.queued - self.hits.min(self.queued),
+            self.failed,
             self.dropped,
             self.waiting,
             self.asked_again,
@@ -193,6 +203,7 @@ pub struct Speculator {
     queued: Mutex<FxHashSet<(DylibId, SymbolName)>>,
     hits: AtomicU64,
     dropped: AtomicU64,
+    failed: AtomicU64,
     first_calls: Mutex<Vec<(String, SymbolName)>>,
     /// Tells which bodies are hot now, as (dylib, body), for the profile.
     hot: Mutex<Option<Box<HotBodies>>>,
@@ -250,6 +261,7 @@ impl Speculator {
             queued: Mutex::default(),
             hits: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             first_calls: Mutex::default(),
             hot: Mutex::default(),
             busy: Default::default(),
@@ -449,7 +461,12 @@ impl Speculator {
             let session = s.session.clone();
             drop(s);
             session.lookup_detailed(&order, set, RequiredState::Ready, options, move |result| match result {
-                Err(e) => tracing::debug!(target: "orcjit", "speculative compile failed: {e}"),
+                Err(e) => {
+                    tracing::debug!(target: "orcjit", "speculative compile failed: {e}");
+                    if let Some(s) = speculator.upgrade() {
+                        s.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Ok(found) if found.0.is_empty() => {
                     if let (Guess::FromStart(seq), Some(s)) = (guess, speculator.upgrade()) {
                         s.absent(seq, dylib, body, generation);
@@ -477,6 +494,7 @@ impl Speculator {
             queued: self.queued.lock().len() as u64,
             hits: self.hits.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
             first_calls: self.first_calls.lock().len() as u64,
             waiting: self.waiting.lock().guesses.len() as u64,
             asked_again: self.asked_again.load(Ordering::Relaxed),
@@ -537,6 +555,14 @@ mod tests {
         let policy = StaticCallees::new(move |_, body| reads.lock().get(body).cloned(), 16);
         let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(policy));
         (graph, session, dylib, speculator)
+    }
+
+    /// Defines `names` in `dylib` (as absolute symbols): static guesses name only what the
+    /// dylib defines.
+    fn define(dylib: &JitDylib, names: &[&SymbolName]) {
+        let addr = jit_core::ExecutorAddr(define as *const () as usize as u64);
+        let defs = names.iter().map(|&n| (n.clone(), jit_core::SymbolDef::new(addr, jit_core::SymbolFlags::CALLABLE)));
+        dylib.define_absolute(defs).unwrap();
     }
 
     /// Occupies the session's only worker until the returned sender is dropped.
@@ -603,6 +629,7 @@ mod tests {
         let (graph, session, dylib, speculator) = static_speculator();
         let other = session.create_dylib("other").unwrap();
         let [caller, callee, leaf] = ["caller.body", "callee.body", "leaf.body"].map(|n| session.intern(n));
+        define(&dylib, &[&callee]);
         graph.lock().insert(leaf.clone(), Arc::from([]));
         speculator.first_call(&dylib, &caller);
         speculator.first_call(&dylib, &leaf);
@@ -628,6 +655,7 @@ mod tests {
     fn the_first_guess_of_a_first_call_does_not_crowd_out_the_others() {
         let (graph, session, dylib, speculator) = static_speculator();
         let [caller, first, second] = ["caller.body", "first.body", "second.body"].map(|n| session.intern(n));
+        define(&dylib, &[&first, &second]);
         graph.lock().insert(caller.clone(), Arc::from([first.clone(), second.clone()]));
         // The only worker is held; when `first` is checked (just before it is queued), demanded
         // work starts waiting, as if a worker had taken it at once and started its compile.
@@ -670,9 +698,30 @@ mod tests {
         );
         let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(policy));
         speculator_slot.set(Arc::downgrade(&speculator)).unwrap();
+        define(&dylib, &[&session.intern("callee.body")]);
         speculator.first_call(&dylib, &session.intern("caller.body"));
         let stats = speculator.stats();
         assert_eq!((stats.queued, stats.unanswered), (1, 0), "{stats}");
+        session.end_session().unwrap();
+    }
+
+    /// A static guess names only bodies the dylib defines: a call to a function found
+    /// elsewhere (libc's) guesses nothing and leaves the limit to the others.
+    #[test]
+    fn static_guesses_skip_callees_the_dylib_does_not_define() {
+        let graph: Graph = Arc::default();
+        let reads = graph.clone();
+        let policy = StaticCallees::new(move |_, body| reads.lock().get(body).cloned(), 2);
+        let (session, dylib, speculator) = one_worker_speculator_with(Arc::new(policy));
+        let [caller, printf, a, b, c] =
+            ["caller.body", "printf.body", "a.body", "b.body", "c.body"].map(|n| session.intern(n));
+        define(&dylib, &[&a, &b, &c]);
+        graph.lock().insert(caller.clone(), Arc::from([printf, a.clone(), b.clone(), c]));
+        let guesses = speculator.policy().unwrap().on_first_call(&dylib, &caller);
+        let names: Vec<&SymbolName> = guesses.iter().map(|(_, n)| n).collect();
+        assert_eq!(names, [&a, &b]);
+        speculator.first_call(&dylib, &caller);
+        assert_eq!(speculator.stats().queued, 2);
         session.end_session().unwrap();
     }
 

@@ -96,3 +96,69 @@ fn with_a_worker_to_spare_the_call_graph_comes_from_a_second_read_and_still_answ
     assert_eq!(layer.modules_prepared, 4, "each module read twice, up front: {layer}");
     jit.end().unwrap();
 }
+
+/// `sometimes(n)` calls `abs` (libc's, which the JIT does not compile) and, for n > 3, `rarely`.
+const SOMETIMES: &str = r#"
+declare i32 @abs(i32)
+declare i32 @rarely(i32)
+define i32 @sometimes(i32 %n) {
+start:
+  %a = call i32 @abs(i32 %n)
+  %big = icmp sgt i32 %n, 3
+  br i1 %big, label %call, label %done
+call:
+  %r = call i32 @rarely(i32 %a)
+  ret i32 %r
+done:
+  ret i32 %a
+}
+"#;
+
+/// `rarely` needs a function nothing defines, so its compile fails. It is alone in its module:
+/// nothing else compiles there, so its guess never waits for another compile (and is never
+/// dropped for that, see `Speculator::set_busy_check`).
+const RARELY: &str = r#"
+declare i32 @missing_function_nobody_defines(i32)
+define i32 @rarely(i32 %x) {
+  %y = call i32 @missing_function_nobody_defines(i32 %x)
+  %z = add i32 %y, 1
+  ret i32 %z
+}
+"#;
+
+/// A first call's guess whose compile fails fails nothing but a later caller: with one or two
+/// workers and one or two tiers, `sometimes`' first call guesses `rarely` (and not `abs`), its
+/// speculative compile fails, and `sometimes` goes on running.
+#[test]
+fn a_guess_whose_compile_fails_is_counted_and_fails_nothing() {
+    let _watchdog = common::watchdog("a failing speculative compile");
+    for threads in [1, 2] {
+        for tier_up in [None, Some(TierUp::default())] {
+            let what = format!("{threads} workers, tier-up {tier_up:?}");
+            let jit = Jit::builder()
+                .threads(threads)
+                .lazy(Laziness::Function)
+                .tier_up(tier_up)
+                .speculation(Speculation::Static)
+                .build()
+                .unwrap();
+            jit.add_ir(IrModule::text("sometimes.ll", SOMETIMES)).unwrap();
+            jit.add_ir(IrModule::text("rarely.ll", RARELY)).unwrap();
+            let sometimes: unsafe extern "C" fn(i32) -> i32 = jit.lookup("sometimes").unwrap();
+            // SAFETY: `sometimes` is `i32 (i32)`; with -2 it calls only `abs`.
+            assert_eq!(unsafe { sometimes(-2) }, 2, "{what}");
+            let speculator = jit.speculator().expect("static speculates").clone();
+            // The guess is made once the call graph is filed (with two tiers and two workers,
+            // by a second read), and its compile fails later still: each drain lets the
+            // workers get through what is queued so far.
+            while speculator.stats().failed == 0 {
+                drain(&jit, threads);
+            }
+            let stats = speculator.stats();
+            assert_eq!((stats.queued, stats.failed, stats.dropped, stats.hits), (1, 1, 0, 0), "{what}: {stats}");
+            // SAFETY: as above.
+            assert_eq!(unsafe { sometimes(3) }, 3, "{what}");
+            jit.end().unwrap();
+        }
+    }
+}

@@ -1,6 +1,5 @@
-/* rarely() needs a function no module or library defines. */
+/* rarely() needs a function no module or library defines. It is alone in its module, so no
+ * other compile there can make its guess wait (and be dropped). */
 int missing_function_nobody_defines(int);
-
-int often(int n) { return n * n + 1; }
 
 int rarely(int n) { return missing_function_nobody_defines(n) + 1; }
