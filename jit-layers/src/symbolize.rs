@@ -4,14 +4,20 @@
 //! loaded object and answers 0, where a native build's answer is its executable.
 //!
 //! [`Symbolizer`], a link plugin, records each linked object's functions as it is linked (the
-//! list the perf map writes, kept in memory); a lazy stub answers with its own name. Records,
-//! and the C strings `dladdr` makes for them on first use, stay until the process ends: a
-//! program may keep the strings.
+//! list the perf map writes, kept in memory) for as long as its memory lives: from its
+//! finalize to its deallocation (a removed tracker's object, which a redefinition may reuse
+//! the memory of), as the loader forgets a library at `dlclose`. A lazy stub answers with its
+//! own name. The C strings `dladdr` makes on first use stay until the process ends: a program
+//! may keep them.
 
 use std::ffi::{CString, c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jit_core::FxHashMap;
 
 use jit_core::{JitDylib, Result};
 use jit_link::{LinkGraph, PassConfig, Phase};
+use jit_mem::FinalizeAction;
 use parking_lot::{Mutex, RwLock};
 
 use crate::LinkPlugin;
@@ -19,14 +25,19 @@ use crate::LinkPlugin;
 /// One linked object's functions, sorted by address. Their C strings are made when `dladdr`
 /// first names them (see [`C_NAMES`]), so that a link pays for a list, not for strings.
 struct Object {
+    /// Tells this record from a later one of an object at the same place.
+    id: u64,
     name: CString,
     start: u64,
     end: u64,
     functions: Vec<(u64, u64, jit_link::SymbolName)>,
 }
 
-/// The C strings `dladdr` handed out, by the address of the function or lazy stub they name.
-static C_NAMES: Mutex<Vec<(u64, CString)>> = parking_lot::const_mutex(Vec::new());
+/// The C strings `dladdr` handed out, by the address and name of the function or lazy stub
+/// they name (an address reused by another function gets a string of its own).
+static C_NAMES: Mutex<Option<FxHashMap<(u64, String), CString>>> = parking_lot::const_mutex(None);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 static OBJECTS: RwLock<Vec<Object>> = parking_lot::const_rwlock(Vec::new());
 
@@ -44,7 +55,20 @@ impl LinkPlugin for Symbolizer {
             let start = functions[0].0;
             let end = functions.iter().map(|f| f.0 + f.1).max().unwrap_or(start);
             let name = CString::new(graph.name().replace('\0', "")).unwrap_or_default();
-            OBJECTS.write().push(Object { name, start, end, functions });
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let object = Object { id, name, start, end, functions };
+            // Recorded once the memory is finalized (a link that fails before leaves nothing),
+            // forgotten before it is freed.
+            graph.add_finalize_action(FinalizeAction::new(
+                move || {
+                    OBJECTS.write().push(object);
+                    Ok(())
+                },
+                move || {
+                    OBJECTS.write().retain(|o| o.id != id);
+                    Ok(())
+                },
+            ));
             Ok(())
         });
         Ok(())
@@ -88,7 +112,7 @@ unsafe extern "C" fn dladdr(addr: *const c_void, info: *mut libc::Dl_info) -> c_
             let after = object.functions.partition_point(|f| f.0 <= at);
             if let Some((addr, size, name)) = after.checked_sub(1).map(|i| &object.functions[i]) {
                 if at < addr + size {
-                    let c_name = c_name(*addr, || plain_name(name.as_str()));
+                    let c_name = c_name(*addr, plain_name(name.as_str()));
                     return fill(object.name.as_ptr(), object.start, c_name, *addr);
                 }
             }
@@ -96,21 +120,17 @@ unsafe extern "C" fn dladdr(addr: *const c_void, info: *mut libc::Dl_info) -> c_
     }
     let Some(name) = crate::lazy::stub_name_at(at) else { return 0 };
     static STUBS: &std::ffi::CStr = c"lazy stubs";
-    fill(STUBS.as_ptr(), at, c_name(at, || name), at)
+    fill(STUBS.as_ptr(), at, c_name(at, name), at)
 }
 
-/// The C string kept in [`C_NAMES`] for what is at `addr`, made from `name()` the first time.
-fn c_name(addr: u64, name: impl FnOnce() -> String) -> *const libc::c_char {
+/// The C string kept in [`C_NAMES`] for `name` at `addr`, made the first time.
+fn c_name(addr: u64, name: String) -> *const libc::c_char {
     let mut names = C_NAMES.lock();
-    let index = match names.iter().position(|(a, _)| *a == addr) {
-        Some(i) => i,
-        None => {
-            names.push((addr, CString::new(name().replace('\0', "")).unwrap_or_default()));
-            names.len() - 1
-        }
-    };
-    // The string's heap buffer does not move when the vector grows.
-    names[index].1.as_ptr()
+    let names = names.get_or_insert_with(FxHashMap::default);
+    let c =
+        names.entry((addr, name)).or_insert_with_key(|(_, n)| CString::new(n.replace('\0', "")).unwrap_or_default());
+    // The string's heap buffer does not move when the map grows.
+    c.as_ptr()
 }
 
 /// The address JIT'd code should bind `dladdr` to.
@@ -121,6 +141,56 @@ pub(crate) fn overrides() -> [(&'static str, usize); 1] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ObjectLinkingLayer;
+    use jit_core::ExecutionSession;
+    use std::sync::Arc;
+
+    /// Compiles C `source` (-O1, PIC) in `dir`; returns the object's bytes.
+    fn c_object(dir: &std::path::Path, name: &str, source: &str) -> Vec<u8> {
+        let (src, obj) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
+        std::fs::write(&src, source).unwrap();
+        let mut clang = std::process::Command::new("clang-19");
+        let out = clang.args(["-c", "-O1", "-fPIC"]).arg(&src).arg("-o").arg(&obj).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(obj).unwrap()
+    }
+
+    /// JIT'd `dladdr`'s answer for `addr`: (object, function), or None.
+    fn ask(addr: u64) -> Option<(String, String)> {
+        // SAFETY: all-zero is a valid Dl_info (null pointers); `dladdr` fills it.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: a writable Dl_info; the address is only compared, never read.
+        if unsafe { dladdr(addr as *const c_void, &mut info) } == 0 {
+            return None;
+        }
+        // SAFETY: a nonzero answer points both names at NUL-terminated strings kept alive.
+        let read = |p: *const libc::c_char| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned();
+        Some((read(info.dli_fname), read(info.dli_sname)))
+    }
+
+    /// An object's functions are named while its memory lives, and forgotten when its tracker
+    /// is removed: a function linked later, even at the same address, is named as itself.
+    #[test]
+    fn a_removed_objects_functions_are_forgotten_and_their_memory_named_anew() {
+        let tmp = tempfile::tempdir().unwrap();
+        let session = ExecutionSession::with_threads(1).unwrap();
+        let layer = ObjectLinkingLayer::new(&session, jit_mem::default_manager(Default::default()).unwrap());
+        layer.add_plugin(Arc::new(Symbolizer));
+        let dylib = session.create_dylib("main").unwrap();
+        let first = dylib.create_tracker();
+        let old = c_object(tmp.path(), "old", "int redefined_old(int x) { return x * 3 + 1; }\n");
+        layer.add_with_tracker(&dylib, "old.o", old, Some(&first)).unwrap();
+        let old_addr = dylib.lookup("redefined_old").unwrap().addr.0;
+        assert_eq!(ask(old_addr), Some(("old.o".to_string(), "redefined_old".to_string())));
+
+        first.remove().unwrap();
+        assert_eq!(ask(old_addr), None, "a freed object's function");
+        let new = c_object(tmp.path(), "new", "int redefined_new(int x) { return x * 5 + 2; }\n");
+        layer.add(&dylib, "new.o", new).unwrap();
+        let new_addr = dylib.lookup("redefined_new").unwrap().addr.0;
+        assert_eq!(ask(new_addr), Some(("new.o".to_string(), "redefined_new".to_string())));
+        session.end_session().unwrap();
+    }
 
     #[test]
     fn names_read_as_the_program_wrote_them() {
