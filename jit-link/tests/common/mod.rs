@@ -18,9 +18,13 @@ use jit_link::{
 };
 use jit_mem::{ManagerConfig, MemoryManager, Placement, TargetAddr};
 
-/// Where this test binary keeps its compiled objects.
+/// Where the calling test keeps its compiled objects: `sub`, in a directory of the test's own
+/// (libtest names each test's thread after the test). Tests of one binary run at once, and two
+/// that wrote the same source file could compile each other's half-written copy (CI saw a
+/// test link an object with none of its functions).
 pub fn work_dir(sub: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jit-link").join(sub);
+    let test = std::thread::current().name().unwrap_or("main").replace("::", "-");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jit-link").join(test).join(sub);
     std::fs::create_dir_all(&dir).expect("create test work dir");
     dir
 }
