@@ -863,12 +863,28 @@ fn register_tier_target(module: &Arc<LazyModule>, part: usize) -> u64 {
 /// doing (a parking_lot wait queue was: a worker spun in it for good). So the hook only sets
 /// the cookie's bit and writes to an eventfd, both async-signal-safe; a thread of its own
 /// (`orcjit-tier-up`) takes the bits and queues the compiles.
+///
+/// A forked child has none of its parent's threads, and its copy of the eventfd is the
+/// parent's: its requests would wake the parent's thread, which finds none of its own bits set,
+/// so a child's hot code stayed at the first tier for good (3x slower on a loop in a child
+/// that a prefork server or `multiprocessing` would run). The child gets an eventfd and a
+/// tier-up thread of its own ([`TierRequests::forked`]), which compiles on that thread: the
+/// child's pools have no workers (in a child, whoever waits runs the work).
 struct TierRequests {
     /// Bit `c % CHUNK_BITS` of chunk `c / CHUNK_BITS` requests cookie `c`. Chunks are made
     /// when a cookie in them is registered, before any code can ask for it, and never freed.
     chunks: Box<[std::sync::atomic::AtomicPtr<AtomicU64>]>,
     /// The eventfd the hook writes to, or -1 (then the hook queues the compile itself).
-    wake: std::ffi::c_int,
+    wake: std::sync::atomic::AtomicI32,
+}
+
+/// Where the tier-up thread has the requested partitions compiled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// Queued for the pool's workers, one at a time (see `CodShared::run_tier_queue`).
+    Queue,
+    /// On the tier-up thread itself: a forked child's pools have no workers.
+    Here,
 }
 
 const CHUNK_BITS: u64 = 1 << 16;
@@ -888,18 +904,61 @@ impl TierRequests {
             let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             let requests = TierRequests {
                 chunks: (0..MAX_CHUNKS).map(|_| std::sync::atomic::AtomicPtr::new(std::ptr::null_mut())).collect(),
-                wake,
+                wake: std::sync::atomic::AtomicI32::new(wake),
             };
-            if wake >= 0 {
-                let spawned = std::thread::Builder::new().name("orcjit-tier-up".into()).spawn(move || {
-                    TierRequests::get().serve();
-                });
-                if spawned.is_err() {
-                    tracing::warn!(target: "orcjit", "no tier-up thread: hot functions stay at the first tier");
+            if wake >= 0 && !Self::spawn_server(Serve::Queue) {
+                requests.wake.store(-1, Ordering::SeqCst);
+            } else if wake >= 0 {
+                // SAFETY: registers a plain extern "C" function with no captured state; it runs
+                // after jit-core's own child handler (registered when the first pool was made),
+                // which orphans the pools.
+                let ret = unsafe { libc::pthread_atfork(None, None, Some(Self::forked)) };
+                if ret != 0 {
+                    tracing::warn!(target: "orcjit", "pthread_atfork failed ({ret}): forked children will not tier up");
                 }
             }
             requests
         })
+    }
+
+    /// Starts the tier-up thread; false if it could not (the caller then sets `wake` to -1,
+    /// and the hook queues compiles itself).
+    fn spawn_server(serve: Serve) -> bool {
+        let spawned = std::thread::Builder::new().name("orcjit-tier-up".into()).spawn(move || {
+            TierRequests::get().serve(serve);
+        });
+        if spawned.is_err() {
+            tracing::warn!(target: "orcjit", "no tier-up thread: hot functions are tiered up when work is waited for");
+        }
+        spawned.is_ok()
+    }
+
+    /// After a `fork`, in the child (the only thread there): an eventfd and a tier-up thread
+    /// of the child's own, compiling on that thread. Requests the parent made before the fork
+    /// and had not served yet are served in the child too: the child has the same hot code.
+    extern "C" fn forked() {
+        let Some(requests) = TIER_REQUESTS.get() else { return };
+        // SAFETY: creates a close-on-exec eventfd; no pointers involved.
+        let fresh = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        let inherited = requests.wake.swap(fresh, Ordering::SeqCst);
+        if inherited >= 0 {
+            // SAFETY: the child's copy of the parent's eventfd, which only this static held;
+            // the parent's stays open in the parent.
+            unsafe { libc::close(inherited) };
+        }
+        if fresh < 0 {
+            return;
+        }
+        if !Self::spawn_server(Serve::Here) {
+            requests.wake.store(-1, Ordering::SeqCst);
+            // SAFETY: the eventfd made just above, which nothing else uses now.
+            unsafe { libc::close(fresh) };
+            return;
+        }
+        // Wake it for the bits set before the fork.
+        let one: u64 = 1;
+        // SAFETY: writes eight bytes from a local to the eventfd made just above.
+        unsafe { libc::write(fresh, (&one as *const u64).cast(), 8) };
     }
 
     /// Makes the chunk holding `cookie`'s bit (normal context: registration).
@@ -918,7 +977,8 @@ impl TierRequests {
     /// Records a request for `cookie` and wakes the tier-up thread; false if it cannot (then
     /// the caller queues the compile itself). Async-signal-safe: atomics and `write`.
     fn request(&self, cookie: u64) -> bool {
-        if self.wake < 0 {
+        let wake = self.wake.load(Ordering::Acquire);
+        if wake < 0 {
             return false;
         }
         let Some(slot) = self.chunks.get((cookie / CHUNK_BITS) as usize) else { return false };
@@ -930,18 +990,21 @@ impl TierRequests {
         // SAFETY: a chunk of CHUNK_WORDS words, never freed; `bit / 64` is below that.
         unsafe { &*chunk.add((bit / 64) as usize) }.fetch_or(1 << (bit % 64), Ordering::AcqRel);
         let one: u64 = 1;
-        // SAFETY: writes eight bytes from a local to the eventfd made in `get`.
-        unsafe { libc::write(self.wake, (&one as *const u64).cast(), 8) };
+        // SAFETY: writes eight bytes from a local to the eventfd made in `get` (or `forked`).
+        unsafe { libc::write(wake, (&one as *const u64).cast(), 8) };
         true
     }
 
-    /// The tier-up thread: waits on the eventfd, then queues every requested partition.
-    fn serve(&self) {
+    /// The tier-up thread: waits on the eventfd, then queues (or, `Serve::Here`, compiles)
+    /// every requested partition.
+    fn serve(&self, serve: Serve) {
         crate::signals::block_all_signals_here();
+        let wake = self.wake.load(Ordering::Acquire);
         loop {
             let mut count: u64 = 0;
-            // SAFETY: reads eight bytes into a local from the eventfd made in `get`.
-            let n = unsafe { libc::read(self.wake, (&mut count as *mut u64).cast(), 8) };
+            // SAFETY: reads eight bytes into a local from the eventfd made in `get` (or
+            // `forked`), which is never closed in this process.
+            let n = unsafe { libc::read(wake, (&mut count as *mut u64).cast(), 8) };
             if n != 8 {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
@@ -959,7 +1022,11 @@ impl TierRequests {
                     while bits != 0 {
                         let b = u64::from(bits.trailing_zeros());
                         bits &= bits - 1;
-                        schedule_cookie(c as u64 * CHUNK_BITS + w as u64 * 64 + b);
+                        let cookie = c as u64 * CHUNK_BITS + w as u64 * 64 + b;
+                        match serve {
+                            Serve::Queue => schedule_cookie(cookie),
+                            Serve::Here => tier_up_here(cookie),
+                        }
                     }
                 }
             }
@@ -977,6 +1044,23 @@ fn schedule_cookie(cookie: u64) {
             }
         }
     });
+}
+
+/// Compiles the second tier of the partition `cookie` names on the calling thread (a forked
+/// child's tier-up thread), once.
+fn tier_up_here(cookie: u64) {
+    let target = (cookie as usize).checked_sub(1).and_then(|i| TIER_TARGETS.lock().get(i).cloned());
+    let Some((module, part)) = target else { return };
+    let Some(module) = module.upgrade() else { return };
+    if !module.second.lock().started.insert(part) {
+        return;
+    }
+    // The first tier goes on running if this fails, as in the tier queue.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.tier_up(part))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(target: "orcjit", module = %module.name, part, "not tiered up: {e}"),
+        Err(_) => tracing::error!(target: "orcjit", module = %module.name, part, "tier-up panicked"),
+    }
 }
 
 /// `__orcjit_tier_up(cookie)`, called by first-tier code on the call that makes its partition

@@ -1,0 +1,104 @@
+//! A forked child tiers up its hot code, as its parent does. The child has none of the
+//! parent's threads (its pools have no workers, and the tier-up thread is gone), and it shared
+//! the parent's eventfd: its requests woke the parent's tier-up thread, which found nothing to
+//! do, so a child's hot loop ran first-tier code for good. Alone in its binary: a fork while
+//! another test's thread held one of LLVM's locks would leave the child's compile waiting.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use jit_layers::{IrModule, Jit, Laziness, TierUp};
+
+/// `hot(n)`: a loop, so that its first-tier code counts calls.
+const HOT: &str = r#"
+define i32 @hot(i32 %n) {
+entry:
+  br label %loop
+loop:
+  %i = phi i32 [ 0, %entry ], [ %i.next, %loop ]
+  %acc = phi i32 [ 7, %entry ], [ %acc.next, %loop ]
+  %mul = mul i32 %acc, 31
+  %acc.next = add i32 %mul, %i
+  %i.next = add i32 %i, 1
+  %done = icmp sge i32 %i.next, %n
+  br i1 %done, label %exit, label %loop
+exit:
+  ret i32 %acc.next
+}
+"#;
+
+const CALLS_TO_TIER_UP: u32 = 50;
+
+/// What `hot(n)` returns, computed here.
+fn expected(n: i32) -> i32 {
+    let mut acc: i32 = 7;
+    let mut i = 0;
+    loop {
+        acc = acc.wrapping_mul(31).wrapping_add(i);
+        i += 1;
+        if i >= n {
+            return acc;
+        }
+    }
+}
+
+#[test]
+fn a_forked_child_tiers_up_its_hot_code() {
+    let _watchdog = common::watchdog("a forked child's tier-up");
+    let jit = Jit::builder()
+        .threads(2)
+        .lazy(Laziness::Function)
+        .tier_up(Some(TierUp { first_opt_level: 0, calls: CALLS_TO_TIER_UP }))
+        .build()
+        .unwrap();
+    jit.add_ir(IrModule::text("hot.ll", HOT)).unwrap();
+    let hot: unsafe extern "C" fn(i32) -> i32 = jit.lookup("hot").unwrap();
+    // The first tier is compiled in the parent, and counts one call.
+    // SAFETY: `hot` is `i32 (i32)`.
+    assert_eq!(unsafe { hot(10) }, expected(10));
+    let layer = jit.lazy_layer().unwrap().clone();
+    assert_eq!(layer.stats().tiered_up, 0);
+
+    // SAFETY: the child calls JIT'd code and reads counters, then leaves with `_exit`: it never
+    // returns into the test harness, whose other state belongs to the parent.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let mut status = 0;
+        for n in 1..=2 * CALLS_TO_TIER_UP as i32 {
+            // SAFETY: as above.
+            if unsafe { hot(n) } != expected(n) {
+                status = 2;
+            }
+        }
+        // The child's own tier-up thread compiles in the background: wait for it (for as
+        // long as the parent's watchdog would allow).
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while layer.stats().tiered_up == 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        if layer.stats().tiered_up == 0 {
+            status = 1;
+        }
+        // The second tier answers as the first did.
+        // SAFETY: as above.
+        if unsafe { hot(1000) } != expected(1000) {
+            status = 3;
+        }
+        // SAFETY: ends the child at once, running nothing of the parent's.
+        unsafe { libc::_exit(status) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child made above; `status` is a local.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "the child did not exit: {status:#x}");
+    let code = libc::WEXITSTATUS(status);
+    assert_ne!(code, 2, "the child's first-tier code gave wrong answers");
+    assert_ne!(code, 3, "the child's second-tier code gave wrong answers");
+    assert_eq!(code, 0, "the child's hot code stayed at the first tier");
+    // The parent's copy is untouched: it made no calls since.
+    assert_eq!(layer.stats().tiered_up, 0);
+    jit.end().unwrap();
+}
