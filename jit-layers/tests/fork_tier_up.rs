@@ -1,8 +1,11 @@
 //! A forked child tiers up its hot code, as its parent does. The child has none of the
 //! parent's threads (its pools have no workers, and the tier-up thread is gone), and it shared
 //! the parent's eventfd: its requests woke the parent's tier-up thread, which found nothing to
-//! do, so a child's hot loop ran first-tier code for good. Alone in its binary: a fork while
-//! another test's thread held one of LLVM's locks would leave the child's compile waiting.
+//! do, so a child's hot loop ran first-tier code for good. A child's tier-up thread compiles
+//! on itself, so a fork in the child waits for that compile (as pools pause for a fork): a
+//! grandchild copied mid-compile would keep LLVM's locks and wait on them at its first compile.
+//! Alone in its binary: a fork while another test's thread held one of LLVM's locks would
+//! leave the child's compile waiting.
 
 mod common;
 
@@ -25,6 +28,12 @@ loop:
   br i1 %done, label %exit, label %loop
 exit:
   ret i32 %acc.next
+}
+
+define i32 @cold(i32 %x) {
+  %y = mul i32 %x, 3
+  %z = add i32 %y, 1
+  ret i32 %z
 }
 "#;
 
@@ -72,6 +81,24 @@ fn a_forked_child_tiers_up_its_hot_code() {
                 status = 2;
             }
         }
+        // A grandchild forked while the child's tier-up thread is (most likely) compiling
+        // compiles `cold` itself, and runs `hot`.
+        let cold: unsafe extern "C" fn(i32) -> i32 = jit.lookup("cold").unwrap();
+        // SAFETY: as above.
+        let grandchild = unsafe { libc::fork() };
+        if grandchild == 0 {
+            // SAFETY: `cold` and `hot` are `i32 (i32)`.
+            let right = unsafe { cold(5) == 16 && hot(300) == expected(300) };
+            // SAFETY: ends the grandchild at once.
+            unsafe { libc::_exit(if right { 0 } else { 4 }) };
+        }
+        let mut grandchild_status = 0;
+        // SAFETY: waits for the grandchild made above; the status is a local.
+        if grandchild < 0 || unsafe { libc::waitpid(grandchild, &mut grandchild_status, 0) } != grandchild {
+            status = 5;
+        } else if !libc::WIFEXITED(grandchild_status) || libc::WEXITSTATUS(grandchild_status) != 0 {
+            status = 4;
+        }
         // The child's own tier-up thread compiles in the background: wait for it (for as
         // long as the parent's watchdog would allow).
         let deadline = Instant::now() + Duration::from_secs(45);
@@ -97,6 +124,8 @@ fn a_forked_child_tiers_up_its_hot_code() {
     let code = libc::WEXITSTATUS(status);
     assert_ne!(code, 2, "the child's first-tier code gave wrong answers");
     assert_ne!(code, 3, "the child's second-tier code gave wrong answers");
+    assert_ne!(code, 4, "the grandchild's code gave wrong answers or it did not exit");
+    assert_ne!(code, 5, "the child could not fork or wait for the grandchild");
     assert_eq!(code, 0, "the child's hot code stayed at the first tier");
     // The parent's copy is untouched: it made no calls since.
     assert_eq!(layer.stats().tiered_up, 0);

@@ -912,7 +912,9 @@ impl TierRequests {
                 // SAFETY: registers a plain extern "C" function with no captured state; it runs
                 // after jit-core's own child handler (registered when the first pool was made),
                 // which orphans the pools.
-                let ret = unsafe { libc::pthread_atfork(None, None, Some(Self::forked)) };
+                let ret = unsafe {
+                    libc::pthread_atfork(Some(Self::before_fork), Some(Self::after_fork_in_parent), Some(Self::forked))
+                };
                 if ret != 0 {
                     tracing::warn!(target: "orcjit", "pthread_atfork failed ({ret}): forked children will not tier up");
                 }
@@ -937,6 +939,7 @@ impl TierRequests {
     /// of the child's own, compiling on that thread. Requests the parent made before the fork
     /// and had not served yet are served in the child too: the child has the same hot code.
     extern "C" fn forked() {
+        Self::after_fork_in_parent();
         let Some(requests) = TIER_REQUESTS.get() else { return };
         // SAFETY: creates a close-on-exec eventfd; no pointers involved.
         let fresh = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -1046,6 +1049,38 @@ fn schedule_cookie(cookie: u64) {
     });
 }
 
+/// Held while a forked child's tier-up thread compiles (see [`tier_up_here`]), and by a
+/// `fork` from its prepare handler to its parent and child handlers, so that no fork copies
+/// the process in the middle of that compile: the copy would keep the locks the compiling
+/// thread held (the module's second copy at rest, LLVM's own) with no thread to let them go,
+/// and a compile there that needs one would wait for good. Pool workers are paused for a fork
+/// the same way (in jit-core).
+static COMPILE_GATE: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+
+/// Whether the fork under way took [`COMPILE_GATE`] (it waits at most this long).
+static GATE_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl TierRequests {
+    /// Before a `fork`: waits for a compile on the tier-up thread to finish, and holds the
+    /// gate so that none starts.
+    extern "C" fn before_fork() {
+        if let Some(guard) = COMPILE_GATE.try_lock_for(GATE_WAIT) {
+            std::mem::forget(guard);
+            GATE_TAKEN.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// After a `fork`, in the parent (and first thing in the child): lets the gate go.
+    extern "C" fn after_fork_in_parent() {
+        if GATE_TAKEN.swap(false, Ordering::SeqCst) {
+            // SAFETY: `before_fork` took the gate on this thread and forgot its guard (in the
+            // child this thread is that thread's copy).
+            unsafe { COMPILE_GATE.force_unlock() };
+        }
+    }
+}
+
 /// Compiles the second tier of the partition `cookie` names on the calling thread (a forked
 /// child's tier-up thread), once.
 fn tier_up_here(cookie: u64) {
@@ -1055,6 +1090,7 @@ fn tier_up_here(cookie: u64) {
     if !module.second.lock().started.insert(part) {
         return;
     }
+    let _gate = COMPILE_GATE.lock();
     // The first tier goes on running if this fails, as in the tier queue.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.tier_up(part))) {
         Ok(Ok(())) => {}
