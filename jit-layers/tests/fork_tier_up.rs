@@ -11,6 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use jit_core::{Priority, Task, TaskKind};
 use jit_layers::{IrModule, Jit, Laziness, TierUp};
 
 /// `hot(n)`: a loop, so that its first-tier code counts calls.
@@ -52,9 +53,34 @@ fn expected(n: i32) -> i32 {
     }
 }
 
+/// One test, so that its forks never copy another test's compile under way.
 #[test]
-fn a_forked_child_tiers_up_its_hot_code() {
+fn forked_children_tier_up_their_hot_code() {
     let _watchdog = common::watchdog("a forked child's tier-up");
+    a_forked_child_tiers_up_its_hot_code();
+    a_forked_child_tiers_up_what_its_parent_had_queued();
+}
+
+/// Waits for the child `pid` and returns its exit status (or panics if it did not exit).
+fn exit_status(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child this process made; `status` is a local.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "the child did not exit: {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+/// In a child: 0 once the layer has tiered something up, 1 if not within 45 s.
+fn wait_for_tier_up(layer: &jit_layers::CompileOnDemandLayer) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while layer.stats().tiered_up == 0 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    i32::from(layer.stats().tiered_up == 0)
+}
+
+fn a_forked_child_tiers_up_its_hot_code() {
     let jit = Jit::builder()
         .threads(2)
         .lazy(Laziness::Function)
@@ -101,11 +127,7 @@ fn a_forked_child_tiers_up_its_hot_code() {
         }
         // The child's own tier-up thread compiles in the background: wait for it (for as
         // long as the parent's watchdog would allow).
-        let deadline = Instant::now() + Duration::from_secs(45);
-        while layer.stats().tiered_up == 0 && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        if layer.stats().tiered_up == 0 {
+        if wait_for_tier_up(&layer) != 0 {
             status = 1;
         }
         // The second tier answers as the first did.
@@ -116,12 +138,7 @@ fn a_forked_child_tiers_up_its_hot_code() {
         // SAFETY: ends the child at once, running nothing of the parent's.
         unsafe { libc::_exit(status) };
     }
-    let mut status = 0;
-    // SAFETY: waits for the child made above; `status` is a local.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "the child did not exit: {status:#x}");
-    let code = libc::WEXITSTATUS(status);
+    let code = exit_status(pid);
     assert_ne!(code, 2, "the child's first-tier code gave wrong answers");
     assert_ne!(code, 3, "the child's second-tier code gave wrong answers");
     assert_ne!(code, 4, "the grandchild's code gave wrong answers or it did not exit");
@@ -129,5 +146,62 @@ fn a_forked_child_tiers_up_its_hot_code() {
     assert_eq!(code, 0, "the child's hot code stayed at the first tier");
     // The parent's copy is untouched: it made no calls since.
     assert_eq!(layer.stats().tiered_up, 0);
+    jit.end().unwrap();
+}
+
+/// A partition the parent made hot and queued for its second tier, not started when the
+/// parent forks (its only worker is busy: the fork happens in the task that holds it), is
+/// tiered up in the child: its queue's task went to the child's pools, which have no workers,
+/// and it is marked started, so the child's own requests for it would be ignored.
+fn a_forked_child_tiers_up_what_its_parent_had_queued() {
+    let jit = Jit::builder()
+        .threads(1)
+        .lazy(Laziness::Function)
+        .tier_up(Some(TierUp { first_opt_level: 0, calls: CALLS_TO_TIER_UP }))
+        .build()
+        .unwrap();
+    jit.add_ir(IrModule::text("hot.ll", HOT)).unwrap();
+    let hot: unsafe extern "C" fn(i32) -> i32 = jit.lookup("hot").unwrap();
+    // SAFETY: `hot` is `i32 (i32)`.
+    assert_eq!(unsafe { hot(10) }, expected(10));
+    let layer = jit.lazy_layer().unwrap().clone();
+
+    // Hold the only worker, until told to fork.
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    let (fork_tx, fork_rx) = crossbeam_channel::bounded::<()>(1);
+    let (pid_tx, pid_rx) = crossbeam_channel::bounded::<libc::pid_t>(1);
+    let child_layer = layer.clone();
+    jit.session().dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+        started_tx.send(()).unwrap();
+        fork_rx.recv().unwrap();
+        // SAFETY: the child waits for its tier-up and leaves with `_exit`, never returning
+        // into the pool or the test harness.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let status = wait_for_tier_up(&child_layer);
+            // SAFETY: as above; `hot` is `i32 (i32)`.
+            let status = if status == 0 && unsafe { hot(500) } != expected(500) { 3 } else { status };
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(status) };
+        }
+        pid_tx.send(pid).unwrap();
+    }));
+    started_rx.recv_timeout(Duration::from_secs(30)).expect("the worker took the task");
+    // Hot now: the tier-up thread queues its compile, behind the task holding the worker.
+    for n in 1..=2 * CALLS_TO_TIER_UP as i32 {
+        // SAFETY: as above.
+        assert_eq!(unsafe { hot(n) }, expected(n));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while layer.waiting_for_second_tier() == 0 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(layer.waiting_for_second_tier(), 1, "queued behind the held worker");
+    fork_tx.send(()).unwrap();
+    let pid = pid_rx.recv_timeout(Duration::from_secs(30)).expect("the task forked");
+    assert!(pid > 0, "fork failed");
+    let code = exit_status(pid);
+    assert_ne!(code, 3, "the child's second-tier code gave wrong answers");
+    assert_eq!(code, 0, "what the parent had queued stayed at the first tier in the child");
     jit.end().unwrap();
 }

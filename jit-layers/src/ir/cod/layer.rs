@@ -128,6 +128,12 @@ impl CompileOnDemandLayer {
         self.shared.stats.snapshot()
     }
 
+    /// Hot partitions queued for their second tier and not started yet (compiled one at a
+    /// time, behind demanded work).
+    pub fn waiting_for_second_tier(&self) -> usize {
+        self.shared.tier_queue.lock().waiting.len()
+    }
+
     /// Makes the partitions holding `bodies` (implementation dylib name, body name) skip the
     /// first tier: compiled once, at the full level, without a call counter. For a profile's
     /// hot functions ([`ReplayProfile`](crate::ReplayProfile)), which would reach the second

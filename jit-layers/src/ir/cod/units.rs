@@ -59,7 +59,7 @@ pub(crate) type CallGraph = FxHashMap<(DylibId, SymbolName), Arc<[SymbolName]>>;
 
 #[derive(Default)]
 pub(crate) struct TierQueue {
-    waiting: std::collections::VecDeque<(Arc<LazyModule>, usize)>,
+    pub(crate) waiting: std::collections::VecDeque<(Arc<LazyModule>, usize)>,
     running: bool,
 }
 
@@ -1003,6 +1003,9 @@ impl TierRequests {
     fn serve(&self, serve: Serve) {
         crate::signals::block_all_signals_here();
         let wake = self.wake.load(Ordering::Acquire);
+        if serve == Serve::Here {
+            tier_up_inherited();
+        }
         loop {
             let mut count: u64 = 0;
             // SAFETY: reads eight bytes into a local from the eventfd made in `get` (or
@@ -1081,6 +1084,29 @@ impl TierRequests {
     }
 }
 
+/// In a forked child: compiles, on the calling thread, the partitions the parent had queued
+/// for their second tier and not started at the fork. Their queue's task is in the child's
+/// pools, which have no workers, and they are marked started, so the child's own requests
+/// for them would be ignored: they would stay at the first tier in every child of a server
+/// that forks while warming up.
+fn tier_up_inherited() {
+    let modules: Vec<Arc<LazyModule>> = TIER_TARGETS.lock().iter().filter_map(|(m, _)| m.upgrade()).collect();
+    let mut seen: FxHashSet<*const CodShared> = FxHashSet::default();
+    for module in modules {
+        if !seen.insert(Arc::as_ptr(&module.shared)) {
+            continue;
+        }
+        let waiting = {
+            let mut q = module.shared.tier_queue.lock();
+            q.running = false;
+            std::mem::take(&mut q.waiting)
+        };
+        for (module, part) in waiting {
+            tier_up_on_this_thread(&module, part);
+        }
+    }
+}
+
 /// Compiles the second tier of the partition `cookie` names on the calling thread (a forked
 /// child's tier-up thread), once.
 fn tier_up_here(cookie: u64) {
@@ -1090,6 +1116,11 @@ fn tier_up_here(cookie: u64) {
     if !module.second.lock().started.insert(part) {
         return;
     }
+    tier_up_on_this_thread(&module, part);
+}
+
+/// Compiles partition `part`'s second tier on the calling thread, inside [`COMPILE_GATE`].
+fn tier_up_on_this_thread(module: &Arc<LazyModule>, part: usize) {
     let _gate = COMPILE_GATE.lock();
     // The first tier goes on running if this fails, as in the tier queue.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.tier_up(part))) {
