@@ -80,20 +80,26 @@ fn wait_for_tier_up(layer: &jit_layers::CompileOnDemandLayer) -> i32 {
     i32::from(layer.stats().tiered_up == 0)
 }
 
-fn a_forked_child_tiers_up_its_hot_code() {
+/// A lazy JIT in two tiers with `threads` workers and [`HOT`] added, `hot`'s first tier
+/// compiled (it counted one call); the JIT, `hot` and the lazy layer.
+fn jit_with_hot(threads: usize) -> (Jit, unsafe extern "C" fn(i32) -> i32, jit_layers::CompileOnDemandLayer) {
     let jit = Jit::builder()
-        .threads(2)
+        .threads(threads)
         .lazy(Laziness::Function)
         .tier_up(Some(TierUp { first_opt_level: 0, calls: CALLS_TO_TIER_UP }))
         .build()
         .unwrap();
     jit.add_ir(IrModule::text("hot.ll", HOT)).unwrap();
     let hot: unsafe extern "C" fn(i32) -> i32 = jit.lookup("hot").unwrap();
-    // The first tier is compiled in the parent, and counts one call.
     // SAFETY: `hot` is `i32 (i32)`.
     assert_eq!(unsafe { hot(10) }, expected(10));
     let layer = jit.lazy_layer().unwrap().clone();
     assert_eq!(layer.stats().tiered_up, 0);
+    (jit, hot, layer)
+}
+
+fn a_forked_child_tiers_up_its_hot_code() {
+    let (jit, hot, layer) = jit_with_hot(2);
 
     // SAFETY: the child calls JIT'd code and reads counters, then leaves with `_exit`: it never
     // returns into the test harness, whose other state belongs to the parent.
@@ -154,17 +160,7 @@ fn a_forked_child_tiers_up_its_hot_code() {
 /// tiered up in the child: its queue's task went to the child's pools, which have no workers,
 /// and it is marked started, so the child's own requests for it would be ignored.
 fn a_forked_child_tiers_up_what_its_parent_had_queued() {
-    let jit = Jit::builder()
-        .threads(1)
-        .lazy(Laziness::Function)
-        .tier_up(Some(TierUp { first_opt_level: 0, calls: CALLS_TO_TIER_UP }))
-        .build()
-        .unwrap();
-    jit.add_ir(IrModule::text("hot.ll", HOT)).unwrap();
-    let hot: unsafe extern "C" fn(i32) -> i32 = jit.lookup("hot").unwrap();
-    // SAFETY: `hot` is `i32 (i32)`.
-    assert_eq!(unsafe { hot(10) }, expected(10));
-    let layer = jit.lazy_layer().unwrap().clone();
+    let (jit, hot, layer) = jit_with_hot(1);
 
     // Hold the only worker, until told to fork.
     let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
