@@ -86,6 +86,10 @@ const PIC_SMALL: Case = Case { tag: "pic-small", compile: &["-O1", "-fPIC"], lin
 const PIC_LARGE: Case = Case { tag: "pic-large", compile: &["-O2", "-fPIC", "-mcmodel=large"], link: &[] };
 const NOPIC_LARGE: Case =
     Case { tag: "nopic-large", compile: &["-O1", "-fno-pic", "-mcmodel=large"], link: &["-no-pie"] };
+/// PIE code that reaches external variables directly, with 32-bit PC-relative references
+/// (`gcc -fPIE`'s default); the native link makes copy relocations for them.
+const PIE_DIRECT: Case =
+    Case { tag: "pie-direct", compile: &["-O1", "-fPIE", "-fdirect-access-external-data"], link: &[] };
 const NOPIC_SMALL: Case =
     Case { tag: "nopic-small", compile: &["-O1", "-fno-pic", "-mcmodel=small"], link: &["-no-pie"] };
 
@@ -145,6 +149,15 @@ fn section_bounds_enclose_the_whole_section_or_the_link_says_what_to_merge() {
 #[test]
 fn versioned_and_weak_references_bind_as_natively() {
     program_case("symver", &["main.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
+}
+
+/// Code that reads and writes libc's `optarg`, `optind`, `opterr` and `environ` through 32-bit
+/// PC-relative references, as gcc's default PIE code does, runs as natively: the objects'
+/// memory lies near libc, so the references reach libc's own variables (it was an error:
+/// mutable data out of reach, which no copy could stand for).
+#[test]
+fn pie_code_reaching_libc_variables_directly_runs_as_natively() {
+    program_case("libcdata", &["main.c"], &[], &[], &[], &[PIE_DIRECT, PIC_SMALL]);
 }
 
 /// An "object" that is LLVM bitcode (`clang -flto -c`) is refused with an error that says so

@@ -48,7 +48,7 @@ pub use dual::DualMappedManager;
 pub use error::{ActionError, MemError};
 pub use manager::{
     DEFAULT_RESERVATION, DEFAULT_SLAB, LOW_PLACEMENT_LIMIT, MAX_ALIGN, MAX_RESERVATION, ManagerConfig, ManagerId,
-    ManagerKind, MemStats, MemoryManager, Placement,
+    ManagerKind, MemStats, MemoryManager, NEAR_REACH, Placement,
 };
 pub use mprotect::{MprotectSlabManager, MprotectWrites};
 pub use page::PageAllocator;

@@ -91,14 +91,25 @@ pub enum Placement {
     /// manager's working view may lie anywhere. When no free range below the limit is large
     /// enough, making the manager fails with [`crate::MemError::LowAddressSpaceExhausted`].
     Low,
+    /// As near this address as free space allows, every byte within [`NEAR_REACH`] of it, or
+    /// else anywhere: what 32-bit PC-relative references to the data and code around it (a
+    /// shared library's, such as libc's `environ`) need from code that reaches them without a
+    /// GOT (`gcc -fPIE`'s default, clang's `-fdirect-access-external-data`). Only the target
+    /// addresses are near, as with `Low`.
+    Near(u64),
 }
+
+/// How far from its anchor a [`Placement::Near`] reservation may reach: 2 GiB (a rel32's
+/// reach) less 64 MiB for the spread of the library around the anchor.
+pub const NEAR_REACH: u64 = (1 << 31) - (64 << 20);
 
 impl fmt::Display for Placement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Placement::Anywhere => "anywhere",
-            Placement::Low => "low",
-        })
+        match self {
+            Placement::Anywhere => f.write_str("anywhere"),
+            Placement::Low => f.write_str("low"),
+            Placement::Near(anchor) => write!(f, "near {anchor:#x}"),
+        }
     }
 }
 

@@ -28,8 +28,8 @@ use crate::sys::{LowReservationError, Reservation, align_up, page_size};
 use crate::table::{Key, Lookup, Table};
 use crate::{
     AllocRequest, FinalizeAction, FinalizedAlloc, InFlightAlloc, LOW_PLACEMENT_LIMIT, MAX_ALIGN, MAX_RESERVATION,
-    ManagerConfig, ManagerId, MemError, MemStats, Placement, Prot, RawFinalizedAlloc, SegmentInfo, SegmentLifetime,
-    TargetAddr, maps,
+    ManagerConfig, ManagerId, MemError, MemStats, NEAR_REACH, Placement, Prot, RawFinalizedAlloc, SegmentInfo,
+    SegmentLifetime, TargetAddr, maps,
 };
 
 /// Segments are placed at multiples of this, and sized in multiples of it.
@@ -227,6 +227,11 @@ pub(crate) fn reserve_target(id: ManagerId, len: u64, placement: Placement) -> R
         Placement::Anywhere => {
             Reservation::new_unsplit(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))
         }
+        Placement::Near(anchor) => match Reservation::new_near(len as usize, MAX_ALIGN as usize, anchor, NEAR_REACH) {
+            Some(near) => Ok(near),
+            None => Reservation::new_unsplit(len as usize, MAX_ALIGN as usize)
+                .map_err(|e| os_error(id, "reserve", 0, len, e)),
+        },
         Placement::Low => {
             Reservation::new_below(len as usize, MAX_ALIGN as usize, LOW_PLACEMENT_LIMIT).map_err(|e| match e {
                 LowReservationError::NoRoom { largest_free } => MemError::LowAddressSpaceExhausted {

@@ -112,18 +112,50 @@ impl Reservation {
         let align = (align as u64).max(page);
         let floor = align_up(mmap_min_addr().max(page), align);
         let len64 = len as u64;
-        let mut largest_free = 0;
-        for _ in 0..8 {
-            let mappings = crate::maps::process_mappings().map_err(LowReservationError::Os)?;
-            let gaps = free_gaps(&mappings, floor, limit);
-            largest_free = gaps.iter().map(|g| g.end - g.start).max().unwrap_or(0);
+        Self::map_chosen(len, |mappings| {
+            let gaps = free_gaps(mappings, floor, limit);
+            let largest_free = gaps.iter().map(|g| g.end - g.start).max().unwrap_or(0);
             let candidate = gaps.iter().rev().find_map(|g| {
                 let base = g.end.checked_sub(len64)? & !(align - 1);
                 (base >= g.start).then_some(base)
             });
-            let Some(base) = candidate else {
-                return Err(LowReservationError::NoRoom { largest_free });
-            };
+            candidate.ok_or(LowReservationError::NoRoom { largest_free })
+        })
+    }
+
+    /// Reserves `len` bytes aligned to `align` as near `anchor` as free space allows: of the
+    /// free ranges, the place whose farthest byte is nearest `anchor`, holding no multiple of
+    /// 4 GiB (as [`new_unsplit`](Self::new_unsplit)'s). `None` if no place keeps every byte
+    /// within `reach` of `anchor`, or mapping fails: the caller reserves anywhere instead.
+    pub(crate) fn new_near(len: usize, align: usize, anchor: u64, reach: u64) -> Option<Reservation> {
+        let page = page_size() as u64;
+        let align = (align as u64).max(page);
+        let floor = align_up(mmap_min_addr().max(page), align);
+        let len64 = len as u64;
+        let stack_room = stack_room();
+        let chosen = Self::map_chosen(len, |mappings| {
+            let gaps = free_gaps(&with_stack_room(mappings, stack_room), floor, USER_SPACE_END);
+            gaps.iter()
+                .filter_map(|g| nearest_base(g, len64, align, anchor))
+                .filter(|&(_, farthest)| farthest <= reach)
+                .min_by_key(|&(_, farthest)| farthest)
+                .map(|(base, _)| base)
+                .ok_or(LowReservationError::NoRoom { largest_free: 0 })
+        });
+        chosen.ok()
+    }
+
+    /// Maps `len` bytes at the base `choose` picks from the process's mappings, with
+    /// `MAP_FIXED_NOREPLACE`: a range another thread mapped since the maps were read is never
+    /// clobbered, the maps are read again instead (a few times, then it gives up).
+    fn map_chosen(
+        len: usize,
+        choose: impl Fn(&[crate::maps::Mapping]) -> Result<u64, LowReservationError>,
+    ) -> Result<Reservation, LowReservationError> {
+        let mut last = LowReservationError::NoRoom { largest_free: 0 };
+        for _ in 0..8 {
+            let mappings = crate::maps::process_mappings().map_err(LowReservationError::Os)?;
+            let base = choose(&mappings)?;
             // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: the kernel
             // fails with EEXIST instead, so this touches no memory anyone else owns.
             let raw = unsafe {
@@ -140,6 +172,7 @@ impl Reservation {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EEXIST) {
                     // Someone mapped part of the range since the maps were read: look again.
+                    last = LowReservationError::Os(e);
                     continue;
                 }
                 return Err(LowReservationError::Os(e));
@@ -152,7 +185,7 @@ impl Reservation {
             // SAFETY: `raw` is the mapping made just above, used by nobody.
             unsafe { libc::munmap(raw, len) };
         }
-        Err(LowReservationError::NoRoom { largest_free })
+        Err(last)
     }
 }
 
@@ -432,6 +465,58 @@ pub fn flush_icache(ptr: *const u8, len: usize) {
 /// multiple of 4 GiB lies inside it: at `base`, unless the first multiple above `base` comes
 /// before `base + len`; then at that multiple, from where `len` bytes still fit. Multiples of
 /// 4 GiB are aligned to anything a reservation asks for.
+/// The end of x86-64 Linux's user address space with 4-level page tables (47 bits).
+const USER_SPACE_END: u64 = 1 << 47;
+
+/// How far below its lowest page the main thread's stack may still grow, which
+/// `/proc/self/maps` shows as free: `RLIMIT_STACK`, at least the 128 MiB the kernel itself
+/// keeps between the stack and the libraries (`mmap_base`), plus its 1 MiB guard gap; 4 GiB
+/// for an unlimited stack.
+fn stack_room() -> u64 {
+    const MIN: u64 = 128 << 20;
+    const GUARD: u64 = 1 << 20;
+    // SAFETY: zeroed `rlimit` is a valid out-parameter for getrlimit.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `limit` is a writable local.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } == 0;
+    let cur = if !ok || limit.rlim_cur == libc::RLIM_INFINITY { 1 << 32 } else { limit.rlim_cur };
+    cur.max(MIN).saturating_add(GUARD)
+}
+
+/// `mappings` (sorted by address) with the `room` below the main thread's stack (`[stack]`)
+/// counted as mapped: a reservation there would stop the stack from growing.
+fn with_stack_room(mappings: &[crate::maps::Mapping], room: u64) -> Vec<crate::maps::Mapping> {
+    let mut all = mappings.to_vec();
+    if let Some(stack) = mappings.iter().find(|m| m.name == "[stack]") {
+        let mut grow = stack.clone();
+        grow.range = stack.range.start.saturating_sub(room)..stack.range.start;
+        grow.name = "[stack growth]".into();
+        all.push(grow);
+        all.sort_by_key(|m| m.range.start);
+    }
+    all
+}
+
+/// The `align`ed base in free range `gap` that puts `len` bytes nearest `anchor` (the
+/// farthest byte nearest), holding no multiple of 4 GiB; with that farthest distance.
+fn nearest_base(gap: &std::ops::Range<u64>, len: u64, align: u64, anchor: u64) -> Option<(u64, u64)> {
+    const FOUR_GIB: u64 = 1 << 32;
+    let lo = align_up(gap.start, align);
+    let hi = gap.end.checked_sub(len)? & !(align - 1);
+    if lo > hi {
+        return None;
+    }
+    let farthest = |base: u64| anchor.abs_diff(base).max(anchor.abs_diff(base + len));
+    let ideal = (anchor.saturating_sub(len / 2) & !(align - 1)).clamp(lo, hi);
+    let boundary = ideal.next_multiple_of(FOUR_GIB);
+    let mut candidates: [Option<u64>; 3] = [Some(ideal), None, None];
+    if boundary > ideal && boundary < ideal + len {
+        // Split by a multiple of 4 GiB: just above it, or just below it.
+        candidates = [None, (boundary <= hi).then_some(boundary), boundary.checked_sub(len).filter(|&b| b >= lo)];
+    }
+    candidates.into_iter().flatten().map(|base| (base, farthest(base))).min_by_key(|&(_, far)| far)
+}
+
 fn unsplit_base(base: usize, len: usize) -> usize {
     const FOUR_GIB: usize = 1 << 32;
     let boundary = base.next_multiple_of(FOUR_GIB);
@@ -464,6 +549,41 @@ mod tests {
 
     fn mapping(range: std::ops::Range<u64>) -> Mapping {
         Mapping { range, read: true, write: false, exec: false, shared: false, name: String::new() }
+    }
+
+    /// The base nearest the anchor: the top of a gap below it, the bottom of a gap above it,
+    /// centred on it in a gap that holds it; never across a multiple of 4 GiB; none in a gap
+    /// too small.
+    #[test]
+    fn a_near_base_is_as_near_its_anchor_as_its_gap_allows() {
+        const M: u64 = 1 << 20;
+        let page = 0x1000;
+        let anchor = 0x6000_0000;
+        assert_eq!(nearest_base(&(0x1000_0000..0x5000_0000), 256 * M, page, anchor), Some((0x4000_0000, 0x2000_0000)));
+        assert_eq!(nearest_base(&(0x7000_0000..0x9000_0000), 256 * M, page, anchor), Some((0x7000_0000, 0x2000_0000)));
+        assert_eq!(nearest_base(&(0x1000_0000..0x9000_0000), 256 * M, page, anchor), Some((0x5800_0000, 0x0800_0000)));
+        assert_eq!(nearest_base(&(0x1000_0000..0x1100_0000), 256 * M, page, anchor), None);
+        // Across 4 GiB: just above the boundary, the only side with room here.
+        let four = 1u64 << 32;
+        let got = nearest_base(&(four - 256 * M..four + 768 * M), 512 * M, page, four);
+        assert_eq!(got, Some((four, 512 * M)));
+    }
+
+    /// A reservation near libc's `environ` lies within reach of it, and out of the room the
+    /// main thread's stack may grow into.
+    #[test]
+    fn a_near_reservation_reaches_its_anchor_and_leaves_the_stack_room() {
+        // SAFETY: dlsym only reads the loader's tables; the name is a NUL-terminated literal.
+        let anchor = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"environ".as_ptr()) } as u64;
+        assert_ne!(anchor, 0);
+        let reach = crate::NEAR_REACH;
+        let near = Reservation::new_near(1 << 30, 1 << 16, anchor, reach).expect("room near libc");
+        let (start, end) = (near.base() as u64, (near.base() + near.len()) as u64);
+        assert!(anchor.abs_diff(start) <= reach && anchor.abs_diff(end) <= reach, "{start:#x}..{end:#x}");
+        let maps = crate::maps::process_mappings().unwrap();
+        let stack = maps.iter().find(|m| m.name == "[stack]").expect("a main stack");
+        let room = stack.range.start - stack_room();
+        assert!(end <= room || start >= stack.range.end, "{start:#x}..{end:#x} in the stack's room");
     }
 
     #[test]

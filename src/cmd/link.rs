@@ -62,12 +62,23 @@ fn pad_heap_growth() {
 /// such a program; a reservation too small for it was an error here.)
 fn memory_config(needed: u64, placement: Placement) -> ManagerConfig {
     let most = match placement {
-        Placement::Anywhere => jit_mem::MAX_RESERVATION,
+        // A Near reservation too large to lie near its anchor goes anywhere.
+        Placement::Anywhere | Placement::Near(_) => jit_mem::MAX_RESERVATION,
         // Below 2 GiB, beside whatever the process mapped there already.
         Placement::Low => jit_mem::LOW_PLACEMENT_LIMIT / 8 * 7,
     };
     let wanted = needed.saturating_add(needed / 4).saturating_add(64 << 20).next_multiple_of(1 << 20);
     ManagerConfig::with_reservation(wanted.clamp(jit_mem::DEFAULT_RESERVATION, most)).with_placement(placement)
+}
+
+/// An address in libc's data (its `environ`): the objects' memory goes near it, so that code
+/// reaching libc's variables with 32-bit PC-relative references, as `gcc -fPIE` compiles
+/// `optarg` or `environ` by default, reaches them (a native link gives such an executable
+/// copy relocations). Mutable data far away is an error, and no copy of it would do.
+fn libc_anchor() -> Option<u64> {
+    // SAFETY: dlsym only reads the loader's tables; the name is a NUL-terminated literal.
+    let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"environ".as_ptr()) };
+    (!addr.is_null()).then_some(addr as u64)
 }
 
 /// Bitcode starts with 'BC' 0xC0DE, or with the wrapper magic 0x0B17C0DE.
@@ -129,7 +140,11 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     }
     let low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes))
         || archives.iter().flat_map(|a| a.members()).any(|(_, bytes)| jit_link::needs_low_placement(bytes));
-    let placement = if low { Placement::Low } else { Placement::Anywhere };
+    let placement = match (low, libc_anchor()) {
+        (true, _) => Placement::Low,
+        (false, Some(anchor)) => Placement::Near(anchor),
+        (false, None) => Placement::Anywhere,
+    };
     let needed = objects
         .iter()
         .map(|(_, bytes)| jit_link::memory_needed(bytes))
