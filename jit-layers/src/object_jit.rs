@@ -75,7 +75,8 @@ impl ObjectJitBuilder {
         self
     }
 
-    /// The memory manager to link into (default: jit-mem's default manager).
+    /// The memory manager to link into (default: jit-mem's default manager, its reservation
+    /// near libc: see `jit_mem::Placement::near_libc`).
     pub fn memory_manager(mut self, memory: Arc<dyn MemoryManager>) -> Self {
         self.memory = Some(memory);
         self
@@ -87,7 +88,9 @@ impl ObjectJitBuilder {
         let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let memory = match self.memory {
             Some(m) => m,
-            None => jit_mem::default_manager(ManagerConfig::default()).map_err(Error::other)?,
+            // Near libc: PIE objects compiled by gcc reach libc's variables directly.
+            None => jit_mem::default_manager(ManagerConfig::default().with_placement(jit_mem::Placement::near_libc()))
+                .map_err(Error::other)?,
         };
         let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let objects = ObjectLinkingLayer::new(&session, memory.clone());

@@ -222,3 +222,49 @@ fn atfork_handlers_of_a_removed_object_are_forgotten() {
     assert_eq!(fork_status(), 0, "the removed object's child handler was not called");
     jit.end().unwrap();
 }
+
+/// An `ObjectJit` with its default memory links PIE code that reaches libc's variables with
+/// 32-bit PC-relative references (gcc's default for PIE code; clang's with
+/// `-fdirect-access-external-data`): its memory lies near libc, so the references reach
+/// libc's own `optind` and `environ`, which it reads and writes.
+#[test]
+fn an_object_jit_links_pie_code_that_reaches_libc_variables_directly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("libcvars.c");
+    let obj = tmp.path().join("libcvars.o");
+    std::fs::write(
+        &src,
+        "#include <unistd.h>
+         extern char **environ;
+         char **jit_environ(void) { return environ; }
+         int jit_swap_optind(int value) { int old = optind; optind = value; return old; }",
+    )
+    .unwrap();
+    let out = Command::new("clang-19")
+        .args(["-c", "-O1", "-fPIE", "-fdirect-access-external-data"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jit = jit_layers::ObjectJit::builder().threads(1).build().unwrap();
+    jit.add_object_file(&obj).unwrap();
+    let environ_of: unsafe extern "C" fn() -> *mut *mut libc::c_char = jit.lookup("jit_environ").unwrap();
+    let swap_optind: unsafe extern "C" fn(i32) -> i32 = jit.lookup("jit_swap_optind").unwrap();
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+        static mut optind: libc::c_int;
+    }
+    // SAFETY: reads libc's variables; no other thread of this test writes them.
+    let (libc_environ, libc_optind) = unsafe { (environ, optind) };
+    // SAFETY: the functions of the object above, `char **(void)` and `int (int)`.
+    unsafe {
+        assert_eq!(environ_of(), libc_environ, "libc's own environ");
+        assert_eq!(swap_optind(7), libc_optind);
+        let now = optind;
+        assert_eq!(now, 7, "written to libc's own optind");
+        swap_optind(libc_optind);
+    }
+    jit.end().unwrap();
+}

@@ -103,6 +103,18 @@ pub enum Placement {
 /// reach) less 64 MiB for the spread of the library around the anchor.
 pub const NEAR_REACH: u64 = (1 << 31) - (64 << 20);
 
+impl Placement {
+    /// [`Placement::Near`] libc's data (its `environ`), or [`Placement::Anywhere`] if the
+    /// loader does not know libc: memory for code that may reach libc's variables with 32-bit
+    /// PC-relative references, as PIE code compiled by gcc (its default) does for `optarg`,
+    /// `environ` or `__libc_single_threaded` (a native link makes copy relocations for them).
+    pub fn near_libc() -> Placement {
+        // SAFETY: dlsym only reads the loader's tables; the name is a NUL-terminated literal.
+        let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"environ".as_ptr()) };
+        if addr.is_null() { Placement::Anywhere } else { Placement::Near(addr as u64) }
+    }
+}
+
 impl fmt::Display for Placement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -71,16 +71,6 @@ fn memory_config(needed: u64, placement: Placement) -> ManagerConfig {
     ManagerConfig::with_reservation(wanted.clamp(jit_mem::DEFAULT_RESERVATION, most)).with_placement(placement)
 }
 
-/// An address in libc's data (its `environ`): the objects' memory goes near it, so that code
-/// reaching libc's variables with 32-bit PC-relative references, as `gcc -fPIE` compiles
-/// `optarg` or `environ` by default, reaches them (a native link gives such an executable
-/// copy relocations). Mutable data far away is an error, and no copy of it would do.
-fn libc_anchor() -> Option<u64> {
-    // SAFETY: dlsym only reads the loader's tables; the name is a NUL-terminated literal.
-    let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"environ".as_ptr()) };
-    (!addr.is_null()).then_some(addr as u64)
-}
-
 /// Bitcode starts with 'BC' 0xC0DE, or with the wrapper magic 0x0B17C0DE.
 fn is_bitcode(bytes: &[u8]) -> bool {
     bytes.starts_with(b"BC\xC0\xDE") || bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
@@ -140,11 +130,9 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     }
     let low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes))
         || archives.iter().flat_map(|a| a.members()).any(|(_, bytes)| jit_link::needs_low_placement(bytes));
-    let placement = match (low, libc_anchor()) {
-        (true, _) => Placement::Low,
-        (false, Some(anchor)) => Placement::Near(anchor),
-        (false, None) => Placement::Anywhere,
-    };
+    // Otherwise near libc, so that PIE code reaching its variables directly (gcc's default for
+    // optarg, environ) reaches them, as a native link's copy relocations let it.
+    let placement = if low { Placement::Low } else { Placement::near_libc() };
     let needed = objects
         .iter()
         .map(|(_, bytes)| jit_link::memory_needed(bytes))
