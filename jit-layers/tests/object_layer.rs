@@ -15,12 +15,17 @@ use jit_mem::{ManagerConfig, MemoryManager};
 
 const WATCHDOG: Duration = Duration::from_secs(60);
 
-/// Compiles C `source` (named `name.c`) with clang-19 and returns the object's bytes.
+/// Compiles C `source` (named `name.c`) with clang-19 -fPIC and returns the object's bytes.
 fn object(dir: &Path, name: &str, source: &str) -> Vec<u8> {
+    object_with(dir, name, source, &["-fPIC"])
+}
+
+/// As [`object`], with `flags` instead of -fPIC.
+fn object_with(dir: &Path, name: &str, source: &str, flags: &[&str]) -> Vec<u8> {
     let src = dir.join(format!("{name}.c"));
     let obj = dir.join(format!("{name}.o"));
     std::fs::write(&src, source).unwrap();
-    let out = Command::new("clang-19").args(["-c", "-O1", "-fPIC"]).arg(&src).arg("-o").arg(&obj).output().unwrap();
+    let out = Command::new("clang-19").args(["-c", "-O1"]).args(flags).arg(&src).arg("-o").arg(&obj).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::read(obj).unwrap()
 }
@@ -230,26 +235,17 @@ fn atfork_handlers_of_a_removed_object_are_forgotten() {
 #[test]
 fn an_object_jit_links_pie_code_that_reaches_libc_variables_directly() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("libcvars.c");
-    let obj = tmp.path().join("libcvars.o");
-    std::fs::write(
-        &src,
+    let obj = object_with(
+        tmp.path(),
+        "libcvars",
         "#include <unistd.h>
          extern char **environ;
          char **jit_environ(void) { return environ; }
          int jit_swap_optind(int value) { int old = optind; optind = value; return old; }",
-    )
-    .unwrap();
-    let out = Command::new("clang-19")
-        .args(["-c", "-O1", "-fPIE", "-fdirect-access-external-data"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        &["-fPIE", "-fdirect-access-external-data"],
+    );
     let jit = jit_layers::ObjectJit::builder().threads(1).build().unwrap();
-    jit.add_object_file(&obj).unwrap();
+    jit.add_object("libcvars.o", obj).unwrap();
     let environ_of: unsafe extern "C" fn() -> *mut *mut libc::c_char = jit.lookup("jit_environ").unwrap();
     let swap_optind: unsafe extern "C" fn(i32) -> i32 = jit.lookup("jit_swap_optind").unwrap();
     unsafe extern "C" {
