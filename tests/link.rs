@@ -52,6 +52,20 @@ fn compile(dir: &Path, sources: &[PathBuf], flags: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Compiles `sources` with gcc (or g++ for .cpp) and `flags`, as [`compile`] does with clang.
+fn compile_gnu(dir: &Path, sources: &[PathBuf], flags: &[&str]) -> Vec<PathBuf> {
+    sources
+        .iter()
+        .map(|src| {
+            let obj = dir.join(src.file_name().unwrap()).with_extension("o");
+            let cc = if src.extension().is_some_and(|e| e == "cpp") { "g++" } else { "gcc" };
+            let out = run(Command::new(cc).args(flags).arg("-c").arg(src).arg("-o").arg(&obj));
+            check(&out, &format!("{cc} -c {}", src.display()));
+            obj
+        })
+        .collect()
+}
+
 /// Links `objects` natively into `dir/native`.
 fn link_native(dir: &Path, objects: &[PathBuf], flags: &[&str], libs: &[&str]) -> PathBuf {
     let exe = dir.join("native");
@@ -160,6 +174,43 @@ fn pie_code_reaching_libc_variables_directly_runs_as_natively() {
     program_case("libcdata", &["main.c"], &[], &[], &[], &[PIE_DIRECT, PIC_SMALL]);
     // libstdc++'s shared_ptr reads libc's __libc_single_threaded (g++ PIE objects failed on it).
     program_case("libcdata", &["shared.cpp"], &[], &["-lstdc++"], &["libstdc++.so.6"], &[PIE_DIRECT, PIC_SMALL]);
+}
+
+/// Objects gcc compiles as Debian builds them by default (PIE, here at -O2) link and run as
+/// their native builds, C and C++: gcc's relocations (GOTPCRELX, PC32 to libc's variables),
+/// sections (`.text.startup`, `.text.unlikely`) and unwind tables.
+#[test]
+fn gcc_built_programs_run_as_native() {
+    /// A test program: its directory, sources, extra compile flags, native libraries, and
+    /// the libraries `orcjit link` loads.
+    struct Program(
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+    let programs_to_build = [
+        Program("multi", &["main.c", "lib.c"], &["-fcommon"], &[], &[]),
+        Program("ctors", &["main.c", "other.c"], &[], &[], &[]),
+        Program("stdio", &["main.c", "other.c"], &[], &[], &[]),
+        Program("libcdata", &["main.c"], &[], &[], &[]),
+        Program("cxx", &["main.cpp", "other.cpp"], &[], &["-lstdc++"], &["libstdc++.so.6"]),
+    ];
+    for Program(program, sources, extra, libs, dlopen) in programs_to_build {
+        let tmp = tempfile::tempdir().unwrap();
+        let srcs: Vec<PathBuf> = sources.iter().map(|s| programs().join(program).join(s)).collect();
+        let mut flags = vec!["-O2"];
+        flags.extend_from_slice(extra);
+        let objects = compile_gnu(tmp.path(), &srcs, &flags);
+        let native = link_native(tmp.path(), &objects, &[], libs);
+        same_as_native(&format!("{program} (gcc -O2)"), &objects, &native, dlopen, &["one", "two"]);
+    }
+    // libstdc++'s shared_ptr reads libc's __libc_single_threaded (g++ PIE objects failed on it).
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile_gnu(tmp.path(), &[programs().join("libcdata/shared.cpp")], &["-O2"]);
+    let native = link_native(tmp.path(), &objects, &[], &["-lstdc++"]);
+    same_as_native("libcdata/shared.cpp (g++ -O2)", &objects, &native, &["libstdc++.so.6"], &["one", "two"]);
 }
 
 /// An "object" that is LLVM bitcode (`clang -flto -c`) is refused with an error that says so
