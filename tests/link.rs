@@ -38,27 +38,23 @@ fn check(out: &Output, what: &str) {
     assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Compiles each source to an object in `dir` (C with clang-19, C++ with clang++-19).
+/// Compiles `sources` with clang-19 (clang++-19 for .cpp) and `flags`; returns the objects.
 fn compile(dir: &Path, sources: &[PathBuf], flags: &[&str]) -> Vec<PathBuf> {
-    sources
-        .iter()
-        .map(|src| {
-            let obj = dir.join(src.file_name().unwrap()).with_extension("o");
-            let cc = if src.extension().is_some_and(|e| e == "cpp") { "clang++-19" } else { "clang-19" };
-            let out = run(Command::new(cc).args(flags).arg("-c").arg(src).arg("-o").arg(&obj));
-            check(&out, &format!("{cc} -c {}", src.display()));
-            obj
-        })
-        .collect()
+    compile_by(("clang-19", "clang++-19"), dir, sources, flags)
 }
 
-/// Compiles `sources` with gcc (or g++ for .cpp) and `flags`, as [`compile`] does with clang.
+/// As [`compile`], with gcc and g++.
 fn compile_gnu(dir: &Path, sources: &[PathBuf], flags: &[&str]) -> Vec<PathBuf> {
+    compile_by(("gcc", "g++"), dir, sources, flags)
+}
+
+/// Compiles each of `sources` into `dir` with `compilers` (for C, for C++) and `flags`.
+fn compile_by(compilers: (&str, &str), dir: &Path, sources: &[PathBuf], flags: &[&str]) -> Vec<PathBuf> {
     sources
         .iter()
         .map(|src| {
             let obj = dir.join(src.file_name().unwrap()).with_extension("o");
-            let cc = if src.extension().is_some_and(|e| e == "cpp") { "g++" } else { "gcc" };
+            let cc = if src.extension().is_some_and(|e| e == "cpp") { compilers.1 } else { compilers.0 };
             let out = run(Command::new(cc).args(flags).arg("-c").arg(src).arg("-o").arg(&obj));
             check(&out, &format!("{cc} -c {}", src.display()));
             obj

@@ -671,7 +671,7 @@ impl LayerContext {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use jit_core::ProcessSymbolsGenerator;
@@ -685,7 +685,7 @@ mod tests {
     }
 
     /// Compiles C `source` at -O1 with `flags`; returns the object's bytes.
-    fn c_object(dir: &std::path::Path, name: &str, source: &str, flags: &[&str]) -> Vec<u8> {
+    pub(crate) fn c_object(dir: &std::path::Path, name: &str, source: &str, flags: &[&str]) -> Vec<u8> {
         let (src, obj) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
         std::fs::write(&src, source).unwrap();
         let out = std::process::Command::new("clang-19")

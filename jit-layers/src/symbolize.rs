@@ -13,9 +13,7 @@
 use std::ffi::{CString, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use jit_core::FxHashMap;
-
-use jit_core::{JitDylib, Result};
+use jit_core::{FxHashMap, JitDylib, Result};
 use jit_link::{LinkGraph, PassConfig, Phase};
 use jit_mem::FinalizeAction;
 use parking_lot::{Mutex, RwLock};
@@ -142,18 +140,9 @@ pub(crate) fn overrides() -> [(&'static str, usize); 1] {
 mod tests {
     use super::*;
     use crate::ObjectLinkingLayer;
+    use crate::object_layer::tests::c_object;
     use jit_core::ExecutionSession;
     use std::sync::Arc;
-
-    /// Compiles C `source` (-O1, PIC) in `dir`; returns the object's bytes.
-    fn c_object(dir: &std::path::Path, name: &str, source: &str) -> Vec<u8> {
-        let (src, obj) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
-        std::fs::write(&src, source).unwrap();
-        let mut clang = std::process::Command::new("clang-19");
-        let out = clang.args(["-c", "-O1", "-fPIC"]).arg(&src).arg("-o").arg(&obj).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::read(obj).unwrap()
-    }
 
     /// JIT'd `dladdr`'s answer for `addr`: (object, function), or None.
     fn ask(addr: u64) -> Option<(String, String)> {
@@ -178,14 +167,14 @@ mod tests {
         layer.add_plugin(Arc::new(Symbolizer));
         let dylib = session.create_dylib("main").unwrap();
         let first = dylib.create_tracker();
-        let old = c_object(tmp.path(), "old", "int redefined_old(int x) { return x * 3 + 1; }\n");
+        let old = c_object(tmp.path(), "old", "int redefined_old(int x) { return x * 3 + 1; }\n", &["-fPIC"]);
         layer.add_with_tracker(&dylib, "old.o", old, Some(&first)).unwrap();
         let old_addr = dylib.lookup("redefined_old").unwrap().addr.0;
         assert_eq!(ask(old_addr), Some(("old.o".to_string(), "redefined_old".to_string())));
 
         first.remove().unwrap();
         assert_eq!(ask(old_addr), None, "a freed object's function");
-        let new = c_object(tmp.path(), "new", "int redefined_new(int x) { return x * 5 + 2; }\n");
+        let new = c_object(tmp.path(), "new", "int redefined_new(int x) { return x * 5 + 2; }\n", &["-fPIC"]);
         layer.add(&dylib, "new.o", new).unwrap();
         let new_addr = dylib.lookup("redefined_new").unwrap().addr.0;
         assert_eq!(ask(new_addr), Some(("new.o".to_string(), "redefined_new".to_string())));

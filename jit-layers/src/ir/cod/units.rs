@@ -78,13 +78,7 @@ impl CodShared {
                 next
             };
             let Some((module, part)) = next else { return };
-            // The first tier goes on running if this fails: slower, not wrong. A panic must
-            // not stop the queue either.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.tier_up(part))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(target: "orcjit", module = %module.name, part, "not tiered up: {e}"),
-                Err(_) => tracing::error!(target: "orcjit", module = %module.name, part, "tier-up panicked"),
-            }
+            module.tier_up_or_log(part);
             drop(module);
             shared.run_tier_queue(&again);
         }));
@@ -730,6 +724,16 @@ impl LazyModule {
         }
     }
 
+    /// [`tier_up`](Self::tier_up), logging a failure or a panic: the first tier goes on
+    /// running (slower, not wrong), and whatever called this (the tier queue) goes on too.
+    fn tier_up_or_log(self: &Arc<Self>, part: usize) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.tier_up(part))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(target: "orcjit", module = %self.name, part, "not tiered up: {e}"),
+            Err(_) => tracing::error!(target: "orcjit", module = %self.name, part, "tier-up panicked"),
+        }
+    }
+
     /// Compiles partition `part` at the full level, links it into the implementation dylib
     /// and points the partition's stubs at it.
     fn tier_up(self: &Arc<Self>, part: usize) -> Result<()> {
@@ -908,7 +912,8 @@ impl TierRequests {
             };
             if wake >= 0 && !Self::spawn_server(Serve::Queue) {
                 requests.wake.store(-1, Ordering::SeqCst);
-            } else if wake >= 0 {
+            }
+            if requests.wake.load(Ordering::SeqCst) >= 0 {
                 // SAFETY: registers a plain extern "C" function with no captured state; it runs
                 // after jit-core's own child handler (registered when the first pool was made),
                 // which orphans the pools.
@@ -1043,13 +1048,16 @@ impl TierRequests {
 /// Queues the second-tier compile of the partition `cookie` names (normal context).
 fn schedule_cookie(cookie: u64) {
     let _ = std::panic::catch_unwind(|| {
-        let target = (cookie as usize).checked_sub(1).and_then(|i| TIER_TARGETS.lock().get(i).cloned());
-        if let Some((module, part)) = target {
-            if let Some(module) = module.upgrade() {
-                module.schedule_tier_up(part);
-            }
+        if let Some((module, part)) = tier_target(cookie) {
+            module.schedule_tier_up(part);
         }
     });
+}
+
+/// The live module and partition `cookie` names (see [`register_tier_target`]).
+fn tier_target(cookie: u64) -> Option<(Arc<LazyModule>, usize)> {
+    let (module, part) = (cookie as usize).checked_sub(1).and_then(|i| TIER_TARGETS.lock().get(i).cloned())?;
+    Some((module.upgrade()?, part))
 }
 
 /// Held while a forked child's tier-up thread compiles (see [`tier_up_here`]), and by a
@@ -1110,9 +1118,7 @@ fn tier_up_inherited() {
 /// Compiles the second tier of the partition `cookie` names on the calling thread (a forked
 /// child's tier-up thread), once.
 fn tier_up_here(cookie: u64) {
-    let target = (cookie as usize).checked_sub(1).and_then(|i| TIER_TARGETS.lock().get(i).cloned());
-    let Some((module, part)) = target else { return };
-    let Some(module) = module.upgrade() else { return };
+    let Some((module, part)) = tier_target(cookie) else { return };
     if !module.second.lock().started.insert(part) {
         return;
     }
@@ -1122,12 +1128,7 @@ fn tier_up_here(cookie: u64) {
 /// Compiles partition `part`'s second tier on the calling thread, inside [`COMPILE_GATE`].
 fn tier_up_on_this_thread(module: &Arc<LazyModule>, part: usize) {
     let _gate = COMPILE_GATE.lock();
-    // The first tier goes on running if this fails, as in the tier queue.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.tier_up(part))) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(target: "orcjit", module = %module.name, part, "not tiered up: {e}"),
-        Err(_) => tracing::error!(target: "orcjit", module = %module.name, part, "tier-up panicked"),
-    }
+    module.tier_up_or_log(part);
 }
 
 /// `__orcjit_tier_up(cookie)`, called by first-tier code on the call that makes its partition
