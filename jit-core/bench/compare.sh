@@ -28,6 +28,7 @@ for shape in chain dag cycle; do
   for n in $Ns; do
     for r in $(seq "$runs"); do
       "$ours" "$shape" "$n" >> "$tmp/ours.$shape.$n"
+      "$ours" "$shape" "$n" units-only >> "$tmp/units.$shape.$n"
       limit=$orc_max; [ "$shape" = cycle ] && limit=$orc_max_cycle
       if [ "$n" -le "$limit" ]; then "$anchor" "$n" "$shape" >> "$tmp/orc.$shape.$n"; fi
     done
@@ -38,21 +39,23 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) p
 col() { # file, row label, field
   [ -f "$1" ] && awk -F'\t' -v l="$2" '$2==l {print $5}' "$1" | median || echo "-"
 }
-echo "| work | N | orcjit ns | LLVM 19 ORC ns | ORC / orcjit |"
-echo "|---|---:|---:|---:|---:|"
+# "units alone": the benchmark's own share of the orcjit column (`deps SHAPE N units-only`).
+echo "| work | N | orcjit ns | units alone ns | LLVM 19 ORC ns | ORC / orcjit |"
+echo "|---|---:|---:|---:|---:|---:|"
 for shape in chain dag cycle; do
   for n in $Ns; do
     o=$(col "$tmp/ours.$shape.$n" "$shape"); l=$(col "$tmp/orc.$shape.$n" "$shape")
+    u=$(col "$tmp/units.$shape.$n" "$shape-units-only")
     ratio=$(awk -v o="$o" -v l="$l" 'BEGIN { if (l == "-" || o == "-" || o == 0) print "-"; else printf "%.0fx", l/o }')
-    echo "| $shape (per symbol) | $n | $o | $l | $ratio |"
+    echo "| $shape (per symbol) | $n | $o | $u | $l | $ratio |"
   done
 done
 first=$(echo $Ns | awk '{print $1}')
 o=$(cat "$tmp"/ours.chain.* | awk -F'\t' '$2=="lookup-ready" {print $5}' | median)
 l=$(cat "$tmp"/orc.chain.* 2>/dev/null | awk -F'\t' '$2=="lookup-ready" {print $5}' | median)
-echo "| blocking lookup of a Ready symbol | 100000 | $o | $l | $(awk -v o="$o" -v l="$l" 'BEGIN {printf "%.0fx", l/o}') |"
+echo "| blocking lookup of a Ready symbol | 100000 | $o | - | $l | $(awk -v o="$o" -v l="$l" 'BEGIN {printf "%.0fx", l/o}') |"
 a=$(cat "$tmp"/ours.* | awk -F'\t' '$2=="async-lookups-2-threads" {print $5}' | median)
-echo "| async lookups from 2 threads while materializing (2-thread pool) | 100000 | $a | - | - |"
+echo "| async lookups from 2 threads while materializing (2-thread pool) | 100000 | $a | - | - | - |"
 for shape in chain dag cycle; do
   big=$(col "$tmp/ours.$shape.1000000" "$shape"); small=$(col "$tmp/ours.$shape.100000" "$shape")
   [ "$big" != "-" ] && [ "$small" != "-" ] && echo "flatness $shape: t(1e6)/t(1e5) = $(awk -v b="$big" -v s="$small" 'BEGIN {printf "%.1f", 10*b/s}')"

@@ -7,6 +7,11 @@
 //! `cargo run --release -p jit-core --example deps -- SHAPE N` prints tab-separated lines:
 //! `orcjit SHAPE N SECONDS NS_PER_SYMBOL`, `orcjit lookup-ready 100000 SECONDS NS_PER_LOOKUP`
 //! and `orcjit async-lookups-2-threads 100000 SECONDS NS_PER_LOOKUP`.
+//!
+//! `deps SHAPE N units-only` prints `orcjit SHAPE-units-only N SECONDS NS_PER_SYMBOL`: the
+//! benchmark's own share of the first line, building the same units (their dependency lists
+//! cloned from the same names) and the same lookup set, then dropping them, with no session.
+//! It runs in a process of its own, so its memory is as fresh as the timed run's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,8 +86,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let shape = args.get(1).map_or("chain", String::as_str);
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
-    if !matches!(shape, "chain" | "dag" | "cycle") || n == 0 {
-        eprintln!("usage: deps chain|dag|cycle N");
+    let units_only = args.get(3).map(String::as_str) == Some("units-only");
+    if !matches!(shape, "chain" | "dag" | "cycle") || n == 0 || args.len() > 3 + usize::from(units_only) {
+        eprintln!("usage: deps chain|dag|cycle N [units-only]");
         std::process::exit(2);
     }
 
@@ -91,6 +97,9 @@ fn main() {
     let jd = es.create_dylib("main").expect("fresh session");
     let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{i}"))).collect();
     let mut rng = Rng(42);
+    if units_only {
+        return units_only_cost(shape, &names, &mut rng);
+    }
 
     let t0 = Instant::now();
     for i in 0..n {
@@ -117,6 +126,21 @@ fn main() {
 
     async_lookups_while_materializing(L);
     es.end_session().expect("clean end");
+}
+
+/// The timed loop's work without the session: the same units and lookup set, built and dropped
+/// (a materialized unit is dropped; so is the lookup's set, its names moving into the result).
+fn units_only_cost(shape: &str, names: &[SymbolName], rng: &mut Rng) {
+    let n = names.len();
+    let t0 = Instant::now();
+    // Boxed, as `define` boxes each unit.
+    let units: Vec<Box<OneSymbol>> =
+        (0..n).map(|i| Box::new(one_symbol(&names[i], deps_of(shape, i, names, rng)))).collect();
+    let all: SymbolLookupSet = names.iter().cloned().collect();
+    drop(units);
+    drop(std::hint::black_box(all));
+    let secs = t0.elapsed().as_secs_f64();
+    println!("orcjit\t{shape}-units-only\t{n}\t{secs:.4}\t{:.1}", secs * 1e9 / n as f64);
 }
 
 /// Two threads issue `total` async lookups between them (each of one symbol, of which a fresh
