@@ -6,7 +6,9 @@
 //! the right error; nothing hangs (each case runs under a watchdog); no unit or responsibility
 //! is leaked.
 //!
-//! Reproduce one case with `STRESS_SEED=<seed> cargo test -p jit-core --test stress`.
+//! A failure prints how to rerun its case alone (`STRESS_SEED=<seed> STRESS_ROUNDS=<r> cargo
+//! test -p jit-core --test stress`). `STRESS_ROUNDS=R` alone is a soak: R rounds of every
+//! configuration, each round with seeds of its own.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -417,10 +419,11 @@ fn run_watched(seed: u64, n: usize, shape: Shape, threads: usize) {
         }));
     });
     let what = format!("seed={seed} n={n} shape={shape:?} threads={threads}");
+    let rerun = format!("STRESS_SEED={seed} STRESS_ROUNDS={}", seed / 100 + 1);
     match rx.recv_timeout(WATCHDOG) {
         Ok(Ok(())) => {}
-        Ok(Err(msg)) => panic!("stress case failed ({what}; rerun with STRESS_SEED={seed}): {msg}"),
-        Err(_) => panic!("stress case hung ({what}; rerun with STRESS_SEED={seed})"),
+        Ok(Err(msg)) => panic!("stress case failed ({what}; rerun with {rerun}): {msg}"),
+        Err(_) => panic!("stress case hung ({what}; rerun with {rerun})"),
     }
 }
 
@@ -428,13 +431,16 @@ fn run_watched(seed: u64, n: usize, shape: Shape, threads: usize) {
 fn random_graphs_complete_exactly_once_with_the_right_answers_and_leak_nothing() {
     let units_before = LIVE_UNITS.load(Ordering::SeqCst);
     let only: Option<u64> = std::env::var("STRESS_SEED").ok().and_then(|s| s.parse().ok());
-    let mut seed = 1u64;
-    for threads in [0, 1, 2, 8] {
-        for shape in [Shape::Dag, Shape::Cyclic, Shape::BigCycle, Shape::Chain] {
-            for n in [1, 7, 100, 1_000, 10_000] {
-                seed += 1;
-                if only.is_none_or(|s| s == seed) {
-                    run_watched(seed, n, shape, threads);
+    let rounds: u64 = std::env::var("STRESS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    for round in 0..rounds {
+        let mut seed = 1 + round * 100;
+        for threads in [0, 1, 2, 8] {
+            for shape in [Shape::Dag, Shape::Cyclic, Shape::BigCycle, Shape::Chain] {
+                for n in [1, 7, 100, 1_000, 10_000] {
+                    seed += 1;
+                    if only.is_none_or(|s| s == seed) {
+                        run_watched(seed, n, shape, threads);
+                    }
                 }
             }
         }
