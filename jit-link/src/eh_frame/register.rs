@@ -9,7 +9,7 @@
 use jit_mem::{FinalizeAction, TargetAddr};
 
 use super::split::EH_FRAME_SECTION;
-use crate::{LinkError, LinkGraph};
+use crate::{LinkError, LinkGraph, SectionKind};
 
 unsafe extern "C" {
     fn __register_frame(begin: *const u8);
@@ -23,6 +23,11 @@ pub fn register_eh_frame(graph: &mut LinkGraph) -> Result<(), LinkError> {
     let Some(section) = graph.section_by_name(EH_FRAME_SECTION) else {
         return Ok(());
     };
+    // A thread-local section's blocks have offsets in the TLS image, not addresses (the ELF
+    // front end refuses such an `.eh_frame`; a pass could still make one).
+    if graph.section(section).is_some_and(|s| s.kind() == SectionKind::ThreadLocal) {
+        return Err(graph.invalid("its .eh_frame section is thread-local, so it has no address to register"));
+    }
     let blocks = graph.blocks_in_section(section);
     // Only a terminator left (every FDE was dead-stripped): nothing to register.
     let Some(&first) = blocks.first() else {

@@ -60,6 +60,20 @@ impl Builder<'_> {
                     });
                 }
             };
+            // Thread-local data is `.tdata` (PROGBITS) or `.tbss` (NOBITS), laid out in a TLS
+            // image at offsets, not at addresses: code, unwind tables and initializer tables
+            // there would be registered or called at those offsets.
+            let tls_data = matches!(sh_type, elf::SHT_PROGBITS | elf::SHT_NOBITS)
+                && !exec
+                && name != crate::eh_frame::EH_FRAME_SECTION
+                && !crate::init_fini::is_init_fini_section(&name);
+            if tls && !tls_data {
+                return Err(self.malformed(format!(
+                    "section {name} (type {:#x}{}) is marked thread-local (SHF_TLS), which only data sections may be",
+                    sh_type,
+                    if exec { ", executable" } else { "" }
+                )));
+            }
             let kind = if tls { SectionKind::ThreadLocal } else { SectionKind::Regular };
             let align = sh.sh_addralign(self.endian).max(1);
             if !align.is_power_of_two() {
