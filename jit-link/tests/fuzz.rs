@@ -1,5 +1,6 @@
 //! Mutated real objects (bit flips, truncations, corrupted headers, section headers, symbols
-//! and relocations): every case must give Ok or an error, never a panic, hang or crash.
+//! and relocations): every case must give Ok or an error, never a panic, hang or crash,
+//! including at an unwind through the unwinder that has the object's frames registered.
 //! The cases run in a child process (this binary, re-invoked) under a time limit, so a
 //! crash or hang fails the test with the case that caused it.
 //!
@@ -219,7 +220,13 @@ fn run_cases(bases: &[(String, Vec<u8>)]) {
                 let (_, results) = link_graphs(vec![graph], Some(fake));
                 for r in results {
                     match r {
-                        Ok(_linked) => ok += 1,
+                        Ok(_linked) => {
+                            ok += 1;
+                            // An unwind while the object's `.eh_frame` is registered: libgcc
+                            // reads every registered record to find the frames' FDEs, so one
+                            // that passed the link but would misguide or crash it shows here.
+                            let _ = std::panic::catch_unwind(|| std::panic::resume_unwind(Box::new(())));
+                        }
                         Err(_) => err += 1,
                     }
                 }
@@ -335,6 +342,43 @@ fn thread_local_flags_on_unwind_tables_initializers_or_code_are_errors() {
                 let msg = e.to_string();
                 assert!(msg.contains(section) && msg.contains("SHF_TLS"), "{section}: {msg}");
             }
+        }
+    }
+}
+
+/// An `.eh_frame` that parses before relocation but that libgcc would misread afterwards is an
+/// error at finalize, before it is registered. Accepted before, each crashed the process at its
+/// next unwind (found by fuzzing with an unwind after each link):
+/// - a relocation moved over the CIE's length field (the PC32 value became the length);
+/// - an FDE whose range reaches far past its function (libgcc then used it for return
+///   addresses in other code, its own included).
+#[test]
+fn eh_frame_records_that_relocation_or_their_ranges_make_wrong_are_link_errors() {
+    let objects = compile("ctors", &["main.c"], &["-O1", "-fPIC"], "eh-frame-final");
+    let (name, base) = &objects[0];
+    let fake = TargetAddr(&FAKE_TARGET as *const u64 as usize as u64);
+    let link = |bytes: &[u8]| {
+        let graph = jit_link::graph_from_elf_object(name, bytes).expect("builds");
+        let (_, mut results) = link_graphs(vec![graph], Some(fake));
+        results.pop().expect("one result")
+    };
+    link(base).expect("the unmutated object links");
+    let eh = section_header_named(base, ".eh_frame").expect(".eh_frame");
+    let eh_at = u64_at(base, eh + 0x18) as usize;
+    let rela = section_header_named(base, ".rela.eh_frame").expect(".rela.eh_frame");
+    let first_rela = u64_at(base, rela + 0x18) as usize;
+    // The CIE comes first; the first FDE follows it: length, CIE pointer, pc_begin, pc_range.
+    let fde = eh_at + 4 + u32_at(base, eh_at) as usize;
+
+    let mut over_length = base.clone();
+    put(&mut over_length, first_rela, 8, 0);
+    let mut wide = base.clone();
+    put(&mut wide, fde + 12, 4, 0x7fff_0000);
+    let cases = [("a relocation over the CIE's length", over_length), ("an FDE range past its function", wide)];
+    for (what, bytes) in cases {
+        match link(&bytes) {
+            Ok(_) => panic!("{what}: linked"),
+            Err(e) => assert!(e.to_string().contains(".eh_frame"), "{what}: {e}"),
         }
     }
 }

@@ -90,11 +90,21 @@ fn records(graph: &LinkGraph, bytes: &[u8]) -> Result<(Vec<Record>, Option<u64>)
 /// Parses every CIE and FDE (and their call frame instructions) with gimli, so a record
 /// the unwinder would choke on is an error at link time rather than an abort at throw time.
 fn validate(graph: &LinkGraph, bytes: &[u8]) -> Result<(), LinkError> {
+    check_records(bytes, 0, None).map_err(|(offset, reason)| malformed(graph, offset, reason))
+}
+
+/// The check behind [`validate`], on `.eh_frame` bytes at `base` (0 before layout): every
+/// record up to the first terminator parses, with its instructions, as libgcc would walk it.
+/// With `code` (the graph's code blocks as sorted `(start, end)` address ranges), every FDE
+/// must also describe addresses within one of them: libgcc picks the FDE for any return
+/// address in an FDE's range, so an FDE claiming more would unwind other code (libgcc's
+/// own, the program's) with the wrong rules. An error is (offset of the record, reason).
+pub(crate) fn check_records(bytes: &[u8], base: u64, code: Option<&[(u64, u64)]>) -> Result<(), (u64, String)> {
     let section = EhFrame::new(bytes, LittleEndian);
-    let bases = BaseAddresses::default().set_eh_frame(0).set_text(0).set_got(0);
+    let bases = BaseAddresses::default().set_eh_frame(base).set_text(0).set_got(0);
     let mut entries = section.entries(&bases);
     loop {
-        let entry = entries.next().map_err(|e| malformed(graph, 0, format!("{e}")))?;
+        let entry = entries.next().map_err(|e| (0, format!("{e}")))?;
         let Some(entry) = entry else {
             return Ok(());
         };
@@ -102,14 +112,31 @@ fn validate(graph: &LinkGraph, bytes: &[u8]) -> Result<(), LinkError> {
             CieOrFde::Cie(cie) => {
                 let offset = cie.offset() as u64;
                 let mut insns = cie.instructions(&section, &bases);
-                while insns.next().map_err(|e| malformed(graph, offset, format!("CIE instructions: {e}")))?.is_some() {}
+                while insns.next().map_err(|e| (offset, format!("CIE instructions: {e}")))?.is_some() {}
+                // libgcc reads `pc_begin` through such a pointer when it first searches the
+                // FDEs; compilers never emit one.
+                if cie.fde_address_encoding().is_some_and(|e| e.is_indirect()) {
+                    return Err((offset, "CIE gives its FDEs an indirect pc_begin encoding".into()));
+                }
             }
             CieOrFde::Fde(partial) => {
-                let fde =
-                    partial.parse(EhFrame::cie_from_offset).map_err(|e| malformed(graph, 0, format!("FDE: {e}")))?;
+                let fde = partial.parse(EhFrame::cie_from_offset).map_err(|e| (0, format!("FDE: {e}")))?;
                 let offset = fde.offset() as u64;
                 let mut insns = fde.instructions(&section, &bases);
-                while insns.next().map_err(|e| malformed(graph, offset, format!("FDE instructions: {e}")))?.is_some() {}
+                while insns.next().map_err(|e| (offset, format!("FDE instructions: {e}")))?.is_some() {}
+                if let Some(code) = code {
+                    let (start, len) = (fde.initial_address(), fde.len());
+                    let within = code.partition_point(|&(s, _)| s <= start).checked_sub(1).is_some_and(|i| {
+                        let (_, end) = code[i];
+                        start.checked_add(len).is_some_and(|e| e <= end)
+                    });
+                    if !within {
+                        return Err((
+                            offset,
+                            format!("FDE describes {start:#x}..+{len:#x}, which is not within one block of code"),
+                        ));
+                    }
+                }
             }
         }
     }
