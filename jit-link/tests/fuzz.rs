@@ -148,11 +148,20 @@ fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
             put(&mut b, field, width, value(rng));
         }
         6 => {
-            // Bytes of .eh_frame (and anything else): a run of random bytes.
-            let len = 1 + rng.below(16) as usize;
-            let at = rng.below(b.len() as u64) as usize;
-            for i in at..(at + len).min(b.len()) {
-                b[i] = rng.next() as u8;
+            // A field of a `.eh_frame` record (lengths, CIE pointers, encodings, pc ranges,
+            // instructions): what the unwinder reads once the object is registered.
+            let eh = section_header_named(&b, ".eh_frame");
+            if let Some(h) = eh.filter(|_| rng.below(2) == 0) {
+                let (off, size) = (u64_at(&b, h + 0x18), u64_at(&b, h + 0x20));
+                let at = off.saturating_add(rng.below(size.max(1))) as usize;
+                put(&mut b, at, [1, 2, 4, 8][rng.below(4) as usize], value(rng));
+            } else {
+                // A run of random bytes anywhere.
+                let len = 1 + rng.below(16) as usize;
+                let at = rng.below(b.len() as u64) as usize;
+                for i in at..(at + len).min(b.len()) {
+                    b[i] = rng.next() as u8;
+                }
             }
         }
         _ => {
@@ -346,14 +355,18 @@ fn thread_local_flags_on_unwind_tables_initializers_or_code_are_errors() {
     }
 }
 
-/// An `.eh_frame` that parses before relocation but that libgcc would misread afterwards is an
-/// error at finalize, before it is registered. Accepted before, each crashed the process at its
-/// next unwind (found by fuzzing with an unwind after each link):
+/// An `.eh_frame` that gimli parses but libgcc would misread (as written, or once relocated) is
+/// a link error, before it is registered. Accepted before, each crashed the process at its next
+/// unwind (found by fuzzing with an unwind after each link):
 /// - a relocation moved over the CIE's length field (the PC32 value became the length);
 /// - an FDE whose range reaches far past its function (libgcc then used it for return
-///   addresses in other code, its own included).
+///   addresses in other code, its own included);
+/// - a CIE of version 4 (libgcc gives up on the whole object when the bytes after the
+///   augmentation are not an address size of 8, and aborts when it is deregistered);
+/// - FDE pointers relative to the function (`DW_EH_PE_funcrel`: libgcc aborts in
+///   `base_from_object`).
 #[test]
-fn eh_frame_records_that_relocation_or_their_ranges_make_wrong_are_link_errors() {
+fn eh_frame_records_libgcc_would_misread_are_link_errors() {
     let objects = compile("ctors", &["main.c"], &["-O1", "-fPIC"], "eh-frame-final");
     let (name, base) = &objects[0];
     let fake = TargetAddr(&FAKE_TARGET as *const u64 as usize as u64);
@@ -374,7 +387,20 @@ fn eh_frame_records_that_relocation_or_their_ranges_make_wrong_are_link_errors()
     put(&mut over_length, first_rela, 8, 0);
     let mut wide = base.clone();
     put(&mut wide, fde + 12, 4, 0x7fff_0000);
-    let cases = [("a relocation over the CIE's length", over_length), ("an FDE range past its function", wide)];
+    // clang's CIE for C: length, id, version, "zR", code and data alignment, return address
+    // register, augmentation length, then the FDEs' pointer encoding (pcrel | sdata4).
+    assert_eq!(&base[eh_at + 9..eh_at + 12], b"zR\0", "the CIE's augmentation");
+    assert_eq!(base[eh_at + 16], 0x1b, "the FDEs' pointer encoding");
+    let mut version_4 = base.clone();
+    version_4[eh_at + 8] = 4;
+    let mut funcrel = base.clone();
+    funcrel[eh_at + 16] = 0x4b;
+    let cases = [
+        ("a relocation over the CIE's length", over_length),
+        ("an FDE range past its function", wide),
+        ("a CIE of version 4", version_4),
+        ("function-relative FDE pointers", funcrel),
+    ];
     for (what, bytes) in cases {
         match link(&bytes) {
             Ok(_) => panic!("{what}: linked"),

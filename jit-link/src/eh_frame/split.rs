@@ -9,7 +9,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
+use gimli::{BaseAddresses, CieOrFde, EhFrame, EndianSlice, LittleEndian, UnwindSection};
 
 use crate::{BlockId, Edge, EdgeKind, LinkError, LinkGraph};
 
@@ -113,15 +113,16 @@ pub(crate) fn check_records(bytes: &[u8], base: u64, code: Option<&[(u64, u64)]>
                 let offset = cie.offset() as u64;
                 let mut insns = cie.instructions(&section, &bases);
                 while insns.next().map_err(|e| (offset, format!("CIE instructions: {e}")))?.is_some() {}
-                // libgcc reads `pc_begin` through such a pointer when it first searches the
-                // FDEs; compilers never emit one.
-                if cie.fde_address_encoding().is_some_and(|e| e.is_indirect()) {
-                    return Err((offset, "CIE gives its FDEs an indirect pc_begin encoding".into()));
+                if let Some(problem) = libgcc_cie_problem(bytes, &cie) {
+                    return Err((offset, problem));
                 }
             }
             CieOrFde::Fde(partial) => {
                 let fde = partial.parse(EhFrame::cie_from_offset).map_err(|e| (0, format!("FDE: {e}")))?;
                 let offset = fde.offset() as u64;
+                if read_u32(bytes, offset) == Some(u32::MAX) {
+                    return Err((offset, LIBGCC_NO_DWARF64.into()));
+                }
                 let mut insns = fde.instructions(&section, &bases);
                 while insns.next().map_err(|e| (offset, format!("FDE instructions: {e}")))?.is_some() {}
                 if let Some(code) = code {
@@ -140,6 +141,53 @@ pub(crate) fn check_records(bytes: &[u8], base: u64, code: Option<&[(u64, u64)]>
             }
         }
     }
+}
+
+const LIBGCC_NO_DWARF64: &str = "64-bit DWARF record length, which libgcc's unwinder reads as a 32-bit one";
+
+/// What in a CIE that gimli accepts libgcc would misread or abort on (`unwind-dw2-fde.c`:
+/// `get_cie_encoding`, `base_from_object`, `classify_object_over_fdes`; `unwind-pe.h`).
+/// Compilers emit none of it; LLVM's `EHFrameEdgeFixer` accepts still less.
+fn libgcc_cie_problem(
+    bytes: &[u8],
+    cie: &gimli::CommonInformationEntry<EndianSlice<'_, LittleEndian>>,
+) -> Option<String> {
+    let offset = cie.offset() as u64;
+    if read_u32(bytes, offset) == Some(u32::MAX) {
+        return Some(LIBGCC_NO_DWARF64.into());
+    }
+    // libgcc skips an address size and a segment size from version 4 on, and gives up on the
+    // whole object (after which deregistering it aborts) unless they are 8 and 0.
+    if !matches!(cie.version(), 1 | 3) {
+        return Some(format!("CIE version {} (only 1 and 3 are read as written)", cie.version()));
+    }
+    // The augmentation string, after the length, the CIE id and the version. libgcc looks for
+    // `R` (the FDEs' pointer encoding) among `z`, `P`, `L` and `B` only: after an `S` it stops
+    // and takes absolute 8-byte pointers, and would read every FDE's range wrong.
+    let at = usize::try_from(offset).ok()?.checked_add(9)?;
+    let augmentation: Vec<u8> = bytes.get(at..)?.iter().copied().take_while(|&c| c != 0).collect();
+    if let (Some(r), Some(s)) =
+        (augmentation.iter().position(|&c| c == b'R'), augmentation.iter().position(|&c| c == b'S'))
+    {
+        if s < r {
+            return Some(format!("augmentation {:?} puts S before R", String::from_utf8_lossy(&augmentation)));
+        }
+    }
+    // Pointers relative to nothing libgcc knows for registered frames abort it
+    // (`base_from_object`, `base_of_encoded_value`); omitted FDE pointers make it give up on
+    // the object; an indirect `pc_begin` would be dereferenced.
+    let usual = |e: gimli::DwEhPe| matches!(e.application(), gimli::DW_EH_PE_absptr | gimli::DW_EH_PE_pcrel);
+    if let Some(e) = cie.fde_address_encoding() {
+        if e == gimli::DW_EH_PE_omit || e.is_indirect() || !usual(e) {
+            return Some(format!("FDE pointer encoding {:#x}", e.0));
+        }
+    }
+    if let Some(e) = cie.lsda_encoding().filter(|&e| e != gimli::DW_EH_PE_omit) {
+        if !usual(e) {
+            return Some(format!("LSDA pointer encoding {:#x}", e.0));
+        }
+    }
+    None
 }
 
 /// Splits every `.eh_frame` block into records, adds the CIE and keep-alive edges, drops
