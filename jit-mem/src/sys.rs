@@ -125,8 +125,15 @@ impl Reservation {
 
     /// Reserves `len` bytes aligned to `align` as near `anchor` as free space allows: of the
     /// free ranges, the place whose farthest byte is nearest `anchor`, holding no multiple of
-    /// 4 GiB (as [`new_unsplit`](Self::new_unsplit)'s). `None` if no place keeps every byte
-    /// within `reach` of `anchor`, or mapping fails: the caller reserves anywhere instead.
+    /// 4 GiB (as [`new_unsplit`](Self::new_unsplit)'s) if such a place lies within `reach`,
+    /// else one that holds a multiple within an eighth of `len` from an end ([`Split`]).
+    /// Being near is what the caller needs most (code reaching the anchor's neighbours with
+    /// 32-bit displacements); such a split still fits a segment of seven eighths (the slabs
+    /// skip the page at the multiple). It is needed when a multiple lies just under `len`
+    /// past the libraries while other reservations fill the room below them: one run in 50 of
+    /// jit-layers' object tests, whose PIE code then could not reach libc's `environ`.
+    /// `None` if no place keeps every byte within `reach` of `anchor`, or mapping fails: the
+    /// caller reserves anywhere instead.
     pub(crate) fn new_near(len: usize, align: usize, anchor: u64, reach: u64) -> Option<Reservation> {
         let page = page_size() as u64;
         let align = (align as u64).max(page);
@@ -135,11 +142,15 @@ impl Reservation {
         let stack_room = stack_room();
         let chosen = Self::map_chosen(len, |mappings| {
             let gaps = free_gaps(&with_stack_room(mappings, stack_room), floor, USER_SPACE_END);
-            gaps.iter()
-                .filter_map(|g| nearest_base(g, len64, align, anchor))
-                .filter(|&(_, farthest)| farthest <= reach)
-                .min_by_key(|&(_, farthest)| farthest)
-                .map(|(base, _)| base)
+            let nearest = |split: Split| {
+                gaps.iter()
+                    .filter_map(|g| nearest_base(g, len64, align, anchor, split))
+                    .filter(|&(_, farthest)| farthest <= reach)
+                    .min_by_key(|&(_, farthest)| farthest)
+                    .map(|(base, _)| base)
+            };
+            nearest(Split::Avoid)
+                .or_else(|| nearest(Split::NearAnEnd))
                 .ok_or(LowReservationError::NoRoom { largest_free: 0 })
         });
         chosen.ok()
@@ -497,9 +508,19 @@ fn with_stack_room(mappings: &[crate::maps::Mapping], room: u64) -> Vec<crate::m
     all
 }
 
+/// Whether a near reservation may hold a multiple of 4 GiB: never, or where one side of it
+/// is at most an eighth of the reservation, so that a segment of seven eighths still fits
+/// (`orcjit link` reserves a quarter more than its objects need, at least 64 MiB more).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Split {
+    Avoid,
+    NearAnEnd,
+}
+
 /// The `align`ed base in free range `gap` that puts `len` bytes nearest `anchor` (the
-/// farthest byte nearest), holding no multiple of 4 GiB; with that farthest distance.
-fn nearest_base(gap: &std::ops::Range<u64>, len: u64, align: u64, anchor: u64) -> Option<(u64, u64)> {
+/// farthest byte nearest), holding a multiple of 4 GiB only as `split` allows; with that
+/// farthest distance.
+fn nearest_base(gap: &std::ops::Range<u64>, len: u64, align: u64, anchor: u64, split: Split) -> Option<(u64, u64)> {
     const FOUR_GIB: u64 = 1 << 32;
     let lo = align_up(gap.start, align);
     let hi = gap.end.checked_sub(len)? & !(align - 1);
@@ -508,11 +529,21 @@ fn nearest_base(gap: &std::ops::Range<u64>, len: u64, align: u64, anchor: u64) -
     }
     let farthest = |base: u64| anchor.abs_diff(base).max(anchor.abs_diff(base + len));
     let ideal = (anchor.saturating_sub(len / 2) & !(align - 1)).clamp(lo, hi);
+    // How far the multiple may lie from either end.
+    let slack = match split {
+        Split::Avoid => 0,
+        Split::NearAnEnd => (len / 8) & !(align - 1),
+    };
     let boundary = ideal.next_multiple_of(FOUR_GIB);
     let mut candidates: [Option<u64>; 3] = [Some(ideal), None, None];
-    if boundary > ideal && boundary < ideal + len {
-        // Split by a multiple of 4 GiB: just above it, or just below it.
-        candidates = [None, (boundary <= hi).then_some(boundary), boundary.checked_sub(len).filter(|&b| b >= lo)];
+    if boundary > ideal && boundary < ideal + len && (boundary - ideal).min(ideal + len - boundary) > slack {
+        // Split by a multiple of 4 GiB too far from both ends: moved up until the multiple
+        // lies `slack` past its base, or down until it lies `slack` before its end.
+        candidates = [
+            None,
+            Some(boundary - slack).filter(|&b| b <= hi),
+            (boundary + slack).checked_sub(len).filter(|&b| b >= lo),
+        ];
     }
     candidates.into_iter().flatten().map(|base| (base, farthest(base))).min_by_key(|&(_, far)| far)
 }
@@ -559,25 +590,57 @@ mod tests {
         const M: u64 = 1 << 20;
         let page = 0x1000;
         let anchor = 0x6000_0000;
-        assert_eq!(nearest_base(&(0x1000_0000..0x5000_0000), 256 * M, page, anchor), Some((0x4000_0000, 0x2000_0000)));
-        assert_eq!(nearest_base(&(0x7000_0000..0x9000_0000), 256 * M, page, anchor), Some((0x7000_0000, 0x2000_0000)));
-        assert_eq!(nearest_base(&(0x1000_0000..0x9000_0000), 256 * M, page, anchor), Some((0x5800_0000, 0x0800_0000)));
-        assert_eq!(nearest_base(&(0x1000_0000..0x1100_0000), 256 * M, page, anchor), None);
+        assert_eq!(
+            nearest_base(&(0x1000_0000..0x5000_0000), 256 * M, page, anchor, Split::Avoid),
+            Some((0x4000_0000, 0x2000_0000))
+        );
+        assert_eq!(
+            nearest_base(&(0x7000_0000..0x9000_0000), 256 * M, page, anchor, Split::Avoid),
+            Some((0x7000_0000, 0x2000_0000))
+        );
+        assert_eq!(
+            nearest_base(&(0x1000_0000..0x9000_0000), 256 * M, page, anchor, Split::Avoid),
+            Some((0x5800_0000, 0x0800_0000))
+        );
+        assert_eq!(nearest_base(&(0x1000_0000..0x1100_0000), 256 * M, page, anchor, Split::Avoid), None);
         // Across 4 GiB: just above the boundary, the only side with room here.
         let four = 1u64 << 32;
-        let got = nearest_base(&(four - 256 * M..four + 768 * M), 512 * M, page, four);
+        let got = nearest_base(&(four - 256 * M..four + 768 * M), 512 * M, page, four, Split::Avoid);
         assert_eq!(got, Some((four, 512 * M)));
+        // Allowed to hold the multiple an eighth from an end: 64 MiB of it below.
+        let got = nearest_base(&(four - 256 * M..four + 768 * M), 512 * M, page, four, Split::NearAnEnd);
+        assert_eq!(got, Some((four - 64 * M, 448 * M)));
+        // As seen in CI: a gap that starts just above the loader, with a multiple of 4 GiB
+        // 1,017 MiB past the anchor. Unsplit, 1 GiB reaches 2,041 MiB away, out of reach; split,
+        // it starts at the gap.
+        let (anchor, gap) = (0x7f6b_c063_b320, 0x7f6b_c06b_0000..0x7ffc_0000_0000);
+        let unsplit = nearest_base(&gap, 1024 * M, 1 << 16, anchor, Split::Avoid).unwrap();
+        assert_eq!(unsplit.0, 0x7f6c_0000_0000);
+        assert!(unsplit.1 > crate::NEAR_REACH);
+        let split = nearest_base(&gap, 1024 * M, 1 << 16, anchor, Split::NearAnEnd).unwrap();
+        assert_eq!(split.0, gap.start);
+        assert!(split.1 <= crate::NEAR_REACH);
     }
 
-    /// A reservation near libc's `environ` lies within reach of it, and out of the room the
-    /// main thread's stack may grow into.
+    /// A reservation near libc's `environ`, as large as a manager's, lies within reach of it,
+    /// and out of the room the main thread's stack may grow into; though the other tests of
+    /// this binary hold reservations of a GiB or more just below the libraries meanwhile.
     #[test]
     fn a_near_reservation_reaches_its_anchor_and_leaves_the_stack_room() {
         // SAFETY: dlsym only reads the loader's tables; the name is a NUL-terminated literal.
         let anchor = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"environ".as_ptr()) } as u64;
         assert_ne!(anchor, 0);
         let reach = crate::NEAR_REACH;
-        let near = Reservation::new_near(1 << 30, 1 << 16, anchor, reach).expect("room near libc");
+        let Some(near) = Reservation::new_near(crate::DEFAULT_RESERVATION as usize, 1 << 16, anchor, reach) else {
+            let maps = crate::maps::process_mappings().unwrap();
+            let window = anchor.saturating_sub(reach)..anchor + reach;
+            let shown: Vec<String> = maps
+                .iter()
+                .filter(|m| m.range.end > window.start && m.range.start < window.end || m.name == "[stack]")
+                .map(|m| format!("{:#x}..{:#x} {}", m.range.start, m.range.end, m.name))
+                .collect();
+            panic!("no room near libc's environ at {anchor:#x}, stack room {:#x}:\n{}", stack_room(), shown.join("\n"));
+        };
         let (start, end) = (near.base() as u64, (near.base() + near.len()) as u64);
         assert!(anchor.abs_diff(start) <= reach && anchor.abs_diff(end) <= reach, "{start:#x}..{end:#x}");
         let maps = crate::maps::process_mappings().unwrap();
