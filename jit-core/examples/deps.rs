@@ -12,6 +12,9 @@
 //! benchmark's own share of the first line, building the same units (their dependency lists
 //! cloned from the same names) and the same lookup set, then dropping them, with no session.
 //! It runs in a process of its own, so its memory is as fresh as the timed run's.
+//!
+//! `DEPS_WARM=R` first runs the same work R times, each in a session of its own (ended after
+//! it), so that the timed run reuses memory the process has had before (stderr shows each).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,25 +95,27 @@ fn main() {
         std::process::exit(2);
     }
 
-    // The anchor's ExecutionSession has no thread pool: materialization runs in place.
-    let es = ExecutionSession::in_place();
-    let jd = es.create_dylib("main").expect("fresh session");
-    let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{i}"))).collect();
-    let mut rng = Rng(42);
-    if units_only {
-        return units_only_cost(shape, &names, &mut rng);
+    // `DEPS_WARM=R`: the same work R times first, each in a session of its own that is then
+    // ended, so that the timed run reuses memory the process has had before (as a JIT that
+    // has run for a while does) rather than memory fresh from the kernel.
+    let warm_ups: usize = std::env::var("DEPS_WARM").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    for round in 0..warm_ups {
+        let es = ExecutionSession::in_place();
+        let secs = define_and_look_up(&es, shape, n, &format!("w{round}_"));
+        eprintln!("warm-up {round}: {:.1} ns per symbol", secs * 1e9 / n as f64);
+        es.end_session().expect("clean end");
     }
 
-    let t0 = Instant::now();
-    for i in 0..n {
-        let deps = deps_of(shape, i, &names, &mut rng);
-        jd.define(one_symbol(&names[i], deps)).expect("no duplicates");
+    // The anchor's ExecutionSession has no thread pool: materialization runs in place.
+    let es = ExecutionSession::in_place();
+    if units_only {
+        let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{i}"))).collect();
+        return units_only_cost(shape, &names, &mut Rng(42));
     }
-    let all: SymbolLookupSet = names.iter().cloned().collect();
-    let found = es.lookup_blocking(&jd.search_order(), all, RequiredState::Ready).expect("all Ready");
-    let secs = t0.elapsed().as_secs_f64();
-    assert_eq!(found.len(), n);
+    let secs = define_and_look_up(&es, shape, n, "s");
     println!("orcjit\t{shape}\t{n}\t{secs:.4}\t{:.1}", secs * 1e9 / n as f64);
+    let jd = es.dylib("main").expect("the dylib defined above");
+    let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{i}"))).collect();
 
     if std::env::var_os("DEPS_ONLY").is_some() {
         std::process::exit(0);
@@ -126,6 +131,25 @@ fn main() {
 
     async_lookups_while_materializing(L);
     es.end_session().expect("clean end");
+}
+
+/// The timed work: defines N units named `{prefix}{i}` in a new dylib `main` of `es`, shaped
+/// as `shape`, and looks all of them up at Ready. Returns the seconds it took (interning the
+/// names comes before, untimed, as in the anchor).
+fn define_and_look_up(es: &ExecutionSession, shape: &str, n: usize, prefix: &str) -> f64 {
+    let jd = es.create_dylib("main").expect("fresh session");
+    let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("{prefix}{i}"))).collect();
+    let mut rng = Rng(42);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let deps = deps_of(shape, i, &names, &mut rng);
+        jd.define(one_symbol(&names[i], deps)).expect("no duplicates");
+    }
+    let all: SymbolLookupSet = names.iter().cloned().collect();
+    let found = es.lookup_blocking(&jd.search_order(), all, RequiredState::Ready).expect("all Ready");
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(found.len(), n);
+    secs
 }
 
 /// The timed loop's work without the session: the same units and lookup set, built and dropped
