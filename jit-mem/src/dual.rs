@@ -171,7 +171,15 @@ impl SlabBacking for DualBacking {
 fn dual_backing(id: ManagerId, target: &Reservation) -> Result<DualBacking, MemError> {
     let refused = |op, source| MemError::DualMappingRefused { manager: id, op, source };
     let file = Memfd::create(c"orcjit-jit-mem", target.len() as u64).map_err(|(op, e)| refused(op, e))?;
-    let working = Reservation::new(target.len(), MAX_ALIGN as usize).map_err(|e| refused("reserve working view", e))?;
+    // The working view is never executed, so it may lie anywhere: out of reach of libc,
+    // whose surroundings are kept for the targets of near-libc managers.
+    let working = match crate::Placement::near_libc() {
+        crate::Placement::Near(libc) => {
+            Reservation::new_away_from(target.len(), MAX_ALIGN as usize, libc, crate::NEAR_REACH)
+        }
+        _ => Reservation::new(target.len(), MAX_ALIGN as usize),
+    }
+    .map_err(|e| refused("reserve working view", e))?;
     let page = crate::sys::page_size();
     // SAFETY: the first page of the fresh target reservation is unused; the probe maps it and
     // puts the reservation back.

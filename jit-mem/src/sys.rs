@@ -156,6 +156,45 @@ impl Reservation {
         chosen.ok()
     }
 
+    /// Reserves `len` bytes aligned to `align` with no byte within `reach` of `anchor`: the
+    /// highest such place below it (where the kernel's own top-down choice would go, past the
+    /// anchor's surroundings), else the lowest above it; anywhere if neither exists. For
+    /// ranges whose place does not matter (a dual-mapped manager's working view), so that
+    /// they leave the room near the anchor to the reservations that need it: placed by the
+    /// kernel, a working view took the free space just below the libraries, within reach of
+    /// libc, and a second near-libc manager found no room on either side.
+    pub(crate) fn new_away_from(len: usize, align: usize, anchor: u64, reach: u64) -> io::Result<Reservation> {
+        let page = page_size() as u64;
+        let align = (align as u64).max(page);
+        let floor = align_up(mmap_min_addr().max(page), align);
+        let len64 = len as u64;
+        let stack_room = stack_room();
+        let chosen = Self::map_chosen(len, |mappings| {
+            let gaps = free_gaps(&with_stack_room(mappings, stack_room), floor, USER_SPACE_END);
+            let (window_start, window_end) = (anchor.saturating_sub(reach), anchor.saturating_add(reach));
+            let below = gaps
+                .iter()
+                .filter_map(|g| {
+                    let base = g.end.min(window_start).checked_sub(len64)? & !(align - 1);
+                    (base >= align_up(g.start, align)).then_some(base)
+                })
+                .max();
+            let above = || {
+                gaps.iter()
+                    .filter_map(|g| {
+                        let base = align_up(g.start.max(window_end), align);
+                        (base.checked_add(len64)? <= g.end).then_some(base)
+                    })
+                    .min()
+            };
+            below.or_else(above).ok_or(LowReservationError::NoRoom { largest_free: 0 })
+        });
+        match chosen {
+            Ok(reservation) => Ok(reservation),
+            Err(_) => Self::new(len, align as usize),
+        }
+    }
+
     /// Maps `len` bytes at the base `choose` picks from the process's mappings, with
     /// `MAP_FIXED_NOREPLACE`: a range another thread mapped since the maps were read is never
     /// clobbered, the maps are read again instead (a few times, then it gives up).
