@@ -135,13 +135,8 @@ impl Reservation {
     /// `None` if no place keeps every byte within `reach` of `anchor`, or mapping fails: the
     /// caller reserves anywhere instead.
     pub(crate) fn new_near(len: usize, align: usize, anchor: u64, reach: u64) -> Option<Reservation> {
-        let page = page_size() as u64;
-        let align = (align as u64).max(page);
-        let floor = align_up(mmap_min_addr().max(page), align);
         let len64 = len as u64;
-        let stack_room = stack_room();
-        let chosen = Self::map_chosen(len, |mappings| {
-            let gaps = free_gaps(&with_stack_room(mappings, stack_room), floor, USER_SPACE_END);
+        let chosen = Self::map_in_free_gaps(len, align, |gaps, align| {
             let nearest = |split: Split| {
                 gaps.iter()
                     .filter_map(|g| nearest_base(g, len64, align, anchor, split))
@@ -149,9 +144,7 @@ impl Reservation {
                     .min_by_key(|&(_, farthest)| farthest)
                     .map(|(base, _)| base)
             };
-            nearest(Split::Avoid)
-                .or_else(|| nearest(Split::NearAnEnd))
-                .ok_or(LowReservationError::NoRoom { largest_free: 0 })
+            nearest(Split::Avoid).or_else(|| nearest(Split::NearAnEnd))
         });
         chosen.ok()
     }
@@ -164,14 +157,9 @@ impl Reservation {
     /// kernel, a working view took the free space just below the libraries, within reach of
     /// libc, and a second near-libc manager found no room on either side.
     pub(crate) fn new_away_from(len: usize, align: usize, anchor: u64, reach: u64) -> io::Result<Reservation> {
-        let page = page_size() as u64;
-        let align = (align as u64).max(page);
-        let floor = align_up(mmap_min_addr().max(page), align);
         let len64 = len as u64;
-        let stack_room = stack_room();
-        let chosen = Self::map_chosen(len, |mappings| {
-            let gaps = free_gaps(&with_stack_room(mappings, stack_room), floor, USER_SPACE_END);
-            let (window_start, window_end) = (anchor.saturating_sub(reach), anchor.saturating_add(reach));
+        let (window_start, window_end) = (anchor.saturating_sub(reach), anchor.saturating_add(reach));
+        let chosen = Self::map_in_free_gaps(len, align, |gaps, align| {
             let below = gaps
                 .iter()
                 .filter_map(|g| {
@@ -187,12 +175,32 @@ impl Reservation {
                     })
                     .min()
             };
-            below.or_else(above).ok_or(LowReservationError::NoRoom { largest_free: 0 })
+            below.or_else(above)
         });
         match chosen {
             Ok(reservation) => Ok(reservation),
-            Err(_) => Self::new(len, align as usize),
+            Err(_) => Self::new(len, align),
         }
+    }
+
+    /// Maps `len` bytes at the base `choose` picks, given the free ranges (between the
+    /// process's mappings, above `vm.mmap_min_addr`, out of the room the main thread's stack
+    /// may grow into) and the alignment (`align`, at least a page), as [`map_chosen`] does.
+    ///
+    /// [`map_chosen`]: Self::map_chosen
+    fn map_in_free_gaps(
+        len: usize,
+        align: usize,
+        choose: impl Fn(&[std::ops::Range<u64>], u64) -> Option<u64>,
+    ) -> Result<Reservation, LowReservationError> {
+        let page = page_size() as u64;
+        let align = (align as u64).max(page);
+        let floor = align_up(mmap_min_addr().max(page), align);
+        let stack_room = stack_room();
+        Self::map_chosen(len, |mappings| {
+            let gaps = free_gaps(&with_stack_room(mappings, stack_room), floor, USER_SPACE_END);
+            choose(&gaps, align).ok_or(LowReservationError::NoRoom { largest_free: 0 })
+        })
     }
 
     /// Maps `len` bytes at the base `choose` picks from the process's mappings, with
