@@ -101,21 +101,22 @@ fn main() {
     let warm_ups: usize = std::env::var("DEPS_WARM").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     for round in 0..warm_ups {
         let es = ExecutionSession::in_place();
-        let secs = define_and_look_up(&es, shape, n, &format!("w{round}_"));
+        let jd = es.create_dylib("main").expect("fresh session");
+        let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("w{round}_{i}"))).collect();
+        let secs = define_and_look_up(&es, &jd, shape, &names);
         eprintln!("warm-up {round}: {:.1} ns per symbol", secs * 1e9 / n as f64);
         es.end_session().expect("clean end");
     }
 
     // The anchor's ExecutionSession has no thread pool: materialization runs in place.
     let es = ExecutionSession::in_place();
+    let jd = es.create_dylib("main").expect("fresh session");
+    let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{i}"))).collect();
     if units_only {
-        let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{i}"))).collect();
         return units_only_cost(shape, &names, &mut Rng(42));
     }
-    let secs = define_and_look_up(&es, shape, n, "s");
+    let secs = define_and_look_up(&es, &jd, shape, &names);
     println!("orcjit\t{shape}\t{n}\t{secs:.4}\t{:.1}", secs * 1e9 / n as f64);
-    let jd = es.dylib("main").expect("the dylib defined above");
-    let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("s{i}"))).collect();
 
     if std::env::var_os("DEPS_ONLY").is_some() {
         std::process::exit(0);
@@ -133,16 +134,15 @@ fn main() {
     es.end_session().expect("clean end");
 }
 
-/// The timed work: defines N units named `{prefix}{i}` in a new dylib `main` of `es`, shaped
-/// as `shape`, and looks all of them up at Ready. Returns the seconds it took (interning the
-/// names comes before, untimed, as in the anchor).
-fn define_and_look_up(es: &ExecutionSession, shape: &str, n: usize, prefix: &str) -> f64 {
-    let jd = es.create_dylib("main").expect("fresh session");
-    let names: Vec<SymbolName> = (0..n).map(|i| es.intern(&format!("{prefix}{i}"))).collect();
+/// The timed work: defines a unit for each of `names` in `jd`, shaped as `shape`, and looks
+/// all of them up at Ready. Returns the seconds it took (the names are interned before,
+/// untimed, as in the anchor).
+fn define_and_look_up(es: &ExecutionSession, jd: &JitDylib, shape: &str, names: &[SymbolName]) -> f64 {
+    let n = names.len();
     let mut rng = Rng(42);
     let t0 = Instant::now();
     for i in 0..n {
-        let deps = deps_of(shape, i, &names, &mut rng);
+        let deps = deps_of(shape, i, names, &mut rng);
         jd.define(one_symbol(&names[i], deps)).expect("no duplicates");
     }
     let all: SymbolLookupSet = names.iter().cloned().collect();
