@@ -428,6 +428,18 @@ impl FinalizedAlloc {
         Box::new(move || release.run().map_err(|e| Box::new(e) as ActionError))
     }
 
+    /// As [`into_deallocate_action`](Self::into_deallocate_action), but the callback holds
+    /// the allocation, and so its manager, strongly: for an allocation whose manager lives
+    /// only as long as it ([`crate::PageAllocator::allocate_apart`]), which a weak hold would
+    /// free at once. Dropping the callback uncalled deallocates too.
+    pub fn into_owning_deallocate_action(mut self) -> ActionFn {
+        let held = self.take();
+        Box::new(move || match held {
+            Some((key, owner)) => owner.release(key).map_err(|e| Box::new(e) as ActionError),
+            None => Ok(()),
+        })
+    }
+
     /// Takes the key and owner out, leaving a husk whose drop does nothing.
     pub(crate) fn take(&mut self) -> Option<(Key, Arc<dyn Backend>)> {
         self.owner.take().map(|o| (self.key, o))

@@ -25,6 +25,12 @@ pub enum MemError {
     )]
     ReservationExhausted { manager: ManagerId, segment: usize, prot: Prot, size: u64, capacity: u64, in_use: u64 },
 
+    /// Code was to be allocated apart from every manager's reservation
+    /// ([`crate::PageAllocator::allocate_apart`]), where nothing keeps it within reach of
+    /// other code.
+    #[error("{manager}: segment {segment} ({size} bytes) is code; only data may be allocated apart from a reservation")]
+    CodeApart { manager: ManagerId, segment: usize, size: u64 },
+
     /// The requested reservation is zero or would break small-code-model reach.
     #[error(
         "{manager}: a reservation of {requested} bytes is not allowed; it must be between one page and {max} bytes so rel32 references reach"

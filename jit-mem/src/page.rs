@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::MAX_ALIGN;
 use crate::alloc::{
     ActionFn, Backend, OnDone, OnFinalized, Parts, Placed, run_deallocate_actions, run_finalize_actions,
 };
@@ -49,8 +50,19 @@ impl Pages {
     }
 
     fn allocate(self: &Arc<Self>, request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
+        check_request(self.id, self.reservation.len() as u64, request)?;
+        self.allocate_unbounded(request)
+    }
+
+    /// `allocate` without the check that each segment fits a manager's reservation (which an
+    /// allocation apart, sized for its request, need not).
+    fn allocate_unbounded(self: &Arc<Self>, request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
         let capacity = self.reservation.len() as u64;
-        check_request(self.id, capacity, request)?;
+        if let Some((segment, s)) =
+            request.segments.iter().enumerate().find(|(_, s)| !s.align.is_power_of_two() || s.align > MAX_ALIGN)
+        {
+            return Err(MemError::InvalidAlignment { manager: self.id, segment, align: s.align, max: MAX_ALIGN });
+        }
         let page = self.page;
         // Standard segments first, then finalize-only ones, each on its own pages.
         let mut order: Vec<usize> = (0..request.segments.len()).collect();
@@ -288,6 +300,41 @@ impl PageAllocator {
         let page = page_size() as u64;
         let state = State { space: usable_space(reservation.base(), len, page), ..State::default() };
         Ok(PageAllocator { inner: Arc::new(Pages { id, page, state: Mutex::new(state), reservation }) })
+    }
+
+    /// Allocates `request` apart from every manager: in a reservation of its own, anywhere,
+    /// exactly as large as the request needs, even beyond [`crate::MAX_RESERVATION`]. For
+    /// data that code reaches only through 64-bit addresses or the GOT, such as x86-64's
+    /// large data sections (`.ldata`, `.lbss`, `.lrodata`) of the medium and large code
+    /// models, where a program may keep arrays larger than a manager's 2 GiB.
+    ///
+    /// The segments are mapped and protected as by any page allocator: zero-filled pages
+    /// that cost no memory until touched. The allocation is its manager's only one: the
+    /// reservation goes when the allocation is released (so [`FinalizedAlloc::into_raw`]
+    /// keeps nothing alive; use [`FinalizedAlloc::into_owning_deallocate_action`]). Code is
+    /// refused ([`MemError::CodeApart`]): nothing would keep it within reach of other code,
+    /// or off the 4 GiB multiples the unwinder skips.
+    pub fn allocate_apart(request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
+        let id = ManagerId::next(ManagerKind::PagePerSegment);
+        if let Some((segment, s)) = request.segments.iter().enumerate().find(|(_, s)| s.prot == Prot::RX) {
+            return Err(MemError::CodeApart { manager: id, segment, size: s.size });
+        }
+        let page = page_size() as u64;
+        // Every segment on pages of its own at its alignment: what `Pages::allocate` lays out,
+        // in any order.
+        let len = request
+            .segments
+            .iter()
+            .try_fold(0u64, |len, s| len.checked_add(align_up(s.size, page))?.checked_add(s.align.max(page)))
+            .filter(|&len| len <= isize::MAX as u64)
+            .ok_or(MemError::InvalidReservation { manager: id, requested: u64::MAX, max: isize::MAX as u64 })?
+            .max(page);
+        let reservation =
+            Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))?;
+        let mut space = ExtentSet::default();
+        space.insert(0, len);
+        let state = State { space, ..State::default() };
+        Arc::new(Pages { id, page, state: Mutex::new(state), reservation }).allocate_unbounded(request)
     }
 }
 

@@ -276,6 +276,60 @@ fn a_segment_of_most_of_the_largest_reservation_fits_wherever_the_reservation_li
     }
 }
 
+/// What `/proc/self/maps` says of the page at `addr`: (readable, writable), or `None` if
+/// nothing is mapped there.
+fn protection_at(addr: u64) -> Option<(bool, bool)> {
+    let maps = jit_mem::maps::process_mappings().unwrap();
+    maps.iter().find(|m| m.range.contains(&addr)).map(|m| (m.read, m.write))
+}
+
+/// Data larger than any reservation (x86-64's large data sections may hold arrays of many
+/// GiB) is allocated apart: it gets its protections, costs no memory where untouched, and its
+/// mapping goes with the allocation. Code is refused there.
+#[test]
+fn data_larger_than_any_reservation_is_allocated_apart_and_released_with_it() {
+    let big = 3 * MAX_RESERVATION / 2;
+    let req = AllocRequest::new(vec![
+        SegmentRequest::new(Prot::RW, big, 4096),
+        SegmentRequest::new(Prot::R, 100, 64),
+        SegmentRequest::new(Prot::RW, 0, 8),
+    ]);
+    for owning_action in [false, true] {
+        let mut alloc = PageAllocator::allocate_apart(&req).unwrap();
+        let (data, rodata) = (alloc.target(0).unwrap().0, alloc.target(1).unwrap().0);
+        assert_eq!(data % 4096, 0);
+        assert_eq!(rodata % 64, 0);
+        let rw = alloc.working_mut(0).unwrap();
+        assert_eq!(rw.len() as u64, big);
+        assert_eq!((rw[0], rw[big as usize - 1]), (0, 0), "zero-filled");
+        rw[0] = 1;
+        rw[big as usize - 1] = 2;
+        alloc.working_mut(1).unwrap()[99] = 3;
+        let done = alloc.finalize_blocking(Vec::new()).unwrap();
+        assert_eq!(protection_at(data), Some((true, true)));
+        assert_eq!(protection_at(rodata), Some((true, false)), "read-only once finalized");
+        // SAFETY: both segments are finalized, readable and owned by `done`.
+        let (first, last, ro) =
+            unsafe { (*(data as *const u8), *((data + big - 1) as *const u8), *((rodata + 99) as *const u8)) };
+        assert_eq!((first, last, ro), (1, 2, 3));
+        if owning_action {
+            let release = done.into_owning_deallocate_action();
+            assert_eq!(protection_at(data), Some((true, true)), "the action keeps the allocation");
+            release().unwrap();
+        } else {
+            drop(done);
+        }
+        assert_eq!(protection_at(data), None, "released with the allocation");
+        assert_eq!(protection_at(rodata), None);
+    }
+
+    let code = AllocRequest::new(vec![SegmentRequest::new(Prot::RW, 64, 8), SegmentRequest::new(Prot::RX, 16, 16)]);
+    let err = PageAllocator::allocate_apart(&code).unwrap_err();
+    assert!(matches!(err, MemError::CodeApart { segment: 1, size: 16, .. }), "{err}");
+    let odd = AllocRequest::new(vec![SegmentRequest::new(Prot::RW, 64, 3)]);
+    assert!(matches!(PageAllocator::allocate_apart(&odd), Err(MemError::InvalidAlignment { segment: 0, .. })));
+}
+
 #[test]
 fn running_out_of_the_reservation_is_an_error_and_recoverable() {
     for name in ALL {
