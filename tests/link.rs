@@ -128,6 +128,15 @@ fn a_program_with_an_array_larger_than_the_default_reservation_runs_as_native() 
     program_case("bigarray", &["main.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE, NOPIC_SMALL]);
 }
 
+/// A 5 GiB array, more than any reservation holds, in the large data section of the medium
+/// and large code models: `orcjit link` leaves it out of its reservation's size, and the
+/// linker allocates it apart (see `jit-link/tests/programs/hugearray`).
+#[test]
+fn a_program_with_an_array_larger_than_any_reservation_runs_as_native_under_the_large_code_models() {
+    const PIC_MEDIUM: Case = Case { tag: "pic-medium", compile: &["-O1", "-fPIC", "-mcmodel=medium"], link: &[] };
+    program_case("hugearray", &["main.c"], &[], &[], &[], &[PIC_LARGE, NOPIC_LARGE, PIC_MEDIUM]);
+}
+
 /// `__start_cmds` / `__stop_cmds` enclose section `cmds` as a static linker makes them: for
 /// one object, and for objects merged with `ld -r`. Objects that each define part of the
 /// section are refused with an error that names the section, the objects and the remedy,

@@ -9,11 +9,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jit_mem::{ActionFn, FinalizeAction, FinalizedAlloc, InFlightAlloc, MemError, MemoryManager, TargetAddr};
+use jit_mem::{
+    ActionFn, FinalizeAction, FinalizedAlloc, InFlightAlloc, MemError, MemoryManager, PageAllocator, TargetAddr,
+};
 use parking_lot::Mutex;
 
-use crate::far::{self, FarAlloc};
-use crate::layout::{self, Plan};
+use crate::far;
+use crate::layout::{self, Plan, PlannedAlloc};
 use crate::tls::TlsImage;
 use crate::tls::runtime::TlsModule;
 use crate::x86_64::{FixupEnv, GOT_SECTION, apply_fixups};
@@ -156,8 +158,10 @@ struct Linker {
     alloc: Option<InFlightAlloc>,
     /// The manager `alloc` came from; far references' stand-ins come from it too.
     memory: Option<Arc<dyn MemoryManager>>,
-    /// The second allocation, of stand-ins for far references, if the graph needs one.
-    far: Option<FarAlloc>,
+    /// The allocation of stand-ins for far references, if the graph needs one.
+    far: Option<PlannedAlloc>,
+    /// The allocation of large data apart from the manager, if the graph has that much.
+    apart: Option<PlannedAlloc>,
     externals: Vec<(SymbolId, SymbolName, Linkage)>,
     tls_module: Option<u64>,
 }
@@ -173,6 +177,7 @@ pub fn link(graph: LinkGraph, ctx: Arc<dyn LinkContext>) {
         alloc: None,
         memory: None,
         far: None,
+        apart: None,
         externals: Vec::new(),
         tls_module: None,
     });
@@ -182,11 +187,12 @@ pub fn link(graph: LinkGraph, ctx: Arc<dyn LinkContext>) {
 impl Linker {
     fn fail(self: Box<Self>, error: LinkError) {
         tracing::debug!(object = self.graph.name(), %error, "link failed");
-        let Linker { graph, ctx, alloc, far, .. } = *self;
+        let Linker { graph, ctx, alloc, far, apart, .. } = *self;
         // Release memory and TLS reservations before the context hears, so a context that
         // counts live allocations sees none.
         drop(alloc);
         drop(far);
+        drop(apart);
         drop(graph);
         ctx.notify_failed(error);
     }
@@ -219,12 +225,20 @@ impl Linker {
         crate::prune::dead_strip(graph)?;
         passes.run(Phase::PostPrune, graph)?;
 
-        let plan = layout::plan(graph)?;
+        let apart = layout::sections_apart(graph);
+        let plan = layout::plan_sections(graph, |s| !apart.contains(&s))?;
         let mm = self.ctx.memory_manager();
         let alloc = mm
             .allocate(&plan.request)
             .map_err(|source| LinkError::Memory { object: graph.name().to_string(), source })?;
         layout::assign_addresses(graph, &plan, &alloc);
+        if !apart.is_empty() {
+            let plan = layout::plan_sections(graph, |s| apart.contains(&s))?;
+            let alloc = PageAllocator::allocate_apart(&plan.request)
+                .map_err(|source| LinkError::Memory { object: graph.name().to_string(), source })?;
+            layout::assign_addresses(graph, &plan, &alloc);
+            self.apart = Some(PlannedAlloc { plan, alloc });
+        }
         if let Some((_, size, align)) = &plan.tls {
             let module = TlsModule::reserve();
             self.tls_module = Some(module.id());
@@ -295,8 +309,8 @@ impl Linker {
             return Err(graph.invalid("link resumed without an allocation"));
         };
         layout::copy_to_working(graph, plan, alloc)?;
-        if let Some(far) = self.far.as_mut() {
-            layout::copy_to_working(graph, &far.plan, &mut far.alloc)?;
+        for other in [self.far.as_mut(), self.apart.as_mut()].into_iter().flatten() {
+            layout::copy_to_working(graph, &other.plan, &mut other.alloc)?;
         }
         Ok(())
     }
@@ -307,7 +321,13 @@ impl Linker {
             return self.fail(e);
         };
         let mut actions = std::mem::take(&mut self.graph.finalize_actions);
-        let far = self.far.take();
+        // The graph's other allocations: far references' stand-ins come from its own manager,
+        // whose handle the release holds weakly (`into_deallocate_action`); large data apart
+        // has a manager of its own, which only its handle keeps.
+        let others: Vec<(InFlightAlloc, Hold)> = [(self.far.take(), Hold::Weak), (self.apart.take(), Hold::Owning)]
+            .into_iter()
+            .filter_map(|(other, hold)| other.map(|o| (o.alloc, hold)))
+            .collect();
         let report = Report {
             ctx: self.ctx.clone(),
             name: self.graph.name().to_string(),
@@ -317,30 +337,39 @@ impl Linker {
         };
         // The graph is done with; free it before the (possibly deferred) finalize completes.
         drop(self);
-        let Some(far) = far else {
+        if others.is_empty() {
             alloc.finalize(actions, Box::new(move |result| report.finish(result)));
             return;
-        };
-        // Two allocations, finalized side by side: the mprotect manager may complete either
-        // only once the other is finalized (they can share a page), so neither waits for the
-        // other; whichever completes second reports. The far allocation is then freed with the
-        // graph's, by its first action (deallocate actions run in reverse: it goes last).
-        let release_far: Arc<Mutex<Option<ActionFn>>> = Arc::default();
-        let slot = release_far.clone();
+        }
+        // Several allocations, finalized side by side: the mprotect manager may complete one
+        // only once another is finalized (they can share a page), so none waits for another;
+        // whichever completes last reports. The others are then freed with the graph's, by its
+        // first action (deallocate actions run in reverse: it goes last).
+        let releases: Arc<Mutex<Vec<ActionFn>>> = Arc::default();
+        let slot = releases.clone();
         actions.insert(
             0,
             FinalizeAction::new(
                 || Ok(()),
-                move || match slot.lock().take() {
-                    Some(release) => release(),
-                    None => Ok(()),
+                move || {
+                    let releases = std::mem::take(&mut *slot.lock());
+                    releases.into_iter().map(|release| release()).fold(Ok(()), Result::and)
                 },
             ),
         );
-        let join = Arc::new(Mutex::new(Join { report: Some(report), graph: None, far: None, release_far }));
-        let far_join = join.clone();
-        far.alloc.finalize(Vec::new(), Box::new(move |result| Join::arrive(&far_join, None, Some(result))));
-        alloc.finalize(actions, Box::new(move |result| Join::arrive(&join, Some(result), None)));
+        let (allocs, holds): (Vec<InFlightAlloc>, Vec<Hold>) = others.into_iter().unzip();
+        let join = Arc::new(Mutex::new(Join {
+            report: Some(report),
+            graph: None,
+            others: allocs.iter().map(|_| None).collect(),
+            holds,
+            releases,
+        }));
+        for (index, other) in allocs.into_iter().enumerate() {
+            let join = join.clone();
+            other.finalize(Vec::new(), Box::new(move |result| Join::arrive(&join, Arrival::Other(index, result))));
+        }
+        alloc.finalize(actions, Box::new(move |result| Join::arrive(&join, Arrival::Graph(result))));
     }
 }
 
@@ -363,48 +392,78 @@ impl Report {
     }
 }
 
-/// The finalizes of a graph's two allocations, meeting.
+/// How the graph's allocation holds another of its allocations until it is freed.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// Weakly: the other comes from the graph's manager, which outlives it anyway.
+    Weak,
+    /// Strongly: the other's manager lives only as long as it (an allocation apart).
+    Owning,
+}
+
+/// One finalize's outcome.
+enum Arrival {
+    Graph(Result<FinalizedAlloc, MemError>),
+    Other(usize, Result<FinalizedAlloc, MemError>),
+}
+
+/// The finalizes of a graph's allocations, meeting.
 struct Join {
     report: Option<Report>,
     graph: Option<Result<FinalizedAlloc, MemError>>,
-    far: Option<Result<FinalizedAlloc, MemError>>,
-    /// Where the far allocation's release goes, for the graph allocation's deallocate action.
-    release_far: Arc<Mutex<Option<ActionFn>>>,
+    others: Vec<Option<Result<FinalizedAlloc, MemError>>>,
+    holds: Vec<Hold>,
+    /// Where the other allocations' releases go, for the graph allocation's deallocate action.
+    releases: Arc<Mutex<Vec<ActionFn>>>,
 }
 
 impl Join {
-    /// Records one finalize's outcome; the second to arrive reports (outside the lock). On a
-    /// failure the other allocation is dropped, which frees it.
-    fn arrive(
-        join: &Mutex<Join>,
-        graph: Option<Result<FinalizedAlloc, MemError>>,
-        far: Option<Result<FinalizedAlloc, MemError>>,
-    ) {
-        let (report, graph, far, release_far) = {
+    /// Records one finalize's outcome; the last to arrive reports (outside the lock). On a
+    /// failure the allocations that did finalize are dropped, which frees them.
+    fn arrive(join: &Mutex<Join>, arrival: Arrival) {
+        let (report, graph, others, holds, releases) = {
             let mut j = join.lock();
-            if graph.is_some() {
-                j.graph = graph;
+            match arrival {
+                Arrival::Graph(result) => j.graph = Some(result),
+                Arrival::Other(index, result) => j.others[index] = Some(result),
             }
-            if far.is_some() {
-                j.far = far;
-            }
-            if j.graph.is_none() || j.far.is_none() {
+            if j.graph.is_none() || j.others.iter().any(Option::is_none) {
                 return;
             }
-            (j.report.take(), j.graph.take(), j.far.take(), j.release_far.clone())
+            let (others, holds) = (std::mem::take(&mut j.others), std::mem::take(&mut j.holds));
+            (j.report.take(), j.graph.take(), others, holds, j.releases.clone())
         };
-        let (Some(report), Some(graph), Some(far)) = (report, graph, far) else { return };
-        match (graph, far) {
-            (Ok(graph), Ok(far)) => {
-                *release_far.lock() = Some(far.into_deallocate_action());
-                report.finish(Ok(graph));
-            }
-            (Err(e), other) | (other, Err(e)) => {
-                // Freed before the context hears, as on every failure.
-                drop(other);
-                report.finish(Err(e));
+        let (Some(report), Some(graph)) = (report, graph) else { return };
+        let mut error = None;
+        let mut finalized = Vec::with_capacity(others.len());
+        for (result, hold) in others.into_iter().flatten().zip(holds) {
+            match result {
+                Ok(alloc) => finalized.push((alloc, hold)),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
             }
         }
+        let error = match (graph, error) {
+            (Ok(graph), None) => {
+                *releases.lock() = finalized
+                    .into_iter()
+                    .map(|(alloc, hold)| match hold {
+                        Hold::Weak => alloc.into_deallocate_action(),
+                        Hold::Owning => alloc.into_owning_deallocate_action(),
+                    })
+                    .collect();
+                return report.finish(Ok(graph));
+            }
+            (Ok(graph), Some(e)) => {
+                drop(graph);
+                e
+            }
+            (Err(e), _) => e,
+        };
+        // Freed before the context hears, as on every failure.
+        drop(finalized);
+        report.finish(Err(error));
     }
 }
 

@@ -23,9 +23,9 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
-use jit_mem::{InFlightAlloc, MemoryManager, Prot, TargetAddr};
+use jit_mem::{MemoryManager, Prot, TargetAddr};
 
-use crate::layout::{self, Plan};
+use crate::layout::{self, PlannedAlloc};
 use crate::{BlockId, Edge, EdgeKind, LinkContext, LinkError, LinkGraph, SectionKind, SymbolId, SymbolName};
 
 /// The section of the stubs that stand for far functions.
@@ -77,12 +77,6 @@ struct FarRef {
     edge: Edge,
 }
 
-/// The second allocation of a graph: its plan and memory.
-pub(crate) struct FarAlloc {
-    pub(crate) plan: Plan,
-    pub(crate) alloc: InFlightAlloc,
-}
-
 /// The psABI name of the relocation a far reference's edge kind came from, for errors.
 pub(crate) fn relocation_name(kind: EdgeKind) -> &'static str {
     match kind {
@@ -120,7 +114,7 @@ pub(crate) fn resolve_far_references(
     graph: &mut LinkGraph,
     ctx: &dyn LinkContext,
     mm: &dyn MemoryManager,
-) -> Result<Option<FarAlloc>, LinkError> {
+) -> Result<Option<PlannedAlloc>, LinkError> {
     let reservation = mm.reservation();
     let far = find_far_references(graph, &reservation)?;
     if far.is_empty() {
@@ -193,7 +187,7 @@ pub(crate) fn resolve_far_references(
     let alloc =
         mm.allocate(&plan.request).map_err(|source| LinkError::Memory { object: graph.name().to_string(), source })?;
     layout::assign_addresses(graph, &plan, &alloc);
-    Ok(Some(FarAlloc { plan, alloc }))
+    Ok(Some(PlannedAlloc { plan, alloc }))
 }
 
 /// The references to externals whose fixups would not fit, grouped by target in the order

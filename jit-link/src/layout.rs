@@ -5,6 +5,16 @@ use jit_mem::{AllocRequest, InFlightAlloc, MAX_ALIGN, Prot, SegmentLifetime, Seg
 use crate::tls::runtime::{MAX_TLS_ALIGN, MAX_TLS_SIZE};
 use crate::{BlockId, LinkError, LinkGraph, SectionId, SectionKind};
 
+/// Large data sections that hold at least this much together are allocated apart from the
+/// graph's memory manager (see [`sections_apart`]).
+pub(crate) const LARGE_DATA_APART: u64 = 64 << 20;
+
+/// An allocation of a graph besides its main one, and the plan of the blocks in it.
+pub(crate) struct PlannedAlloc {
+    pub(crate) plan: Plan,
+    pub(crate) alloc: InFlightAlloc,
+}
+
 /// Blocks and their offsets in a segment (or the TLS image).
 type Placement = Vec<(BlockId, u64)>;
 
@@ -61,10 +71,28 @@ fn lay_out(graph: &LinkGraph, blocks: &[BlockId], max_align: u64, what: &str) ->
     Ok((out, cur, align))
 }
 
-/// Plans the layout: blocks grouped by (protection, lifetime), in section order then block
-/// order, each aligned.
-pub(crate) fn plan(graph: &LinkGraph) -> Result<Plan, LinkError> {
-    plan_sections(graph, |_| true)
+/// The sections to allocate apart from the graph's memory manager
+/// (`jit_mem::PageAllocator::allocate_apart`): its large data sections (x86-64's `.ldata`,
+/// `.lbss` and `.lrodata`; not code, not thread-local data), when together they hold at least
+/// [`LARGE_DATA_APART`] bytes. Code reaches such data only through 64-bit addresses or the
+/// GOT, so it may lie anywhere; apart, an array larger than the manager's whole reservation
+/// (2 GiB at most) links, and a large one does not take the room other graphs share. Smaller
+/// large data stays with the rest of the graph. Empty when nothing goes apart.
+pub(crate) fn sections_apart(graph: &LinkGraph) -> Vec<SectionId> {
+    let sections: Vec<SectionId> = graph
+        .sections()
+        .into_iter()
+        .filter(|(_, s)| s.is_large() && s.prot() != Prot::RX && s.kind() == SectionKind::Regular)
+        .map(|(id, _)| id)
+        .collect();
+    if sections.is_empty() {
+        return sections;
+    }
+    let size = graph
+        .blocks()
+        .filter(|(_, b)| sections.contains(&b.section()))
+        .fold(0u64, |size, (_, b)| size.saturating_add(b.size()));
+    if size >= LARGE_DATA_APART { sections } else { Vec::new() }
 }
 
 /// Plans the layout of the blocks of the sections `include` accepts (for a second allocation

@@ -109,6 +109,21 @@ fn cxx_comdat_static_objects_and_exceptions_across_objects_run_as_native() {
     );
 }
 
+/// A 5 GiB array, more than any memory manager's reservation holds (2 GiB at most), links
+/// under the medium and large code models, which put it in a large data section (`.lbss`)
+/// that code reaches through 64-bit addresses: the linker allocates large data apart from the
+/// manager. Initialized large data pointing at code and into the array, and a read-only
+/// table, are relocated and protected there. (llvm-jitlink-19 links the large-model objects
+/// by mapping and zeroing all 5 GiB, and refuses the medium-model ones: its GOT lands out of
+/// the code's reach.)
+#[test]
+fn data_larger_than_any_reservation_links_apart_under_the_medium_and_large_code_models() {
+    let pic_medium = Config { tag: "pic-medium", flags: &["-O1", "-fPIC", "-mcmodel=medium"], link: &[] };
+    let nopic_medium =
+        Config { tag: "nopic-medium", flags: &["-O1", "-fno-pic", "-mcmodel=medium"], link: &["-no-pie"] };
+    same_as_native("hugearray", &["main.c"], &[], &[], &[], &[PIC_LARGE, NOPIC_LARGE, pic_medium, nopic_medium]);
+}
+
 #[test]
 fn thread_locals_used_from_several_threads_run_as_native() {
     let pic_small_pthread =

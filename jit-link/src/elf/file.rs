@@ -64,7 +64,8 @@ pub(super) struct Builder<'d> {
     /// Per ELF symbol index: the graph symbol made for it.
     pub(super) symbols: Vec<Option<SymbolId>>,
     /// Graph sections by (name, prot, kind), so same-named ELF sections share one.
-    pub(super) graph_sections: HashMap<(String, jit_mem::Prot, crate::SectionKind), SectionId>,
+    /// The graph's section for each (name, protection, kind, large) of the object's.
+    pub(super) graph_sections: HashMap<(String, jit_mem::Prot, crate::SectionKind, bool), SectionId>,
     /// Per ELF section index: the anonymous symbol at its start (for `STT_SECTION`).
     pub(super) section_symbols: HashMap<usize, SymbolId>,
     pub(super) common: Option<SectionId>,

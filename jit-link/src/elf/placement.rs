@@ -39,7 +39,9 @@ pub fn needs_low_placement(data: &[u8]) -> bool {
 /// its loaded sections (`SHF_ALLOC`, zero-filled ones included), each at its alignment, and
 /// 32 bytes for every relocation of a loaded section, more than the GOT entry, stub or thread
 /// pointer slot the linker may add for one. A caller sizes a memory manager's reservation
-/// with it, so that a program with a large array links (see `orcjit link`).
+/// with it, so that a program with a large array links (see `orcjit link`). Large data
+/// sections that the linker allocates apart from the manager (at least
+/// [`crate::layout::LARGE_DATA_APART`] bytes of them in the object) are not counted.
 ///
 /// Cheap: reads the section headers and counts relocation entries. Malformed input answers
 /// 0; linking it reports what is wrong.
@@ -49,11 +51,21 @@ pub fn memory_needed(data: &[u8]) -> u64 {
     let Ok(endian) = header.endian() else { return 0 };
     let Ok(sections) = header.sections(endian, data) else { return 0 };
     let loaded = |sh: &<Elf as FileHeader>::SectionHeader| sh.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0;
-    let mut total = 0u64;
+    // As `layout::sections_apart` chooses them: large data, neither code nor thread-local.
+    let apart = |sh: &<Elf as FileHeader>::SectionHeader| {
+        let flags = sh.sh_flags(endian).0;
+        flags & super::section::SHF_X86_64_LARGE != 0 && flags & (elf::SHF_EXECINSTR.0 | elf::SHF_TLS.0) == 0
+    };
+    let (mut total, mut large) = (0u64, 0u64);
     for sh in sections.iter() {
         if loaded(sh) {
             let align = sh.sh_addralign(endian).clamp(1, 1 << 30);
-            total = total.saturating_add(sh.sh_size(endian).div_ceil(align).saturating_mul(align));
+            let size = sh.sh_size(endian).div_ceil(align).saturating_mul(align);
+            if apart(sh) {
+                large = large.saturating_add(size);
+            } else {
+                total = total.saturating_add(size);
+            }
         } else if sh.sh_type(endian) == elf::SHT_RELA
             && sections.section(object::SectionIndex(sh.sh_info(endian) as usize)).is_ok_and(loaded)
         {
@@ -61,7 +73,7 @@ pub fn memory_needed(data: &[u8]) -> u64 {
             total = total.saturating_add(entries.saturating_mul(PER_RELOCATION));
         }
     }
-    total
+    if large >= crate::layout::LARGE_DATA_APART { total } else { total.saturating_add(large) }
 }
 
 /// Whether `name` is a C identifier: the section names a static linker makes `__start_` and

@@ -10,6 +10,10 @@ use crate::{LinkError, SectionKind};
 /// `SHF_GNU_RETAIN`: keep the section even if nothing references it.
 const SHF_GNU_RETAIN: u64 = 0x20_0000;
 
+/// `SHF_X86_64_LARGE`: a large data section of the medium or large code model, which code
+/// reaches only through 64-bit addresses or the GOT (x86-64 psABI, "Section Flags").
+pub(super) const SHF_X86_64_LARGE: u64 = 0x1000_0000;
+
 impl Builder<'_> {
     /// Makes a block for every allocated section.
     pub(super) fn sections(&mut self) -> Result<(), LinkError> {
@@ -80,11 +84,15 @@ impl Builder<'_> {
                 return Err(self.malformed(format!("section {name} has alignment {align}, not a power of two")));
             }
             let size = sh.sh_size(self.endian);
-            let key = (name.clone(), prot, kind);
+            let large = flags & SHF_X86_64_LARGE != 0 && !exec;
+            let key = (name.clone(), prot, kind, large);
             let section = match self.graph_sections.get(&key) {
                 Some(&id) => id,
                 None => {
                     let id = self.graph.add_section_of_kind(name.clone(), prot, kind);
+                    if let Some(s) = self.graph.section_mut(id) {
+                        s.set_large(large);
+                    }
                     self.graph_sections.insert(key, id);
                     id
                 }

@@ -83,7 +83,14 @@ impl LinkGraph {
     pub fn add_section_of_kind(&mut self, name: impl Into<String>, prot: Prot, kind: SectionKind) -> SectionId {
         let ordinal = self.next_section;
         self.next_section += 1;
-        self.sections.insert(Section { name: name.into(), prot, lifetime: SegmentLifetime::Standard, kind, ordinal })
+        self.sections.insert(Section {
+            name: name.into(),
+            prot,
+            lifetime: SegmentLifetime::Standard,
+            kind,
+            ordinal,
+            large: false,
+        })
     }
 
     /// A section.

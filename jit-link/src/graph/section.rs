@@ -21,6 +21,8 @@ pub struct Section {
     pub(crate) kind: SectionKind,
     /// Creation order: blocks are laid out by section order, then block order.
     pub(crate) ordinal: u32,
+    /// Large data (see [`Section::is_large`]).
+    pub(crate) large: bool,
 }
 
 impl Section {
@@ -42,6 +44,18 @@ impl Section {
     /// Where its blocks go.
     pub fn kind(&self) -> SectionKind {
         self.kind
+    }
+
+    /// Whether this is x86-64 large data (`SHF_X86_64_LARGE`: `.ldata`, `.lbss`, `.lrodata`
+    /// of the medium and large code models), which code reaches only through 64-bit
+    /// addresses or the GOT: it may lie anywhere, even far from the rest of the graph.
+    pub fn is_large(&self) -> bool {
+        self.large
+    }
+
+    /// Marks the section as large data, or not (see [`Section::is_large`]).
+    pub fn set_large(&mut self, large: bool) {
+        self.large = large;
     }
 
     /// Sets how long its memory lives (`FinalizeOnly` for data only finalize actions read).
