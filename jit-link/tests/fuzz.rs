@@ -281,6 +281,8 @@ fn mutated_objects_give_ok_or_an_error_never_a_panic_hang_or_crash() {
     add("cxx", &["main.cpp", "other.cpp"], &["-O1", "-fPIC"], "fuzz-cxx");
     add("tls", &["main.c", "other.c"], &["-O1", "-fPIC"], "fuzz-tls");
     add("ctors", &["main.c"], &["-O0", "-fno-pic", "-mcmodel=large", "-g"], "fuzz-ctors");
+    // 5 GiB of large data, which links apart from the memory manager.
+    add("hugearray", &["main.c"], &["-O1", "-fPIC", "-mcmodel=medium"], "fuzz-huge");
     let asm = work_dir("fuzz-asm").join("relocs.o");
     clang(&["-c", &programs_dir().join("asm/relocs.s").to_string_lossy(), "-o", &asm.to_string_lossy()]);
     paths.push(asm.to_string_lossy().into_owned());
