@@ -1,4 +1,4 @@
-//! Builds `src/ir/shim.cpp` (two functions of LLVM's C++ API the C API lacks) against Debian's
+//! Builds `src/ir/shim.cpp` (what orcjit needs of LLVM's C++ API that the C API lacks) against Debian's
 //! LLVM 19 headers, when the `llvm` feature is on.
 
 fn main() {

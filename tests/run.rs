@@ -98,6 +98,32 @@ fn thread_local_variables_from_bitcode_work_from_several_threads() {
     program("jit-link/tests/programs/tls", &["main.c", "other.c"], &["-O1", "-fPIC", "-pthread"], &["-pthread"], &[]);
 }
 
+/// Bitcode built with clang's defaults, as a position-independent executable, gives
+/// thread-locals the initial- and local-exec models, which JIT'd code cannot use (they address
+/// the process's static TLS block): `orcjit run` compiles it with the dynamic models instead,
+/// in every mode, function partitions included. C thread-locals across modules, and C++ ones
+/// with dynamic initializers beside libstdc++'s own. (lli-19 compiles thread-locals to
+/// emulated TLS instead.)
+#[test]
+fn thread_locals_of_bitcode_built_as_a_pie_work_in_every_mode() {
+    for (dir, sources, libs, dlopen) in [
+        ("jit-link/tests/programs/tls", ["main.c", "other.c"], &["-pthread"][..], &[][..]),
+        (
+            "jit-link/tests/programs/cxxonce",
+            ["main.cpp", "other.cpp"],
+            &["-lstdc++", "-pthread"],
+            &["--dlopen", "libstdc++.so.6"],
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let srcs: Vec<PathBuf> = sources.iter().map(|s| root().join(dir).join(s)).collect();
+        let (bitcode, native) = build(tmp.path(), &srcs, &["-O1", "-pthread"], libs);
+        let modes: Vec<Vec<&str>> = MODES.iter().map(|m| [dlopen, m].concat()).collect();
+        let modes: Vec<&[&str]> = modes.iter().map(Vec::as_slice).collect();
+        every_mode(dir, &bitcode, &native, &modes, &["a"]);
+    }
+}
+
 #[test]
 fn cxx_call_once_and_async_from_bitcode_reach_libstdcxx_thread_locals() {
     let flags = &["-O1", "-fPIC", "-pthread"];

@@ -77,7 +77,7 @@ pub(crate) fn cache_key(module: &Module<'_>, options: &CompileOptions, transform
 /// Everything about code generation that decides an object's bytes, besides its IR.
 pub(crate) fn settings_id(options: &CompileOptions) -> String {
     format!(
-        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model small; reloc model pic; no debug info",
+        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model small; reloc model pic; no pie level; no debug info",
         llvm_version(),
         host().triple,
         options.cpu,
@@ -233,6 +233,73 @@ pub(crate) fn canonicalize_locals(module: &Module<'_>) -> Vec<(String, String)> 
     renames
 }
 
+/// Makes code generation give `module`'s thread-locals the models of a shared library, as
+/// JIT'd code is, rather than those of a position-independent executable:
+///
+/// - Its "PIE Level" module flag, which clang gives every module it builds as PIE (its
+///   default), becomes 0. Under a PIE level, LLVM gives thread-locals the initial- and
+///   local-exec models (`TargetMachine::getTLSModel` in llvm/lib/Target/TargetMachine.cpp),
+///   which address the process's static TLS block at offsets fixed when it started, and
+///   JIT'd code cannot join that block: the link failed. With the PIC relocation model and
+///   no PIE level they get the general- and local-dynamic models, which jit-link serves
+///   through its own `__tls_get_addr`.
+/// - A thread-local it only declares loses its `dso_local` mark (clang marks a PIE's own
+///   definitions so, and a definition left out of this partition keeps the mark): dso_local,
+///   it would get the local-dynamic model, an offset into this object's own TLS block, where
+///   it does not lie. (One of non-default visibility keeps the mark, as the verifier
+///   wants.)
+///
+/// A model the source asks for by name (`tls_model("initial-exec")`) is the global's own and
+/// stays.
+fn use_dynamic_tls_models(module: &Module<'_>) {
+    for g in module.get_globals() {
+        let v = g.as_value_ref();
+        // SAFETY: `v` is a global variable of the module this thread prepares; the calls read
+        // its attributes, and the shim clears the mark only of an external declaration of
+        // default visibility, for which the verifier asks no mark.
+        unsafe {
+            use llvm_sys::core::*;
+            if LLVMIsThreadLocal(v) != 0
+                && LLVMIsDeclaration(v) != 0
+                && LLVMGetVisibility(v) == llvm_sys::LLVMVisibility::LLVMDefaultVisibility
+            {
+                orcjit_clear_dso_local(v);
+            }
+        }
+    }
+    let flags = c"llvm.module.flags";
+    let m = module.as_mut_ptr();
+    // SAFETY: `m` is a live module owned by this thread. The named metadata's operands are
+    // MDNodes (as values), read into a buffer of their count; a module flag is a node of three
+    // operands (behavior, key, value) whose key is an MDString. Replacing the value operand of
+    // the "PIE Level" node with an i32 constant of the module's context keeps it a valid flag.
+    unsafe {
+        use llvm_sys::core::*;
+        let count = LLVMGetNamedMetadataNumOperands(m, flags.as_ptr()) as usize;
+        let mut nodes: Vec<LLVMValueRef> = vec![std::ptr::null_mut(); count];
+        LLVMGetNamedMetadataOperands(m, flags.as_ptr(), nodes.as_mut_ptr());
+        for node in nodes {
+            if LLVMGetMDNodeNumOperands(node) != 3 {
+                continue;
+            }
+            let mut ops: [LLVMValueRef; 3] = [std::ptr::null_mut(); 3];
+            LLVMGetMDNodeOperands(node, ops.as_mut_ptr());
+            let mut len = 0;
+            let key = LLVMGetMDString(ops[1], &mut len);
+            if key.is_null() || std::slice::from_raw_parts(key.cast::<u8>(), len as usize) != b"PIE Level" {
+                continue;
+            }
+            let zero = LLVMConstInt(LLVMInt32TypeInContext(LLVMGetModuleContext(m)), 0, 0);
+            LLVMReplaceMDNodeOperandWith(node, 2, LLVMValueAsMetadata(zero));
+        }
+    }
+}
+
+unsafe extern "C" {
+    /// `GlobalValue::setDSOLocal(false)` (src/ir/shim.cpp).
+    fn orcjit_clear_dso_local(g: LLVMValueRef);
+}
+
 /// Runs `transform` (with this thread's target machine), then compiles to an ELF object.
 pub(crate) fn compile_with(
     module: &Module<'_>,
@@ -251,6 +318,7 @@ pub(crate) fn compile_with(
         if module.get_data_layout().as_str().to_bytes().is_empty() {
             module.set_data_layout(&machine.get_target_data().get_data_layout());
         }
+        use_dynamic_tls_models(module);
         transform(module, machine)?;
         let buffer = machine
             .write_to_memory_buffer(module, FileType::Object)

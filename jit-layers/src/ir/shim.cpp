@@ -1,4 +1,5 @@
-// What orcjit needs from LLVM's C++ API that its C API lacks: taking a function out of its
+// What orcjit needs from LLVM's C++ API that its C API lacks: clearing a global's dso_local
+// mark (GlobalValue::setDSOLocal); taking a function out of its
 // module's function list without deleting it, and putting it back (llvm/IR/Function.h,
 // Function::removeFromParent; llvm/IR/Module.h, Module::getFunctionList), and the same for
 // global variables (GlobalVariable::removeFromParent, Module::insertGlobalVariable). A module
@@ -34,6 +35,13 @@ extern "C" void orcjit_unlink_variable(LLVMValueRef v) {
 
 extern "C" void orcjit_relink_variable(LLVMModuleRef m, LLVMValueRef v) {
     llvm::unwrap(m)->insertGlobalVariable(llvm::unwrap<llvm::GlobalVariable>(v));
+}
+
+// Clears the dso_local mark of global `g` (GlobalValue::setDSOLocal, llvm/IR/GlobalValue.h),
+// which the C API cannot change. The caller keeps the verifier's rule: a global with local
+// linkage or non-default visibility stays dso_local.
+extern "C" void orcjit_clear_dso_local(LLVMValueRef g) {
+    llvm::unwrap<llvm::GlobalValue>(g)->setDSOLocal(false);
 }
 
 // Writes each block of function `f` (in order, at most `capacity`) and its estimated frequency
