@@ -322,13 +322,13 @@ impl PageAllocator {
         let page = page_size() as u64;
         // Every segment on pages of its own at its alignment: what `Pages::allocate` lays out,
         // in any order.
-        let len = request
-            .segments
-            .iter()
-            .try_fold(0u64, |len, s| len.checked_add(align_up(s.size, page))?.checked_add(s.align.max(page)))
-            .filter(|&len| len <= isize::MAX as u64)
-            .ok_or(MemError::InvalidReservation { manager: id, requested: u64::MAX, max: isize::MAX as u64 })?
-            .max(page);
+        let len = request.segments.iter().try_fold(0u64, |len, s| {
+            len.checked_add(s.size.checked_next_multiple_of(page)?)?.checked_add(s.align.max(page))
+        });
+        let Some(len) = len.filter(|&len| len <= isize::MAX as u64).map(|len| len.max(page)) else {
+            let requested = request.segments.iter().fold(0u64, |n, s| n.saturating_add(s.size));
+            return Err(os_error(id, "reserve", 0, requested, std::io::Error::from_raw_os_error(libc::ENOMEM)));
+        };
         let reservation =
             Reservation::new(len as usize, MAX_ALIGN as usize).map_err(|e| os_error(id, "reserve", 0, len, e))?;
         let mut space = ExtentSet::default();

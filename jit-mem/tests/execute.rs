@@ -328,6 +328,12 @@ fn data_larger_than_any_reservation_is_allocated_apart_and_released_with_it() {
     assert!(matches!(err, MemError::CodeApart { segment: 1, size: 16, .. }), "{err}");
     let odd = AllocRequest::new(vec![SegmentRequest::new(Prot::RW, 64, 3)]);
     assert!(matches!(PageAllocator::allocate_apart(&odd), Err(MemError::InvalidAlignment { segment: 0, .. })));
+    // More than the address space: an error naming the size, not an overflow.
+    for size in [u64::MAX - 10, 1 << 62] {
+        let huge = AllocRequest::new(vec![SegmentRequest::new(Prot::RW, size, 8), SegmentRequest::new(Prot::R, 1, 8)]);
+        let err = PageAllocator::allocate_apart(&huge).unwrap_err();
+        assert!(matches!(err, MemError::Os { op: "reserve", len, .. } if len > size), "{err}");
+    }
 }
 
 #[test]
