@@ -1,6 +1,7 @@
 //! The object linking layer on real objects compiled by clang-19: linked code runs, trackers
-//! free what they own (after finalizers), plugins take part, weak definitions resolve across
-//! objects, and mutually dependent objects link on a pool of one thread.
+//! free what they own (after finalizers; large data allocated apart too), plugins take part,
+//! weak definitions resolve across objects, and mutually dependent objects link on a pool of
+//! one thread.
 
 use std::path::Path;
 use std::process::Command;
@@ -101,6 +102,46 @@ fn removing_a_tracker_runs_finalizers_and_frees_the_memory() {
     assert_eq!(FINALIZED.load(Ordering::SeqCst), finalized + 1, "the destructor ran on removal");
     assert_eq!(memory.stats().in_use, before, "the memory was freed");
     assert!(jd.lookup("value").is_err());
+    es.end_session().unwrap();
+}
+
+/// Whether anything is mapped at `addr` (`/proc/self/maps`).
+fn mapped(addr: u64) -> bool {
+    jit_mem::maps::process_mappings().unwrap().iter().any(|m| m.range.contains(&addr))
+}
+
+/// An object whose large data (5 GiB under the medium code model) the linker allocates apart
+/// from the manager: the code reaches it, and removing the tracker unmaps it with the rest.
+#[test]
+fn large_data_allocated_apart_goes_with_its_tracker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (es, jd, layer, memory) = setup(2);
+    let obj = object_with(
+        tmp.path(),
+        "huge",
+        "static char huge[5UL << 30];
+         char *huge_at(unsigned long i) { huge[i] += 1; return &huge[i]; }",
+        &["-fPIC", "-mcmodel=medium"],
+    );
+    layer.entry_gate().unwrap(); // made once per layer; not part of what the tracker owns
+    let before = memory.stats().in_use;
+    let tracker = jd.create_tracker();
+    layer.add_with_tracker(&jd, "huge.o", obj, Some(&tracker)).unwrap();
+    let jd2 = jd.clone();
+    let huge_at = watched(move || jd2.lookup("huge_at")).unwrap();
+    // SAFETY: 'huge_at' is the C function char *huge_at(unsigned long) linked above.
+    let huge_at: extern "C" fn(u64) -> *mut u8 = unsafe { std::mem::transmute(huge_at.addr.0 as usize) };
+    let (first, last) = (huge_at(0), huge_at((5 << 30) - 1));
+    assert_eq!(last as u64 - first as u64, (5 << 30) - 1);
+    // SAFETY: both point into the object's array, live until the tracker is removed.
+    assert_eq!(unsafe { (*first, *last) }, (1, 1));
+    let in_manager = memory.stats().in_use - before;
+    assert!(in_manager < 1 << 20, "the array is not in the manager: {in_manager} bytes");
+    assert!(!memory.reservation().contains(&jit_mem::TargetAddr(first as u64)));
+    assert!(mapped(first as u64) && mapped(last as u64));
+    tracker.remove().unwrap();
+    assert!(!mapped(first as u64) && !mapped(last as u64), "the array was unmapped with its object");
+    assert_eq!(memory.stats().in_use, before);
     es.end_session().unwrap();
 }
 
