@@ -290,6 +290,20 @@ fn a_program_with_an_array_larger_than_the_default_reservation_runs_as_native() 
     same_as_native_in_every_mode("jit-link/tests/programs/bigarray", &["main.c"], &[&[], &["--lazy=none"]]);
 }
 
+/// A program built for the medium or large code model, as it must be natively to keep a 5 GiB
+/// array, is compiled for that model in every mode, so its large data goes to sections the
+/// linker places apart (see `jit-link/tests/programs/hugearray`). (lli-19 compiles it for the
+/// small model, and its link fails: the array is out of the code's reach.)
+#[test]
+fn a_program_built_for_the_medium_or_large_code_model_keeps_it_in_every_mode() {
+    let dir = "jit-link/tests/programs/hugearray";
+    for model in ["-mcmodel=medium", "-mcmodel=large"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (bitcode, native) = build(tmp.path(), &[root().join(dir).join("main.c")], &["-O1", model], &[]);
+        every_mode(&format!("{dir} {model}"), &bitcode, &native, MODES, &["a"]);
+    }
+}
+
 /// The program starts with a native program's signal state (SIGPIPE, SIGSEGV and SIGBUS at
 /// their defaults, no alternate signal stack), not the one Rust's runtime sets up.
 #[test]

@@ -77,7 +77,7 @@ pub(crate) fn cache_key(module: &Module<'_>, options: &CompileOptions, transform
 /// Everything about code generation that decides an object's bytes, besides its IR.
 pub(crate) fn settings_id(options: &CompileOptions) -> String {
     format!(
-        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model small; reloc model pic; no pie level; no debug info",
+        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model of the module; reloc model pic; no pie level; no debug info",
         llvm_version(),
         host().triple,
         options.cpu,
@@ -95,21 +95,92 @@ fn level(opt: u8) -> OptimizationLevel {
     }
 }
 
+/// What a module asks of code generation beyond [`CompileOptions`]: clang's `-mcmodel=` and
+/// `-mlarge-data-threshold=`, which it records as the module flags "Code Model" and "Large Data
+/// Threshold". Small by default: the linker places all JIT'd code and data within 2 GiB of each
+/// other. A program built for the medium or large model, as it must be natively to keep
+/// arrays of more than 2 GiB, gets that model here too: its large data goes to sections
+/// (`.lbss`...) that the linker may place apart, of any size.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct ModuleModel {
+    code_model: CodeModel,
+    large_data_threshold: Option<u64>,
+}
+
+/// Calls `f` with the key, the node and the value of each of `module`'s flags.
+fn for_each_module_flag(module: &Module<'_>, mut f: impl FnMut(&[u8], LLVMValueRef, LLVMValueRef)) {
+    let flags = c"llvm.module.flags";
+    let m = module.as_mut_ptr();
+    // SAFETY: `m` is a live module of this thread. The named metadata's operands are MDNodes
+    // (as values), read into a buffer of their count; a module flag is a node of three
+    // operands (behavior, key, value), read into a buffer of three, whose key is an MDString
+    // (its bytes live as long as the module). Operands that are constants come back as the
+    // constants themselves.
+    unsafe {
+        use llvm_sys::core::*;
+        let count = LLVMGetNamedMetadataNumOperands(m, flags.as_ptr()) as usize;
+        let mut nodes: Vec<LLVMValueRef> = vec![std::ptr::null_mut(); count];
+        LLVMGetNamedMetadataOperands(m, flags.as_ptr(), nodes.as_mut_ptr());
+        for node in nodes {
+            if LLVMGetMDNodeNumOperands(node) != 3 {
+                continue;
+            }
+            let mut ops: [LLVMValueRef; 3] = [std::ptr::null_mut(); 3];
+            LLVMGetMDNodeOperands(node, ops.as_mut_ptr());
+            let mut len = 0;
+            let key = LLVMGetMDString(ops[1], &mut len);
+            if !key.is_null() {
+                f(std::slice::from_raw_parts(key.cast::<u8>(), len as usize), node, ops[2]);
+            }
+        }
+    }
+}
+
+/// The integer value of module flag `key` of `module`, if it has one.
+fn module_flag_int(module: &Module<'_>, key: &str) -> Option<u64> {
+    let mut found = None;
+    for_each_module_flag(module, |k, _, value| {
+        if k == key.as_bytes() {
+            // SAFETY: `value` is an operand of a live module's flag; it is read only if it is
+            // an integer constant.
+            found = unsafe {
+                use llvm_sys::core::*;
+                (!LLVMIsAConstantInt(value).is_null()).then(|| LLVMConstIntGetZExtValue(value))
+            };
+        }
+    });
+    found
+}
+
+/// The code model and large-data threshold `module` asks for (see [`ModuleModel`]).
+pub(crate) fn module_model(module: &Module<'_>) -> ModuleModel {
+    // llvm/Support/CodeGen.h, `CodeModel::Model`: Tiny 0, Small 1, Kernel 2, Medium 3, Large 4.
+    let code_model = match module_flag_int(module, "Code Model") {
+        Some(3) => CodeModel::Medium,
+        Some(4) => CodeModel::Large,
+        _ => return ModuleModel::default(),
+    };
+    ModuleModel { code_model, large_data_threshold: module_flag_int(module, "Large Data Threshold") }
+}
+
 thread_local! {
     /// One target machine per worker thread, reused for every module that thread compiles
     /// with the same settings (making one costs about as much as compiling a small function).
-    static MACHINE: RefCell<Option<(CompileOptions, TargetMachine)>> = const { RefCell::new(None) };
+    static MACHINE: RefCell<Option<(CompileOptions, ModuleModel, TargetMachine)>> = const { RefCell::new(None) };
 }
 
-pub(crate) fn with_machine<T>(options: &CompileOptions, f: impl FnOnce(&TargetMachine) -> Result<T>) -> Result<T> {
+pub(crate) fn with_machine<T>(
+    options: &CompileOptions,
+    model: ModuleModel,
+    f: impl FnOnce(&TargetMachine) -> Result<T>,
+) -> Result<T> {
     MACHINE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(o, _)| o != options) {
+        if slot.as_ref().is_none_or(|(o, m, _)| o != options || *m != model) {
             let triple = TargetTriple::create(&host().triple);
             let target =
                 Target::from_triple(&triple).map_err(|e| Error::msg(format!("target {}: {e}", host().triple)))?;
-            // PIC and the small code model: the linker places all JIT'd code and data within
-            // 2 GiB of each other, and reaches libraries through the GOT and PLT stubs.
+            // PIC: the linker reaches libraries through the GOT and PLT stubs.
             let machine = target
                 .create_target_machine(
                     &triple,
@@ -117,12 +188,16 @@ pub(crate) fn with_machine<T>(options: &CompileOptions, f: impl FnOnce(&TargetMa
                     &options.features,
                     level(options.opt_level),
                     RelocMode::PIC,
-                    CodeModel::Small,
+                    model.code_model,
                 )
                 .ok_or_else(|| Error::msg(format!("cannot create a target machine for {}", host().triple)))?;
-            *slot = Some((options.clone(), machine));
+            if let Some(threshold) = model.large_data_threshold {
+                // SAFETY: the machine was just made and is used by this thread alone.
+                unsafe { orcjit_set_large_data_threshold(machine.as_mut_ptr(), threshold) };
+            }
+            *slot = Some((options.clone(), model, machine));
         }
-        let (_, machine) = slot.as_ref().expect("just set");
+        let (_, _, machine) = slot.as_ref().expect("just set");
         f(machine)
     })
 }
@@ -267,37 +342,25 @@ fn use_dynamic_tls_models(module: &Module<'_>) {
             }
         }
     }
-    let flags = c"llvm.module.flags";
     let m = module.as_mut_ptr();
-    // SAFETY: `m` is a live module owned by this thread. The named metadata's operands are
-    // MDNodes (as values), read into a buffer of their count; a module flag is a node of three
-    // operands (behavior, key, value) whose key is an MDString. Replacing the value operand of
-    // the "PIE Level" node with an i32 constant of the module's context keeps it a valid flag.
-    unsafe {
-        use llvm_sys::core::*;
-        let count = LLVMGetNamedMetadataNumOperands(m, flags.as_ptr()) as usize;
-        let mut nodes: Vec<LLVMValueRef> = vec![std::ptr::null_mut(); count];
-        LLVMGetNamedMetadataOperands(m, flags.as_ptr(), nodes.as_mut_ptr());
-        for node in nodes {
-            if LLVMGetMDNodeNumOperands(node) != 3 {
-                continue;
+    for_each_module_flag(module, |key, node, _| {
+        if key == b"PIE Level" {
+            // SAFETY: `node` is the flag's node in live module `m`; its value operand becomes
+            // an i32 constant of the module's context, which keeps it a valid flag.
+            unsafe {
+                use llvm_sys::core::*;
+                let zero = LLVMConstInt(LLVMInt32TypeInContext(LLVMGetModuleContext(m)), 0, 0);
+                LLVMReplaceMDNodeOperandWith(node, 2, LLVMValueAsMetadata(zero));
             }
-            let mut ops: [LLVMValueRef; 3] = [std::ptr::null_mut(); 3];
-            LLVMGetMDNodeOperands(node, ops.as_mut_ptr());
-            let mut len = 0;
-            let key = LLVMGetMDString(ops[1], &mut len);
-            if key.is_null() || std::slice::from_raw_parts(key.cast::<u8>(), len as usize) != b"PIE Level" {
-                continue;
-            }
-            let zero = LLVMConstInt(LLVMInt32TypeInContext(LLVMGetModuleContext(m)), 0, 0);
-            LLVMReplaceMDNodeOperandWith(node, 2, LLVMValueAsMetadata(zero));
         }
-    }
+    });
 }
 
 unsafe extern "C" {
     /// `GlobalValue::setDSOLocal(false)` (src/ir/shim.cpp).
     fn orcjit_clear_dso_local(g: LLVMValueRef);
+    /// `TargetMachine::setLargeDataThreshold` (src/ir/shim.cpp).
+    fn orcjit_set_large_data_threshold(tm: llvm_sys::target_machine::LLVMTargetMachineRef, threshold: u64);
 }
 
 /// Runs `transform` (with this thread's target machine), then compiles to an ELF object.
@@ -314,7 +377,7 @@ pub(crate) fn compile_with(
     // exit waits for no compile; see `at_exit::exit_process`).
     let _permit = crate::at_exit::compile_permit()
         .ok_or_else(|| Error::msg(format!("{name}: not compiled: the program has exited")))?;
-    with_machine(options, |machine| {
+    with_machine(options, module_model(module), |machine| {
         if module.get_data_layout().as_str().to_bytes().is_empty() {
             module.set_data_layout(&machine.get_target_data().get_data_layout());
         }

@@ -1,5 +1,6 @@
 // What orcjit needs from LLVM's C++ API that its C API lacks: clearing a global's dso_local
-// mark (GlobalValue::setDSOLocal); taking a function out of its
+// mark (GlobalValue::setDSOLocal); a target machine's large-data threshold
+// (TargetMachine::setLargeDataThreshold); taking a function out of its
 // module's function list without deleting it, and putting it back (llvm/IR/Function.h,
 // Function::removeFromParent; llvm/IR/Module.h, Module::getFunctionList), and the same for
 // global variables (GlobalVariable::removeFromParent, Module::insertGlobalVariable). A module
@@ -12,6 +13,7 @@
 // policy ranks a function's callees by it.
 
 #include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
 #include <llvm/Analysis/BlockFrequencyInfo.h>
 #include <llvm/Analysis/BranchProbabilityInfo.h>
 #include <llvm/Analysis/LoopInfo.h>
@@ -20,6 +22,7 @@
 #include <llvm/IR/Function.h>
 #include <llvm/IR/GlobalVariable.h>
 #include <llvm/IR/Module.h>
+#include <llvm/Target/TargetMachine.h>
 
 extern "C" void orcjit_unlink_function(LLVMValueRef f) {
     llvm::unwrap<llvm::Function>(f)->removeFromParent();
@@ -42,6 +45,14 @@ extern "C" void orcjit_relink_variable(LLVMModuleRef m, LLVMValueRef v) {
 // linkage or non-default visibility stays dso_local.
 extern "C" void orcjit_clear_dso_local(LLVMValueRef g) {
     llvm::unwrap<llvm::GlobalValue>(g)->setDSOLocal(false);
+}
+
+// Sets the size above which the medium code model puts a global in a large data section
+// (TargetMachine::setLargeDataThreshold, llvm/Target/TargetMachine.h): clang's
+// -mlarge-data-threshold, which the C API cannot pass. An LLVMTargetMachineRef is a
+// TargetMachine pointer (llvm/lib/Target/TargetMachineC.cpp).
+extern "C" void orcjit_set_large_data_threshold(LLVMTargetMachineRef tm, uint64_t threshold) {
+    reinterpret_cast<llvm::TargetMachine *>(tm)->setLargeDataThreshold(threshold);
 }
 
 // Writes each block of function `f` (in order, at most `capacity`) and its estimated frequency

@@ -22,7 +22,7 @@ use inkwell::module::{Linkage, Module};
 use inkwell::values::{AsValueRef, GlobalValue};
 use jit_core::{Error, FxHashMap, FxHashSet, Result};
 
-use super::super::compile::{CompileOptions, compile_with, make_declaration, restrict_to, with_machine};
+use super::super::compile::{CompileOptions, compile_with, make_declaration, module_model, restrict_to, with_machine};
 use super::super::layer::IrTransform;
 use super::super::module::{IrSource, aliases, object_name, parse_stripped, stripped_bitcode};
 use super::super::partition::{
@@ -253,7 +253,7 @@ impl RestingModule {
         let module: &Module<'static> = &self.module;
         restrict_to(module, p.keep, p.discard);
         if !p.transforms.is_empty() {
-            with_machine(p.options, |machine| {
+            with_machine(p.options, module_model(module), |machine| {
                 p.transforms.iter().try_for_each(|t| {
                     t.transform(module, machine).map_err(|e| Error::msg(format!("{}: {}: {e}", p.name, t.name())))
                 })
