@@ -9,8 +9,7 @@ mod link;
 mod program;
 
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -45,18 +44,5 @@ fn main() -> ExitCode {
 /// Replaces this process with `orcjit-llvm` from this binary's directory, given the same
 /// arguments (and the same argv[0], as `ps` shows it). Returns only if that fails.
 fn become_orcjit_llvm(argv0: OsString, args: &[OsString]) -> ExitCode {
-    let path = match std::env::current_exe() {
-        Ok(exe) => exe.with_file_name("orcjit-llvm"),
-        Err(e) => {
-            eprintln!("orcjit: cannot find this binary's directory, where orcjit-llvm is: {e}");
-            return ExitCode::from(127);
-        }
-    };
-    let e = Command::new(&path).arg0(argv0).args(args).exec();
-    eprintln!(
-        "orcjit: cannot run {} ({e}); every subcommand but `link` runs there. \
-         `cargo build --release` builds it beside orcjit",
-        path.display()
-    );
-    ExitCode::from(127)
+    program::exec_orcjit_llvm(argv0, args)
 }

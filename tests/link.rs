@@ -218,18 +218,21 @@ fn gcc_built_programs_run_as_native() {
     same_as_native("libcdata/shared.cpp (g++ -O2)", &objects, &native, &["libstdc++.so.6"], &["one", "two"]);
 }
 
-/// An "object" that is LLVM bitcode (`clang -flto -c`) is refused with an error that says so
-/// and names `orcjit run`, not as a malformed ELF file.
+/// Objects that are LLVM bitcode (what `clang -flto -c` writes), alone or beside ELF objects,
+/// run as natively: `orcjit link` hands them to `orcjit run`, which compiles them and links the
+/// ELF objects beside them, with the same arguments (llvm-jitlink-19 refuses bitcode).
 #[test]
-fn bitcode_given_as_an_object_is_an_error_that_names_orcjit_run() {
+fn bitcode_objects_of_an_lto_build_run_as_native_alone_or_beside_elf_objects() {
+    let dir = programs().join("multi");
+    let sources = [dir.join("main.c"), dir.join("lib.c")];
     let tmp = tempfile::tempdir().unwrap();
-    let objects = compile(tmp.path(), &[programs().join("symver").join("main.c")], &["-O1", "-flto"]);
-    for mut jit in link_commands() {
-        let out = run(jit.args(&objects));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{jit:?} accepted bitcode");
-        assert!(err.contains("LLVM bitcode") && err.contains("orcjit run"), "{jit:?}: {err}");
-    }
+    let elf = compile(tmp.path(), &sources, &["-O1", "-fPIC", "-fcommon"]);
+    let native = link_native(tmp.path(), &elf, &[], &[]);
+    let lto_dir = tmp.path().join("lto");
+    std::fs::create_dir(&lto_dir).unwrap();
+    let lto = compile(&lto_dir, &sources, &["-O1", "-fPIC", "-fcommon", "-flto=thin"]);
+    same_as_native("multi (bitcode)", &lto, &native, &[], &["one", "two"]);
+    same_as_native("multi (bitcode and ELF)", &[lto[0].clone(), elf[1].clone()], &native, &[], &["one", "two"]);
 }
 
 #[test]

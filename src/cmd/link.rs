@@ -4,7 +4,9 @@
 //! the process, then runs them as a C program (see `program.rs`): the counterpart of
 //! `llvm-jitlink`. argv[0] is the first object, or `--argv0`.
 //! Nothing here calls LLVM: the `orcjit` binary runs this command without libLLVM loaded.
+//! Inputs that are LLVM bitcode (`clang -flto -c`) are handed, with the rest, to `orcjit run`.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use jit_core::Error;
@@ -33,6 +35,17 @@ pub struct LinkArgs {
 }
 
 pub fn run(args: LinkArgs) -> ExitCode {
+    match run_arguments(&args) {
+        Ok(None) => {}
+        Ok(Some(run_args)) => {
+            let argv0 = std::env::args_os().next().unwrap_or_else(|| "orcjit".into());
+            return super::program::exec_orcjit_llvm(argv0, &run_args);
+        }
+        Err(e) => {
+            eprintln!("orcjit link: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     pad_heap_growth();
     let argv0 = args.argv0.as_ref().unwrap_or(&args.objects[0]);
     match super::program::set_program_name(argv0).and_then(|()| build(&args)) {
@@ -42,6 +55,39 @@ pub fn run(args: LinkArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The arguments of `orcjit run` for a link some of whose inputs are LLVM bitcode (what
+/// `clang -flto -c` writes as its objects), or `None` when none is. Bitcode needs LLVM, which
+/// this command does not load: `orcjit run --lazy=none` compiles each module when it is first
+/// looked up, as a link binds everything before main, and links the objects and static
+/// libraries beside them, with the same argv[0], threads, libraries and arguments.
+fn run_arguments(args: &LinkArgs) -> Result<Option<Vec<OsString>>, Error> {
+    let (mut bitcode, mut rest) = (Vec::new(), Vec::new());
+    for path in &args.objects {
+        let mut magic = [0u8; 8];
+        let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut magic));
+        let n = read.map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
+        if is_bitcode(&magic[..n]) {
+            bitcode.push(path);
+        } else {
+            let kind = if StaticLibrary::is_archive(&magic[..n]) { "--extra-archive" } else { "--extra-object" };
+            rest.push(format!("{kind}={path}"));
+        }
+    }
+    let Some((main, modules)) = bitcode.split_first() else { return Ok(None) };
+    let mut run: Vec<OsString> = vec!["run".into(), "--lazy=none".into()];
+    if let Some(n) = args.threads {
+        run.push(format!("--threads={n}").into());
+    }
+    run.extend(args.dlopen.iter().map(|lib| format!("--dlopen={lib}").into()));
+    run.push(format!("--argv0={}", args.argv0.as_ref().unwrap_or(&args.objects[0])).into());
+    run.extend(modules.iter().map(|m| format!("--extra-module={m}").into()));
+    run.extend(rest.into_iter().map(OsString::from));
+    run.push(main.into());
+    run.push("--".into());
+    run.extend(args.args.iter().map(OsString::from));
+    Ok(Some(run))
 }
 
 /// glibc grows a thread's malloc arena by little more than each request needs, and linking
@@ -116,12 +162,6 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut archives = Vec::new();
     for path in &args.objects {
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
-        if is_bitcode(&bytes) {
-            return Err(Error::msg(format!(
-                "'{path}' is LLVM bitcode (what clang -flto -c writes), not an ELF object: run it with \
-                 `orcjit run {path}`, or compile it without -flto"
-            )));
-        }
         if StaticLibrary::is_archive(&bytes) {
             archives.push(StaticLibrary::parse(path, bytes)?);
         } else {

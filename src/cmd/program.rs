@@ -2,7 +2,9 @@
 //! that `atexit` handlers, static destructors and `.fini_array` entries run in native order.
 //! Shared by `orcjit run` and `orcjit link`.
 
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
 
 use jit_core::{Error, SymbolFlags};
 use jit_layers::{ObjectJit, at_exit};
@@ -115,4 +117,24 @@ fn warn_if_allocator_replaced(jit: &ObjectJit, what: &str) {
             defined.join(", ")
         );
     }
+}
+
+/// Replaces this process with `orcjit-llvm` from this binary's directory (the `orcjit` binary
+/// with libLLVM loaded), given `args` and `argv0` (as `ps` shows it). Returns only if that
+/// fails, with the status a shell gives a command it cannot run.
+pub fn exec_orcjit_llvm(argv0: OsString, args: &[OsString]) -> ExitCode {
+    let path = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("orcjit-llvm"),
+        Err(e) => {
+            eprintln!("orcjit: cannot find this binary's directory, where orcjit-llvm is: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    let e = Command::new(&path).arg0(argv0).args(args).exec();
+    eprintln!(
+        "orcjit: cannot run {} ({e}); every subcommand but `link` of objects runs there. \
+         `cargo build --release` builds it beside orcjit",
+        path.display()
+    );
+    ExitCode::from(127)
 }
