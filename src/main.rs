@@ -38,11 +38,6 @@ fn main() -> ExitCode {
         let Cli { command: Linking::Link(args) } = Cli::parse();
         return link::run(args);
     }
-    become_orcjit_llvm(argv0, &rest)
-}
-
-/// Replaces this process with `orcjit-llvm` from this binary's directory, given the same
-/// arguments (and the same argv[0], as `ps` shows it). Returns only if that fails.
-fn become_orcjit_llvm(argv0: OsString, args: &[OsString]) -> ExitCode {
-    program::exec_orcjit_llvm(argv0, args)
+    // The same arguments, and the same argv[0] (as `ps` shows it).
+    program::exec_orcjit_llvm(argv0, &rest)
 }
