@@ -321,13 +321,9 @@ impl Linker {
             return self.fail(e);
         };
         let mut actions = std::mem::take(&mut self.graph.finalize_actions);
-        // The graph's other allocations: far references' stand-ins come from its own manager,
-        // whose handle the release holds weakly (`into_deallocate_action`); large data apart
-        // has a manager of its own, which only its handle keeps.
-        let others: Vec<(InFlightAlloc, Hold)> = [(self.far.take(), Hold::Weak), (self.apart.take(), Hold::Owning)]
-            .into_iter()
-            .filter_map(|(other, hold)| other.map(|o| (o.alloc, hold)))
-            .collect();
+        // The graph's other allocations: far references' stand-ins and large data apart.
+        let others: Vec<InFlightAlloc> =
+            [self.far.take(), self.apart.take()].into_iter().flatten().map(|o| o.alloc).collect();
         let report = Report {
             ctx: self.ctx.clone(),
             name: self.graph.name().to_string(),
@@ -357,15 +353,13 @@ impl Linker {
                 },
             ),
         );
-        let (allocs, holds): (Vec<InFlightAlloc>, Vec<Hold>) = others.into_iter().unzip();
         let join = Arc::new(Mutex::new(Join {
             report: Some(report),
             graph: None,
-            others: allocs.iter().map(|_| None).collect(),
-            holds,
+            others: others.iter().map(|_| None).collect(),
             releases,
         }));
-        for (index, other) in allocs.into_iter().enumerate() {
+        for (index, other) in others.into_iter().enumerate() {
             let join = join.clone();
             other.finalize(Vec::new(), Box::new(move |result| Join::arrive(&join, Arrival::Other(index, result))));
         }
@@ -392,15 +386,6 @@ impl Report {
     }
 }
 
-/// How the graph's allocation holds another of its allocations until it is freed.
-#[derive(Clone, Copy)]
-enum Hold {
-    /// Weakly: the other comes from the graph's manager, which outlives it anyway.
-    Weak,
-    /// Strongly: the other's manager lives only as long as it (an allocation apart).
-    Owning,
-}
-
 /// One finalize's outcome.
 enum Arrival {
     Graph(Result<FinalizedAlloc, MemError>),
@@ -412,7 +397,6 @@ struct Join {
     report: Option<Report>,
     graph: Option<Result<FinalizedAlloc, MemError>>,
     others: Vec<Option<Result<FinalizedAlloc, MemError>>>,
-    holds: Vec<Hold>,
     /// Where the other allocations' releases go, for the graph allocation's deallocate action.
     releases: Arc<Mutex<Vec<ActionFn>>>,
 }
@@ -421,7 +405,7 @@ impl Join {
     /// Records one finalize's outcome; the last to arrive reports (outside the lock). On a
     /// failure the allocations that did finalize are dropped, which frees them.
     fn arrive(join: &Mutex<Join>, arrival: Arrival) {
-        let (report, graph, others, holds, releases) = {
+        let (report, graph, others, releases) = {
             let mut j = join.lock();
             match arrival {
                 Arrival::Graph(result) => j.graph = Some(result),
@@ -430,15 +414,14 @@ impl Join {
             if j.graph.is_none() || j.others.iter().any(Option::is_none) {
                 return;
             }
-            let (others, holds) = (std::mem::take(&mut j.others), std::mem::take(&mut j.holds));
-            (j.report.take(), j.graph.take(), others, holds, j.releases.clone())
+            (j.report.take(), j.graph.take(), std::mem::take(&mut j.others), j.releases.clone())
         };
         let (Some(report), Some(graph)) = (report, graph) else { return };
         let mut error = None;
         let mut finalized = Vec::with_capacity(others.len());
-        for (result, hold) in others.into_iter().flatten().zip(holds) {
+        for result in others.into_iter().flatten() {
             match result {
-                Ok(alloc) => finalized.push((alloc, hold)),
+                Ok(alloc) => finalized.push(alloc),
                 Err(e) => {
                     error.get_or_insert(e);
                 }
@@ -446,13 +429,7 @@ impl Join {
         }
         let error = match (graph, error) {
             (Ok(graph), None) => {
-                *releases.lock() = finalized
-                    .into_iter()
-                    .map(|(alloc, hold)| match hold {
-                        Hold::Weak => alloc.into_deallocate_action(),
-                        Hold::Owning => alloc.into_owning_deallocate_action(),
-                    })
-                    .collect();
+                *releases.lock() = finalized.into_iter().map(FinalizedAlloc::into_deallocate_action).collect();
                 return report.finish(Ok(graph));
             }
             (Ok(graph), Some(e)) => {

@@ -123,6 +123,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn release(&self, key: Key) -> Result<(), MemError>;
     /// Marks the allocation as having no live handle (it became raw).
     fn disown(&self, key: Key);
+    /// Whether this manager exists for one allocation alone
+    /// ([`crate::PageAllocator::allocate_apart`]): then nothing but that allocation keeps it,
+    /// and a weak hold on it would free the allocation at once.
+    fn lives_for_its_allocation(&self) -> bool {
+        false
+    }
 }
 
 /// Runs the finalize callbacks in order. On success returns the deallocate callbacks to
@@ -418,26 +424,18 @@ impl FinalizedAlloc {
     ///
     /// Unlike a handle moved into the action, the callback holds the manager weakly, so no
     /// reference cycle runs through the other allocation's record: if the manager goes first,
-    /// this allocation's memory went with it and the callback does nothing. Dropping the
+    /// this allocation's memory went with it and the callback does nothing. An allocation
+    /// made apart ([`crate::PageAllocator::allocate_apart`]) is the only thing that keeps its
+    /// manager, and refers to no other: the callback holds that one strongly. Dropping the
     /// callback uncalled deallocates too (errors are logged), so nothing leaks.
     pub fn into_deallocate_action(mut self) -> ActionFn {
-        let release = match self.take() {
-            Some((key, owner)) => WeakRelease { key, owner: Some(Arc::downgrade(&owner)) },
-            None => WeakRelease { key: self.key, owner: None },
-        };
+        let owner = self.take().map(|(key, owner)| {
+            let held =
+                if owner.lives_for_its_allocation() { Held::Strong(owner) } else { Held::Weak(Arc::downgrade(&owner)) };
+            (key, held)
+        });
+        let release = TiedRelease { owner };
         Box::new(move || release.run().map_err(|e| Box::new(e) as ActionError))
-    }
-
-    /// As [`into_deallocate_action`](Self::into_deallocate_action), but the callback holds
-    /// the allocation, and so its manager, strongly: for an allocation whose manager lives
-    /// only as long as it ([`crate::PageAllocator::allocate_apart`]), which a weak hold would
-    /// free at once. Dropping the callback uncalled deallocates too.
-    pub fn into_owning_deallocate_action(mut self) -> ActionFn {
-        let held = self.take();
-        Box::new(move || match held {
-            Some((key, owner)) => owner.release(key).map_err(|e| Box::new(e) as ActionError),
-            None => Ok(()),
-        })
     }
 
     /// Takes the key and owner out, leaving a husk whose drop does nothing.
@@ -465,26 +463,39 @@ impl fmt::Debug for FinalizedAlloc {
     }
 }
 
-/// The allocation behind [`FinalizedAlloc::into_deallocate_action`]: released when run or
-/// dropped, if its manager still lives.
-struct WeakRelease {
-    key: Key,
-    owner: Option<Weak<dyn Backend>>,
+/// How [`TiedRelease`] holds its allocation's manager.
+enum Held {
+    Weak(Weak<dyn Backend>),
+    Strong(Arc<dyn Backend>),
 }
 
-impl WeakRelease {
+/// The allocation behind [`FinalizedAlloc::into_deallocate_action`]: released when run or
+/// dropped, if its manager still lives.
+struct TiedRelease {
+    owner: Option<(Key, Held)>,
+}
+
+impl TiedRelease {
+    /// The allocation's key and its manager, if that still lives (once: later calls find none).
+    fn take(&mut self) -> Option<(Key, Arc<dyn Backend>)> {
+        match self.owner.take()? {
+            (key, Held::Weak(weak)) => weak.upgrade().map(|owner| (key, owner)),
+            (key, Held::Strong(owner)) => Some((key, owner)),
+        }
+    }
+
     fn run(mut self) -> Result<(), MemError> {
-        match self.owner.take().and_then(|o| o.upgrade()) {
-            Some(owner) => owner.release(self.key),
+        match self.take() {
+            Some((key, owner)) => owner.release(key),
             None => Ok(()),
         }
     }
 }
 
-impl Drop for WeakRelease {
+impl Drop for TiedRelease {
     fn drop(&mut self) {
-        if let Some(owner) = self.owner.take().and_then(|o| o.upgrade()) {
-            if let Err(e) = owner.release(self.key) {
+        if let Some((key, owner)) = self.take() {
+            if let Err(e) = owner.release(key) {
                 tracing::warn!(error = %e, "releasing an allocation tied to another one failed");
             }
         }

@@ -39,6 +39,8 @@ struct State {
 
 struct Pages {
     id: ManagerId,
+    /// Made by `allocate_apart` for one allocation (see `Backend::lives_for_its_allocation`).
+    apart: bool,
     page: u64,
     state: Mutex<State>,
     reservation: Reservation,
@@ -54,15 +56,10 @@ impl Pages {
         self.allocate_unbounded(request)
     }
 
-    /// `allocate` without the check that each segment fits a manager's reservation (which an
-    /// allocation apart, sized for its request, need not).
+    /// `allocate` without checking the request (`allocate_apart` checks what applies to it:
+    /// alignments, not that each segment fits a manager's reservation).
     fn allocate_unbounded(self: &Arc<Self>, request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
         let capacity = self.reservation.len() as u64;
-        if let Some((segment, s)) =
-            request.segments.iter().enumerate().find(|(_, s)| !s.align.is_power_of_two() || s.align > MAX_ALIGN)
-        {
-            return Err(MemError::InvalidAlignment { manager: self.id, segment, align: s.align, max: MAX_ALIGN });
-        }
         let page = self.page;
         // Standard segments first, then finalize-only ones, each on its own pages.
         let mut order: Vec<usize> = (0..request.segments.len()).collect();
@@ -261,6 +258,10 @@ impl Backend for Pages {
         MemError::collect(errors)
     }
 
+    fn lives_for_its_allocation(&self) -> bool {
+        self.apart
+    }
+
     fn disown(&self, key: Key) {
         if let Lookup::Live(r) = self.state.lock().records.get_mut(key) {
             r.handle_live = false;
@@ -299,7 +300,7 @@ impl PageAllocator {
         let reservation = reserve_target(id, len, config.placement)?;
         let page = page_size() as u64;
         let state = State { space: usable_space(reservation.base(), len, page), ..State::default() };
-        Ok(PageAllocator { inner: Arc::new(Pages { id, page, state: Mutex::new(state), reservation }) })
+        Ok(PageAllocator { inner: Arc::new(Pages { id, apart: false, page, state: Mutex::new(state), reservation }) })
     }
 
     /// Allocates `request` apart from every manager: in a reservation of its own, anywhere,
@@ -311,13 +312,18 @@ impl PageAllocator {
     /// The segments are mapped and protected as by any page allocator: zero-filled pages
     /// that cost no memory until touched. The allocation is its manager's only one: the
     /// reservation goes when the allocation is released (so [`FinalizedAlloc::into_raw`]
-    /// keeps nothing alive; use [`FinalizedAlloc::into_owning_deallocate_action`]). Code is
+    /// keeps nothing alive; [`FinalizedAlloc::into_deallocate_action`] holds it). Code is
     /// refused ([`MemError::CodeApart`]): nothing would keep it within reach of other code,
     /// or off the 4 GiB multiples the unwinder skips.
     pub fn allocate_apart(request: &AllocRequest) -> Result<InFlightAlloc, MemError> {
         let id = ManagerId::next(ManagerKind::PagePerSegment);
         if let Some((segment, s)) = request.segments.iter().enumerate().find(|(_, s)| s.prot == Prot::RX) {
             return Err(MemError::CodeApart { manager: id, segment, size: s.size });
+        }
+        if let Some((segment, s)) =
+            request.segments.iter().enumerate().find(|(_, s)| !s.align.is_power_of_two() || s.align > MAX_ALIGN)
+        {
+            return Err(MemError::InvalidAlignment { manager: id, segment, align: s.align, max: MAX_ALIGN });
         }
         let page = page_size() as u64;
         // Every segment on pages of its own at its alignment: what `Pages::allocate` lays out,
@@ -334,7 +340,7 @@ impl PageAllocator {
         let mut space = ExtentSet::default();
         space.insert(0, len);
         let state = State { space, ..State::default() };
-        Arc::new(Pages { id, page, state: Mutex::new(state), reservation }).allocate_unbounded(request)
+        Arc::new(Pages { id, apart: true, page, state: Mutex::new(state), reservation }).allocate_unbounded(request)
     }
 }
 

@@ -294,7 +294,7 @@ fn data_larger_than_any_reservation_is_allocated_apart_and_released_with_it() {
         SegmentRequest::new(Prot::R, 100, 64),
         SegmentRequest::new(Prot::RW, 0, 8),
     ]);
-    for owning_action in [false, true] {
+    for tied_to_an_action in [false, true] {
         let mut alloc = PageAllocator::allocate_apart(&req).unwrap();
         let (data, rodata) = (alloc.target(0).unwrap().0, alloc.target(1).unwrap().0);
         assert_eq!(data % 4096, 0);
@@ -312,8 +312,8 @@ fn data_larger_than_any_reservation_is_allocated_apart_and_released_with_it() {
         let (first, last, ro) =
             unsafe { (*(data as *const u8), *((data + big - 1) as *const u8), *((rodata + 99) as *const u8)) };
         assert_eq!((first, last, ro), (1, 2, 3));
-        if owning_action {
-            let release = done.into_owning_deallocate_action();
+        if tied_to_an_action {
+            let release = done.into_deallocate_action();
             assert_eq!(protection_at(data), Some((true, true)), "the action keeps the allocation");
             release().unwrap();
         } else {
