@@ -12,6 +12,14 @@ pub struct DylibId {
     pub(crate) index: u32,
 }
 
+impl DylibId {
+    /// The id as one number, for `SymbolName::ready_in`. Session ids start at 1, so it is not
+    /// 0 (the mark of no dylib) until they wrap; readers never trust a 0.
+    pub(crate) fn packed(self) -> u64 {
+        (u64::from(self.session) << 32) | u64::from(self.index)
+    }
+}
+
 /// Which definitions of a dylib a search may see.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum MatchFlags {

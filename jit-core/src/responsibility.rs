@@ -410,6 +410,43 @@ mod tests {
         assert_eq!(jd.lookup("extra").unwrap().addr, ExecutorAddr(2));
     }
 
+    /// A unit of `name` that emits it depending on `dep` of its own dylib.
+    fn depending_on(name: &SymbolName, dep: &SymbolName) -> FnUnit {
+        let (own, dep) = (name.clone(), dep.clone());
+        FnUnit::new(&[(name, EXPORTED)], move |mut mr| {
+            let dylib = mr.dylib_id();
+            mr.notify_resolved([(own.clone(), addr(3))]).unwrap();
+            mr.notify_emitted([EmissionGroup::new([own], [(dylib, dep)])]).unwrap();
+        })
+    }
+
+    #[test]
+    fn a_dependency_is_ready_only_in_the_dylib_where_it_is_and_while_it_lives() {
+        let (es, jd) = setup(0);
+        let other = es.create_dylib("other").unwrap();
+        let (x, w, y, z) = (es.intern("x"), es.intern("w"), es.intern("y"), es.intern("z"));
+        // x was Ready in `main`, under a tracker since removed; w is Ready in `other` only.
+        let tracker = jd.create_tracker();
+        jd.define_boxed(Box::new(FnUnit::resolving(&[(&x, EXPORTED)], 1)), Some(&tracker)).unwrap();
+        assert_eq!(jd.lookup("x").unwrap().addr, ExecutorAddr(1));
+        tracker.remove().unwrap();
+        other.define_absolute([(w.clone(), addr(2))]).unwrap();
+        // Both are being materialized in `main` now, so what depends on them there waits.
+        let mr_x = parked(&es, &jd, &[&x]);
+        let mr_w = parked(&es, &jd, &[&w]);
+        jd.define(depending_on(&y, &x)).unwrap();
+        jd.define(depending_on(&z, &w)).unwrap();
+        es.lookup(&jd.search_order(), SymbolLookupSet::from([y.clone(), z.clone()]), RequiredState::Resolved, |_| {});
+        assert_eq!(jd.symbol_state(&y), Some(SymbolState::Emitted), "x of main is not Ready");
+        assert_eq!(jd.symbol_state(&z), Some(SymbolState::Emitted), "w of main is not Ready");
+        for (mut mr, name) in [(mr_x, &x), (mr_w, &w)] {
+            mr.notify_resolved([(name.clone(), addr(4))]).unwrap();
+            mr.notify_emitted(vec![]).unwrap();
+        }
+        assert_eq!(jd.symbol_state(&y), Some(SymbolState::Ready));
+        assert_eq!(jd.symbol_state(&z), Some(SymbolState::Ready));
+    }
+
     #[test]
     fn with_resource_key_fails_once_the_tracker_is_gone() {
         let (es, jd) = setup(0);

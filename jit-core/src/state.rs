@@ -478,6 +478,9 @@ impl SessionState {
     /// Removes entry `sid` from the symbol arena and from wherever its dylib finds it.
     fn remove_symbol(&mut self, sid: SymId) -> Option<SymbolEntry> {
         let e = self.symbols.remove(sid)?;
+        if e.name.ready_in() == e.dylib.packed() {
+            e.name.set_ready_in(0);
+        }
         let overflow = &mut self.dylib_mut(e.dylib).overflow;
         if overflow.get(&e.name) == Some(&sid) {
             overflow.remove(&e.name);
@@ -670,6 +673,7 @@ impl SessionState {
             e.addr = def.addr;
             e.phase = Phase::Resolved;
             e.node.status = NodeStatus::Ready;
+            self.mark_ready(sid);
         }
         Ok(())
     }
@@ -961,7 +965,17 @@ impl SessionState {
             if e.flags.contains(SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY) {
                 // Its side effects have happened; a later lookup must not see it (or redo them).
                 self.remove_symbol(sid);
+            } else {
+                self.mark_ready(sid);
             }
+        }
+    }
+
+    /// Marks Ready entry `sid` on its name (`SymbolName::ready_in`); `remove_symbol` clears it.
+    fn mark_ready(&self, sid: SymId) {
+        let e = &self.symbols[sid];
+        if e.name.is_from(&self.pool) {
+            e.name.set_ready_in(e.dylib.packed());
         }
     }
 
@@ -1161,6 +1175,15 @@ impl SessionState {
         let e = self.symbols.get(s.id)?;
         if !matches!(e.node.status, NodeStatus::Pending) {
             return None;
+        }
+        // Dependencies whose names say they are Ready in the dylibs asked for: the entries need
+        // not be read (a function whose callees were compiled long before).
+        let marked_ready = |(d, dep): &(DylibId, SymbolName)| {
+            let mark = dep.ready_in();
+            mark != 0 && mark == d.packed() && self.check_dylib(*d).is_ok()
+        };
+        if e.node.dependants.is_empty() && deps.iter().all(marked_ready) {
+            return Some(OneSymbol::ReadyNow(s.id));
         }
         // As in `prepare_emit`: every dependency is found before any is used, so that their
         // cache misses overlap.

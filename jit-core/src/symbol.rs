@@ -28,6 +28,8 @@ struct Interned {
     pool: Weak<PoolShared>,
     /// An entry of this name in its session (see [`SymbolName::hint`]).
     hint: AtomicU64,
+    /// A dylib in which this name is Ready (see [`SymbolName::ready_in`]).
+    ready_in: AtomicU64,
 }
 
 impl Drop for Interned {
@@ -59,6 +61,20 @@ impl SymbolName {
 
     pub(crate) fn set_hint(&self, hint: u64) {
         self.0.hint.store(hint, Ordering::Relaxed);
+    }
+
+    /// A dylib of this name's session in which the name has a live entry that is Ready, packed
+    /// by the session (`DylibId::packed`), or 0 when none is known: written by the session of
+    /// this name's pool when such an entry becomes Ready, and cleared when it is removed. A
+    /// name Ready in several dylibs marks one. A dependency marked Ready in the dylib it is
+    /// asked for needs no look at its entry, which is a cache miss when its symbol was emitted
+    /// long before. Every access is under that session's lock, so the accesses are relaxed.
+    pub(crate) fn ready_in(&self) -> u64 {
+        self.0.ready_in.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ready_in(&self, packed_dylib: u64) {
+        self.0.ready_in.store(packed_dylib, Ordering::Relaxed);
     }
 
     /// Whether this name was interned by `pool` (whose session alone may write its hint).
@@ -146,7 +162,12 @@ impl SymbolStringPool {
         if let Some(live) = slot.upgrade() {
             return SymbolName(live);
         }
-        let fresh = Arc::new(Interned { name: key, pool: Arc::downgrade(&self.0), hint: AtomicU64::new(0) });
+        let fresh = Arc::new(Interned {
+            name: key,
+            pool: Arc::downgrade(&self.0),
+            hint: AtomicU64::new(0),
+            ready_in: AtomicU64::new(0),
+        });
         *slot = Arc::downgrade(&fresh);
         SymbolName(fresh)
     }
