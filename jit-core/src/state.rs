@@ -1176,20 +1176,19 @@ impl SessionState {
         if !matches!(e.node.status, NodeStatus::Pending) {
             return None;
         }
-        // Dependencies whose names say they are Ready in the dylibs asked for: the entries need
-        // not be read (a function whose callees were compiled long before).
-        let marked_ready = |(d, dep): &(DylibId, SymbolName)| {
-            let mark = dep.ready_in();
-            mark != 0 && mark == d.packed() && self.check_dylib(*d).is_ok()
-        };
-        if e.node.dependants.is_empty() && deps.iter().all(marked_ready) {
-            return Some(OneSymbol::ReadyNow(s.id));
-        }
         // As in `prepare_emit`: every dependency is found before any is used, so that their
         // cache misses overlap.
-        let mut hints = [0u64; MAX_DEPS];
-        for (hint, (_, dep)) in hints.iter_mut().zip(deps) {
-            *hint = dep.hint();
+        let (mut hints, mut marks) = ([0u64; MAX_DEPS], [0u64; MAX_DEPS]);
+        for ((hint, mark), (_, dep)) in hints.iter_mut().zip(&mut marks).zip(deps) {
+            (*hint, *mark) = (dep.hint(), dep.ready_in());
+        }
+        // Dependencies whose names say they are Ready in the dylibs asked for: the entries need
+        // not be read (a function whose callees were compiled long before).
+        let marked_ready = |(&mark, (d, _)): (&u64, &(DylibId, SymbolName))| {
+            mark != 0 && mark == d.packed() && self.check_dylib(*d).is_ok()
+        };
+        if e.node.dependants.is_empty() && marks.iter().zip(deps).all(marked_ready) {
+            return Some(OneSymbol::ReadyNow(s.id));
         }
         let mut ids = [SymId::null(); MAX_DEPS];
         for ((id, (d, dep)), &hint) in ids.iter_mut().zip(deps).zip(&hints) {
