@@ -33,7 +33,7 @@ pub fn live_responsibilities() -> usize {
 #[derive(Clone, Debug, Default)]
 pub struct EmissionGroup {
     pub symbols: SmallVec<[SymbolName; 1]>,
-    pub depends_on: SmallVec<[(DylibId, SymbolName); 2]>,
+    pub depends_on: SmallVec<[(DylibId, SymbolName); 4]>,
 }
 
 impl EmissionGroup {
