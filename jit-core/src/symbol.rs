@@ -68,7 +68,8 @@ impl SymbolName {
     /// this name's pool when such an entry becomes Ready, and cleared when it is removed. A
     /// name Ready in several dylibs marks one. A dependency marked Ready in the dylib it is
     /// asked for needs no look at its entry, which is a cache miss when its symbol was emitted
-    /// long before. Every access is under that session's lock, so the accesses are relaxed.
+    /// long before. Only that session writes the mark, under its lock, and a reader trusts it
+    /// only for a dylib of its own session, so the accesses are relaxed.
     pub(crate) fn ready_in(&self) -> u64 {
         self.0.ready_in.load(Ordering::Relaxed)
     }
