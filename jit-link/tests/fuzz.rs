@@ -226,6 +226,12 @@ fn run_cases(bases: &[(String, Vec<u8>)]) {
         match jit_link::graph_from_elf_object(name, &bytes) {
             Ok(graph) => {
                 check_interface(&format!("case {case}"), name, &bytes, &graph);
+                // Combined with another object into one graph (as `orcjit link` combines the
+                // objects of one `__start_X` table): an error for clashing names, never a panic.
+                let (other_name, other) = &bases[((case + 1) % bases.len() as u64) as usize];
+                let pair = [(name.as_str(), &bytes[..]), (other_name.as_str(), &other[..])];
+                let _ = jit_link::graph_from_elf_objects("pair", &pair);
+                let _ = jit_link::interface_graph_from_elf_objects("pair", &pair);
                 let (_, results) = link_graphs(vec![graph], Some(fake));
                 for r in results {
                     match r {

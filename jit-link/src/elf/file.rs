@@ -39,6 +39,34 @@ pub fn interface_graph_from_elf_object(name: &str, data: &[u8]) -> Result<LinkGr
     Ok(builder.graph)
 }
 
+/// [`graph_from_elf_object`] for several objects linked into one graph, as `ld -r` would
+/// combine them (see [`LinkGraph::absorb`]): for objects whose `__start_X` / `__stop_X` must
+/// enclose section `X` of them all. `name` names the graph; errors name the object. One
+/// object's graph is its own, as [`graph_from_elf_object`] builds it.
+pub fn graph_from_elf_objects(name: &str, objects: &[(&str, &[u8])]) -> Result<LinkGraph, LinkError> {
+    combined(name, objects, graph_from_elf_object)
+}
+
+/// [`interface_graph_from_elf_object`] for the objects [`graph_from_elf_objects`] combines.
+pub fn interface_graph_from_elf_objects(name: &str, objects: &[(&str, &[u8])]) -> Result<LinkGraph, LinkError> {
+    combined(name, objects, interface_graph_from_elf_object)
+}
+
+fn combined(
+    name: &str,
+    objects: &[(&str, &[u8])],
+    build: fn(&str, &[u8]) -> Result<LinkGraph, LinkError>,
+) -> Result<LinkGraph, LinkError> {
+    if let [(object, data)] = objects {
+        return build(object, data);
+    }
+    let mut graph = LinkGraph::new(name);
+    for (object, data) in objects {
+        graph.absorb(build(object, data)?)?;
+    }
+    Ok(graph)
+}
+
 /// What a block made for an ELF section holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Contents {

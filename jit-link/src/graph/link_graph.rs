@@ -468,6 +468,135 @@ impl LinkGraph {
         self.by_name.get(name).copied()
     }
 
+    /// Moves every section, block, symbol and edge of `other` into this graph, as a static
+    /// linker combines relocatable objects (`ld -r`): sections of one name, kind and
+    /// largeness become one (laid out this graph's blocks first; a read-only and a writable
+    /// one become writable), and a non-local name means one symbol. A definition takes the
+    /// place of an external, a strong definition that of a weak one, the larger of two
+    /// common symbols wins, and otherwise the first definition stays; two strong definitions
+    /// are a [`LinkError::DuplicateSymbol`] naming `other`. The loser's block stays, for
+    /// dead-stripping to drop if nothing else reaches it. Local symbols stay apart. For
+    /// graphs fresh from a front end: neither may have been through a pass yet. After an
+    /// error this graph is partly combined, to be dropped.
+    pub fn absorb(&mut self, other: LinkGraph) -> Result<(), LinkError> {
+        let fresh = |g: &LinkGraph| {
+            g.finalize_actions.is_empty() && g.init_fini.is_empty() && g.tls.is_none() && g.dso_handle.is_none()
+        };
+        if !fresh(self) || !fresh(&other) {
+            return Err(self.invalid(format!("{} joins this graph after passes ran on one of them", other.name)));
+        }
+        let LinkGraph { name: other_name, sections, blocks, symbols, .. } = other;
+
+        let mut section_map: HashMap<SectionId, SectionId> = HashMap::default();
+        let mut other_sections: Vec<(SectionId, Section)> = sections.into_iter().collect();
+        other_sections.sort_by_key(|(_, s)| s.ordinal);
+        for (id, s) in other_sections {
+            let data = |p: Prot| matches!(p, Prot::R | Prot::RW);
+            let same = self.sections.iter_mut().find(|(_, mine)| {
+                mine.name == s.name
+                    && mine.kind == s.kind
+                    && mine.large == s.large
+                    && (mine.prot == s.prot || data(mine.prot) && data(s.prot))
+            });
+            let target = match same {
+                Some((mine_id, mine)) => {
+                    if mine.prot != s.prot {
+                        mine.prot = Prot::RW;
+                    }
+                    mine_id
+                }
+                None => {
+                    let new = self.add_section_of_kind(s.name, s.prot, s.kind);
+                    let mine = &mut self.sections[new];
+                    (mine.lifetime, mine.large) = (s.lifetime, s.large);
+                    new
+                }
+            };
+            section_map.insert(id, target);
+        }
+
+        let mut block_map: HashMap<BlockId, BlockId> = HashMap::default();
+        let mut other_blocks: Vec<(BlockId, Block)> = blocks.into_iter().collect();
+        other_blocks.sort_by_key(|(_, b)| b.ordinal);
+        let mut edges: Vec<(BlockId, Vec<Edge>)> = Vec::with_capacity(other_blocks.len());
+        let dangling = |what: &str| LinkError::InvalidGraph { object: other_name.clone(), what: what.into() };
+        for (id, mut b) in other_blocks {
+            let section = *section_map.get(&b.section).ok_or_else(|| dangling("a block of a removed section"))?;
+            let new = self.insert_block(
+                section,
+                std::mem::replace(&mut b.content, BlockContent::ZeroFill(0)),
+                b.align,
+                b.align_offset,
+            )?;
+            block_map.insert(id, new);
+            edges.push((new, b.edges));
+        }
+
+        let mut symbol_map: HashMap<SymbolId, SymbolId> = HashMap::default();
+        for (id, mut s) in symbols {
+            if let SymbolDef::Defined { block, offset } = s.def {
+                let block = *block_map.get(&block).ok_or_else(|| dangling("a symbol in a removed block"))?;
+                s.def = SymbolDef::Defined { block, offset };
+            }
+            let existing = match (&s.name, s.scope) {
+                (Some(name), Scope::Default | Scope::Hidden) => self.by_name.get(name).copied(),
+                _ => None,
+            };
+            let mapped = match existing {
+                None => self.insert_symbol(s)?,
+                Some(mine_id) => {
+                    let mine = &self.symbols[mine_id];
+                    let common = |sym: &Symbol| {
+                        sym.block()
+                            .and_then(|b| self.blocks.get(b))
+                            .is_some_and(|b| self.sections[b.section].name == ".common")
+                    };
+                    let take_theirs = match (mine.def, s.def) {
+                        (_, SymbolDef::External { .. }) => false,
+                        (SymbolDef::External { .. }, _) => true,
+                        _ => match (mine.linkage, s.linkage) {
+                            (Linkage::Strong, Linkage::Strong) => {
+                                return Err(LinkError::DuplicateSymbol {
+                                    object: other_name.clone(),
+                                    symbol: s.name.expect("named"),
+                                });
+                            }
+                            (Linkage::Weak, Linkage::Strong) => true,
+                            (_, Linkage::Weak) => common(mine) && common(&s) && s.size > mine.size,
+                        },
+                    };
+                    let mine = &mut self.symbols[mine_id];
+                    if take_theirs {
+                        let hidden = mine.scope == Scope::Hidden && !mine.is_external();
+                        mine.def = s.def;
+                        (mine.size, mine.linkage, mine.callable, mine.thread_local) =
+                            (s.size, s.linkage, s.callable, s.thread_local);
+                        mine.scope = if hidden { Scope::Hidden } else { s.scope };
+                        mine.live |= s.live;
+                    } else if mine.is_external() {
+                        // Two references: a required one makes the reference required.
+                        if s.linkage == Linkage::Strong {
+                            mine.linkage = Linkage::Strong;
+                        }
+                        mine.thread_local |= s.thread_local;
+                    } else if s.scope == Scope::Hidden && !s.is_external() {
+                        mine.scope = Scope::Hidden;
+                    }
+                    mine_id
+                }
+            };
+            symbol_map.insert(id, mapped);
+        }
+
+        for (block, mut block_edges) in edges {
+            for e in &mut block_edges {
+                e.target = *symbol_map.get(&e.target).ok_or_else(|| dangling("an edge to a removed symbol"))?;
+            }
+            self.blocks[block].edges = block_edges;
+        }
+        Ok(())
+    }
+
     /// Renames a symbol (for example to make a module-local name globally unique).
     pub fn rename_symbol(&mut self, id: SymbolId, name: SymbolName) -> Result<(), LinkError> {
         let Some(sym) = self.symbols.get(id) else {
@@ -675,6 +804,91 @@ mod tests {
         let text = g.add_section(".text", Prot::RX);
         let block = g.add_content_block(text, (0u8..32).collect(), 16, 0).unwrap();
         (g, text, block)
+    }
+
+    /// A graph named `name` with a `.text` block and a `cmds` block (read-only or writable),
+    /// defining `own` (with `linkage`) and a local `helper`, and referring to `wanted`.
+    fn object(name: &str, cmds: Prot, own: &str, linkage: Linkage, wanted: &str) -> LinkGraph {
+        let (mut g, _, text) = graph_with_text();
+        g.name = name.into();
+        let section = g.add_section("cmds", cmds);
+        let entry = g.add_content_block(section, vec![0; 8], 8, 0).unwrap();
+        g.add_defined_symbol(text, 0, Some(own.into()), 4, linkage, Scope::Default, true, true).unwrap();
+        let helper = g
+            .add_defined_symbol(text, 8, Some("helper".into()), 4, Linkage::Strong, Scope::Local, true, false)
+            .unwrap();
+        let ext = g.add_external_symbol(wanted.into(), Linkage::Strong);
+        g.add_edge(text, Edge::new(EdgeKind::Delta32, 2, ext, -4)).unwrap();
+        g.add_edge(entry, Edge::new(EdgeKind::Pointer64, 0, helper, 0)).unwrap();
+        g
+    }
+
+    fn target_of(g: &LinkGraph, block: BlockId, edge: usize) -> SymbolDef {
+        g.symbol(g.block(block).unwrap().edges()[edge].target).unwrap().def()
+    }
+
+    #[test]
+    fn absorb_combines_sections_and_binds_names_as_a_static_link() {
+        // a.o defines f and calls g; b.o defines g and calls f.
+        let mut a = object("a.o", Prot::R, "f", Linkage::Strong, "g");
+        let b = object("b.o", Prot::RW, "g", Linkage::Strong, "f");
+        a.absorb(b).unwrap();
+        let cmds = a.section_by_name("cmds").unwrap();
+        assert_eq!(a.section(cmds).unwrap().prot(), Prot::RW, "read-only and writable parts make one writable section");
+        let (text, entries) = (a.blocks_in_section(a.section_by_name(".text").unwrap()), a.blocks_in_section(cmds));
+        assert_eq!((text.len(), entries.len()), (2, 2), "one section each, a.o's block first");
+        assert_eq!(a.sections().len(), 2);
+        let (f, g) = (a.find_symbol("f").unwrap(), a.find_symbol("g").unwrap());
+        assert_eq!(a.symbol(f).unwrap().def(), SymbolDef::Defined { block: text[0], offset: 0 });
+        assert_eq!(a.symbol(g).unwrap().def(), SymbolDef::Defined { block: text[1], offset: 0 });
+        assert_eq!(target_of(&a, text[0], 0), a.symbol(g).unwrap().def(), "a.o's call binds to b.o's g");
+        assert_eq!(target_of(&a, text[1], 0), a.symbol(f).unwrap().def(), "b.o's call binds to a.o's f");
+        // Each object's local helper stays its own.
+        assert_eq!(target_of(&a, entries[0], 0), SymbolDef::Defined { block: text[0], offset: 8 });
+        assert_eq!(target_of(&a, entries[1], 0), SymbolDef::Defined { block: text[1], offset: 8 });
+        assert!(a.symbols().all(|(_, s)| !s.is_external()), "nothing is left to look up");
+    }
+
+    #[test]
+    fn absorb_keeps_the_strong_definition_and_refuses_two() {
+        for (first, second, winner) in [(Linkage::Weak, Linkage::Strong, 1), (Linkage::Strong, Linkage::Weak, 0)] {
+            let mut a = object("a.o", Prot::R, "f", first, "x");
+            a.absorb(object("b.o", Prot::R, "f", second, "f")).unwrap();
+            let text = a.blocks_in_section(a.section_by_name(".text").unwrap());
+            let f = a.find_symbol("f").unwrap();
+            assert_eq!(a.symbol(f).unwrap().def(), SymbolDef::Defined { block: text[winner], offset: 0 });
+            assert_eq!(a.symbol(f).unwrap().linkage(), Linkage::Strong);
+            assert_eq!(target_of(&a, text[1], 0), a.symbol(f).unwrap().def(), "b.o's own reference binds too");
+        }
+        let mut a = object("a.o", Prot::R, "f", Linkage::Strong, "x");
+        let err = a.absorb(object("b.o", Prot::R, "f", Linkage::Strong, "x")).unwrap_err();
+        assert_eq!(err.to_string(), "b.o: duplicate definition of symbol 'f'");
+    }
+
+    #[test]
+    fn absorb_keeps_the_larger_common_symbol_and_refuses_graphs_passes_ran_on() {
+        let common = |name: &str, size: u64| {
+            let mut g = LinkGraph::new(name);
+            let section = g.add_section(".common", Prot::RW);
+            let block = g.add_zero_fill_block(section, size, 8, 0).unwrap();
+            g.add_defined_symbol(block, 0, Some("c".into()), size, Linkage::Weak, Scope::Default, false, true).unwrap();
+            g
+        };
+        let mut a = common("a.o", 8);
+        a.absorb(common("b.o", 64)).unwrap();
+        a.absorb(common("c.o", 16)).unwrap();
+        assert_eq!(a.symbol(a.find_symbol("c").unwrap()).unwrap().size(), 64);
+
+        let mut a = common("a.o", 8);
+        a.dso_handle = a.find_symbol("c");
+        let err = a.absorb(common("b.o", 8)).unwrap_err();
+        assert!(err.to_string().contains("b.o joins this graph after passes ran"), "{err}");
+
+        // An edge left pointing at a removed symbol is an error, not a panic.
+        let mut b = object("b.o", Prot::R, "g", Linkage::Strong, "f");
+        b.remove_symbol(b.find_symbol("f").unwrap());
+        let err = object("a.o", Prot::R, "x", Linkage::Strong, "y").absorb(b).unwrap_err();
+        assert!(err.to_string().contains("an edge to a removed symbol"), "{err}");
     }
 
     #[test]
