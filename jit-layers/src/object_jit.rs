@@ -243,6 +243,12 @@ impl ObjectJit {
         self.objects.add(&self.main, name, bytes)
     }
 
+    /// Adds relocatable objects to the main dylib linked as one graph (see
+    /// [`ObjectLinkingLayer::add_objects_with_tracker`]), named `name` in errors.
+    pub fn add_objects_as_one(&self, name: &str, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+        self.objects.add_objects_with_tracker(&self.main, name, objects, None)
+    }
+
     pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;

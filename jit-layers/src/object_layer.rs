@@ -203,9 +203,22 @@ impl ObjectLinkingLayer {
         bytes: impl Into<Arc<[u8]>>,
         tracker: Option<&ResourceTracker>,
     ) -> Result<()> {
-        let bytes = bytes.into();
+        self.add_objects_with_tracker(dylib, name, vec![(name.to_string(), bytes.into())], tracker)
+    }
+
+    /// Adds `objects` to `dylib` as one unit, linked into one graph as `ld -r` would combine
+    /// them (see [`jit_link::LinkGraph::absorb`]), named `name` in errors: for objects whose
+    /// `__start_X` / `__stop_X` must enclose section `X` of them all, which objects linked
+    /// apart cannot (each would enclose its own part).
+    pub fn add_objects_with_tracker(
+        &self,
+        dylib: &JitDylib,
+        name: &str,
+        objects: Vec<(String, Arc<[u8]>)>,
+        tracker: Option<&ResourceTracker>,
+    ) -> Result<()> {
         let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
-        let unit = ObjectUnit::new(self.shared.clone(), name, bytes, order)?;
+        let unit = ObjectUnit::new(self.shared.clone(), name, objects, order)?;
         let init_symbol = unit.init_symbol.clone();
         dylib.define_boxed(Box::new(unit), tracker)?;
         if let Some(init) = init_symbol {
@@ -355,7 +368,8 @@ unsafe impl Send for InitArgs {}
 struct ObjectUnit {
     shared: Arc<LayerShared>,
     name: String,
-    bytes: Arc<[u8]>,
+    /// The object, or the objects linked as one, with their names.
+    objects: Vec<(String, Arc<[u8]>)>,
     interface: Interface,
     order: u64,
     /// Names the dylib discarded (weak definitions that lost): made external before linking.
@@ -365,8 +379,8 @@ struct ObjectUnit {
 }
 
 impl ObjectUnit {
-    fn new(shared: Arc<LayerShared>, name: &str, bytes: Arc<[u8]>, order: u64) -> Result<Self> {
-        let graph = jit_link::interface_graph_from_elf_object(name, &bytes).map_err(link_error)?;
+    fn new(shared: Arc<LayerShared>, name: &str, objects: Vec<(String, Arc<[u8]>)>, order: u64) -> Result<Self> {
+        let graph = jit_link::interface_graph_from_elf_objects(name, &borrowed(&objects)).map_err(link_error)?;
         let session = &shared.session;
         let mut interface = Interface::new();
         for (_, sym) in graph.symbols() {
@@ -381,8 +395,13 @@ impl ObjectUnit {
             interface.push(init.clone(), SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
         }
         let discarded = FxHashSet::default();
-        Ok(ObjectUnit { shared, name: name.to_string(), bytes, interface, order, discarded, init_symbol })
+        Ok(ObjectUnit { shared, name: name.to_string(), objects, interface, order, discarded, init_symbol })
     }
+}
+
+/// A unit's objects as `jit_link::graph_from_elf_objects` and its interface twin take them.
+fn borrowed(objects: &[(String, Arc<[u8]>)]) -> Vec<(&str, &[u8])> {
+    objects.iter().map(|(object, bytes)| (object.as_str(), &bytes[..])).collect()
 }
 
 fn flags_of(sym: &jit_link::Symbol) -> SymbolFlags {
@@ -413,7 +432,7 @@ impl MaterializationUnit for ObjectUnit {
     }
 
     fn materialize(self: Box<Self>, mr: MaterializationResponsibility) {
-        match jit_link::graph_from_elf_object(&self.name, &self.bytes) {
+        match jit_link::graph_from_elf_objects(&self.name, &borrowed(&self.objects)) {
             Ok(graph) => link_for(self.shared, mr, graph, self.order, self.discarded),
             Err(e) => mr.fail(link_error(e)),
         }
