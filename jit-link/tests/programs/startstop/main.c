@@ -12,9 +12,18 @@ CMD(square, square);
 
 extern const struct cmd __start_cmds[], __stop_cmds[];
 
+/* Linked with more.c, as one graph when linked as objects: its strong banner takes the place
+ * of this weak one, its more_count answers the weak reference, and it calls scale here. */
+__attribute__((weak)) const char *banner(void) { return "main's banner"; }
+extern int more_count(void) __attribute__((weak));
+int scale(int x) { return 10 * x; }
+
 int main(void) {
     for (const struct cmd *c = __start_cmds; c < __stop_cmds; c++)
         printf("%s(7) = %d\n", c->name, c->fn(7));
     printf("%d commands\n", (int)(__stop_cmds - __start_cmds));
+    printf("%s\n", banner());
+    if (more_count)
+        printf("more.c counts %d\n", more_count());
     return 0;
 }
