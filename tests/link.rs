@@ -155,6 +155,22 @@ fn section_bounds_enclose_the_section_of_every_object_as_natively() {
     same_as_native("startstop (merged)", std::slice::from_ref(&merged), &native, &[], &[]);
 }
 
+/// The same for C++ objects, linked as one graph: entries that throw past the walker's frames,
+/// COMDAT inline functions with static locals and a class of one name in both objects, static
+/// constructors and destructors of both, and a `thread_local` used from several threads.
+#[test]
+fn cxx_objects_of_one_section_table_link_as_one_graph_as_natively() {
+    let (compile, link) = (&["-pthread"][..], &["-lstdc++", "-pthread"][..]);
+    program_case(
+        "startstopcxx",
+        &["main.cpp", "more.cpp"],
+        compile,
+        link,
+        &["libstdc++.so.6"],
+        &[PIC_SMALL, PIC_LARGE],
+    );
+}
+
 /// A reference pinned to one version of a libc symbol (`.symver memcpy@GLIBC_2.2.5`) binds
 /// to that version, as a static linker binds it (llvm-jitlink-19: "Symbols not found"), and
 /// weak references to what nothing defines read as null.
