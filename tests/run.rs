@@ -269,10 +269,26 @@ fn dladdr_names_jit_d_functions_as_natively() {
 
 /// `__start_cmds` / `__stop_cmds` enclose the entries of section `cmds` that another module
 /// defines, as a static linker makes them: the modules are compiled as one (lli-19 finds no
-/// entries at all). See `jit-link/tests/programs/startstop`.
+/// entries at all). So they do when both are objects beside the bitcode (`--extra-object`),
+/// linked as one graph. See `jit-link/tests/programs/startstop`.
 #[test]
 fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
+    let dir = root().join("jit-link/tests/programs/startstop");
     same_as_native_in_every_mode("jit-link/tests/programs/startstop", &["main.c", "more.c"], MODES);
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, native) = build(tmp.path(), &[dir.join("main.c"), dir.join("more.c")], &["-O1", "-fPIC"], &[]);
+    // A main module of no consequence: `main` is in the objects.
+    let aside = tmp.path().join("bitcode");
+    std::fs::create_dir(&aside).unwrap();
+    let empty = aside.join("empty.c");
+    std::fs::write(&empty, "int orcjit_test_unused(void) { return 0; }\n").unwrap();
+    let (bitcode, _) = build(&aside, &[empty], &["-O1", "-fPIC"], &["-shared"]);
+    let objects: Vec<String> = ["main", "more"]
+        .iter()
+        .map(|o| format!("--extra-object={}", tmp.path().join(format!("{o}.o")).display()))
+        .collect();
+    let options: Vec<&str> = objects.iter().map(String::as_str).collect();
+    same_as_native("startstop (objects beside bitcode)", &bitcode, &native, &options, &[]);
 }
 
 /// A reference pinned to one version of a libc symbol binds to that version (lli-19:

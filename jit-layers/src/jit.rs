@@ -326,6 +326,12 @@ impl Jit {
         self.base.add_object(name, bytes)
     }
 
+    /// Adds relocatable objects to the main dylib as a static link takes them (see
+    /// [`crate::ObjectLinkingLayer::add_objects`]).
+    pub fn add_objects(&self, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+        self.base.add_objects(objects)
+    }
+
     pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {
         self.base.add_object_file(path)
     }

@@ -243,10 +243,10 @@ impl ObjectJit {
         self.objects.add(&self.main, name, bytes)
     }
 
-    /// Adds relocatable objects to the main dylib linked as one graph (see
-    /// [`ObjectLinkingLayer::add_objects_with_tracker`]), named `name` in errors.
-    pub fn add_objects_as_one(&self, name: &str, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
-        self.objects.add_objects_with_tracker(&self.main, name, objects, None)
+    /// Adds relocatable objects (named, in link order) to the main dylib as a static link
+    /// takes them (see [`ObjectLinkingLayer::add_objects`]).
+    pub fn add_objects(&self, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+        self.objects.add_objects(&self.main, objects)
     }
 
     pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {

@@ -8,7 +8,6 @@
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use jit_core::Error;
 use jit_layers::{ObjectJit, StaticLibrary};
@@ -123,31 +122,6 @@ fn is_bitcode(bytes: &[u8]) -> bool {
     bytes.starts_with(b"BC\xC0\xDE") || bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
 }
 
-/// The objects as groups to link (indices, in command-line order): each object alone, but an
-/// object whose `__start_X` / `__stop_X` must enclose section `X` of other objects together
-/// with them (and with theirs, transitively). A static linker gathers every object's `X`
-/// between the two symbols; orcjit links each object into memory of its own, where they
-/// would enclose only the section of the object that uses them, so a registration table
-/// with entries in other objects (a C plugin registry, Rust's `linkme`) would miss them. A
-/// group is linked as one graph, as `ld -r` would combine it (llvm-jitlink-19 runs such
-/// objects apart and finds no entries). Its initializers run at its first object's place.
-/// `sections` holds each object's `jit_link::encapsulation_sections`: the sections it defines
-/// and those it encloses.
-fn link_groups(sections: &[(Vec<String>, Vec<String>)]) -> Vec<Vec<usize>> {
-    // Each object's group, named by the group's first object.
-    let mut group: Vec<usize> = (0..sections.len()).collect();
-    for (user, (_, brackets)) in sections.iter().enumerate() {
-        for (definer, (defines, _)) in sections.iter().enumerate() {
-            if group[user] != group[definer] && brackets.iter().any(|section| defines.contains(section)) {
-                let (keep, gone) = (group[user].min(group[definer]), group[user].max(group[definer]));
-                group.iter_mut().filter(|g| **g == gone).for_each(|g| *g = keep);
-            }
-        }
-    }
-    let firsts = (0..sections.len()).filter(|&first| group[first] == first);
-    firsts.map(|first| (first..sections.len()).filter(|&i| group[i] == first).collect()).collect()
-}
-
 fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut objects = Vec::with_capacity(args.objects.len());
     let mut archives = Vec::new();
@@ -169,8 +143,6 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
         .map(|(_, bytes)| jit_link::memory_needed(bytes))
         .chain(archives.iter().flat_map(|a| a.members()).map(|(_, bytes)| jit_link::memory_needed(bytes)))
         .fold(0, u64::saturating_add);
-    let sections: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)).collect();
-    let groups = link_groups(&sections);
     let mut builder = ObjectJit::builder();
     for archive in archives {
         builder = builder.static_library(archive);
@@ -189,40 +161,6 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     }
     // C programs may use libm as they use libc (llvm-jitlink has it in its own process).
     let jit = builder.dlopen("libm.so.6").build()?;
-    let mut objects: Vec<Option<(&String, Vec<u8>)>> = objects.into_iter().map(Some).collect();
-    for group in groups {
-        let members: Vec<(String, Arc<[u8]>)> = group
-            .into_iter()
-            .filter_map(|i| objects[i].take())
-            .map(|(path, bytes)| (path.clone(), Arc::from(bytes)))
-            .collect();
-        let name = members.iter().map(|(path, _)| path.as_str()).collect::<Vec<_>>().join(" + ");
-        jit.add_objects_as_one(&name, members)?;
-    }
+    jit.add_objects(objects.into_iter().map(|(path, bytes)| (path.clone(), bytes.into())).collect())?;
     Ok(jit)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::link_groups;
-
-    fn object(defines: &[&str], encloses: &[&str]) -> (Vec<String>, Vec<String>) {
-        let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
-        (owned(defines), owned(encloses))
-    }
-
-    #[test]
-    fn objects_of_one_enclosed_section_link_together_transitively_and_in_order() {
-        let objects = [
-            object(&["cmds"], &["cmds"]),  // 0 walks cmds, and defines some
-            object(&["tests"], &[]),       // 4's tests
-            object(&[], &[]),              // alone
-            object(&["cmds"], &["tests"]), // defines cmds, walks tests
-            object(&["tests"], &[]),
-            object(&["cmds"], &[]),         // cmds, after the others
-            object(&["other"], &["other"]), // walks its own section only
-        ];
-        assert_eq!(link_groups(&objects), vec![vec![0, 1, 3, 4, 5], vec![2], vec![6]]);
-        assert_eq!(link_groups(&objects[..3]), vec![vec![0], vec![1], vec![2]], "nothing encloses another's section");
-    }
 }

@@ -306,9 +306,7 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     for module in jit_layers::merge_for_section_bounds(modules)? {
         jit.add_ir(module)?;
     }
-    for (path, bytes) in objects {
-        jit.add_object(path, bytes)?;
-    }
+    jit.add_objects(objects.into_iter().map(|(path, bytes)| (path.clone(), bytes.into())).collect())?;
     Ok(jit)
 }
 
