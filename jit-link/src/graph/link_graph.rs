@@ -546,6 +546,7 @@ impl LinkGraph {
                 None => self.insert_symbol(s)?,
                 Some(mine_id) => {
                     let mine = &self.symbols[mine_id];
+                    // The ELF front end gives each common symbol a zero-fill block in `.common`.
                     let common = |sym: &Symbol| {
                         sym.block()
                             .and_then(|b| self.blocks.get(b))
