@@ -711,10 +711,11 @@ impl LayerContext {
 /// The objects as groups to link (indices, in link order), from each object's
 /// `jit_link::encapsulation_sections` (the sections it defines, and those it encloses): an
 /// object that encloses a section goes with every object that defines it, transitively.
+/// Linear in the objects when none encloses a section (a program of thousands of objects).
 fn section_groups(sections: &[(Vec<String>, Vec<String>)]) -> Vec<Vec<usize>> {
     // Each object's group, named by the group's first object.
     let mut group: Vec<usize> = (0..sections.len()).collect();
-    for (user, (_, encloses)) in sections.iter().enumerate() {
+    for (user, (_, encloses)) in sections.iter().enumerate().filter(|(_, (_, encloses))| !encloses.is_empty()) {
         for (definer, (defines, _)) in sections.iter().enumerate() {
             if group[user] != group[definer] && encloses.iter().any(|section| defines.contains(section)) {
                 let (keep, gone) = (group[user].min(group[definer]), group[user].max(group[definer]));
@@ -722,8 +723,15 @@ fn section_groups(sections: &[(Vec<String>, Vec<String>)]) -> Vec<Vec<usize>> {
             }
         }
     }
-    let firsts = (0..sections.len()).filter(|&first| group[first] == first);
-    firsts.map(|first| (first..sections.len()).filter(|&i| group[i] == first).collect()).collect()
+    let (mut groups, mut index_of): (Vec<Vec<usize>>, Vec<Option<usize>>) = (Vec::new(), vec![None; sections.len()]);
+    for (object, &first) in group.iter().enumerate() {
+        let at = *index_of[first].get_or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(object);
+    }
+    groups
 }
 
 #[cfg(test)]
