@@ -217,7 +217,7 @@ impl ObjectLinkingLayer {
     pub fn add_objects(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
         let sections: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)).collect();
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
-        for group in section_groups(&sections) {
+        for group in jit_link::enclosure_groups(&sections) {
             let members: Vec<(String, Arc<[u8]>)> = group.into_iter().filter_map(|i| objects[i].take()).collect();
             let name = members.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
             self.add_objects_with_tracker(dylib, &name, members, None)?;
@@ -226,9 +226,8 @@ impl ObjectLinkingLayer {
     }
 
     /// Adds `objects` to `dylib` as one unit, linked into one graph as `ld -r` would combine
-    /// them (see [`jit_link::LinkGraph::absorb`]), named `name` in errors: for objects whose
-    /// `__start_X` / `__stop_X` must enclose section `X` of them all, which objects linked
-    /// apart cannot (each would enclose its own part).
+    /// them (see [`jit_link::LinkGraph::absorb`]), named `name` in errors (what
+    /// [`add_objects`](Self::add_objects) does with each group).
     pub fn add_objects_with_tracker(
         &self,
         dylib: &JitDylib,
@@ -708,32 +707,6 @@ impl LayerContext {
     }
 }
 
-/// The objects as groups to link (indices, in link order), from each object's
-/// `jit_link::encapsulation_sections` (the sections it defines, and those it encloses): an
-/// object that encloses a section goes with every object that defines it, transitively.
-/// Linear in the objects when none encloses a section (a program of thousands of objects).
-fn section_groups(sections: &[(Vec<String>, Vec<String>)]) -> Vec<Vec<usize>> {
-    // Each object's group, named by the group's first object.
-    let mut group: Vec<usize> = (0..sections.len()).collect();
-    for (user, (_, encloses)) in sections.iter().enumerate().filter(|(_, (_, encloses))| !encloses.is_empty()) {
-        for (definer, (defines, _)) in sections.iter().enumerate() {
-            if group[user] != group[definer] && encloses.iter().any(|section| defines.contains(section)) {
-                let (keep, gone) = (group[user].min(group[definer]), group[user].max(group[definer]));
-                group.iter_mut().filter(|g| **g == gone).for_each(|g| *g = keep);
-            }
-        }
-    }
-    let (mut groups, mut index_of): (Vec<Vec<usize>>, Vec<Option<usize>>) = (Vec::new(), vec![None; sections.len()]);
-    for (object, &first) in group.iter().enumerate() {
-        let at = *index_of[first].get_or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[at].push(object);
-    }
-    groups
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use std::time::Duration;
@@ -861,25 +834,5 @@ pub(crate) mod tests {
         tracker.remove().unwrap();
         assert!(layer.references(&symbol(&jd, "first")).is_none(), "forgotten with its tracker");
         es.end_session().unwrap();
-    }
-
-    fn sections_of(defines: &[&str], encloses: &[&str]) -> (Vec<String>, Vec<String>) {
-        let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
-        (owned(defines), owned(encloses))
-    }
-
-    #[test]
-    fn objects_of_one_enclosed_section_group_together_transitively_and_in_order() {
-        let objects = [
-            sections_of(&["cmds"], &["cmds"]),   // walks cmds, and defines some
-            sections_of(&["tests"], &[]),        // tests, which 3 walks
-            sections_of(&[], &[]),               // alone
-            sections_of(&["cmds"], &["tests"]),  // defines cmds, walks tests
-            sections_of(&["tests"], &[]),        // more tests
-            sections_of(&["cmds"], &[]),         // more cmds
-            sections_of(&["other"], &["other"]), // walks its own section only
-        ];
-        assert_eq!(section_groups(&objects), vec![vec![0, 1, 3, 4, 5], vec![2], vec![6]]);
-        assert_eq!(section_groups(&objects[..3]), vec![vec![0], vec![1], vec![2]], "nothing encloses another's");
     }
 }

@@ -306,37 +306,16 @@ pub fn merge_for_section_bounds(modules: Vec<IrModule>) -> Result<Vec<IrModule>>
         }
         sections.push((defines, encloses));
     }
-    // Union the modules that enclose a section with the modules that define it.
-    let mut set: Vec<usize> = (0..modules.len()).collect();
-    fn root(set: &mut [usize], mut i: usize) -> usize {
-        while set[i] != i {
-            set[i] = set[set[i]];
-            i = set[i];
-        }
-        i
-    }
-    for (user, (_, encloses)) in sections.iter().enumerate() {
-        for section in encloses {
-            for (definer, (defines, _)) in sections.iter().enumerate() {
-                if definer != user && defines.contains(section) {
-                    let (a, b) = (root(&mut set, user), root(&mut set, definer));
-                    set[a.max(b)] = a.min(b);
-                }
-            }
-        }
-    }
-    let roots: Vec<usize> = (0..modules.len()).map(|i| root(&mut set, i)).collect();
-    if roots.iter().enumerate().all(|(i, &r)| r == i) {
+    let groups = jit_link::enclosure_groups(&sections);
+    if groups.len() == modules.len() {
         return Ok(modules);
     }
-    let mut out: Vec<IrModule> = Vec::with_capacity(modules.len());
-    let mut members: Vec<Vec<IrModule>> = (0..modules.len()).map(|_| Vec::new()).collect();
-    for (i, m) in modules.into_iter().enumerate() {
-        members[roots[i]].push(m);
-    }
-    for group in members.into_iter().filter(|g| !g.is_empty()) {
+    let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
+    let mut out: Vec<IrModule> = Vec::with_capacity(groups.len());
+    for indices in groups {
+        let mut group: Vec<IrModule> = indices.into_iter().filter_map(|i| modules[i].take()).collect();
         if group.len() == 1 {
-            out.extend(group);
+            out.append(&mut group);
             continue;
         }
         let name = group.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join("+");
