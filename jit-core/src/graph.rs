@@ -119,9 +119,6 @@ pub(crate) struct DepGraph {
     to_ready: Vec<GroupId>,
     call_stack: Vec<(GroupId, usize)>,
     scc_stack: Vec<GroupId>,
-    visited: Vec<GroupId>,
-    ready_scc: Vec<GroupId>,
-    path: Vec<GroupId>,
 }
 
 /// The result of following witnesses: a live root, or nothing (the node must be searched).
@@ -378,7 +375,9 @@ impl DepGraph {
 
     /// Follows witnesses from `g` (compressing the path) to a live root, if there is one.
     fn find(&mut self, store: &mut impl NodeStore, g: GroupId) -> Blocker {
-        self.path.clear();
+        // First to the end, then along the same witnesses again pointing each at what was
+        // found: no list of the path, which can be as long as a cycle of a million groups.
+        let mut passed = false;
         let mut cur = Witness::Group(g);
         let result = loop {
             match cur {
@@ -390,7 +389,7 @@ impl DepGraph {
                     if hn.pending > 0 {
                         break Blocker::Root(Witness::Group(h));
                     }
-                    self.path.push(h);
+                    passed = true;
                     cur = hn.witness;
                 }
                 Witness::Symbol(s) => match store.node(s).map(|n| &n.status) {
@@ -400,12 +399,25 @@ impl DepGraph {
                 },
             }
         };
-        let compressed = match result {
-            Blocker::Root(root) => root,
-            Blocker::Unblocked => Witness::None,
-        };
-        for &h in &self.path {
-            self.groups[h].witness = compressed;
+        if passed {
+            let compressed = match result {
+                Blocker::Root(root) => root,
+                Blocker::Unblocked => Witness::None,
+            };
+            let mut cur = Witness::Group(g);
+            loop {
+                match cur {
+                    Witness::Group(h) => match self.groups.get_mut(h) {
+                        Some(hn) if hn.pending == 0 => cur = std::mem::replace(&mut hn.witness, compressed),
+                        _ => break,
+                    },
+                    Witness::Symbol(s) => match store.node(s).map(|n| &n.status) {
+                        Some(&NodeStatus::Emitted(h)) => cur = Witness::Group(h),
+                        _ => break,
+                    },
+                    Witness::None => break,
+                }
+            }
         }
         result
     }
@@ -426,8 +438,9 @@ impl DepGraph {
         let mut next_index = 0u32;
         self.call_stack.clear();
         self.scc_stack.clear();
-        self.visited.clear();
-        self.ready_scc.clear();
+        // `settle` searches only with nothing left to make Ready: what is pushed there now is
+        // this search's.
+        debug_assert!(self.to_ready.is_empty());
 
         let mut blocker = self.visit(store, start, epoch, &mut next_index);
         while blocker.is_none() {
@@ -455,7 +468,9 @@ impl DepGraph {
                     loop {
                         let m = self.scc_stack.pop().expect("g is on the SCC stack");
                         self.groups[m].dfs.on_stack = false;
-                        self.ready_scc.push(m);
+                        // A completed SCC is closed and entirely emitted: Ready, whether or not
+                        // the search stops early.
+                        self.to_ready.push(m);
                         if m == g {
                             break;
                         }
@@ -469,16 +484,13 @@ impl DepGraph {
         }
 
         if let Some(root) = blocker {
-            for &v in &self.visited {
+            // The groups still on the SCC stack are the ones the blocker keeps from Ready.
+            for v in self.scc_stack.drain(..) {
                 let vn = &mut self.groups[v];
-                if vn.dfs.on_stack {
-                    vn.dfs.on_stack = false;
-                    vn.witness = root;
-                }
+                vn.dfs.on_stack = false;
+                vn.witness = root;
             }
         }
-        // Completed SCCs are Ready whether or not the search stopped early: they were closed.
-        self.to_ready.append(&mut self.ready_scc);
     }
 
     /// Enters `g` into the search and looks ahead over its dependencies: prunes Ready ones and
@@ -488,7 +500,6 @@ impl DepGraph {
         *next_index += 1;
         self.groups[g].dfs = DfsMark { epoch, index, low: index, on_stack: true };
         self.scc_stack.push(g);
-        self.visited.push(g);
         self.call_stack.push((g, 0));
 
         let mut deps = std::mem::take(&mut self.groups[g].deps);
