@@ -77,7 +77,7 @@ pub(crate) fn cache_key(module: &Module<'_>, options: &CompileOptions, transform
 /// Everything about code generation that decides an object's bytes, besides its IR.
 pub(crate) fn settings_id(options: &CompileOptions) -> String {
     format!(
-        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model of the module; reloc model pic; no pie level; no debug info",
+        "llvm {}; triple {}; cpu {}; features {}; codegen -O{}; code model of the module; reloc model pic; no pie level; no debug info; init array",
         llvm_version(),
         host().triple,
         options.cpu,
@@ -195,6 +195,10 @@ pub(crate) fn with_machine<T>(
                 // SAFETY: the machine was just made and is used by this thread alone.
                 unsafe { orcjit_set_large_data_threshold(machine.as_mut_ptr(), threshold) };
             }
+            // Constructors in `.init_array`, as in clang's objects: linked in one graph with
+            // those (`ObjectLinkingLayer::emit_with_objects`), they run in link order.
+            // SAFETY: as above.
+            unsafe { orcjit_use_init_array(machine.as_mut_ptr()) };
             *slot = Some((options.clone(), model, machine));
         }
         let (_, _, machine) = slot.as_ref().expect("just set");
@@ -361,6 +365,8 @@ unsafe extern "C" {
     fn orcjit_clear_dso_local(g: LLVMValueRef);
     /// `TargetMachine::setLargeDataThreshold` (src/ir/shim.cpp).
     fn orcjit_set_large_data_threshold(tm: llvm_sys::target_machine::LLVMTargetMachineRef, threshold: u64);
+    /// `TargetOptions::UseInitArray = true` (src/ir/shim.cpp).
+    fn orcjit_use_init_array(tm: llvm_sys::target_machine::LLVMTargetMachineRef);
 }
 
 /// Runs `transform` (with this thread's target machine), then compiles to an ELF object.

@@ -55,6 +55,15 @@ extern "C" void orcjit_set_large_data_threshold(LLVMTargetMachineRef tm, uint64_
     reinterpret_cast<llvm::TargetMachine *>(tm)->setLargeDataThreshold(threshold);
 }
 
+// Puts static constructors and destructors in .init_array / .fini_array, as clang does
+// (clang::BackendUtil sets TargetOptions::UseInitArray; the C API's target machines keep the
+// default, .ctors / .dtors). The object file lowering reads the option when code generation
+// starts (TargetLoweringObjectFileELF::Initialize, llvm/lib/CodeGen/
+// TargetLoweringObjectFileImpl.cpp), so it may be set on a machine already made.
+extern "C" void orcjit_use_init_array(LLVMTargetMachineRef tm) {
+    reinterpret_cast<llvm::TargetMachine *>(tm)->Options.UseInitArray = true;
+}
+
 // Writes each block of function `f` (in order, at most `capacity`) and its estimated frequency
 // relative to the entry block's (1.0: as often as the function is called) to `blocks` and
 // `frequencies`; returns the number of blocks. Builds the analyses BlockFrequencyInfo needs
