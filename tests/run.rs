@@ -270,13 +270,20 @@ fn dladdr_names_jit_d_functions_as_natively() {
 /// `__start_cmds` / `__stop_cmds` enclose the entries of section `cmds` that another module
 /// defines, as a static linker makes them: the modules are compiled as one (lli-19 finds no
 /// entries at all). So they do when both are objects beside the bitcode (`--extra-object`),
-/// linked as one graph. See `jit-link/tests/programs/startstop`.
+/// linked as one graph, and when the module that walks the table is bitcode and the other an
+/// object (a mixed LTO link): the module's object and the other are linked as one graph
+/// (lli-19 finds no entries). See `jit-link/tests/programs/startstop`.
 #[test]
 fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
     let dir = root().join("jit-link/tests/programs/startstop");
     same_as_native_in_every_mode("jit-link/tests/programs/startstop", &["main.c", "more.c"], MODES);
     let tmp = tempfile::tempdir().unwrap();
-    let (_, native) = build(tmp.path(), &[dir.join("main.c"), dir.join("more.c")], &["-O1", "-fPIC"], &[]);
+    let (bitcode, native) = build(tmp.path(), &[dir.join("main.c"), dir.join("more.c")], &["-O1", "-fPIC"], &[]);
+    let more = format!("--extra-object={}", tmp.path().join("more.o").display());
+    for options in MODES {
+        let options: Vec<&str> = options.iter().copied().chain([more.as_str()]).collect();
+        same_as_native("startstop (bitcode main, object more)", &bitcode[..1], &native, &options, &[]);
+    }
     // A main module of no consequence: `main` is in the objects.
     let aside = tmp.path().join("bitcode");
     std::fs::create_dir(&aside).unwrap();
@@ -289,6 +296,23 @@ fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
         .collect();
     let options: Vec<&str> = objects.iter().map(String::as_str).collect();
     same_as_native("startstop (objects beside bitcode)", &bitcode, &native, &options, &[]);
+}
+
+/// The C++ table of `jit-link/tests/programs/startstopcxx` (entries that throw, COMDAT
+/// functions with static locals, constructors and destructors on both sides, a
+/// `thread_local`), its walker compiled from bitcode and linked in one graph with the object
+/// of the other file, runs as natively.
+#[test]
+fn a_module_and_an_object_of_one_section_table_link_as_one_graph_in_every_mode() {
+    let dir = root().join("jit-link/tests/programs/startstopcxx");
+    let tmp = tempfile::tempdir().unwrap();
+    let sources = [dir.join("main.cpp"), dir.join("more.cpp")];
+    let (bitcode, native) = build(tmp.path(), &sources, &["-O1", "-fPIC", "-pthread"], &["-pthread"]);
+    let more = format!("--extra-object={}", tmp.path().join("more.o").display());
+    for options in MODES {
+        let options: Vec<&str> = options.iter().copied().chain([more.as_str()]).collect();
+        same_as_native("startstopcxx (bitcode main, object more)", &bitcode[..1], &native, &options, &[]);
+    }
 }
 
 /// A reference pinned to one version of a libc symbol binds to that version (lli-19:

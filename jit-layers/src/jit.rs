@@ -316,6 +316,46 @@ impl Jit {
         }
     }
 
+    /// Adds a program's IR modules and relocatable objects to the main dylib, as a static link
+    /// of them would bind them: where the `__start_X` / `__stop_X` of one enclose section `X`
+    /// of others (a registration table, such as a C plugin registry or Rust's `linkme`, with
+    /// entries in several files), those are linked together (transitively, in the order given,
+    /// modules before objects): modules into one module, objects into one graph, and a module
+    /// with objects into one graph with its object (compiled whole, not lazily; see
+    /// [`IrTransformLayer::add_with_objects`]). Added apart, each would enclose its own part of
+    /// the section only (lli-19 finds no entry at all). Everything else is added as
+    /// [`add_ir`](Self::add_ir) and [`add_objects`](Self::add_objects) add it. A group's
+    /// initializers run at its first member's place.
+    pub fn add_program(&self, modules: Vec<IrModule>, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+        if modules.len() + objects.len() < 2 {
+            modules.into_iter().try_for_each(|m| self.add_ir(m))?;
+            return self.add_objects(objects);
+        }
+        let mut sections = crate::ir::section_tables(&modules)?;
+        sections.extend(objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)));
+        let first_object = modules.len();
+        let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
+        let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
+        for group in jit_link::enclosure_groups(&sections) {
+            let (ms, os): (Vec<usize>, Vec<usize>) = group.into_iter().partition(|&i| i < first_object);
+            let group_modules: Vec<IrModule> = ms.into_iter().filter_map(|i| modules[i].take()).collect();
+            let group_objects: Vec<(String, Arc<[u8]>)> =
+                os.into_iter().filter_map(|i| objects[i - first_object].take()).collect();
+            if group_modules.is_empty() {
+                let name = group_objects.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
+                self.object_layer().add_objects_with_tracker(self.main_dylib(), &name, group_objects, None)?;
+                continue;
+            }
+            let module = crate::ir::linked(group_modules)?;
+            if group_objects.is_empty() {
+                self.add_ir(module)?;
+            } else {
+                self.ir.add_with_objects(self.main_dylib(), module, group_objects, None)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a `.bc` or `.ll` file to the main dylib.
     pub fn add_ir_file(&self, path: impl AsRef<Path>) -> Result<()> {
         self.add_ir(IrModule::from_file(path)?)

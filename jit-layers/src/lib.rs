@@ -36,7 +36,6 @@ pub use gdb::GdbRegistration;
 pub use ir::{
     CodStats, CompileOnDemandLayer, CompileOptions, FunctionInfo, IrCompileLayer, IrModule, IrSource, IrTransform,
     IrTransformLayer, ModuleBuilder, PartitionPolicy, PassPipeline, PerFunction, TierUp, WholeModule,
-    merge_for_section_bounds,
 };
 #[cfg(feature = "llvm")]
 pub use jit::{DEFAULT_CACHE_BYTES, Jit, JitBuilder, Laziness, Speculation};

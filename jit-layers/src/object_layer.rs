@@ -307,13 +307,30 @@ impl ObjectLinkingLayer {
         renames: Vec<(String, String)>,
         order: u64,
     ) {
-        match jit_link::graph_from_elf_object(name, bytes) {
-            Ok(mut graph) => {
-                if let Err(e) = rename_symbols(&mut graph, &renames) {
-                    return mr.fail(link_error(e));
-                }
-                link_for(self.shared.clone(), mr, graph, order, FxHashSet::default())
-            }
+        match renamed_graph(name, bytes, &renames, &[]) {
+            Ok(graph) => link_for(self.shared.clone(), mr, graph, order, FxHashSet::default()),
+            Err(e) => mr.fail(link_error(e)),
+        }
+    }
+
+    /// As [`emit_renamed`](Self::emit_renamed), linking `objects` into the same graph as
+    /// `bytes` (after the renames), as `ld -r` would combine them (see
+    /// [`jit_link::LinkGraph::absorb`]). `mr` holds the symbols all of them define (see
+    /// [`objects_interface`]) but those in `discarded`: definitions that lost to others in the
+    /// dylib, made external before linking. For a compiler whose module's `__start_X` /
+    /// `__stop_X` enclose section `X` of objects, or the other way round.
+    pub fn emit_with_objects(
+        &self,
+        mr: MaterializationResponsibility,
+        name: &str,
+        bytes: &[u8],
+        renames: Vec<(String, String)>,
+        objects: &[(String, Arc<[u8]>)],
+        discarded: FxHashSet<SymbolName>,
+    ) {
+        let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
+        match renamed_graph(name, bytes, &renames, objects) {
+            Ok(graph) => link_for(self.shared.clone(), mr, graph, order, discarded),
             Err(e) => mr.fail(link_error(e)),
         }
     }
@@ -398,23 +415,33 @@ struct ObjectUnit {
 
 impl ObjectUnit {
     fn new(shared: Arc<LayerShared>, name: &str, objects: Vec<(String, Arc<[u8]>)>, order: u64) -> Result<Self> {
-        let graph = jit_link::interface_graph_from_elf_objects(name, &borrowed(&objects)).map_err(link_error)?;
-        let session = &shared.session;
-        let mut interface = Interface::new();
-        for (_, sym) in graph.symbols() {
-            let Some(name) = sym.name() else { continue };
-            if !sym.is_defined() || sym.scope() == Scope::Local {
-                continue;
-            }
-            interface.push(session.intern(name.as_str()), flags_of(sym));
-        }
-        let init_symbol = has_initializers(&graph).then(|| session.intern(&format!("$orcjit.init.{order}.{name}")));
+        let (mut interface, has_initializers) = objects_interface(&shared.session, name, &objects)?;
+        let init_symbol = has_initializers.then(|| shared.session.intern(&format!("$orcjit.init.{order}.{name}")));
         if let Some(init) = &init_symbol {
             interface.push(init.clone(), SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
         }
         let discarded = FxHashSet::default();
         Ok(ObjectUnit { shared, name: name.to_string(), objects, interface, order, discarded, init_symbol })
     }
+}
+
+/// The symbols `objects` (linked as one graph, `name` in errors) define for a dylib, and
+/// whether they have initializers or finalizers.
+pub(crate) fn objects_interface(
+    session: &ExecutionSession,
+    name: &str,
+    objects: &[(String, Arc<[u8]>)],
+) -> Result<(Interface, bool)> {
+    let graph = jit_link::interface_graph_from_elf_objects(name, &borrowed(objects)).map_err(link_error)?;
+    let mut interface = Interface::new();
+    for (_, sym) in graph.symbols() {
+        let Some(name) = sym.name() else { continue };
+        if !sym.is_defined() || sym.scope() == Scope::Local {
+            continue;
+        }
+        interface.push(session.intern(name.as_str()), flags_of(sym));
+    }
+    Ok((interface, has_initializers(&graph)))
 }
 
 /// A unit's objects as `jit_link::graph_from_elf_objects` and its interface twin take them.
@@ -460,6 +487,28 @@ impl MaterializationUnit for ObjectUnit {
         self.interface.remove(name);
         self.discarded.insert(name.clone());
     }
+}
+
+/// The graph of the object `bytes` with its symbols renamed `(from, to)`, and `objects` (if
+/// any) linked into it, the whole named by all of them joined with " + ".
+fn renamed_graph(
+    name: &str,
+    bytes: &[u8],
+    renames: &[(String, String)],
+    objects: &[(String, Arc<[u8]>)],
+) -> Result<LinkGraph, LinkError> {
+    let mut graph = jit_link::graph_from_elf_object(name, bytes)?;
+    rename_symbols(&mut graph, renames)?;
+    if objects.is_empty() {
+        return Ok(graph);
+    }
+    let names: Vec<&str> = std::iter::once(name).chain(objects.iter().map(|(object, _)| object.as_str())).collect();
+    let mut combined = LinkGraph::new(names.join(" + "));
+    combined.absorb(graph)?;
+    for (object, data) in objects {
+        combined.absorb(jit_link::graph_from_elf_object(object, data)?)?;
+    }
+    Ok(combined)
 }
 
 fn rename_symbols(graph: &mut LinkGraph, renames: &[(String, String)]) -> Result<(), LinkError> {

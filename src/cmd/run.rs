@@ -302,11 +302,8 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     for extra in &args.extra_modules {
         modules.push(IrModule::from_file(extra)?);
     }
-    // Modules whose section bounds enclose other modules' entries are compiled as one.
-    for module in jit_layers::merge_for_section_bounds(modules)? {
-        jit.add_ir(module)?;
-    }
-    jit.add_objects(objects.into_iter().map(|(path, bytes)| (path.clone(), bytes.into())).collect())?;
+    // Modules and objects whose section bounds enclose others' entries are linked as one.
+    jit.add_program(modules, objects.into_iter().map(|(path, bytes)| (path.clone(), bytes.into())).collect())?;
     Ok(jit)
 }
 

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::targets::TargetMachine;
-use jit_core::{Error, FxHashSet, JitDylib, ResourceTracker, Result, SymbolFlags};
+use jit_core::{Error, FxHashMap, FxHashSet, Interface, JitDylib, ResourceTracker, Result, SymbolFlags, SymbolName};
 
 use super::compile::CompileOptions;
 use super::module::{IrModule, IrSource, has_initializers, interface_of, parse_headers};
 use super::unit::{IrInput, IrUnit, UnitSource};
+use crate::object_layer::objects_interface;
 use crate::{ObjectCache, ObjectLinkingLayer};
 
 /// A change to a module before it is compiled (an optimization pipeline, instrumentation...).
@@ -83,44 +84,75 @@ impl IrCompileLayer {
 
     /// Adds `module` to `dylib` (default tracker), compiled as is.
     pub fn add(&self, dylib: &JitDylib, module: IrModule) -> Result<()> {
-        self.add_transformed(dylib, module, None, Arc::from([]))
+        self.add_transformed(dylib, module, Vec::new(), None, Arc::from([]))
     }
 
+    /// Adds `module` with relocatable `objects` to link in the same graph as its object (see
+    /// [`ObjectLinkingLayer::emit_with_objects`]); one unit defines the symbols of all of them.
+    /// `objects` may be empty.
     pub(crate) fn add_transformed(
         &self,
         dylib: &JitDylib,
         module: IrModule,
+        objects: Vec<(String, Arc<[u8]>)>,
         tracker: Option<&ResourceTracker>,
         transforms: Arc<[Arc<dyn IrTransform>]>,
     ) -> Result<()> {
         let session = dylib.session();
         let IrModule { name, source } = module;
-        let (interface, source) = match source {
-            IrSource::Built { interface, build } => (interface, UnitSource::Built(build)),
+        let (mut interface, source, mut initializers) = match source {
+            IrSource::Built { interface, build } => (interface, UnitSource::Built(build), false),
             source => {
                 // Only the globals' headers are read now: bodies are read, and the module
                 // verified, when it is compiled.
                 let context = Context::create();
                 let parsed = parse_headers(&context, &name, &source)?;
-                let mut interface = interface_of(session, &parsed);
-                if has_initializers(&parsed) {
-                    let init = self.shared.objects.initializer_symbol(dylib, &name);
-                    interface.push(init, SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
-                }
+                let interface = interface_of(session, &parsed);
                 let input = IrInput::from_source(source).ok_or_else(|| Error::msg(format!("{name}: not IR")))?;
-                (interface, UnitSource::Ir(input))
+                (interface, UnitSource::Ir(input), has_initializers(&parsed))
             }
         };
+        if !objects.is_empty() {
+            let (theirs, their_initializers) = objects_interface(session, &name, &objects)?;
+            interface = merged_interface(&interface, &theirs);
+            initializers |= their_initializers;
+        }
+        if initializers {
+            let init = self.shared.objects.initializer_symbol(dylib, &name);
+            interface.push(init, SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
+        }
         let unit = IrUnit {
             shared: self.shared.clone(),
             name,
             source,
             interface,
             transforms,
+            objects,
             discarded: FxHashSet::default(),
         };
         dylib.define_boxed(Box::new(unit), tracker)
     }
+}
+
+/// The symbols of two parts linked as one graph: a name both define is strong if either
+/// definition is, as [`jit_link::LinkGraph::absorb`] binds it.
+fn merged_interface(ours: &Interface, theirs: &Interface) -> Interface {
+    let mut entries: Vec<(SymbolName, SymbolFlags)> = Vec::with_capacity(ours.len() + theirs.len());
+    let mut at: FxHashMap<&SymbolName, usize> = FxHashMap::default();
+    for (name, flags) in ours.iter().chain(theirs.iter()) {
+        match at.get(name) {
+            Some(&i) => {
+                if entries[i].1.contains(SymbolFlags::WEAK) && !flags.contains(SymbolFlags::WEAK) {
+                    entries[i].1 = flags;
+                }
+            }
+            None => {
+                at.insert(name, entries.len());
+                entries.push((name.clone(), flags));
+            }
+        }
+    }
+    entries.into_iter().collect()
 }
 
 /// Runs transforms (an optimization pipeline, user transforms) on modules before the compile
@@ -165,6 +197,21 @@ impl IrTransformLayer {
         module: IrModule,
         tracker: Option<&ResourceTracker>,
     ) -> Result<()> {
-        self.compile.add_transformed(dylib, module, tracker, self.transforms.clone().into())
+        self.compile.add_transformed(dylib, module, Vec::new(), tracker, self.transforms.clone().into())
+    }
+
+    /// Adds `module` and relocatable `objects` as one unit: the module's object and `objects`
+    /// are linked as one graph, as `ld -r` would combine them. For a module whose
+    /// `__start_X` / `__stop_X` enclose section `X` of objects, or the other way round (see
+    /// [`crate::Jit::add_program`]). The module is compiled whole, when one of the symbols of
+    /// any of them is first looked up.
+    pub fn add_with_objects(
+        &self,
+        dylib: &JitDylib,
+        module: IrModule,
+        objects: Vec<(String, Arc<[u8]>)>,
+        tracker: Option<&ResourceTracker>,
+    ) -> Result<()> {
+        self.compile.add_transformed(dylib, module, objects, tracker, self.transforms.clone().into())
     }
 }

@@ -12,4 +12,5 @@ mod wire;
 pub use cod::{CodStats, CompileOnDemandLayer, FunctionInfo, PartitionPolicy, PerFunction, TierUp, WholeModule};
 pub use compile::CompileOptions;
 pub use layer::{IrCompileLayer, IrTransform, IrTransformLayer, PassPipeline};
-pub use module::{IrModule, IrSource, ModuleBuilder, merge_for_section_bounds};
+pub use module::{IrModule, IrSource, ModuleBuilder};
+pub(crate) use module::{linked, section_tables};

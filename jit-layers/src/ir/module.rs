@@ -267,24 +267,14 @@ fn alias_is_callable(alias: GlobalValue<'_>) -> bool {
     }
 }
 
-/// Links together the modules whose `__start_X` / `__stop_X` must enclose section `X` of
-/// another module, and returns the list with each such set in place of its first member.
-///
-/// A static linker gathers every object's section `X` between the two symbols; here each
-/// module becomes objects of its own, where they would enclose the section of the module
-/// that uses them only (a registration table with entries in several modules, such as a C
-/// plugin registry or Rust's `linkme`, would miss entries). One module keeps them together.
-/// Modules built on the compile thread are left as they are; so is every list without such
-/// a set (the common case, read as far as the globals' headers only).
-pub fn merge_for_section_bounds(modules: Vec<IrModule>) -> Result<Vec<IrModule>> {
-    if modules.len() < 2 {
-        return Ok(modules);
-    }
+/// For each of `modules`: the C-identifier sections its globals are defined in, and the
+/// sections it encloses with `__start_X` / `__stop_X` declarations, as
+/// [`jit_link::encapsulation_sections`] finds them in an object (read as far as the globals'
+/// headers only). A module built on the compile thread has neither.
+pub(crate) fn section_tables(modules: &[IrModule]) -> Result<Vec<(Vec<String>, Vec<String>)>> {
     let context = Context::create();
-    // For each module: the C-identifier sections its globals are defined in, and the sections
-    // it encloses with `__start_`/`__stop_` declarations.
-    let mut sections: Vec<(Vec<String>, Vec<String>)> = Vec::with_capacity(modules.len());
-    for m in &modules {
+    let mut sections = Vec::with_capacity(modules.len());
+    for m in modules {
         if matches!(m.source, IrSource::Built { .. }) {
             sections.push(Default::default());
             continue;
@@ -306,25 +296,23 @@ pub fn merge_for_section_bounds(modules: Vec<IrModule>) -> Result<Vec<IrModule>>
         }
         sections.push((defines, encloses));
     }
-    let groups = jit_link::enclosure_groups(&sections);
-    if groups.len() == modules.len() {
-        return Ok(modules);
+    Ok(sections)
+}
+
+/// `group` linked into one module, named by its members' names joined with "+" (the module
+/// itself if it is alone). Modules whose `__start_X` / `__stop_X` must enclose section `X` of
+/// another are compiled as one this way: each module becomes objects of its own, where they
+/// would enclose the section of the module that uses them only.
+pub(crate) fn linked(mut group: Vec<IrModule>) -> Result<IrModule> {
+    if group.len() == 1 {
+        return Ok(group.remove(0));
     }
-    let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
-    let mut out: Vec<IrModule> = Vec::with_capacity(groups.len());
-    for indices in groups {
-        let mut group: Vec<IrModule> = indices.into_iter().filter_map(|i| modules[i].take()).collect();
-        if group.len() == 1 {
-            out.append(&mut group);
-            continue;
-        }
-        let name = group.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join("+");
-        let linked = parse(&context, &group[0].name, &group[0].source)?;
-        for m in &group[1..] {
-            let other = parse(&context, &m.name, &m.source)?;
-            linked.link_in_module(other).map_err(|e| Error::msg(format!("{name}: cannot link {}: {e}", m.name)))?;
-        }
-        out.push(IrModule::bitcode(name, stripped_bitcode(&linked)));
+    let context = Context::create();
+    let name = group.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join("+");
+    let linked = parse(&context, &group[0].name, &group[0].source)?;
+    for m in &group[1..] {
+        let other = parse(&context, &m.name, &m.source)?;
+        linked.link_in_module(other).map_err(|e| Error::msg(format!("{name}: cannot link {}: {e}", m.name)))?;
     }
-    Ok(out)
+    Ok(IrModule::bitcode(name, stripped_bitcode(&linked)))
 }

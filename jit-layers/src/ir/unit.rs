@@ -61,6 +61,8 @@ pub(crate) struct IrUnit {
     pub source: UnitSource,
     pub interface: Interface,
     pub transforms: Arc<[Arc<dyn IrTransform>]>,
+    /// Relocatable objects linked in the same graph as the module's object.
+    pub objects: Vec<(String, Arc<[u8]>)>,
     pub discarded: FxHashSet<String>,
 }
 
@@ -74,9 +76,9 @@ impl MaterializationUnit for IrUnit {
     }
 
     fn materialize(self: Box<Self>, mr: MaterializationResponsibility) {
-        let IrUnit { shared, name, source, transforms, discarded, .. } = *self;
+        let IrUnit { shared, name, source, transforms, objects, discarded, .. } = *self;
         let keep: FxHashSet<String> = mr.symbols().map(|(n, _)| n.as_str().to_string()).collect();
-        let job = Arc::new(Job { shared, name, transforms, keep, discarded });
+        let job = Arc::new(Job { shared, name, transforms, keep, objects, discarded });
         let _span = tracing::debug_span!(target: "orcjit", "compile", module = %job.name).entered();
         match source {
             UnitSource::Built(build) => job.run_built(build, mr),
@@ -99,6 +101,8 @@ struct Job {
     name: String,
     transforms: Arc<[Arc<dyn IrTransform>]>,
     keep: FxHashSet<String>,
+    /// Linked with the module's object as one graph; the module is then compiled whole.
+    objects: Vec<(String, Arc<[u8]>)>,
     discarded: FxHashSet<String>,
 }
 
@@ -109,7 +113,14 @@ impl Job {
 
     fn emit(&self, mr: MaterializationResponsibility, name: &str, result: Result<(Vec<u8>, Renames)>) {
         match result {
-            Ok((object, renames)) => self.shared.objects.emit_renamed(mr, name, &object, renames),
+            Ok((object, renames)) if self.objects.is_empty() => {
+                self.shared.objects.emit_renamed(mr, name, &object, renames)
+            }
+            Ok((object, renames)) => {
+                let session = self.shared.objects.session();
+                let discarded = self.discarded.iter().map(|n| session.intern(n)).collect();
+                self.shared.objects.emit_with_objects(mr, name, &object, renames, &self.objects, discarded)
+            }
             Err(e) => mr.fail(e),
         }
     }
@@ -139,17 +150,18 @@ impl Job {
             match cache.get(key).and_then(|r| Record::decode(&r)) {
                 Some(Record::Whole { object, renames }) => {
                     if let Some(bytes) = cache.get(&object) {
-                        return self.shared.objects.emit_renamed(mr, &self.name, &bytes, renames);
+                        return self.emit(mr, &self.name, Ok((bytes, renames)));
                     }
                 }
-                Some(Record::Split { promoted, parts }) => {
+                // A module linked with objects is linked whole (as it is stored below).
+                Some(Record::Split { promoted, parts }) if self.objects.is_empty() => {
                     let k = parts.len();
                     let objects: Option<Vec<Vec<u8>>> = (0..k).map(|i| cache.get(&part_key(key, i, k))).collect();
                     if let Some(objects) = objects {
                         return self.link_split(mr, &promoted, &parts, objects);
                     }
                 }
-                None => {}
+                _ => {}
             }
         }
         let context = Context::create();
@@ -159,14 +171,14 @@ impl Job {
         };
         let threads = self.shared.objects.session().dispatcher().concurrency();
         // Partitions read the module again: without its debug info, if it had some.
-        let reread = if had_debug_info && split_count(&module, threads) > 1 {
+        let reread = if had_debug_info && self.objects.is_empty() && split_count(&module, threads) > 1 {
             IrInput::Bitcode(stripped_bitcode(&module))
         } else {
             ir.clone()
         };
         restrict_to(&module, &self.keep, &self.discarded);
         let renames = canonicalize_locals(&module);
-        let k = split_count(&module, threads);
+        let k = if self.objects.is_empty() { split_count(&module, threads) } else { 1 };
         if k < 2 {
             let result = self.compile_canonical(&module, input.as_ref()).map(|(object, canonical)| {
                 if let (Some(cache), Some(key), Some(object_key)) = (self.cache(), &input, canonical) {
