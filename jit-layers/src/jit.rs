@@ -342,8 +342,7 @@ impl Jit {
             let group_objects: Vec<(String, Arc<[u8]>)> =
                 os.into_iter().filter_map(|i| objects[i - first_object].take()).collect();
             if group_modules.is_empty() {
-                let name = group_objects.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
-                self.object_layer().add_objects_with_tracker(self.main_dylib(), &name, group_objects, None)?;
+                self.object_layer().add_group(self.main_dylib(), group_objects)?;
                 continue;
             }
             let module = crate::ir::linked(group_modules)?;

@@ -218,11 +218,15 @@ impl ObjectLinkingLayer {
         let sections: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)).collect();
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
         for group in jit_link::enclosure_groups(&sections) {
-            let members: Vec<(String, Arc<[u8]>)> = group.into_iter().filter_map(|i| objects[i].take()).collect();
-            let name = members.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
-            self.add_objects_with_tracker(dylib, &name, members, None)?;
+            self.add_group(dylib, group.into_iter().filter_map(|i| objects[i].take()).collect())?;
         }
         Ok(())
+    }
+
+    /// Adds `objects` as one unit named by their names joined with " + ".
+    pub(crate) fn add_group(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+        let name = objects.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
+        self.add_objects_with_tracker(dylib, &name, objects, None)
     }
 
     /// Adds `objects` to `dylib` as one unit, linked into one graph as `ld -r` would combine

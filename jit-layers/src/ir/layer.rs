@@ -215,3 +215,27 @@ impl IrTransformLayer {
         self.compile.add_transformed(dylib, module, objects, tracker, self.transforms.clone().into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jit_core::{ExecutionSession, Interface, SymbolFlags};
+
+    use super::merged_interface;
+
+    #[test]
+    fn a_name_both_parts_define_is_strong_if_either_definition_is() {
+        let es = ExecutionSession::in_place();
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| es.intern(n));
+        let (weak, strong) = (SymbolFlags::EXPORTED | SymbolFlags::WEAK, SymbolFlags::EXPORTED);
+        let callable = strong | SymbolFlags::CALLABLE;
+        let ours = Interface::new().with(a.clone(), weak).with(b.clone(), callable).with(c.clone(), weak);
+        let theirs = Interface::new().with(a.clone(), callable).with(b.clone(), weak).with(d.clone(), strong);
+        let merged = merged_interface(&ours, &theirs);
+        assert_eq!(merged.len(), 4, "each name once");
+        assert_eq!(merged.get(&a), Some(callable), "their strong definition takes the place of our weak one");
+        assert_eq!(merged.get(&b), Some(callable), "our strong definition stays");
+        assert_eq!(merged.get(&c), Some(weak));
+        assert_eq!(merged.get(&d), Some(strong));
+        es.end_session().unwrap();
+    }
+}
