@@ -354,8 +354,12 @@ impl DepGraph {
         if node.pending > 0 {
             return;
         }
-        if let Blocker::Root(_) = self.find(store, g) {
-            return;
+        // A group without a witness (the usual case: it waited on a pending symbol until now)
+        // has nothing to follow.
+        if node.witness != Witness::None {
+            if let Blocker::Root(_) = self.find(store, g) {
+                return;
+            }
         }
         // A dependency that is a root itself is a witness without a search (the usual case:
         // what this group waits on was emitted just now and waits on something pending).
@@ -518,8 +522,17 @@ impl DepGraph {
                 }
                 Some(&NodeStatus::Emitted(h)) => h,
             };
-            if h != g && self.groups[h].dfs.epoch != epoch {
-                if let Blocker::Root(root) = self.find(store, h) {
+            let hn = &self.groups[h];
+            if h != g && hn.dfs.epoch != epoch {
+                // As `find`, without following a witness that is not there.
+                let blocker = if hn.pending > 0 {
+                    Blocker::Root(Witness::Group(h))
+                } else if hn.witness == Witness::None {
+                    Blocker::Unblocked
+                } else {
+                    self.find(store, h)
+                };
+                if let Blocker::Root(root) = blocker {
                     found = Some(root);
                     break;
                 }
