@@ -141,12 +141,14 @@ fn a_program_with_an_array_larger_than_any_reservation_runs_as_native_under_the_
 /// one object, for objects merged with `ld -r`, and for objects that each define part of the
 /// section, which `orcjit link` links as one graph (llvm-jitlink-19 runs them apart and finds
 /// no entries at all). The two objects also resolve a weak definition, a weak reference and a
-/// call between them, and each has a static function of one name.
+/// call between them, and each has a static function of one name. An object linked between
+/// them runs its constructor between theirs, and its destructor between theirs.
 #[test]
 fn section_bounds_enclose_the_section_of_every_object_as_natively() {
     let dir = |name: &str| programs().join("startstop").join(name);
     program_case("startstop", &["main.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
     program_case("startstop", &["main.c", "more.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
+    program_case("startstop", &["main.c", "between.c", "more.c"], &[], &[], &[], &[PIC_SMALL, NOPIC_LARGE]);
     let tmp = tempfile::tempdir().unwrap();
     let objects = compile(tmp.path(), &[dir("main.c"), dir("more.c")], &["-O1", "-fPIC"]);
     let native = link_native(tmp.path(), &objects, &[], &[]);

@@ -296,6 +296,17 @@ fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
         .collect();
     let options: Vec<&str> = objects.iter().map(String::as_str).collect();
     same_as_native("startstop (objects beside bitcode)", &bitcode, &native, &options, &[]);
+    // An object between the two runs its constructor between theirs, as natively.
+    let three = tmp.path().join("three");
+    std::fs::create_dir(&three).unwrap();
+    let sources = [dir.join("main.c"), dir.join("between.c"), dir.join("more.c")];
+    let (_, native) = build(&three, &sources, &["-O1", "-fPIC"], &[]);
+    let objects: Vec<String> = ["main", "between", "more"]
+        .iter()
+        .map(|o| format!("--extra-object={}", three.join(format!("{o}.o")).display()))
+        .collect();
+    let options: Vec<&str> = objects.iter().map(String::as_str).collect();
+    same_as_native("startstop (three objects beside bitcode)", &bitcode, &native, &options, &[]);
 }
 
 /// The C++ table of `jit-link/tests/programs/startstopcxx` (entries that throw, COMDAT

@@ -16,8 +16,9 @@ use crate::object_layer::InitArgs;
 /// One linked object.
 pub(crate) struct LinkedRecord {
     object: String,
-    /// The order the object was added in: "link order" for initializers.
-    order: u64,
+    /// The order each object of the graph was added in ("link order" for initializers), by
+    /// `InitFiniEntry::member`; a graph whose objects share one place has one.
+    orders: Vec<u64>,
     dylib: DylibId,
     alloc: Option<FinalizedAlloc>,
     inits: Vec<InitFiniEntry>,
@@ -27,10 +28,11 @@ pub(crate) struct LinkedRecord {
 }
 
 impl LinkedRecord {
-    pub(crate) fn new(object: &str, order: u64, dylib: DylibId, linked: LinkedObject) -> Self {
+    pub(crate) fn new(object: &str, orders: Vec<u64>, dylib: DylibId, linked: LinkedObject) -> Self {
+        assert!(!orders.is_empty(), "a linked object has a place in link order");
         LinkedRecord {
             object: object.to_string(),
-            order,
+            orders,
             dylib,
             alloc: Some(linked.alloc),
             inits: linked.init_fini.inits,
@@ -38,6 +40,16 @@ impl LinkedRecord {
             dso_handle: linked.dso_handle,
             initialized: false,
         }
+    }
+
+    /// The record's place in link order: its first object's.
+    fn order(&self) -> u64 {
+        self.orders[0]
+    }
+
+    /// The place in link order of the object `member` of the graph.
+    fn order_of(&self, member: u32) -> u64 {
+        self.orders.get(member as usize).copied().unwrap_or(self.orders[0])
     }
 }
 
@@ -92,7 +104,8 @@ impl Initializers {
             let mut st = self.state.lock();
             for record in st.by_key.values_mut().flatten().filter(|r| r.dylib == dylib && !r.initialized) {
                 record.initialized = true;
-                calls.extend(record.inits.iter().enumerate().map(|(i, e)| (e.priority, record.order, i, e.addr)));
+                let order = |e: &InitFiniEntry| record.order_of(e.member);
+                calls.extend(record.inits.iter().enumerate().map(|(i, e)| (e.priority, order(e), i, e.addr)));
             }
         }
         calls.sort_by_key(|&(priority, order, i, _)| (priority, order, i));
@@ -113,18 +126,19 @@ impl Initializers {
         let mut st = self.state.lock();
         let mut records: Vec<&mut LinkedRecord> =
             st.by_key.values_mut().flatten().filter(|r| r.dylib == dylib && r.initialized).collect();
-        records.sort_by_key(|r| std::cmp::Reverse(r.order));
-        let mut finis: Vec<(u32, usize, usize, Call)> = Vec::new();
+        records.sort_by_key(|r| std::cmp::Reverse(r.order()));
+        let mut finis: Vec<(u32, u64, usize, Call)> = Vec::new();
         let mut handlers = Vec::new();
-        for (rank, record) in records.into_iter().enumerate() {
+        for record in records {
             record.initialized = false;
-            finis.extend(record.finis.iter().enumerate().map(|(i, e)| (e.priority, rank, i, Call::Fini(e.addr))));
+            let order = |e: &InitFiniEntry| record.order_of(e.member);
+            finis.extend(record.finis.iter().enumerate().map(|(i, e)| (e.priority, order(e), i, Call::Fini(e.addr))));
             if with_handlers {
                 handlers.extend(record.dso_handle.map(Call::Finalize));
             }
         }
-        // Descending priority, stable in reverse link order.
-        finis.sort_by_key(|&(priority, rank, i, _)| (std::cmp::Reverse(priority), rank, i));
+        // Descending priority, then in reverse link order (of each entry's object).
+        finis.sort_by_key(|&(priority, order, i, _)| (std::cmp::Reverse(priority), std::cmp::Reverse(order), i));
         finis.into_iter().map(|(_, _, _, c)| c).chain(handlers).collect()
     }
 
@@ -147,7 +161,7 @@ impl Initializers {
     /// the memory is freed (deregistering its `.eh_frame` and TLS).
     pub(crate) fn release(&self, key: ResourceKey, gate: &EntryGate) -> Result<()> {
         let Some(mut records) = self.state.lock().by_key.remove(&key) else { return Ok(()) };
-        records.sort_by_key(|r| std::cmp::Reverse(r.order));
+        records.sort_by_key(|r| std::cmp::Reverse(r.order()));
         for record in &mut records {
             if record.initialized {
                 for e in &record.finis {

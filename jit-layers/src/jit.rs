@@ -334,15 +334,18 @@ impl Jit {
         let mut sections = crate::ir::section_tables(&modules)?;
         sections.extend(objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)));
         let first_object = modules.len();
+        // Objects linked in groups keep each their place in link order (their initializers').
+        let first_order = self.object_layer().reserve_orders(objects.len());
         let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
         for group in jit_link::enclosure_groups(&sections) {
             let (ms, os): (Vec<usize>, Vec<usize>) = group.into_iter().partition(|&i| i < first_object);
             let group_modules: Vec<IrModule> = ms.into_iter().filter_map(|i| modules[i].take()).collect();
+            let orders = os.iter().map(|&i| first_order + (i - first_object) as u64).collect();
             let group_objects: Vec<(String, Arc<[u8]>)> =
                 os.into_iter().filter_map(|i| objects[i - first_object].take()).collect();
             if group_modules.is_empty() {
-                self.object_layer().add_group(self.main_dylib(), group_objects)?;
+                self.object_layer().add_group(self.main_dylib(), group_objects, orders)?;
                 continue;
             }
             let module = crate::ir::linked(group_modules)?;

@@ -216,17 +216,32 @@ impl ObjectLinkingLayer {
     /// (llvm-jitlink-19 finds none). A group's initializers run at its first object's place.
     pub fn add_objects(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
         let sections: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)).collect();
+        let first = self.reserve_orders(objects.len());
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
         for group in jit_link::enclosure_groups(&sections) {
-            self.add_group(dylib, group.into_iter().filter_map(|i| objects[i].take()).collect())?;
+            let orders = group.iter().map(|&i| first + i as u64).collect();
+            self.add_group(dylib, group.into_iter().filter_map(|i| objects[i].take()).collect(), orders)?;
         }
         Ok(())
     }
 
-    /// Adds `objects` as one unit named by their names joined with " + ".
-    pub(crate) fn add_group(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+    /// Reserves `n` consecutive places in link order (which orders initializers) and returns
+    /// the first.
+    pub(crate) fn reserve_orders(&self, n: usize) -> u64 {
+        self.shared.next_object.fetch_add(n as u64, Ordering::Relaxed)
+    }
+
+    /// Adds `objects` as one unit named by their names joined with " + ", each object at its
+    /// place in link order (`orders`, one each): a group's initializers run in the order of
+    /// static link of its objects with the others.
+    pub(crate) fn add_group(
+        &self,
+        dylib: &JitDylib,
+        objects: Vec<(String, Arc<[u8]>)>,
+        orders: Vec<u64>,
+    ) -> Result<()> {
         let name = objects.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
-        self.add_objects_with_tracker(dylib, &name, objects, None)
+        self.add_unit(dylib, &name, objects, orders, None)
     }
 
     /// Adds `objects` to `dylib` as one unit, linked into one graph as `ld -r` would combine
@@ -239,8 +254,20 @@ impl ObjectLinkingLayer {
         objects: Vec<(String, Arc<[u8]>)>,
         tracker: Option<&ResourceTracker>,
     ) -> Result<()> {
-        let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
-        let unit = ObjectUnit::new(self.shared.clone(), name, objects, order)?;
+        let first = self.reserve_orders(objects.len());
+        let orders = (first..first + objects.len() as u64).collect();
+        self.add_unit(dylib, name, objects, orders, tracker)
+    }
+
+    fn add_unit(
+        &self,
+        dylib: &JitDylib,
+        name: &str,
+        objects: Vec<(String, Arc<[u8]>)>,
+        orders: Vec<u64>,
+        tracker: Option<&ResourceTracker>,
+    ) -> Result<()> {
+        let unit = ObjectUnit::new(self.shared.clone(), name, objects, orders)?;
         let init_symbol = unit.init_symbol.clone();
         dylib.define_boxed(Box::new(unit), tracker)?;
         if let Some(init) = init_symbol {
@@ -312,7 +339,7 @@ impl ObjectLinkingLayer {
         order: u64,
     ) {
         match renamed_graph(name, bytes, &renames, &[]) {
-            Ok(graph) => link_for(self.shared.clone(), mr, graph, order, FxHashSet::default()),
+            Ok(graph) => link_for(self.shared.clone(), mr, graph, vec![order], FxHashSet::default()),
             Err(e) => mr.fail(link_error(e)),
         }
     }
@@ -332,9 +359,9 @@ impl ObjectLinkingLayer {
         objects: &[(String, Arc<[u8]>)],
         discarded: FxHashSet<SymbolName>,
     ) {
-        let order = self.shared.next_object.fetch_add(1, Ordering::Relaxed);
+        let order = self.reserve_orders(1);
         match renamed_graph(name, bytes, &renames, objects) {
-            Ok(graph) => link_for(self.shared.clone(), mr, graph, order, discarded),
+            Ok(graph) => link_for(self.shared.clone(), mr, graph, vec![order], discarded),
             Err(e) => mr.fail(link_error(e)),
         }
     }
@@ -410,7 +437,8 @@ struct ObjectUnit {
     /// The object, or the objects linked as one, with their names.
     objects: Vec<(String, Arc<[u8]>)>,
     interface: Interface,
-    order: u64,
+    /// The place in link order of each object.
+    orders: Vec<u64>,
     /// Names the dylib discarded (weak definitions that lost): made external before linking.
     discarded: FxHashSet<SymbolName>,
     /// The side-effects-only symbol standing for the object's initializers, if it has any.
@@ -418,14 +446,15 @@ struct ObjectUnit {
 }
 
 impl ObjectUnit {
-    fn new(shared: Arc<LayerShared>, name: &str, objects: Vec<(String, Arc<[u8]>)>, order: u64) -> Result<Self> {
+    fn new(shared: Arc<LayerShared>, name: &str, objects: Vec<(String, Arc<[u8]>)>, orders: Vec<u64>) -> Result<Self> {
         let (mut interface, has_initializers) = objects_interface(&shared.session, name, &objects)?;
-        let init_symbol = has_initializers.then(|| shared.session.intern(&format!("$orcjit.init.{order}.{name}")));
+        let init_symbol =
+            has_initializers.then(|| shared.session.intern(&format!("$orcjit.init.{}.{name}", orders[0])));
         if let Some(init) = &init_symbol {
             interface.push(init.clone(), SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
         }
         let discarded = FxHashSet::default();
-        Ok(ObjectUnit { shared, name: name.to_string(), objects, interface, order, discarded, init_symbol })
+        Ok(ObjectUnit { shared, name: name.to_string(), objects, interface, orders, discarded, init_symbol })
     }
 }
 
@@ -482,7 +511,7 @@ impl MaterializationUnit for ObjectUnit {
 
     fn materialize(self: Box<Self>, mr: MaterializationResponsibility) {
         match jit_link::graph_from_elf_objects(&self.name, &borrowed(&self.objects)) {
-            Ok(graph) => link_for(self.shared, mr, graph, self.order, self.discarded),
+            Ok(graph) => link_for(self.shared, mr, graph, self.orders, self.discarded),
             Err(e) => mr.fail(link_error(e)),
         }
     }
@@ -532,7 +561,7 @@ fn link_for(
     shared: Arc<LayerShared>,
     mr: MaterializationResponsibility,
     graph: LinkGraph,
-    order: u64,
+    orders: Vec<u64>,
     discarded: FxHashSet<SymbolName>,
 ) {
     let dylib = mr.dylib();
@@ -540,7 +569,7 @@ fn link_for(
     let ctx = Arc::new(LayerContext {
         shared,
         object: graph.name().to_string(),
-        order,
+        orders,
         dylib,
         link_order,
         discarded,
@@ -556,7 +585,8 @@ fn link_for(
 struct LayerContext {
     shared: Arc<LayerShared>,
     object: String,
-    order: u64,
+    /// The place in link order of each object of the graph (see `LinkedRecord`).
+    orders: Vec<u64>,
     dylib: JitDylib,
     link_order: SearchOrder,
     discarded: FxHashSet<SymbolName>,
@@ -693,7 +723,7 @@ impl LinkContext for LayerContext {
         }
         let groups = self.emission_groups(&mr);
         let owner = self.shared.inits.owner_of(self.dylib.id());
-        let record = LinkedRecord::new(&self.object, self.order, owner, linked);
+        let record = LinkedRecord::new(&self.object, self.orders.clone(), owner, linked);
         let inits = &self.shared.inits;
         let recorded = mr.with_resource_key(|key| inits.record(key, record));
         match recorded {

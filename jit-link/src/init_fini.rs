@@ -18,14 +18,18 @@ pub struct InitFiniEntry {
     pub priority: u32,
     /// The function's address.
     pub addr: TargetAddr,
+    /// The object of a combined graph its table came from ([`LinkGraph::member_of`]); 0 in
+    /// a graph of one object.
+    pub member: u32,
 }
 
 /// A graph's initializers and finalizers.
 ///
 /// `inits` are in the order to call them (by ascending priority, then in the order of the
-/// object); `finis` in the order to call them (by descending priority, each array backwards,
-/// as glibc's `_dl_fini` walks `.fini_array`). To merge the graphs of one dylib the way a
-/// static link would order them: concatenate `inits` in link order and `finis` in *reverse*
+/// objects, then in the order of each object); `finis` in the order to call them (by
+/// descending priority, then objects backwards, each array backwards, as glibc's `_dl_fini`
+/// walks `.fini_array`). To merge the graphs of one dylib the way a static link would order
+/// them: concatenate `inits` in link order (of each entry's object) and `finis` in *reverse*
 /// link order, then sort inits stably by ascending priority and finis stably by descending
 /// priority. Run finalizers after the `atexit`/`__cxa_atexit` handlers registered since the
 /// initializers ran (the C runtime registers `_dl_fini` first, so it runs last).
@@ -115,6 +119,7 @@ pub fn collect_init_fini(graph: &mut LinkGraph) -> Result<(), LinkError> {
             let Some(b) = graph.block(block) else {
                 continue;
             };
+            let member = graph.member_of(block);
             let bytes = b.bytes();
             if bytes.len() % 8 != 0 {
                 return Err(LinkError::Malformed {
@@ -127,7 +132,7 @@ pub fn collect_init_fini(graph: &mut LinkGraph) -> Result<(), LinkError> {
                 .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 // 0 and -1 are the terminators and placeholders of `.ctors`/`.dtors`.
                 .filter(|&v| v != 0 && v != u64::MAX)
-                .map(|v| InitFiniEntry { priority, addr: TargetAddr(v) });
+                .map(|v| InitFiniEntry { priority, addr: TargetAddr(v), member });
             match table {
                 Table::Init { reversed: false } => forward_inits.extend(entries),
                 Table::Init { reversed: true } => ctors.extend(entries),
@@ -140,8 +145,8 @@ pub fn collect_init_fini(graph: &mut LinkGraph) -> Result<(), LinkError> {
     inits.extend(ctors.into_iter().rev());
     let mut finis: Vec<InitFiniEntry> = fini_array.into_iter().rev().collect();
     finis.extend(dtors);
-    inits.sort_by_key(|e| e.priority);
-    finis.sort_by_key(|e| std::cmp::Reverse(e.priority));
+    inits.sort_by_key(|e| (e.priority, e.member));
+    finis.sort_by_key(|e| (std::cmp::Reverse(e.priority), std::cmp::Reverse(e.member)));
     let out = graph.init_fini_mut();
     out.inits.extend(inits);
     out.finis.extend(finis);
@@ -176,5 +181,27 @@ mod tests {
         assert_eq!(inits, [4, 5, 3, 1, 2, 7, 6]);
         assert_eq!(finis, [9, 8, 10]);
         assert!(is_init_fini_section(".init_array.65535") && !is_init_fini_section(".init_arrayx"));
+    }
+
+    /// Objects combined into one graph keep their order: each entry says which it came from,
+    /// and one object's entries come before the next one's of the same priority.
+    #[test]
+    fn the_objects_of_a_combined_graph_run_in_their_order() {
+        let object = |name: &str, tables: &[(&str, &[u64])]| {
+            let mut g = LinkGraph::new(name);
+            for (section, values) in tables {
+                table(&mut g, section, values);
+            }
+            g
+        };
+        let mut g = LinkGraph::new("a.o + b.o + c.o");
+        g.absorb(object("a.o", &[(".init_array", &[1]), (".fini_array", &[11])])).unwrap();
+        g.absorb(object("b.o", &[(".ctors", &[3, 2]), (".init_array.101", &[20])])).unwrap();
+        g.absorb(object("c.o", &[(".init_array", &[4, 5]), (".fini_array", &[14, 15])])).unwrap();
+        collect_init_fini(&mut g).unwrap();
+        let inits: Vec<(u64, u32)> = g.init_fini().inits.iter().map(|e| (e.addr.0, e.member)).collect();
+        let finis: Vec<(u64, u32)> = g.init_fini().finis.iter().map(|e| (e.addr.0, e.member)).collect();
+        assert_eq!(inits, [(20, 1), (1, 0), (2, 1), (3, 1), (4, 2), (5, 2)]);
+        assert_eq!(finis, [(15, 2), (14, 2), (11, 0)]);
     }
 }

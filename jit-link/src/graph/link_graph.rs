@@ -28,6 +28,9 @@ pub struct LinkGraph {
     by_name: HashMap<SymbolName, SymbolId>,
     next_section: u32,
     next_block: u64,
+    /// For a graph that absorbed others: the ordinal of the first block of each (see
+    /// [`member_of`](Self::member_of)).
+    member_starts: Vec<u64>,
     pub(crate) finalize_actions: Vec<FinalizeAction>,
     pub(crate) init_fini: InitFini,
     pub(crate) tls: Option<TlsImage>,
@@ -56,6 +59,7 @@ impl LinkGraph {
             by_name: HashMap::default(),
             next_section: 0,
             next_block: 0,
+            member_starts: Vec::new(),
             finalize_actions: Vec::new(),
             init_fini: InitFini::default(),
             tls: None,
@@ -515,6 +519,7 @@ impl LinkGraph {
             section_map.insert(id, target);
         }
 
+        self.member_starts.push(self.next_block);
         let mut block_map: HashMap<BlockId, BlockId> = HashMap::default();
         let mut other_blocks: Vec<(BlockId, Block)> = blocks.into_iter().collect();
         other_blocks.sort_by_key(|(_, b)| b.ordinal);
@@ -596,6 +601,15 @@ impl LinkGraph {
             self.blocks[block].edges = block_edges;
         }
         Ok(())
+    }
+
+    /// Which of the graphs this one [`absorb`](Self::absorb)ed `block` came from: 0 for the
+    /// first, and for every block of a graph that absorbed none (as for a block a pass added
+    /// before the first absorb); a block added after the last comes from the last. Static
+    /// initializers run by it in the order of the objects (`crate::init_fini`).
+    pub fn member_of(&self, block: BlockId) -> u32 {
+        let Some(b) = self.blocks.get(block) else { return 0 };
+        self.member_starts.partition_point(|&start| start <= b.ordinal).saturating_sub(1) as u32
     }
 
     /// Renames a symbol (for example to make a module-local name globally unique).

@@ -18,6 +18,11 @@ __attribute__((weak)) const char *banner(void) { return "main's banner"; }
 extern int more_count(void) __attribute__((weak));
 int scale(int x) { return 10 * x; }
 
+/* Run in link order with the other objects' (between.c's, more.c's), also when the objects
+ * of the table are linked as one graph; destructors in reverse. */
+__attribute__((constructor)) static void hello(void) { puts("main.c: constructor"); }
+__attribute__((destructor)) static void bye(void) { puts("main.c: destructor"); }
+
 int main(void) {
     for (const struct cmd *c = __start_cmds; c < __stop_cmds; c++)
         printf("%s(7) = %d\n", c->name, c->fn(7));
