@@ -324,8 +324,9 @@ impl Jit {
     /// with objects into one graph with its object (compiled whole, not lazily; see
     /// [`IrTransformLayer::add_with_objects`]). Added apart, each would enclose its own part of
     /// the section only (lli-19 finds no entry at all). Everything else is added as
-    /// [`add_ir`](Self::add_ir) and [`add_objects`](Self::add_objects) add it. A group's
-    /// initializers run at its first member's place.
+    /// [`add_ir`](Self::add_ir) and [`add_objects`](Self::add_objects) add it. The
+    /// initializers of objects run each at its own place among the objects; a module's, with
+    /// objects of its group, before theirs.
     pub fn add_program(&self, modules: Vec<IrModule>, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
         if modules.len() + objects.len() < 2 {
             modules.into_iter().try_for_each(|m| self.add_ir(m))?;

@@ -213,7 +213,7 @@ impl ObjectLinkingLayer {
     /// named by its objects joined with " + ". A static linker gathers every object's `X`
     /// between the two symbols; objects linked apart would each enclose their own part, and a
     /// registration table (a C plugin registry, Rust's `linkme`) would miss entries
-    /// (llvm-jitlink-19 finds none). A group's initializers run at its first object's place.
+    /// (llvm-jitlink-19 finds none). Each object's initializers run at its own place in link order.
     pub fn add_objects(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
         let sections: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)).collect();
         let first = self.reserve_orders(objects.len());
