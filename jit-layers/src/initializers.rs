@@ -29,7 +29,6 @@ pub(crate) struct LinkedRecord {
 
 impl LinkedRecord {
     pub(crate) fn new(object: &str, orders: Vec<u64>, dylib: DylibId, linked: LinkedObject) -> Self {
-        assert!(!orders.is_empty(), "a linked object has a place in link order");
         LinkedRecord {
             object: object.to_string(),
             orders,
@@ -44,12 +43,13 @@ impl LinkedRecord {
 
     /// The record's place in link order: its first object's.
     fn order(&self) -> u64 {
-        self.orders[0]
+        self.order_of(0)
     }
 
-    /// The place in link order of the object `member` of the graph.
+    /// The place in link order of the object `member` of the graph (the first object's when
+    /// the objects share one).
     fn order_of(&self, member: u32) -> u64 {
-        self.orders.get(member as usize).copied().unwrap_or(self.orders[0])
+        self.orders.get(member as usize).or(self.orders.first()).copied().unwrap_or_default()
     }
 }
 

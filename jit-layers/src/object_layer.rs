@@ -448,8 +448,8 @@ struct ObjectUnit {
 impl ObjectUnit {
     fn new(shared: Arc<LayerShared>, name: &str, objects: Vec<(String, Arc<[u8]>)>, orders: Vec<u64>) -> Result<Self> {
         let (mut interface, has_initializers) = objects_interface(&shared.session, name, &objects)?;
-        let init_symbol =
-            has_initializers.then(|| shared.session.intern(&format!("$orcjit.init.{}.{name}", orders[0])));
+        let first = orders.first().copied().unwrap_or_default();
+        let init_symbol = has_initializers.then(|| shared.session.intern(&format!("$orcjit.init.{first}.{name}")));
         if let Some(init) = &init_symbol {
             interface.push(init.clone(), SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
         }
