@@ -307,6 +307,17 @@ fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
         .collect();
     let options: Vec<&str> = objects.iter().map(String::as_str).collect();
     same_as_native("startstop (three objects beside bitcode)", &bitcode, &native, &options, &[]);
+    // A module before an object of no part in its table: the module's constructor first, its
+    // destructor last, as natively with the files in that order (they were the other way
+    // round: an object took its place in link order when added, a module when compiled).
+    let two = tmp.path().join("two");
+    std::fs::create_dir(&two).unwrap();
+    let (bitcode, native) = build(&two, &[dir.join("main.c"), dir.join("between.c")], &["-O1", "-fPIC"], &[]);
+    let between = format!("--extra-object={}", two.join("between.o").display());
+    for options in MODES {
+        let options: Vec<&str> = options.iter().copied().chain([between.as_str()]).collect();
+        same_as_native("startstop (bitcode main, object between)", &bitcode[..1], &native, &options, &[]);
+    }
 }
 
 /// The C++ table of `jit-link/tests/programs/startstopcxx` (entries that throw, COMDAT

@@ -324,9 +324,9 @@ impl Jit {
     /// with objects into one graph with its object (compiled whole, not lazily; see
     /// [`IrTransformLayer::add_with_objects`]). Added apart, each would enclose its own part of
     /// the section only (lli-19 finds no entry at all). Everything else is added as
-    /// [`add_ir`](Self::add_ir) and [`add_objects`](Self::add_objects) add it. The
-    /// initializers of objects run each at its own place among the objects; a module's, with
-    /// objects of its group, before theirs.
+    /// [`add_ir`](Self::add_ir) and [`add_objects`](Self::add_objects) add it. Initializers
+    /// run in that order: each module's at its place (with those of the objects of its group),
+    /// then each object's at its own.
     pub fn add_program(&self, modules: Vec<IrModule>, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
         if modules.len() + objects.len() < 2 {
             modules.into_iter().try_for_each(|m| self.add_ir(m))?;
@@ -335,17 +335,21 @@ impl Jit {
         let mut sections = crate::ir::section_tables(&modules)?;
         sections.extend(objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)));
         let first_object = modules.len();
-        // Objects linked in groups keep each their place in link order (their initializers').
-        let first_order = self.object_layer().reserve_orders(objects.len());
+        // Objects keep each their place in link order (their initializers'), after every
+        // module's: groups come in order of their first member, so those with a module come
+        // first, and each module takes its place as it is added.
+        let mut first_order = None;
+        let object_count = objects.len();
         let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
         for group in jit_link::enclosure_groups(&sections) {
             let (ms, os): (Vec<usize>, Vec<usize>) = group.into_iter().partition(|&i| i < first_object);
             let group_modules: Vec<IrModule> = ms.into_iter().filter_map(|i| modules[i].take()).collect();
-            let orders = os.iter().map(|&i| first_order + (i - first_object) as u64).collect();
             let group_objects: Vec<(String, Arc<[u8]>)> =
-                os.into_iter().filter_map(|i| objects[i - first_object].take()).collect();
+                os.iter().filter_map(|&i| objects[i - first_object].take()).collect();
             if group_modules.is_empty() {
+                let first = *first_order.get_or_insert_with(|| self.object_layer().reserve_orders(object_count));
+                let orders = os.iter().map(|&i| first + (i - first_object) as u64).collect();
                 self.object_layer().add_group(self.main_dylib(), group_objects, orders)?;
                 continue;
             }

@@ -344,22 +344,23 @@ impl ObjectLinkingLayer {
         }
     }
 
-    /// As [`emit_renamed`](Self::emit_renamed), linking `objects` into the same graph as
-    /// `bytes` (after the renames), as `ld -r` would combine them (see
-    /// [`jit_link::LinkGraph::absorb`]). `mr` holds the symbols all of them define (see
-    /// [`objects_interface`]) but those in `discarded`: definitions that lost to others in the
-    /// dylib, made external before linking. For a compiler whose module's `__start_X` /
-    /// `__stop_X` enclose section `X` of objects, or the other way round.
+    /// As [`emit_in_order`](Self::emit_in_order) of `object` (its name and bytes), linking
+    /// `objects` into the same graph (after the renames), as `ld -r` would combine them (see
+    /// [`jit_link::LinkGraph::absorb`]); the initializers of all of them run at `order`. `mr`
+    /// holds the symbols all of them define (see [`objects_interface`]) but those in
+    /// `discarded`: definitions that lost to others in the dylib, made external before
+    /// linking. For a compiler whose module's `__start_X` / `__stop_X` enclose section `X` of
+    /// objects, or the other way round.
     pub fn emit_with_objects(
         &self,
         mr: MaterializationResponsibility,
-        name: &str,
-        bytes: &[u8],
+        object: (&str, &[u8]),
         renames: Vec<(String, String)>,
+        order: u64,
         objects: &[(String, Arc<[u8]>)],
         discarded: FxHashSet<SymbolName>,
     ) {
-        let order = self.reserve_orders(1);
+        let (name, bytes) = object;
         match renamed_graph(name, bytes, &renames, objects) {
             Ok(graph) => link_for(self.shared.clone(), mr, graph, vec![order], discarded),
             Err(e) => mr.fail(link_error(e)),

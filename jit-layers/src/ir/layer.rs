@@ -121,12 +121,16 @@ impl IrCompileLayer {
             let init = self.shared.objects.initializer_symbol(dylib, &name);
             interface.push(init, SymbolFlags::MATERIALIZATION_SIDE_EFFECTS_ONLY);
         }
+        // Its place in link order is where it is added, as for objects: its initializers run
+        // before those of what is added after it, whenever each is compiled.
+        let order = self.shared.objects.reserve_orders(1);
         let unit = IrUnit {
             shared: self.shared.clone(),
             name,
             source,
             interface,
             transforms,
+            order,
             objects,
             discarded: FxHashSet::default(),
         };

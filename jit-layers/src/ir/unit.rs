@@ -61,6 +61,8 @@ pub(crate) struct IrUnit {
     pub source: UnitSource,
     pub interface: Interface,
     pub transforms: Arc<[Arc<dyn IrTransform>]>,
+    /// Its place in link order (reserved when it was added), which orders its initializers.
+    pub order: u64,
     /// Relocatable objects linked in the same graph as the module's object.
     pub objects: Vec<(String, Arc<[u8]>)>,
     pub discarded: FxHashSet<String>,
@@ -76,9 +78,9 @@ impl MaterializationUnit for IrUnit {
     }
 
     fn materialize(self: Box<Self>, mr: MaterializationResponsibility) {
-        let IrUnit { shared, name, source, transforms, objects, discarded, .. } = *self;
+        let IrUnit { shared, name, source, transforms, order, objects, discarded, .. } = *self;
         let keep: FxHashSet<String> = mr.symbols().map(|(n, _)| n.as_str().to_string()).collect();
-        let job = Arc::new(Job { shared, name, transforms, keep, objects, discarded });
+        let job = Arc::new(Job { shared, name, transforms, keep, order, objects, discarded });
         let _span = tracing::debug_span!(target: "orcjit", "compile", module = %job.name).entered();
         match source {
             UnitSource::Built(build) => job.run_built(build, mr),
@@ -101,6 +103,7 @@ struct Job {
     name: String,
     transforms: Arc<[Arc<dyn IrTransform>]>,
     keep: FxHashSet<String>,
+    order: u64,
     /// Linked with the module's object as one graph; the module is then compiled whole.
     objects: Vec<(String, Arc<[u8]>)>,
     discarded: FxHashSet<String>,
@@ -114,12 +117,13 @@ impl Job {
     fn emit(&self, mr: MaterializationResponsibility, name: &str, result: Result<(Vec<u8>, Renames)>) {
         match result {
             Ok((object, renames)) if self.objects.is_empty() => {
-                self.shared.objects.emit_renamed(mr, name, &object, renames)
+                self.shared.objects.emit_in_order(mr, name, &object, renames, self.order)
             }
             Ok((object, renames)) => {
                 let session = self.shared.objects.session();
                 let discarded = self.discarded.iter().map(|n| session.intern(n)).collect();
-                self.shared.objects.emit_with_objects(mr, name, &object, renames, &self.objects, discarded)
+                let objects = &self.objects;
+                self.shared.objects.emit_with_objects(mr, (name, &object), renames, self.order, objects, discarded)
             }
             Err(e) => mr.fail(e),
         }
@@ -314,9 +318,9 @@ impl Job {
         let mut objects = objects.into_iter();
         let first = objects.next().unwrap_or_default();
         for (i, (part_mr, object)) in mrs.drain(..).zip(objects).enumerate() {
-            self.shared.objects.emit(part_mr, &format!("{}#{}", self.name, i + 1), &object);
+            self.emit(part_mr, &format!("{}#{}", self.name, i + 1), Ok((object, Vec::new())));
         }
-        self.shared.objects.emit(mr, &format!("{}#0", self.name), &first);
+        self.emit(mr, &format!("{}#0", self.name), Ok((first, Vec::new())));
     }
 
     fn input_key(&self, source: &IrInput) -> CacheKey {
