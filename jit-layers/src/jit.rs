@@ -335,32 +335,32 @@ impl Jit {
         let mut sections = crate::ir::section_tables(&modules)?;
         sections.extend(objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)));
         let first_object = modules.len();
-        // Objects keep each their place in link order (their initializers'), after every
-        // module's: groups come in order of their first member, so those with a module come
-        // first, and each module takes its place as it is added.
-        let mut first_order = None;
-        let object_count = objects.len();
         let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
+        // Groups come in order of their first member: those with a module first, each module
+        // taking its place in link order as it is added.
         for group in jit_link::enclosure_groups(&sections) {
             let (ms, os): (Vec<usize>, Vec<usize>) = group.into_iter().partition(|&i| i < first_object);
-            let group_modules: Vec<IrModule> = ms.into_iter().filter_map(|i| modules[i].take()).collect();
-            let group_objects: Vec<(String, Arc<[u8]>)> =
-                os.iter().filter_map(|&i| objects[i - first_object].take()).collect();
-            if group_modules.is_empty() {
-                let first = *first_order.get_or_insert_with(|| self.object_layer().reserve_orders(object_count));
-                let orders = os.iter().map(|&i| first + (i - first_object) as u64).collect();
-                self.object_layer().add_group(self.main_dylib(), group_objects, orders)?;
+            if ms.is_empty() {
                 continue;
             }
-            let module = crate::ir::linked(group_modules)?;
+            let module = crate::ir::linked(ms.into_iter().filter_map(|i| modules[i].take()).collect())?;
+            let group_objects: Vec<(String, Arc<[u8]>)> =
+                os.into_iter().filter_map(|i| objects[i - first_object].take()).collect();
             if group_objects.is_empty() {
                 self.add_ir(module)?;
             } else {
                 self.ir.add_with_objects(self.main_dylib(), module, group_objects, None)?;
             }
         }
-        Ok(())
+        // Then the objects of no module's group, after every module in link order, grouped
+        // among themselves as `add_objects` groups them.
+        let (rest, rest_sections): (Vec<_>, Vec<_>) = objects
+            .into_iter()
+            .zip(sections.drain(first_object..))
+            .filter_map(|(object, sections)| Some((object?, sections)))
+            .unzip();
+        self.object_layer().add_objects_grouped(self.main_dylib(), rest, &rest_sections)
     }
 
     /// Adds a `.bc` or `.ll` file to the main dylib.

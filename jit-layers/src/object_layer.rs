@@ -216,11 +216,25 @@ impl ObjectLinkingLayer {
     /// (llvm-jitlink-19 finds none). Each object's initializers run at its own place in link order.
     pub fn add_objects(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
         let sections: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)).collect();
+        self.add_objects_grouped(dylib, objects, &sections)
+    }
+
+    /// [`add_objects`](Self::add_objects), with each object's
+    /// [`jit_link::encapsulation_sections`] already read (`sections`, one per object). Each
+    /// object takes its place in link order now, in the order given.
+    pub(crate) fn add_objects_grouped(
+        &self,
+        dylib: &JitDylib,
+        objects: Vec<(String, Arc<[u8]>)>,
+        sections: &[(Vec<String>, Vec<String>)],
+    ) -> Result<()> {
         let first = self.reserve_orders(objects.len());
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
-        for group in jit_link::enclosure_groups(&sections) {
+        for group in jit_link::enclosure_groups(sections) {
             let orders = group.iter().map(|&i| first + i as u64).collect();
-            self.add_group(dylib, group.into_iter().filter_map(|i| objects[i].take()).collect(), orders)?;
+            let members: Vec<(String, Arc<[u8]>)> = group.into_iter().filter_map(|i| objects[i].take()).collect();
+            let name = members.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
+            self.add_unit(dylib, &name, members, orders, None)?;
         }
         Ok(())
     }
@@ -229,19 +243,6 @@ impl ObjectLinkingLayer {
     /// the first.
     pub(crate) fn reserve_orders(&self, n: usize) -> u64 {
         self.shared.next_object.fetch_add(n as u64, Ordering::Relaxed)
-    }
-
-    /// Adds `objects` as one unit named by their names joined with " + ", each object at its
-    /// place in link order (`orders`, one each): a group's initializers run in the order of
-    /// static link of its objects with the others.
-    pub(crate) fn add_group(
-        &self,
-        dylib: &JitDylib,
-        objects: Vec<(String, Arc<[u8]>)>,
-        orders: Vec<u64>,
-    ) -> Result<()> {
-        let name = objects.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
-        self.add_unit(dylib, &name, objects, orders, None)
     }
 
     /// Adds `objects` to `dylib` as one unit, linked into one graph as `ld -r` would combine
