@@ -15,7 +15,9 @@ use crate::generator::GeneratorDone;
 use crate::graph::SymId;
 use crate::lookup::{LookupKind, LookupResult, RequiredState, SearchOrder, SymbolLookupFlags, SymbolLookupSet};
 use crate::responsibility::MaterializationResponsibility;
-use crate::state::{Census, Completion, Effects, Fast, GeneratorStep, LookupJob, PendingMaterialization, SessionState};
+use crate::state::{
+    Census, Completion, EffectLists, Effects, Fast, GeneratorStep, LookupJob, PendingMaterialization, SessionState,
+};
 use crate::symbol::{SymbolDef, SymbolMap, SymbolName, SymbolStringPool};
 use crate::tracker::{ResourceKey, ResourceManager};
 
@@ -227,7 +229,7 @@ impl ExecutionSession {
             st.end(&mut fx);
             std::mem::take(&mut st.resource_managers)
         };
-        let keys = std::mem::take(&mut fx.removed_keys);
+        let keys = fx.take_removed_keys();
         self.inner.apply(fx);
         let mut first = None;
         for key in keys {
@@ -308,7 +310,7 @@ impl SessionInner {
             let mut fx = Effects::default();
             if let Err(e) = result {
                 inner.state.lock().generators_done(step.dylib, &mut fx);
-                fx.completions.push((step.job.completion, Err(e)));
+                fx.complete(step.job.completion, Err(e));
                 inner.apply(fx);
                 return;
             }
@@ -330,13 +332,13 @@ impl SessionInner {
     /// that case is checked inline, without moving the effects.)
     #[inline]
     pub(crate) fn apply(self: &Arc<Self>, fx: Effects) {
-        if !fx.is_empty() {
-            self.apply_effects(fx);
+        if let Some(lists) = fx.into_lists() {
+            self.apply_effects(*lists);
         }
     }
 
-    fn apply_effects(self: &Arc<Self>, fx: Effects) {
-        let Effects { materialize, completions, resumes, mut garbage, removed_keys: _ } = fx;
+    fn apply_effects(self: &Arc<Self>, lists: EffectLists) {
+        let EffectLists { materialize, completions, resumes, mut garbage, removed_keys: _ } = lists;
         for (completion, result) in completions {
             match completion {
                 Completion::Blocking { result: slot, done } => {

@@ -301,9 +301,14 @@ pub(crate) struct PendingMaterialization {
     pub priority: Priority,
 }
 
-/// What the caller must do after releasing the lock.
+/// What the caller must do after releasing the lock. Most critical sections decide nothing
+/// (a symbol resolved, a group emitted with no query finishing): their `Effects` stay one
+/// null pointer, made and dropped without touching the lists.
 #[derive(Default)]
-pub(crate) struct Effects {
+pub(crate) struct Effects(Option<Box<EffectLists>>);
+
+#[derive(Default)]
+pub(crate) struct EffectLists {
     /// Units whose materialization started, to be taken out (`take_started`) and dispatched.
     pub materialize: Vec<(UnitId, Priority)>,
     pub completions: Vec<(Completion, Result<LookupResult>)>,
@@ -313,16 +318,23 @@ pub(crate) struct Effects {
 }
 
 impl Effects {
-    pub fn complete(&mut self, completion: Completion, result: Result<LookupResult>) {
-        self.completions.push((completion, result));
+    /// The lists, made on first use.
+    pub fn lists(&mut self) -> &mut EffectLists {
+        self.0.get_or_insert_with(Default::default)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.materialize.is_empty()
-            && self.completions.is_empty()
-            && self.resumes.is_empty()
-            && self.garbage.is_empty()
-            && self.removed_keys.is_empty()
+    pub fn complete(&mut self, completion: Completion, result: Result<LookupResult>) {
+        self.lists().completions.push((completion, result));
+    }
+
+    /// Everything to do, or nothing.
+    pub fn into_lists(self) -> Option<Box<EffectLists>> {
+        self.0
+    }
+
+    /// Takes the trackers whose resources were removed (for the resource managers).
+    pub fn take_removed_keys(&mut self) -> Vec<TrackerId> {
+        self.0.as_mut().map(|l| std::mem::take(&mut l.removed_keys)).unwrap_or_default()
     }
 }
 
@@ -582,7 +594,7 @@ impl SessionState {
         unit.discards.push(name);
         if unit.symbols.is_empty() {
             let unit = self.units.remove(uid).expect("present");
-            fx.garbage.push(Box::new(unit.unit));
+            fx.lists().garbage.push(Box::new(unit.unit));
         }
     }
 
@@ -628,7 +640,7 @@ impl SessionState {
         let unit = &self.units[uid];
         if unit.symbols.is_empty() {
             let unit = self.units.remove(uid).expect("just inserted");
-            fx.garbage.push(Box::new(unit.unit));
+            fx.lists().garbage.push(Box::new(unit.unit));
         } else if events::units_enabled() {
             unit_event!(events::ADDED, unit.unit.name(), dylib.index, symbols = unit.symbols.len());
             if events::symbols_enabled() {
@@ -785,7 +797,7 @@ impl SessionState {
     pub fn generators_done(&mut self, dylib: DylibId, fx: &mut Effects) {
         let dl = self.dylib_mut(dylib);
         dl.generator_busy = false;
-        fx.resumes.extend(dl.generator_queue.drain(..));
+        fx.lists().resumes.extend(dl.generator_queue.drain(..));
     }
 
     /// Names of `names` that `dylib` does not define yet.
@@ -897,10 +909,10 @@ impl SessionState {
             }
         }
         if any {
-            fx.materialize.push((uid, priority));
+            fx.lists().materialize.push((uid, priority));
         } else {
             let unit = self.units.remove(uid).expect("present");
-            fx.garbage.push(Box::new(unit.unit));
+            fx.lists().garbage.push(Box::new(unit.unit));
         }
     }
 
@@ -1459,7 +1471,7 @@ impl SessionState {
         for sid in ids {
             self.remove_symbol(sid).expect("live");
         }
-        fx.removed_keys.push(tracker);
+        fx.lists().removed_keys.push(tracker);
         Ok(())
     }
 
@@ -1497,16 +1509,16 @@ impl SessionState {
             fx.complete(q.completion, Err(Error::SessionEnded));
         }
         for (_, u) in self.units.drain() {
-            fx.garbage.push(Box::new(u.unit));
+            fx.lists().garbage.push(Box::new(u.unit));
         }
         for dl in &mut self.dylibs {
             for job in dl.generator_queue.drain(..) {
-                fx.completions.push((job.completion, Err(Error::SessionEnded)));
+                fx.complete(job.completion, Err(Error::SessionEnded));
             }
-            fx.garbage.push(Box::new(std::mem::take(&mut dl.generators)));
+            fx.lists().garbage.push(Box::new(std::mem::take(&mut dl.generators)));
             dl.overflow.clear();
         }
-        fx.removed_keys.extend(self.trackers.keys());
+        fx.lists().removed_keys.extend(self.trackers.keys());
         self.trackers.clear();
         self.symbols.clear();
     }

@@ -69,7 +69,7 @@ impl ResourceTracker {
             let r = st.remove_tracker(self.id, &mut fx);
             (r, st.resource_managers.clone())
         };
-        let keys = std::mem::take(&mut fx.removed_keys);
+        let keys = fx.take_removed_keys();
         inner.apply(fx);
         result?;
         let mut first: Option<Error> = None;
