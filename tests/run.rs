@@ -320,6 +320,30 @@ fn section_bounds_enclose_every_module_s_entries_in_every_mode() {
     }
 }
 
+/// Hidden thread-local variables that one module defines and another reaches with the
+/// local-dynamic model (one `__tls_get_addr` call for its TLS module's block, then each
+/// variable at its offset in it): the two are linked as one module, one TLS module, in every
+/// mode; so are the module and the object when the variables are an object's (a mixed LTO
+/// link). Apart, the offset had no block to be relative to (the link failed). A third file,
+/// tied to neither, runs its constructor after theirs, as natively with the files in this
+/// order. See `jit-link/tests/programs/tlsld`.
+#[test]
+fn hidden_thread_locals_shared_between_modules_run_as_native_in_every_mode() {
+    let dir = root().join("jit-link/tests/programs/tlsld");
+    let tmp = tempfile::tempdir().unwrap();
+    let sources = [dir.join("main.c"), dir.join("vars.c"), dir.join("between.c")];
+    let (bitcode, native) = build(tmp.path(), &sources, &["-O1", "-fPIC", "-pthread"], &["-pthread"]);
+    every_mode("tlsld", &bitcode, &native, MODES, &["a"]);
+    let objects: Vec<String> = ["vars", "between"]
+        .iter()
+        .map(|o| format!("--extra-object={}", tmp.path().join(format!("{o}.o")).display()))
+        .collect();
+    for options in MODES {
+        let options: Vec<&str> = options.iter().copied().chain(objects.iter().map(String::as_str)).collect();
+        same_as_native("tlsld (bitcode main, objects)", &bitcode[..1], &native, &options, &["a"]);
+    }
+}
+
 /// The C++ table of `jit-link/tests/programs/startstopcxx` (entries that throw, COMDAT
 /// functions with static locals, constructors and destructors on both sides, a
 /// `thread_local`), its walker compiled from bitcode and linked in one graph with the object

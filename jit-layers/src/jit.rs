@@ -319,7 +319,9 @@ impl Jit {
     /// Adds a program's IR modules and relocatable objects to the main dylib, as a static link
     /// of them would bind them: where the `__start_X` / `__stop_X` of one enclose section `X`
     /// of others (a registration table, such as a C plugin registry or Rust's `linkme`, with
-    /// entries in several files), those are linked together (transitively, in the order given,
+    /// entries in several files), or where the code of one reaches thread-local variables of
+    /// another with the local-dynamic model (hidden `extern __thread` variables; see
+    /// [`jit_link::link_ties`]), those are linked together (transitively, in the order given,
     /// modules before objects): modules into one module, objects into one graph, and a module
     /// with objects into one graph with its object (compiled whole, not lazily; see
     /// [`IrTransformLayer::add_with_objects`]). Added apart, each would enclose its own part of
@@ -332,14 +334,14 @@ impl Jit {
             modules.into_iter().try_for_each(|m| self.add_ir(m))?;
             return self.add_objects(objects);
         }
-        let mut sections = crate::ir::section_tables(&modules)?;
-        sections.extend(objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)));
+        let mut ties = crate::ir::link_ties(&modules)?;
+        ties.extend(objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)));
         let first_object = modules.len();
         let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
         // Groups come in order of their first member: those with a module first, each module
         // taking its place in link order as it is added.
-        for group in jit_link::enclosure_groups(&sections) {
+        for group in jit_link::enclosure_groups(&ties) {
             let (ms, os): (Vec<usize>, Vec<usize>) = group.into_iter().partition(|&i| i < first_object);
             if ms.is_empty() {
                 continue;
@@ -355,12 +357,12 @@ impl Jit {
         }
         // Then the objects of no module's group, after every module in link order, grouped
         // among themselves as `add_objects` groups them.
-        let (rest, rest_sections): (Vec<_>, Vec<_>) = objects
+        let (rest, rest_ties): (Vec<_>, Vec<_>) = objects
             .into_iter()
-            .zip(sections.drain(first_object..))
-            .filter_map(|(object, sections)| Some((object?, sections)))
+            .zip(ties.drain(first_object..))
+            .filter_map(|(object, ties)| Some((object?, ties)))
             .unzip();
-        self.object_layer().add_objects_grouped(self.main_dylib(), rest, &rest_sections)
+        self.object_layer().add_objects_grouped(self.main_dylib(), rest, &rest_ties)
     }
 
     /// Adds a `.bc` or `.ll` file to the main dylib.

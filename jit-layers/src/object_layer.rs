@@ -213,24 +213,26 @@ impl ObjectLinkingLayer {
     /// named by its objects joined with " + ". A static linker gathers every object's `X`
     /// between the two symbols; objects linked apart would each enclose their own part, and a
     /// registration table (a C plugin registry, Rust's `linkme`) would miss entries
-    /// (llvm-jitlink-19 finds none). Each object's initializers run at its own place in link order.
+    /// (llvm-jitlink-19 finds none). So do objects whose code reaches another's thread-local
+    /// variables with the local-dynamic model, which needs them in its own TLS module (see
+    /// [`jit_link::link_ties`]). Each object's initializers run at its own place in link order.
     pub fn add_objects(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
-        let sections: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::encapsulation_sections(bytes)).collect();
-        self.add_objects_grouped(dylib, objects, &sections)
+        let ties: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)).collect();
+        self.add_objects_grouped(dylib, objects, &ties)
     }
 
-    /// [`add_objects`](Self::add_objects), with each object's
-    /// [`jit_link::encapsulation_sections`] already read (`sections`, one per object). Each
-    /// object takes its place in link order now, in the order given.
+    /// [`add_objects`](Self::add_objects), with each object's [`jit_link::link_ties`] already
+    /// read (`ties`, one per object). Each object takes its place in link order now, in the
+    /// order given.
     pub(crate) fn add_objects_grouped(
         &self,
         dylib: &JitDylib,
         objects: Vec<(String, Arc<[u8]>)>,
-        sections: &[(Vec<String>, Vec<String>)],
+        ties: &[(Vec<String>, Vec<String>)],
     ) -> Result<()> {
         let first = self.reserve_orders(objects.len());
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
-        for group in jit_link::enclosure_groups(sections) {
+        for group in jit_link::enclosure_groups(ties) {
             let orders = group.iter().map(|&i| first + i as u64).collect();
             let members: Vec<(String, Arc<[u8]>)> = group.into_iter().filter_map(|i| objects[i].take()).collect();
             let name = members.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");

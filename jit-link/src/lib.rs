@@ -36,9 +36,9 @@ pub use builtins::{DSO_HANDLE, define_dso_handle, define_libc_nonshared, define_
 pub use deps::{SymbolDependencies, external_dependencies};
 pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, LookupRequest, LookupResult, link};
 pub use elf::{
-    encapsulation_sections, enclosure_groups, graph_from_elf_object, graph_from_elf_objects,
-    interface_graph_from_elf_object, interface_graph_from_elf_objects, is_c_identifier, memory_needed,
-    needs_low_placement, relocation_name,
+    enclosure_groups, graph_from_elf_object, graph_from_elf_objects, interface_graph_from_elf_object,
+    interface_graph_from_elf_objects, is_c_identifier, link_ties, memory_needed, needs_low_placement, relocation_name,
+    tls_tie,
 };
 pub use error::{BoxError, LinkError};
 pub use far::{ExternalDefinition, FAR_DATA_SECTION, FAR_STUBS_SECTION};

@@ -146,6 +146,33 @@ fn non_pic_thread_locals_are_rejected_with_a_hint_to_use_fpic() {
     assert!(err.contains("R_X86_64_GOTTPOFF") || err.contains("R_X86_64_TPOFF32"), "{err}");
 }
 
+/// Local-dynamic code reaching a hidden thread-local variable of another object ties the two
+/// objects together (`link_ties`: `orcjit link` and the object layer link them as one graph,
+/// one TLS module). Linked apart, the error names the object, the relocation and the variable,
+/// and says what to do.
+#[test]
+fn local_dynamic_thread_locals_tie_objects_and_apart_fail_with_a_clear_error() {
+    let objects = compile("tlsld", &["main.c", "between.c", "vars.c"], &["-O1", "-fPIC", "-pthread"], "pic-small");
+    let ties: Vec<(Vec<String>, Vec<String>)> = objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)).collect();
+    let tie = |name: &str| jit_link::tls_tie(name.as_bytes());
+    for var in ["hits", "total", "name"] {
+        assert!(ties[0].1.contains(&tie(var)), "main.o needs {var}: {:?}", ties[0]);
+        assert!(ties[2].0.contains(&tie(var)), "vars.o defines {var}: {:?}", ties[2]);
+    }
+    assert!(!ties[0].0.contains(&tie("calls")), "a static thread-local ties nothing: {:?}", ties[0]);
+    assert_eq!(ties[1], (vec![], vec![]), "between.o has no thread-locals");
+    assert_eq!(jit_link::enclosure_groups(&ties), vec![vec![0, 2], vec![1]]);
+
+    let err = match link_objects(&objects) {
+        Ok(_) => panic!("local-dynamic TLS of another object must not link apart"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("main.o"), "{err}");
+    assert!(err.contains("DtpOffset32"), "{err}");
+    assert!(["'hits'", "'total'", "'name'"].iter().any(|v| err.contains(v)), "{err}");
+    assert!(err.contains("defined in another object") && err.contains("-ftls-model=global-dynamic"), "{err}");
+}
+
 #[test]
 fn undefined_symbol_error_names_the_symbol_and_the_object_that_needs_it() {
     let objects = compile("undef", &["main.c"], &["-O1", "-fPIC"], "pic");

@@ -13,4 +13,4 @@ pub use cod::{CodStats, CompileOnDemandLayer, FunctionInfo, PartitionPolicy, Per
 pub use compile::CompileOptions;
 pub use layer::{IrCompileLayer, IrTransform, IrTransformLayer, PassPipeline};
 pub use module::{IrModule, IrSource, ModuleBuilder};
-pub(crate) use module::{linked, section_tables};
+pub(crate) use module::{link_ties, linked};

@@ -9,7 +9,7 @@ use inkwell::context::Context;
 use inkwell::memory_buffer::MemoryBuffer;
 use inkwell::module::{Linkage, Module};
 use inkwell::values::{AsValueRef, GlobalValue};
-use inkwell::{GlobalVisibility, llvm_sys};
+use inkwell::{GlobalVisibility, ThreadLocalMode, llvm_sys};
 use jit_core::{Error, ExecutionSession, Interface, Result, SymbolFlags};
 
 /// Builds a module in the context it is given, on the thread that compiles it.
@@ -267,36 +267,50 @@ fn alias_is_callable(alias: GlobalValue<'_>) -> bool {
     }
 }
 
-/// For each of `modules`: the C-identifier sections its globals are defined in, and the
-/// sections it encloses with `__start_X` / `__stop_X` declarations, as
-/// [`jit_link::encapsulation_sections`] finds them in an object (read as far as the globals'
-/// headers only). A module built on the compile thread has neither.
-pub(crate) fn section_tables(modules: &[IrModule]) -> Result<Vec<(Vec<String>, Vec<String>)>> {
+/// For each of `modules`: what ties it to other modules or objects, as
+/// [`jit_link::link_ties`] finds it in an object (read as far as the globals' headers only):
+/// - the C-identifier sections its globals are defined in, and the sections it encloses with
+///   `__start_X` / `__stop_X` declarations;
+/// - the thread-local variables it defines (not local), and those it declares that its code
+///   will reach with the local-dynamic model, which needs them in its own TLS module: hidden
+///   or protected ones (known to be in the same module, so LLVM chooses local-dynamic for
+///   position-independent code) and any marked `localdynamic`.
+///
+/// A module built on the compile thread has none.
+pub(crate) fn link_ties(modules: &[IrModule]) -> Result<Vec<(Vec<String>, Vec<String>)>> {
     let context = Context::create();
-    let mut sections = Vec::with_capacity(modules.len());
+    let mut ties = Vec::with_capacity(modules.len());
     for m in modules {
         if matches!(m.source, IrSource::Built { .. }) {
-            sections.push(Default::default());
+            ties.push(Default::default());
             continue;
         }
         let module = parse_headers(&context, &m.name, &m.source)?;
-        let (mut defines, mut encloses) = (Vec::new(), Vec::new());
+        let (mut defines, mut needs) = (Vec::new(), Vec::new());
         for global in module.get_globals() {
             let name = global.get_name().to_bytes();
             if global.is_declaration() {
                 let bounded = name.strip_prefix(b"__start_").or_else(|| name.strip_prefix(b"__stop_"));
                 if let Some(section) = bounded.filter(|s| jit_link::is_c_identifier(s)) {
-                    encloses.push(String::from_utf8_lossy(section).into_owned());
+                    needs.push(String::from_utf8_lossy(section).into_owned());
                 }
-            } else if let Some(section) =
-                global.get_section().map(CStr::to_bytes).filter(|s| jit_link::is_c_identifier(s))
-            {
+                let local_dynamic = global.get_visibility() != GlobalVisibility::Default
+                    || global.get_thread_local_mode() == Some(ThreadLocalMode::LocalDynamicTLSModel);
+                if global.is_thread_local() && local_dynamic {
+                    needs.push(jit_link::tls_tie(name));
+                }
+                continue;
+            }
+            if let Some(section) = global.get_section().map(CStr::to_bytes).filter(|s| jit_link::is_c_identifier(s)) {
                 defines.push(String::from_utf8_lossy(section).into_owned());
             }
+            if global.is_thread_local() && !matches!(global.get_linkage(), Linkage::Internal | Linkage::Private) {
+                defines.push(jit_link::tls_tie(name));
+            }
         }
-        sections.push((defines, encloses));
+        ties.push((defines, needs));
     }
-    Ok(sections)
+    Ok(ties)
 }
 
 /// `group` linked into one module, named by its members' names joined with "+" (the module

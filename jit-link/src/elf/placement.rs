@@ -82,42 +82,76 @@ pub fn is_c_identifier(name: &[u8]) -> bool {
     !name.is_empty() && !name[0].is_ascii_digit() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-/// The encapsulation sections of the relocatable object `data`: the loaded, non-empty
-/// sections whose names are C identifiers it defines, and the sections it refers to through
-/// `__start_NAME` / `__stop_NAME` (which [`crate::define_section_start_stop`] defines over the
-/// object's own section). A static linker brackets every object's section of that name; a
-/// caller linking objects one by one can see with this when a bracket would miss some.
-/// Malformed input answers nothing.
-pub fn encapsulation_sections(data: &[u8]) -> (Vec<String>, Vec<String>) {
-    let (mut defined, mut bracketed) = (Vec::new(), Vec::new());
-    let Ok(header) = Elf::parse(data) else { return (defined, bracketed) };
-    let Ok(endian) = header.endian() else { return (defined, bracketed) };
-    let Ok(sections) = header.sections(endian, data) else { return (defined, bracketed) };
+/// What ties the relocatable object `data` to other objects that a static link would bind
+/// together, as two lists of keys: those it defines, and those it needs from whichever
+/// objects define them ([`enclosure_groups`] puts each with those, transitively):
+///
+/// - Encapsulation sections: the loaded, non-empty sections whose names are C identifiers
+///   (defined), and the sections it refers to through `__start_NAME` / `__stop_NAME` (needed;
+///   [`crate::define_section_start_stop`] defines them over the object's own section). A
+///   static linker brackets every object's section of that name.
+/// - Local-dynamic thread-local storage ([`tls_tie`] of each name): the thread-local
+///   variables it defines (not local), and the undefined ones its code reaches through
+///   `R_X86_64_DTPOFF32` / `R_X86_64_DTPOFF64` (needed). That code asks `__tls_get_addr` for
+///   its own module's block once and adds each variable's offset in it, so the variable must
+///   be in the same TLS module: a hidden `extern __thread` variable compiled with `-fPIC`, or
+///   any with `-ftls-model=local-dynamic`. A static linker makes one module of them all.
+///
+/// A caller linking objects one by one can see with this when a link apart would miss
+/// something. Malformed input answers nothing.
+pub fn link_ties(data: &[u8]) -> (Vec<String>, Vec<String>) {
+    let (mut defines, mut needs) = (Vec::new(), Vec::new());
+    let Ok(header) = Elf::parse(data) else { return (defines, needs) };
+    let Ok(endian) = header.endian() else { return (defines, needs) };
+    let Ok(sections) = header.sections(endian, data) else { return (defines, needs) };
     for sh in sections.iter() {
         let Ok(name) = sections.section_name(endian, sh) else { continue };
         if sh.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0 && sh.sh_size(endian) > 0 && is_c_identifier(name) {
-            defined.push(String::from_utf8_lossy(name).into_owned());
+            defines.push(String::from_utf8_lossy(name).into_owned());
         }
     }
     if let Ok(symbols) = sections.symbols(endian, data, elf::SHT_SYMTAB) {
-        for sym in symbols.iter().filter(|s| s.st_shndx(endian) == elf::SHN_UNDEF) {
+        for sym in symbols.iter() {
             let Ok(name) = symbols.symbol_name(endian, sym) else { continue };
-            let section = name.strip_prefix(b"__start_").or_else(|| name.strip_prefix(b"__stop_"));
-            if let Some(section) = section.filter(|s| is_c_identifier(s)) {
-                bracketed.push(String::from_utf8_lossy(section).into_owned());
+            if sym.st_shndx(endian) == elf::SHN_UNDEF {
+                let section = name.strip_prefix(b"__start_").or_else(|| name.strip_prefix(b"__stop_"));
+                if let Some(section) = section.filter(|s| is_c_identifier(s)) {
+                    needs.push(String::from_utf8_lossy(section).into_owned());
+                }
+            } else if sym.st_type() == elf::STT_TLS && sym.st_bind() != elf::STB_LOCAL && !name.is_empty() {
+                defines.push(tls_tie(name));
+            }
+        }
+        for sh in sections.iter().filter(|sh| sh.sh_type(endian) == elf::SHT_RELA) {
+            let Ok(Some((relas, _))) = sh.rela(endian, data) else { continue };
+            for r in relas {
+                if !matches!(r.r_type(endian, false), elf::R_X86_64_DTPOFF32 | elf::R_X86_64_DTPOFF64) {
+                    continue;
+                }
+                let Ok(sym) = symbols.symbol(object::SymbolIndex(r.r_sym(endian, false) as usize)) else { continue };
+                if sym.st_shndx(endian) == elf::SHN_UNDEF {
+                    if let Ok(name) = symbols.symbol_name(endian, sym).map(tls_tie) {
+                        needs.push(name);
+                    }
+                }
             }
         }
     }
-    defined.sort();
-    defined.dedup();
-    bracketed.sort();
-    bracketed.dedup();
-    (defined, bracketed)
+    for keys in [&mut defines, &mut needs] {
+        keys.sort();
+        keys.dedup();
+    }
+    (defines, needs)
+}
+
+/// The [`link_ties`] key of thread-local variable `name` (never a section's: it has a space).
+pub fn tls_tie(name: &[u8]) -> String {
+    format!("thread-local {}", String::from_utf8_lossy(name))
 }
 
 /// Groups objects (or modules) as a static link must keep them together, from each one's
-/// [`encapsulation_sections`] (the sections it defines, and those it encloses): one that
-/// encloses a section goes with every one that defines it, transitively. Returns the groups
+/// [`link_ties`] (the keys it defines, and those it needs): one that needs a key goes with
+/// every one that defines it, transitively. Returns the groups
 /// as indices, each group in order and the groups in order of their first member. Linear in
 /// the inputs when none encloses a section (a program of thousands of objects).
 pub fn enclosure_groups(sections: &[(Vec<String>, Vec<String>)]) -> Vec<Vec<usize>> {

@@ -186,10 +186,20 @@ fn fix_block(graph: &LinkGraph, id: BlockId, bytes: &mut [u8], env: FixupEnv) ->
         };
         let dtp = matches!(edge.kind, EdgeKind::DtpOffset32 | EdgeKind::DtpOffset64);
         if dtp && !target_is_tls {
+            // Local-dynamic code adds the variable's offset to its own module's block: a
+            // variable of another graph is in another module (see `crate::link_ties`).
+            let elsewhere = if target.is_defined() {
+                String::new()
+            } else {
+                "; it is defined in another object, and local-dynamic TLS reaches only the variables \
+                 of its own TLS module: link the objects that share it as one graph (the object \
+                 linking layer's `add_objects` does), or compile with -ftls-model=global-dynamic"
+                    .to_string()
+            };
             return Err(LinkError::Tls {
                 object: object(),
                 what: format!(
-                    "{} at {} targets '{}', which is not thread-local data of this object",
+                    "{} at {} targets '{}', which is not thread-local data of this object{elsewhere}",
                     edge.kind,
                     location(),
                     graph.describe_symbol(edge.target)
