@@ -223,6 +223,13 @@ fn run_cases(bases: &[(String, Vec<u8>)]) {
         let (name, base) = &bases[(case % bases.len() as u64) as usize];
         let bytes = mutate(base, &mut rng);
         eprintln!("case {case} ({name})");
+        // What the object layer reads of every object it is given, before any link: answers
+        // for malformed input, never a panic.
+        std::hint::black_box((
+            jit_link::link_ties(&bytes),
+            jit_link::needs_low_placement(&bytes),
+            jit_link::memory_needed(&bytes),
+        ));
         match jit_link::graph_from_elf_object(name, &bytes) {
             Ok(graph) => {
                 check_interface(&format!("case {case}"), name, &bytes, &graph);
@@ -286,6 +293,8 @@ fn mutated_objects_give_ok_or_an_error_never_a_panic_hang_or_crash() {
     add("multi", &["lib.c"], &["-O1", "-fPIC", "-mcmodel=large"], "fuzz-large");
     add("cxx", &["main.cpp", "other.cpp"], &["-O1", "-fPIC"], "fuzz-cxx");
     add("tls", &["main.c", "other.c"], &["-O1", "-fPIC"], "fuzz-tls");
+    // Local-dynamic TLS against variables of another object (what `link_ties` reads).
+    add("tlsld", &["main.c"], &["-O1", "-fPIC"], "fuzz-tlsld");
     add("ctors", &["main.c"], &["-O0", "-fno-pic", "-mcmodel=large", "-g"], "fuzz-ctors");
     // 5 GiB of large data, which links apart from the memory manager.
     add("hugearray", &["main.c"], &["-O1", "-fPIC", "-mcmodel=medium"], "fuzz-huge");
