@@ -277,17 +277,24 @@ fn thread_local_variables_used_from_several_threads_run_as_native() {
     program_case("tls", &["main.c", "other.c"], &["-pthread"], &["-pthread"], &[], &[PIC_SMALL, PIC_LARGE]);
 }
 
-/// Hidden thread-local variables defined in one object and used from another, which clang
-/// reaches with the local-dynamic model: one `__tls_get_addr` call for the module's block,
-/// then each variable at its offset in it (`R_X86_64_DTPOFF32` against a symbol the object does
-/// not define). `orcjit link` links such objects as one graph, one TLS module, as a static
-/// link makes one; apart, the offset had no block to be relative to, and the link failed
-/// (llvm-jitlink-19 rejects `R_X86_64_TLSLD` outright). An object between them keeps its place
-/// in constructor order.
+/// Hidden thread-local variables defined in one object and used from another, which clang reaches
+/// with the local-dynamic model: one `__tls_get_addr` call for the module's block, then each
+/// variable at its offset in it (`R_X86_64_DTPOFF32` against a symbol the object does not define).
+/// `orcjit link` links such objects as one graph, one TLS module, as a static link makes one;
+/// apart, the offset had no block to be relative to, and the link failed (llvm-jitlink-19 rejects
+/// `R_X86_64_TLSLD` outright). An object between them keeps its place in constructor order. So they
+/// do through TLS descriptors (`-mtls-dialect=gnu2`, proposed as GCC 16's default), clang's and
+/// gcc's: one descriptor for `_TLS_MODULE_BASE_`, the module's block, then the offsets.
 #[test]
 fn hidden_thread_locals_shared_between_objects_through_the_local_dynamic_model_run_as_native() {
     let sources = ["main.c", "between.c", "vars.c"];
     program_case("tlsld", &sources, &["-pthread"], &["-pthread"], &[], &[PIC_SMALL, PIC_LARGE]);
+    program_case("tlsld", &sources, &["-pthread", "-mtls-dialect=gnu2"], &["-pthread"], &[], &[PIC_SMALL]);
+    let tmp = tempfile::tempdir().unwrap();
+    let srcs: Vec<PathBuf> = sources.iter().map(|s| programs().join("tlsld").join(s)).collect();
+    let objects = compile_gnu(tmp.path(), &srcs, &["-O1", "-fPIC", "-pthread", "-mtls-dialect=gnu2"]);
+    let native = link_native(tmp.path(), &objects, &[], &["-pthread"]);
+    same_as_native("tlsld (gcc, gnu2)", &objects, &native, &[], &["one"]);
 }
 
 /// libstdc++'s `std::call_once` keeps the callable in libstdc++'s own thread-local variables,

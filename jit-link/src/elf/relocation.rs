@@ -100,6 +100,10 @@ fn lower(r_type: u32) -> Lowering {
         // GOTPLT64 is GOT64 with a hint that a PLT entry is wanted; the value is the same.
         30 => E(RequestGotAndTransformToDelta64FromGot, 8),
         31 => E(RequestPltAndTransformToDelta64FromGot, 8),
+        // TLS descriptors: the descriptor's address, and the call through it (a marker for
+        // relaxations, which a JIT cannot make: the variable is never in static TLS).
+        34 => E(RequestTlsDescriptorAndTransformToDelta32, 4),
+        35 => Lowering::Skip,
         41 => E(RequestGotAndTransformToPcRel32GotLoadRelaxable, 4),
         42 => E(RequestGotAndTransformToPcRel32GotLoadRexRelaxable, 4),
         _ => Lowering::Unsupported,

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 
 use super::runtime::{self, INDIRECT_MODULE, TlsModule};
 use crate::{Edge, EdgeKind, LinkError, LinkGraph, Scope, SectionKind, SymbolDef, SymbolId};
+use jit_mem::TargetAddr;
 
 /// The section holding `tls_index` entries and descriptors.
 pub const TLS_INFO_SECTION: &str = "$__TLSINFO";
@@ -89,8 +90,8 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
         }
     }
 
-    let mut gd_entries: HashMap<SymbolId, SymbolId> = HashMap::default();
-    let mut ld_entry: Option<SymbolId> = None;
+    let module_base = graph.find_symbol(TLS_MODULE_BASE).filter(|&s| graph.symbol(s).is_some_and(|s| s.is_external()));
+    let mut entries = Entries::default();
     for id in graph.block_ids() {
         let count = graph.block(id).map(|b| b.edges().len()).unwrap_or(0);
         for i in 0..count {
@@ -98,47 +99,28 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
                 continue;
             };
             let entry = match edge.kind {
-                EdgeKind::RequestTlsIndexAndTransformToDelta32 => match gd_entries.get(&edge.target) {
-                    Some(&e) => e,
+                EdgeKind::RequestTlsIndexAndTransformToDelta32 => {
+                    entries.index_of(graph, &mut section, edge.target, "R_X86_64_TLSGD", id, edge.offset)?
+                }
+                EdgeKind::RequestTlsModuleIndexAndTransformToDelta32 => entries.module_index(graph, &mut section)?,
+                EdgeKind::RequestTlsDescriptorAndTransformToDelta32 => match entries.descriptors.get(&edge.target) {
+                    Some(&d) => d,
                     None => {
-                        let sec = section(graph);
-                        let local = is_tls_data(graph, edge.target);
-                        let external = graph.symbol(edge.target).is_some_and(|s| s.is_external());
-                        let e = if local {
-                            let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
-                            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
-                            graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
-                            graph.add_edge(block, Edge::new(EdgeKind::DtpOffset64, 8, edge.target, 0))?;
-                            me
-                        } else if external {
-                            let mut content = vec![0; 16];
-                            content[..8].copy_from_slice(&INDIRECT_MODULE.to_le_bytes());
-                            let block = graph.add_content_block(sec, content, 8, 0)?;
-                            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
-                            graph.add_edge(block, Edge::new(EdgeKind::Pointer64, 8, edge.target, 0))?;
-                            me
+                        let index = if Some(edge.target) == module_base {
+                            entries.module_index(graph, &mut section)?
                         } else {
-                            return Err(LinkError::Tls {
-                                object,
-                                what: format!(
-                                    "R_X86_64_TLSGD at {} names '{}', which is not thread-local data",
-                                    graph.describe_location(id, edge.offset),
-                                    graph.describe_symbol(edge.target)
-                                ),
-                            });
+                            let what = "R_X86_64_GOTPC32_TLSDESC";
+                            entries.index_of(graph, &mut section, edge.target, what, id, edge.offset)?
                         };
-                        gd_entries.insert(edge.target, e);
-                        e
-                    }
-                },
-                EdgeKind::RequestTlsModuleIndexAndTransformToDelta32 => match ld_entry {
-                    Some(e) => e,
-                    None => {
+                        let resolver = super::descriptor::resolver_address()
+                            .map_err(|what| LinkError::Tls { object: object.clone(), what })?;
+                        let mut content = vec![0; 16];
+                        content[..8].copy_from_slice(&resolver.to_le_bytes());
                         let sec = section(graph);
-                        let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
+                        let block = graph.add_content_block(sec, content, 8, 0)?;
                         let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
-                        graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
-                        ld_entry = Some(me);
+                        graph.add_edge(block, Edge::new(EdgeKind::Pointer64, 8, index, 0))?;
+                        entries.descriptors.insert(edge.target, me);
                         me
                     }
                 },
@@ -150,7 +132,90 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
             }
         }
     }
+    // The static linker defines `_TLS_MODULE_BASE_` at the start of the TLS segment; here its
+    // descriptor stands for it, and nothing is left to look up.
+    if let Some(base) = module_base {
+        graph.make_absolute(base, TargetAddr(0))?;
+        graph.set_scope(base, Scope::Local)?;
+    }
     Ok(())
+}
+
+/// The name local-dynamic code with TLS descriptors asks a descriptor of: its module's block.
+const TLS_MODULE_BASE: &str = "_TLS_MODULE_BASE_";
+
+/// The `tls_index` entries and descriptors made for a graph, one per target.
+#[derive(Default)]
+struct Entries {
+    /// Per variable, its `tls_index` {module, offset} (general-dynamic, and descriptors).
+    indices: HashMap<SymbolId, SymbolId>,
+    /// The graph's module's `tls_index` {module, 0} (local-dynamic).
+    module: Option<SymbolId>,
+    /// Per variable (or `_TLS_MODULE_BASE_`), its descriptor {resolver, &tls_index}.
+    descriptors: HashMap<SymbolId, SymbolId>,
+}
+
+impl Entries {
+    /// The `tls_index` of `target`, made on first use: of this graph's module for its own
+    /// variables, an indirect one (holding the address of the defining graph's) for another's.
+    /// `what` (a relocation) at `block`+`offset` names the use in the error for a target that
+    /// is not thread-local.
+    fn index_of(
+        &mut self,
+        graph: &mut LinkGraph,
+        section: &mut impl FnMut(&mut LinkGraph) -> crate::SectionId,
+        target: SymbolId,
+        what: &str,
+        block: crate::BlockId,
+        offset: u64,
+    ) -> Result<SymbolId, LinkError> {
+        if let Some(&e) = self.indices.get(&target) {
+            return Ok(e);
+        }
+        let sec = section(graph);
+        let e = if is_tls_data(graph, target) {
+            let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
+            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
+            graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
+            graph.add_edge(block, Edge::new(EdgeKind::DtpOffset64, 8, target, 0))?;
+            me
+        } else if graph.symbol(target).is_some_and(|s| s.is_external()) {
+            let mut content = vec![0; 16];
+            content[..8].copy_from_slice(&INDIRECT_MODULE.to_le_bytes());
+            let block = graph.add_content_block(sec, content, 8, 0)?;
+            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
+            graph.add_edge(block, Edge::new(EdgeKind::Pointer64, 8, target, 0))?;
+            me
+        } else {
+            return Err(LinkError::Tls {
+                object: graph.name().to_string(),
+                what: format!(
+                    "{what} at {} names '{}', which is not thread-local data",
+                    graph.describe_location(block, offset),
+                    graph.describe_symbol(target)
+                ),
+            });
+        };
+        self.indices.insert(target, e);
+        Ok(e)
+    }
+
+    /// The graph's module's `tls_index` {module, 0}, made on first use.
+    fn module_index(
+        &mut self,
+        graph: &mut LinkGraph,
+        section: &mut impl FnMut(&mut LinkGraph) -> crate::SectionId,
+    ) -> Result<SymbolId, LinkError> {
+        if let Some(e) = self.module {
+            return Ok(e);
+        }
+        let sec = section(graph);
+        let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
+        let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
+        graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
+        self.module = Some(me);
+        Ok(me)
+    }
 }
 
 /// Captures the fixed-up TLS image and queues its installation as a finalize action (and

@@ -10,6 +10,7 @@
 //! function passes an index of the dynamic loader's (a library's variable, which jit-core's
 //! generators define at such an index) to the loader's `__tls_get_addr`.
 
+mod descriptor;
 mod lowering;
 pub mod runtime;
 

@@ -84,6 +84,9 @@ impl Drop for ThreadBlock {
 /// thread-local memory lasts until the thread is gone).
 struct ThreadBlocks {
     blocks: Vec<Option<ThreadBlock>>,
+    /// The same blocks as `blocks`, as the TLS-descriptor resolver reads them without a call
+    /// (see `super::descriptor`), published through `publish_fast_entries`.
+    fast: Vec<FastEntry>,
     /// Set while `block_addr` uses the table (a reentrant use gets no block).
     busy: bool,
     /// Destructor rounds this table has been kept through (see `free_thread_blocks`).
@@ -250,7 +253,7 @@ fn block_addr(module: u64, offset: u64) -> *mut u8 {
     // SAFETY: reads this thread's value of the key: null, or a table set below.
     let mut table = unsafe { libc::pthread_getspecific(key) } as *mut ThreadBlocks;
     if table.is_null() {
-        table = Box::into_raw(Box::new(ThreadBlocks { blocks: Vec::new(), busy: false, rounds: 0 }));
+        table = Box::into_raw(Box::new(ThreadBlocks { blocks: Vec::new(), fast: Vec::new(), busy: false, rounds: 0 }));
         // SAFETY: stores this thread's table; the key's destructor frees it.
         if unsafe { libc::pthread_setspecific(key, table as *const libc::c_void) } != 0 {
             // SAFETY: not stored: freed here, once.
@@ -264,15 +267,15 @@ fn block_addr(module: u64, offset: u64) -> *mut u8 {
         return std::ptr::null_mut();
     }
     table.busy = true;
-    let addr = block_in(&mut table.blocks, slot, generation, offset);
+    let addr = block_in(table, slot, generation, offset);
     table.busy = false;
     addr
 }
 
 /// The address of `offset` in this thread's block of module `slot`/`generation`, made from
-/// the module's template on first use.
-fn block_in(blocks: &mut Vec<Option<ThreadBlock>>, slot: usize, generation: u32, offset: u64) -> *mut u8 {
-    if let Some(Some(b)) = blocks.get(slot) {
+/// the module's template on first use (and then published to the TLS-descriptor resolver).
+fn block_in(table: &mut ThreadBlocks, slot: usize, generation: u32, offset: u64) -> *mut u8 {
+    if let Some(Some(b)) = table.blocks.get(slot) {
         if b.generation == generation {
             return b.ptr.wrapping_add(offset as usize);
         }
@@ -280,12 +283,78 @@ fn block_in(blocks: &mut Vec<Option<ThreadBlock>>, slot: usize, generation: u32,
     let Some(block) = make_block(slot, generation) else {
         return std::ptr::null_mut();
     };
-    if blocks.len() <= slot {
-        blocks.resize_with(slot + 1, || None);
+    if table.blocks.len() <= slot {
+        table.blocks.resize_with(slot + 1, || None);
     }
     let ptr = block.ptr;
-    blocks[slot] = Some(block);
+    table.blocks[slot] = Some(block);
+    if table.fast.len() <= slot {
+        table.fast.resize(slot + 1, FastEntry { generation: 0, block: 0 });
+    }
+    table.fast[slot] = FastEntry { generation: u64::from(generation), block: ptr as u64 };
+    publish_fast_entries(&table.fast);
     ptr.wrapping_add(offset as usize)
+}
+
+impl Drop for ThreadBlocks {
+    fn drop(&mut self) {
+        // The blocks go with the table: the resolver must not find them any more.
+        if !self.fast.is_empty() {
+            publish_fast_entries(&[]);
+        }
+    }
+}
+
+/// One module's block in this thread, as the TLS-descriptor resolver reads it: `generation`
+/// (0: none) as in the module id's upper half, `block` its address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct FastEntry {
+    generation: u64,
+    block: u64,
+}
+
+// This thread's fast entries (indexed by slot) and their number, read by the resolver with
+// `%fs`-relative loads (initial-exec: the executable's static TLS, or, in a shared library,
+// the few bytes of surplus the dynamic loader keeps for such libraries).
+std::arch::global_asm!(
+    ".pushsection .tbss.orcjit_tls_fast,\"awT\",@nobits",
+    ".p2align 3",
+    ".globl orcjit_tls_fast_entries",
+    ".hidden orcjit_tls_fast_entries",
+    ".type orcjit_tls_fast_entries,@object",
+    ".size orcjit_tls_fast_entries, 8",
+    "orcjit_tls_fast_entries:",
+    ".zero 8",
+    ".globl orcjit_tls_fast_len",
+    ".hidden orcjit_tls_fast_len",
+    ".type orcjit_tls_fast_len,@object",
+    ".size orcjit_tls_fast_len, 8",
+    "orcjit_tls_fast_len:",
+    ".zero 8",
+    ".popsection",
+);
+
+/// Points this thread's resolver at `entries` (empty: none). The length goes to 0 first, so
+/// that a signal handler's access in between takes the slow way, never a half-made table.
+fn publish_fast_entries(entries: &[FastEntry]) {
+    // SAFETY: writes this thread's two words of static TLS defined above (initial-exec
+    // addresses, as the resolver reads them); `entries` outlives their use (the table that owns
+    // it clears them when it changes or is dropped).
+    unsafe {
+        std::arch::asm!(
+            "mov {t}, qword ptr [rip + orcjit_tls_fast_len@GOTTPOFF]",
+            "mov qword ptr fs:[{t}], 0",
+            "mov {t}, qword ptr [rip + orcjit_tls_fast_entries@GOTTPOFF]",
+            "mov qword ptr fs:[{t}], {p}",
+            "mov {t}, qword ptr [rip + orcjit_tls_fast_len@GOTTPOFF]",
+            "mov qword ptr fs:[{t}], {n}",
+            t = out(reg) _,
+            p = in(reg) entries.as_ptr(),
+            n = in(reg) entries.len(),
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 unsafe extern "C" {

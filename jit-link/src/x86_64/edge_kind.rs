@@ -64,6 +64,9 @@ pub enum EdgeKind {
     RequestTlsIndexAndTransformToDelta32,
     /// `R_X86_64_TLSLD`: `Delta32` to the graph's `tls_index` {module, 0}.
     RequestTlsModuleIndexAndTransformToDelta32,
+    /// `R_X86_64_GOTPC32_TLSDESC`: `Delta32` to a TLS descriptor {resolver, `tls_index`} of
+    /// the target (of the graph's module, offset 0, for `_TLS_MODULE_BASE_`).
+    RequestTlsDescriptorAndTransformToDelta32,
     /// Offset of a thread-local symbol in its TLS image, plus `A`, 32 bits (`R_X86_64_DTPOFF32`).
     DtpOffset32,
     /// As [`EdgeKind::DtpOffset32`], 64 bits (`R_X86_64_DTPOFF64`).
@@ -91,6 +94,7 @@ impl EdgeKind {
                 | EdgeKind::RequestPltAndTransformToDelta64FromGot
                 | EdgeKind::RequestTlsIndexAndTransformToDelta32
                 | EdgeKind::RequestTlsModuleIndexAndTransformToDelta32
+                | EdgeKind::RequestTlsDescriptorAndTransformToDelta32
         )
     }
 
@@ -291,7 +295,8 @@ fn fix_block(graph: &LinkGraph, id: BlockId, bytes: &mut [u8], env: FixupEnv) ->
             | EdgeKind::RequestGotAndTransformToDelta64FromGot
             | EdgeKind::RequestPltAndTransformToDelta64FromGot
             | EdgeKind::RequestTlsIndexAndTransformToDelta32
-            | EdgeKind::RequestTlsModuleIndexAndTransformToDelta32 => Width::None,
+            | EdgeKind::RequestTlsModuleIndexAndTransformToDelta32
+            | EdgeKind::RequestTlsDescriptorAndTransformToDelta32 => Width::None,
         };
         let off = edge.offset as usize;
         let field: &[u8] = match &write {
