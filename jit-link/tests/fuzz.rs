@@ -295,6 +295,8 @@ fn mutated_objects_give_ok_or_an_error_never_a_panic_hang_or_crash() {
     add("tls", &["main.c", "other.c"], &["-O1", "-fPIC"], "fuzz-tls");
     // Local-dynamic TLS against variables of another object (what `link_ties` reads).
     add("tlsld", &["main.c"], &["-O1", "-fPIC"], "fuzz-tlsld");
+    // TLS descriptors, of a variable of its own and of the module (`_TLS_MODULE_BASE_`).
+    add("tlsld", &["vars.c"], &["-O1", "-fPIC", "-mtls-dialect=gnu2"], "fuzz-tlsdesc");
     add("ctors", &["main.c"], &["-O0", "-fno-pic", "-mcmodel=large", "-g"], "fuzz-ctors");
     // 5 GiB of large data, which links apart from the memory manager.
     add("hugearray", &["main.c"], &["-O1", "-fPIC", "-mcmodel=medium"], "fuzz-huge");
