@@ -606,6 +606,27 @@ fn a_malformed_object_is_an_error_naming_the_file() {
     assert!(stderr.contains("bad.o"), "{stderr}");
 }
 
+/// gcc's `-flto` objects hold GIMPLE and no machine code: the error says so, names the object
+/// and the flags that make one `orcjit link` can run (it used to say only that `main` was not
+/// found). With `-ffat-lto-objects` the program runs as natively.
+#[test]
+fn a_gcc_lto_object_is_an_error_saying_what_it_holds_and_a_fat_one_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sources = [programs().join("multi/main.c"), programs().join("multi/lib.c")];
+    let slim = compile_gnu(tmp.path(), &sources, &["-O1", "-fPIC", "-fcommon", "-flto"]);
+    let out = run(Command::new(ORCJIT).arg("link").args(&slim));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("main.o") && stderr.contains("GCC LTO bytecode"), "{stderr}");
+    assert!(stderr.contains("-ffat-lto-objects"), "{stderr}");
+
+    let fat_dir = tmp.path().join("fat");
+    std::fs::create_dir(&fat_dir).unwrap();
+    let fat = compile_gnu(&fat_dir, &sources, &["-O1", "-fPIC", "-fcommon", "-flto", "-ffat-lto-objects"]);
+    let native = link_native(&fat_dir, &fat, &[], &[]);
+    same_as_native("multi (gcc, fat LTO objects)", &fat, &native, &[], &["one"]);
+}
+
 /// Lua runs a script, and its `require` loads a C module (a shared library calling the Lua API
 /// the interpreter defines), as Lua's own build allows by linking with `-Wl,-E`.
 #[test]

@@ -120,6 +120,17 @@ impl<'d> Builder<'d> {
         let sections = header.sections(endian, data).map_err(|e| malformed(format!("section headers: {e}")))?;
         let symtab =
             sections.symbols(endian, data, elf::SHT_SYMTAB).map_err(|e| malformed(format!("symbol table: {e}")))?;
+        // GCC's `-flto` objects hold GIMPLE in `.gnu.lto_*` sections and no machine code; the
+        // symbol marks them. Linked as they are, they define nothing, and the program's `main`
+        // was merely "not found".
+        if symtab.iter().any(|sym| symtab.symbol_name(endian, sym).is_ok_and(|n| n == b"__gnu_lto_slim")) {
+            return Err(LinkError::Unsupported {
+                object: name.to_string(),
+                what: "GCC LTO bytecode (a slim object of gcc -flto: GIMPLE, no machine code, which only \
+                       GCC's linker plugin compiles); build it without -flto, or with -ffat-lto-objects"
+                    .to_string(),
+            });
+        }
         let count = sections.len();
         let mut section_names = Vec::with_capacity(count);
         for (_, sh) in sections.enumerate() {
