@@ -606,6 +606,21 @@ fn a_malformed_object_is_an_error_naming_the_file() {
     assert!(stderr.contains("bad.o"), "{stderr}");
 }
 
+/// OpenMP from `gcc -fopenmp`, with GCC's runtime loaded as `-fopenmp` links it
+/// (`--dlopen libgomp.so.1`): parallel loops on four threads, thread-locals per worker. Without
+/// it, the undefined-symbol error says what to load.
+#[test]
+fn an_openmp_program_runs_as_native_with_its_runtime_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile_gnu(tmp.path(), &[programs().join("openmp/main.c")], &["-O2", "-fPIC", "-fopenmp"]);
+    let native = link_native(tmp.path(), &objects, &[], &["-lgomp"]);
+    same_as_native("openmp", &objects, &native, &["libgomp.so.1"], &["one", "two"]);
+    let out = run(Command::new(ORCJIT).arg("link").args(&objects));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--dlopen libgomp.so.1"), "{stderr}");
+}
+
 /// gcc's `-flto` objects hold GIMPLE and no machine code: the error says so, names the object
 /// and the flags that make one `orcjit link` can run (it used to say only that `main` was not
 /// found). With `-ffat-lto-objects` the program runs as natively.

@@ -132,9 +132,11 @@ impl LinkError {
 /// What to add to an undefined-symbol error when the name belongs to a compiler runtime that
 /// cannot come into a process already running: the sanitizers that replace the allocator and
 /// map shadow memory at start-up, and the profiling runtimes, whose counters a native link
-/// gathers from every object's sections into one.
+/// gathers from every object's sections into one; or to one the program must ask for, as
+/// `-fopenmp` links OpenMP's.
 pub fn runtime_hint(symbol: &str) -> &'static str {
-    const HINTS: [(&str, &str); 6] = [
+    const GOMP: &str = "; OpenMP code from gcc -fopenmp needs GCC's runtime loaded (orcjit: --dlopen libgomp.so.1)";
+    const HINTS: [(&str, &str); 9] = [
         (
             "__asan_",
             "; code built with -fsanitize=address needs AddressSanitizer's runtime in the process from its start",
@@ -153,6 +155,9 @@ pub fn runtime_hint(symbol: &str) -> &'static str {
             "; code built with -fprofile-instr-generate needs a profile runtime, which orcjit does not link",
         ),
         ("__gcov_", "; code built with --coverage needs a profile runtime, which orcjit does not link"),
+        ("GOMP_", GOMP),
+        ("omp_", GOMP),
+        ("__kmpc_", "; OpenMP code from clang -fopenmp needs LLVM's runtime loaded (orcjit: --dlopen libomp.so.5)"),
     ];
     HINTS.iter().find(|(prefix, _)| symbol.starts_with(prefix)).map_or("", |(_, hint)| hint)
 }
@@ -172,5 +177,8 @@ mod tests {
         assert!(asan.starts_with("undefined symbol '__asan_init' referenced from a.o (.text+0x4); "), "{asan}");
         assert!(asan.contains("-fsanitize=address"), "{asan}");
         assert!(undefined("__llvm_profile_runtime").contains("-fprofile-instr-generate"));
+        assert!(undefined("GOMP_parallel").contains("--dlopen libgomp.so.1"));
+        assert!(undefined("omp_get_thread_num").contains("--dlopen libgomp.so.1"));
+        assert!(undefined("__kmpc_fork_call").contains("--dlopen libomp.so.5"));
     }
 }
