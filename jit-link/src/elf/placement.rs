@@ -123,7 +123,14 @@ pub fn link_ties(data: &[u8]) -> (Vec<String>, Vec<String>) {
             }
         }
         for sh in sections.iter().filter(|sh| sh.sh_type(endian) == elf::SHT_RELA) {
+            // Code's relocations, not debug information's (DWARF locates a variable with one).
+            let loaded = sections
+                .section(object::SectionIndex(sh.sh_info(endian) as usize))
+                .is_ok_and(|target| target.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0);
             let Ok(Some((relas, _))) = sh.rela(endian, data) else { continue };
+            if !loaded {
+                continue;
+            }
             for r in relas {
                 if !matches!(r.r_type(endian, false), elf::R_X86_64_DTPOFF32 | elf::R_X86_64_DTPOFF64) {
                     continue;

@@ -1,5 +1,6 @@
-//! The TLS passes: `tls_index` entries for TLSGD/TLSLD, exported descriptors for the
-//! graph's thread-local symbols, and the TLS image captured after fixups.
+//! The TLS passes: `tls_index` entries for TLSGD/TLSLD, TLS descriptors for GOTPC32_TLSDESC,
+//! exported `tls_index`es for the graph's thread-local symbols, and the TLS image captured
+//! after fixups.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
@@ -33,8 +34,9 @@ fn is_tls_data(graph: &LinkGraph, sym: SymbolId) -> bool {
     }
 }
 
-/// Lowers TLSGD/TLSLD requests to `Delta32` edges to `tls_index` entries, makes each
-/// exported thread-local symbol name a descriptor (`tls_index`) of its variable, and binds
+/// Lowers TLSGD/TLSLD requests to `Delta32` edges to `tls_index` entries, and
+/// GOTPC32_TLSDESC ones to TLS descriptors {resolver, &`tls_index`} (`super::descriptor`),
+/// makes each exported thread-local symbol name a `tls_index` of its variable, and binds
 /// `__tls_get_addr` to orcjit's runtime. A post-prune pass; run it before the GOT/PLT
 /// builder (so calls to `__tls_get_addr` get stubs).
 ///
@@ -51,9 +53,8 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
     let mut section = |graph: &mut LinkGraph| -> crate::SectionId {
         *info.get_or_insert_with(|| graph.add_section(TLS_INFO_SECTION, Prot::R))
     };
-    let object = graph.name().to_string();
 
-    // Exported thread-local definitions: the name moves to a descriptor; edges of this graph
+    // Exported thread-local definitions: the name moves to a `tls_index`; edges of this graph
     // keep pointing at the variable through an anonymous alias.
     let exported: Vec<SymbolId> = graph
         .symbols()
@@ -103,27 +104,10 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
                     entries.index_of(graph, &mut section, edge.target, "R_X86_64_TLSGD", id, edge.offset)?
                 }
                 EdgeKind::RequestTlsModuleIndexAndTransformToDelta32 => entries.module_index(graph, &mut section)?,
-                EdgeKind::RequestTlsDescriptorAndTransformToDelta32 => match entries.descriptors.get(&edge.target) {
-                    Some(&d) => d,
-                    None => {
-                        let index = if Some(edge.target) == module_base {
-                            entries.module_index(graph, &mut section)?
-                        } else {
-                            let what = "R_X86_64_GOTPC32_TLSDESC";
-                            entries.index_of(graph, &mut section, edge.target, what, id, edge.offset)?
-                        };
-                        let resolver = super::descriptor::resolver_address()
-                            .map_err(|what| LinkError::Tls { object: object.clone(), what })?;
-                        let mut content = vec![0; 16];
-                        content[..8].copy_from_slice(&resolver.to_le_bytes());
-                        let sec = section(graph);
-                        let block = graph.add_content_block(sec, content, 8, 0)?;
-                        let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
-                        graph.add_edge(block, Edge::new(EdgeKind::Pointer64, 8, index, 0))?;
-                        entries.descriptors.insert(edge.target, me);
-                        me
-                    }
-                },
+                EdgeKind::RequestTlsDescriptorAndTransformToDelta32 => {
+                    let base = Some(edge.target) == module_base;
+                    entries.descriptor_of(graph, &mut section, edge.target, base, id, edge.offset)?
+                }
                 _ => continue,
             };
             if let Some(e) = graph.block_mut(id).and_then(|b| b.edges_mut().get_mut(i)) {
@@ -198,6 +182,37 @@ impl Entries {
         };
         self.indices.insert(target, e);
         Ok(e)
+    }
+
+    /// The TLS descriptor {resolver, &`tls_index`} of `target` (of the graph's module if
+    /// `module_base`: `_TLS_MODULE_BASE_`), made on first use; `block`+`offset` is its use.
+    fn descriptor_of(
+        &mut self,
+        graph: &mut LinkGraph,
+        section: &mut impl FnMut(&mut LinkGraph) -> crate::SectionId,
+        target: SymbolId,
+        module_base: bool,
+        block: crate::BlockId,
+        offset: u64,
+    ) -> Result<SymbolId, LinkError> {
+        if let Some(&d) = self.descriptors.get(&target) {
+            return Ok(d);
+        }
+        let index = if module_base {
+            self.module_index(graph, section)?
+        } else {
+            self.index_of(graph, section, target, "R_X86_64_GOTPC32_TLSDESC", block, offset)?
+        };
+        let resolver = super::descriptor::resolver_address()
+            .map_err(|what| LinkError::Tls { object: graph.name().to_string(), what })?;
+        let mut content = vec![0; 16];
+        content[..8].copy_from_slice(&resolver.to_le_bytes());
+        let sec = section(graph);
+        let desc = graph.add_content_block(sec, content, 8, 0)?;
+        let me = graph.add_anonymous_symbol(desc, 0, 16, false, false)?;
+        graph.add_edge(desc, Edge::new(EdgeKind::Pointer64, 8, index, 0))?;
+        self.descriptors.insert(target, me);
+        Ok(me)
     }
 
     /// The graph's module's `tls_index` {module, 0}, made on first use.

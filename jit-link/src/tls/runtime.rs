@@ -289,6 +289,8 @@ fn block_in(table: &mut ThreadBlocks, slot: usize, generation: u32, offset: u64)
     let ptr = block.ptr;
     table.blocks[slot] = Some(block);
     if table.fast.len() <= slot {
+        // The resolver must not read the entries while they move.
+        publish_fast_entries(&[]);
         table.fast.resize(slot + 1, FastEntry { generation: 0, block: 0 });
     }
     table.fast[slot] = FastEntry { generation: u64::from(generation), block: ptr as u64 };
