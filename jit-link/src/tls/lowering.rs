@@ -72,11 +72,8 @@ pub fn lower_tls(graph: &mut LinkGraph) -> Result<(), LinkError> {
         graph.set_thread_local(alias, true);
         alias_of.insert(sym, alias);
         let sec = section(graph);
-        let desc = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
-        let me = graph.add_anonymous_symbol(desc, 0, 16, false, false)?;
-        graph.add_edge(desc, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
-        graph.add_edge(desc, Edge::new(EdgeKind::DtpOffset64, 8, alias, 0))?;
-        graph.make_defined(sym, desc, 0)?;
+        let (index, _) = two_words(graph, sec, [Word::Module, Word::Edge(EdgeKind::DtpOffset64, alias)])?;
+        graph.make_defined(sym, index, 0)?;
         graph.set_thread_local(sym, true);
     }
     if !alias_of.is_empty() {
@@ -157,19 +154,10 @@ impl Entries {
             return Ok(e);
         }
         let sec = section(graph);
-        let e = if is_tls_data(graph, target) {
-            let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
-            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
-            graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
-            graph.add_edge(block, Edge::new(EdgeKind::DtpOffset64, 8, target, 0))?;
-            me
+        let words = if is_tls_data(graph, target) {
+            [Word::Module, Word::Edge(EdgeKind::DtpOffset64, target)]
         } else if graph.symbol(target).is_some_and(|s| s.is_external()) {
-            let mut content = vec![0; 16];
-            content[..8].copy_from_slice(&INDIRECT_MODULE.to_le_bytes());
-            let block = graph.add_content_block(sec, content, 8, 0)?;
-            let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
-            graph.add_edge(block, Edge::new(EdgeKind::Pointer64, 8, target, 0))?;
-            me
+            [Word::Value(INDIRECT_MODULE), Word::Edge(EdgeKind::Pointer64, target)]
         } else {
             return Err(LinkError::Tls {
                 object: graph.name().to_string(),
@@ -180,6 +168,7 @@ impl Entries {
                 ),
             });
         };
+        let (_, e) = two_words(graph, sec, words)?;
         self.indices.insert(target, e);
         Ok(e)
     }
@@ -205,12 +194,8 @@ impl Entries {
         };
         let resolver = super::descriptor::resolver_address()
             .map_err(|what| LinkError::Tls { object: graph.name().to_string(), what })?;
-        let mut content = vec![0; 16];
-        content[..8].copy_from_slice(&resolver.to_le_bytes());
         let sec = section(graph);
-        let desc = graph.add_content_block(sec, content, 8, 0)?;
-        let me = graph.add_anonymous_symbol(desc, 0, 16, false, false)?;
-        graph.add_edge(desc, Edge::new(EdgeKind::Pointer64, 8, index, 0))?;
+        let (_, me) = two_words(graph, sec, [Word::Value(resolver), Word::Edge(EdgeKind::Pointer64, index)])?;
         self.descriptors.insert(target, me);
         Ok(me)
     }
@@ -225,12 +210,46 @@ impl Entries {
             return Ok(e);
         }
         let sec = section(graph);
-        let block = graph.add_content_block(sec, vec![0; 16], 8, 0)?;
-        let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
-        graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, 0, me, 0))?;
+        let (_, me) = two_words(graph, sec, [Word::Module, Word::Value(0)])?;
         self.module = Some(me);
         Ok(me)
     }
+}
+
+/// A word of a [`two_words`] entry.
+enum Word {
+    /// A constant.
+    Value(u64),
+    /// The graph's TLS module id.
+    Module,
+    /// An edge's value.
+    Edge(EdgeKind, SymbolId),
+}
+
+/// A two-word entry (a `tls_index`, or a TLS descriptor) in `section`, and the symbol at its
+/// start.
+fn two_words(
+    graph: &mut LinkGraph,
+    section: crate::SectionId,
+    words: [Word; 2],
+) -> Result<(crate::BlockId, SymbolId), LinkError> {
+    let mut content = vec![0; 16];
+    for (i, word) in words.iter().enumerate() {
+        if let Word::Value(v) = word {
+            content[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let block = graph.add_content_block(section, content, 8, 0)?;
+    let me = graph.add_anonymous_symbol(block, 0, 16, false, false)?;
+    for (i, word) in words.into_iter().enumerate() {
+        let offset = 8 * i as u64;
+        match word {
+            Word::Value(_) => {}
+            Word::Module => graph.add_edge(block, Edge::new(EdgeKind::TlsModuleId, offset, me, 0))?,
+            Word::Edge(kind, target) => graph.add_edge(block, Edge::new(kind, offset, target, 0))?,
+        }
+    }
+    Ok((block, me))
 }
 
 /// Captures the fixed-up TLS image and queues its installation as a finalize action (and
