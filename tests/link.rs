@@ -621,6 +621,30 @@ fn an_openmp_program_runs_as_native_with_its_runtime_loaded() {
     assert!(stderr.contains("--dlopen libgomp.so.1"), "{stderr}");
 }
 
+/// Objects built with `-fprofile-instr-generate` run as their uninstrumented build does, but
+/// no profile runtime is linked (clang's driver adds it with `-u__llvm_profile_runtime`; the
+/// objects name none of it), so no profile is written: `orcjit link` says so, naming them,
+/// rather than leaving the profile missing without a word. Other objects get no warning.
+#[test]
+fn profile_instrumented_objects_run_with_a_warning_that_no_profile_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sources = [programs().join("multi/main.c"), programs().join("multi/lib.c")];
+    let plain = compile(tmp.path(), &sources, &["-O1", "-fPIC", "-fcommon"]);
+    let native = run(Command::new(link_native(tmp.path(), &plain, &[], &[])).arg("one"));
+    let quiet = run(Command::new(ORCJIT).arg("link").args(&plain).args(["--", "one"]));
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("warning"), "{quiet:?}");
+
+    let dir = tmp.path().join("instrumented");
+    std::fs::create_dir(&dir).unwrap();
+    let objects = compile(&dir, &sources, &["-O1", "-fPIC", "-fcommon", "-fprofile-instr-generate"]);
+    let mut jit = Command::new(ORCJIT);
+    jit.current_dir(&dir).arg("link").args(&objects).args(["--", "one"]);
+    common::assert_runs_as_native("multi (-fprofile-instr-generate)", &mut jit, &native);
+    let stderr = String::from_utf8_lossy(&run(&mut jit).stderr).into_owned();
+    assert!(stderr.contains("warning") && stderr.contains("main.o") && stderr.contains("lib.o"), "{stderr}");
+    assert!(stderr.contains("-fprofile-instr-generate") && stderr.contains("no profile"), "{stderr}");
+}
+
 /// gcc's `-flto` objects hold GIMPLE and no machine code: the error says so, names the object
 /// and the flags that make one `orcjit link` can run (it used to say only that `main` was not
 /// found). With `-ffat-lto-objects` the program runs as natively.

@@ -37,8 +37,8 @@ pub use deps::{SymbolDependencies, external_dependencies};
 pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, LookupRequest, LookupResult, link};
 pub use elf::{
     enclosure_groups, graph_from_elf_object, graph_from_elf_objects, interface_graph_from_elf_object,
-    interface_graph_from_elf_objects, is_c_identifier, link_ties, memory_needed, needs_low_placement, relocation_name,
-    tls_tie,
+    interface_graph_from_elf_objects, is_c_identifier, link_ties, memory_needed, needs_low_placement,
+    profile_instrumented, relocation_name, tls_tie,
 };
 pub use error::{BoxError, LinkError};
 pub use far::{ExternalDefinition, FAR_DATA_SECTION, FAR_STUBS_SECTION};

@@ -223,12 +223,13 @@ fn run_cases(bases: &[(String, Vec<u8>)]) {
         let (name, base) = &bases[(case % bases.len() as u64) as usize];
         let bytes = mutate(base, &mut rng);
         eprintln!("case {case} ({name})");
-        // What the object layer reads of every object it is given, before any link: answers
-        // for malformed input, never a panic.
+        // What the object layer and `orcjit` read of every object they are given, before any
+        // link: answers for malformed input, never a panic.
         std::hint::black_box((
             jit_link::link_ties(&bytes),
             jit_link::needs_low_placement(&bytes),
             jit_link::memory_needed(&bytes),
+            jit_link::profile_instrumented(&bytes),
         ));
         match jit_link::graph_from_elf_object(name, &bytes) {
             Ok(graph) => {

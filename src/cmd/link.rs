@@ -133,6 +133,7 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
             objects.push((path, bytes));
         }
     }
+    super::program::warn_if_profile_instrumented(objects.iter().map(|(p, b)| (p.as_str(), &b[..])), "link");
     let low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes))
         || archives.iter().flat_map(|a| a.members()).any(|(_, bytes)| jit_link::needs_low_placement(bytes));
     // Otherwise near libc, so that PIE code reaching its variables directly (gcc's default for

@@ -119,6 +119,21 @@ fn warn_if_allocator_replaced(jit: &ObjectJit, what: &str) {
     }
 }
 
+/// Warns when objects of the program were built with `-fprofile-instr-generate`: they run, but
+/// no profile is written (see [`jit_link::profile_instrumented`]).
+pub fn warn_if_profile_instrumented<'a>(objects: impl IntoIterator<Item = (&'a str, &'a [u8])>, what: &str) {
+    let instrumented: Vec<&str> =
+        objects.into_iter().filter(|(_, bytes)| jit_link::profile_instrumented(bytes)).map(|(name, _)| name).collect();
+    if !instrumented.is_empty() {
+        eprintln!(
+            "orcjit {what}: warning: {} {} built with -fprofile-instr-generate: orcjit links no profile runtime, \
+             so the program runs but writes no profile",
+            instrumented.join(", "),
+            if instrumented.len() == 1 { "was" } else { "were" }
+        );
+    }
+}
+
 /// Replaces this process with `orcjit-llvm` from this binary's directory (the `orcjit` binary
 /// with libLLVM loaded), given `args` and `argv0` (as `ps` shows it). Returns only if that
 /// fails, with the status a shell gives a command it cannot run.

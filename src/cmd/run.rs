@@ -250,6 +250,7 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     }
     let objects: Vec<(&String, Vec<u8>)> =
         args.extra_objects.iter().map(|p| Ok((p, read(p)?))).collect::<Result<_, Error>>()?;
+    super::program::warn_if_profile_instrumented(objects.iter().map(|(p, b)| (p.as_str(), &b[..])), "run");
     let mut low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes));
     for path in &args.extra_archives {
         let library = StaticLibrary::parse(path, read(path)?)?;

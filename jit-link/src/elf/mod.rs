@@ -10,5 +10,7 @@ mod symbol;
 pub use file::{
     graph_from_elf_object, graph_from_elf_objects, interface_graph_from_elf_object, interface_graph_from_elf_objects,
 };
-pub use placement::{enclosure_groups, is_c_identifier, link_ties, memory_needed, needs_low_placement, tls_tie};
+pub use placement::{
+    enclosure_groups, is_c_identifier, link_ties, memory_needed, needs_low_placement, profile_instrumented, tls_tie,
+};
 pub use relocation::relocation_name;

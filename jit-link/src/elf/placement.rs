@@ -76,6 +76,21 @@ pub fn memory_needed(data: &[u8]) -> u64 {
     if large >= crate::layout::LARGE_DATA_APART { total } else { total.saturating_add(large) }
 }
 
+/// Whether the relocatable object `data` was built with `-fprofile-instr-generate`: it counts
+/// into a loaded `__llvm_prf_cnts` section, which a profile runtime writes out at exit. clang's
+/// driver links that runtime (with `-u__llvm_profile_runtime`: the object names none of it),
+/// so a JIT that does not has nothing fail, and no profile written. Reads the section headers
+/// only; malformed input answers `false`.
+pub fn profile_instrumented(data: &[u8]) -> bool {
+    let Ok(header) = Elf::parse(data) else { return false };
+    let Ok(endian) = header.endian() else { return false };
+    let Ok(sections) = header.sections(endian, data) else { return false };
+    sections.iter().any(|sh| {
+        sh.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0
+            && sections.section_name(endian, sh).is_ok_and(|name| name == b"__llvm_prf_cnts")
+    })
+}
+
 /// Whether `name` is a C identifier: the section names a static linker makes `__start_` and
 /// `__stop_` bounds for.
 pub fn is_c_identifier(name: &[u8]) -> bool {
