@@ -621,6 +621,21 @@ fn an_openmp_program_runs_as_native_with_its_runtime_loaded() {
     assert!(stderr.contains("--dlopen libgomp.so.1"), "{stderr}");
 }
 
+/// 16-byte atomics (a CAS loop from two threads) call libatomic, which a native link adds with
+/// `-latomic`: with `--dlopen libatomic.so.1` the program runs as natively; without it, the
+/// undefined-symbol error says what to load.
+#[test]
+fn a_program_of_large_atomics_runs_as_native_with_libatomic_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &[programs().join("atomic16/main.c")], &["-O2", "-fPIC", "-pthread", "-w"]);
+    let native = link_native(tmp.path(), &objects, &[], &["-latomic", "-pthread"]);
+    same_as_native("atomic16", &objects, &native, &["libatomic.so.1"], &[]);
+    let out = run(Command::new(ORCJIT).arg("link").args(&objects));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("__atomic_") && stderr.contains("--dlopen libatomic.so.1"), "{stderr}");
+}
+
 /// Objects built with `-fprofile-instr-generate` run as their uninstrumented build does, but
 /// no profile runtime is linked (clang's driver adds it with `-u__llvm_profile_runtime`; the
 /// objects name none of it), so no profile is written: `orcjit link` says so, naming them,

@@ -133,10 +133,10 @@ impl LinkError {
 /// cannot come into a process already running: the sanitizers that replace the allocator and
 /// map shadow memory at start-up, and the profiling runtimes, whose counters a native link
 /// gathers from every object's sections into one; or to one the program must ask for, as
-/// `-fopenmp` links OpenMP's.
+/// `-fopenmp` links OpenMP's and `-latomic` libatomic.
 pub fn runtime_hint(symbol: &str) -> &'static str {
     const GOMP: &str = "; OpenMP code from gcc -fopenmp needs GCC's runtime loaded (orcjit: --dlopen libgomp.so.1)";
-    const HINTS: [(&str, &str); 9] = [
+    const HINTS: [(&str, &str); 10] = [
         (
             "__asan_",
             "; code built with -fsanitize=address needs AddressSanitizer's runtime in the process from its start",
@@ -158,6 +158,11 @@ pub fn runtime_hint(symbol: &str) -> &'static str {
         ("GOMP_", GOMP),
         ("omp_", GOMP),
         ("__kmpc_", "; OpenMP code from clang -fopenmp needs LLVM's runtime loaded (orcjit: --dlopen libomp.so.5)"),
+        (
+            "__atomic_",
+            "; atomics the CPU cannot do inline call libatomic, which a native link adds with -latomic \
+             (orcjit: --dlopen libatomic.so.1)",
+        ),
     ];
     HINTS.iter().find(|(prefix, _)| symbol.starts_with(prefix)).map_or("", |(_, hint)| hint)
 }
@@ -180,5 +185,6 @@ mod tests {
         assert!(undefined("GOMP_parallel").contains("--dlopen libgomp.so.1"));
         assert!(undefined("omp_get_thread_num").contains("--dlopen libgomp.so.1"));
         assert!(undefined("__kmpc_fork_call").contains("--dlopen libomp.so.5"));
+        assert!(undefined("__atomic_load_16").contains("--dlopen libatomic.so.1"));
     }
 }
