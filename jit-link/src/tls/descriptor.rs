@@ -16,9 +16,8 @@
 //! two ways:
 //! - Fast, in a few instructions and three saved registers: the thread's block of the
 //!   variable's module is in the thread's *fast entries*, which the runtime publishes in two
-//!   words of the process's static TLS whenever it makes a block (4.6 ns per access in a loop
-//!   of 10 million, 2026-11-24, against 8.6 through `__tls_get_addr` and 3.9 natively for a
-//!   shared library's variable).
+//!   words of the process's static TLS whenever it makes a block (3.9-4.6 ns per access in a
+//!   loop of 10 million, 2026-11-24, as natively for a shared library's variable: 3.8-3.9).
 //! - Slow, the first time in a thread (or for a loader's module): saves the general registers
 //!   a C function may change and the whole extended state (x87, SSE, AVX, AVX-512: what
 //!   `XCR0` enables) with `xsave`, then asks [`super::runtime::tls_get_addr`] as the

@@ -249,6 +249,9 @@ fn block_addr(module: u64, offset: u64) -> *mut u8 {
         None => return std::ptr::null_mut(),
     };
     let generation = (module >> 32) as u32;
+    if let Some(block) = published_block(slot, generation) {
+        return block.wrapping_add(offset as usize);
+    }
     let Some(key) = blocks_key() else { return std::ptr::null_mut() };
     // SAFETY: reads this thread's value of the key: null, or a table set below.
     let mut table = unsafe { libc::pthread_getspecific(key) } as *mut ThreadBlocks;
@@ -336,6 +339,33 @@ std::arch::global_asm!(
     ".zero 8",
     ".popsection",
 );
+
+/// This thread's block of module `slot`/`generation` as published for the resolver: what the
+/// thread's table holds, read without `pthread_getspecific` (the general-dynamic model's
+/// `__tls_get_addr` calls take this way too).
+fn published_block(slot: usize, generation: u32) -> Option<*mut u8> {
+    let (entries, len): (*const FastEntry, usize);
+    // SAFETY: reads this thread's two words of static TLS defined above.
+    unsafe {
+        std::arch::asm!(
+            "mov {t}, qword ptr [rip + orcjit_tls_fast_entries@GOTTPOFF]",
+            "mov {e}, qword ptr fs:[{t}]",
+            "mov {t}, qword ptr [rip + orcjit_tls_fast_len@GOTTPOFF]",
+            "mov {n}, qword ptr fs:[{t}]",
+            t = out(reg) _,
+            e = out(reg) entries,
+            n = out(reg) len,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    if slot >= len {
+        return None;
+    }
+    // SAFETY: `len` entries start at `entries` while published (the table that owns them
+    // unpublishes them before they move or go).
+    let entry = unsafe { entries.add(slot).read() };
+    (entry.generation == u64::from(generation)).then_some(entry.block as *mut u8)
+}
 
 /// Points this thread's resolver at `entries` (empty: none). The length goes to 0 first, so
 /// that a signal handler's access in between takes the slow way, never a half-made table.
