@@ -38,6 +38,14 @@ fn check(out: &Output, what: &str) {
     assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `orcjit link` of `inputs`, which must fail with status 1 before anything runs; its stderr.
+fn link_fails(inputs: &[PathBuf]) -> String {
+    let out = run(Command::new(ORCJIT).arg("link").args(inputs));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// Compiles `sources` with clang-19 (clang++-19 for .cpp) and `flags`; returns the objects.
 fn compile(dir: &Path, sources: &[PathBuf], flags: &[&str]) -> Vec<PathBuf> {
     compile_by(("clang-19", "clang++-19"), dir, sources, flags)
@@ -589,9 +597,7 @@ fn argv_outlives_main_and_libc_names_the_program_as_its_argv0() {
 fn an_undefined_symbol_is_an_error_naming_the_symbol_and_the_object_that_needs_it() {
     let tmp = tempfile::tempdir().unwrap();
     let objects = compile(tmp.path(), &[programs().join("undef/main.c")], &["-O1", "-fPIC"]);
-    let out = run(Command::new(ORCJIT).arg("link").args(&objects));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = link_fails(&objects);
     assert!(stderr.contains("undefined symbol '") && stderr.contains("main.o"), "{stderr}");
 }
 
@@ -600,9 +606,7 @@ fn a_malformed_object_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.o");
     std::fs::write(&bad, b"\x7fELF this is not an object").unwrap();
-    let out = run(Command::new(ORCJIT).arg("link").arg(&bad));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = link_fails(&[bad]);
     assert!(stderr.contains("bad.o"), "{stderr}");
 }
 
@@ -615,9 +619,7 @@ fn an_openmp_program_runs_as_native_with_its_runtime_loaded() {
     let objects = compile_gnu(tmp.path(), &[programs().join("openmp/main.c")], &["-O2", "-fPIC", "-fopenmp"]);
     let native = link_native(tmp.path(), &objects, &[], &["-lgomp"]);
     same_as_native("openmp", &objects, &native, &["libgomp.so.1"], &["one", "two"]);
-    let out = run(Command::new(ORCJIT).arg("link").args(&objects));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = link_fails(&objects);
     assert!(stderr.contains("--dlopen libgomp.so.1"), "{stderr}");
 }
 
@@ -630,9 +632,7 @@ fn a_program_of_large_atomics_runs_as_native_with_libatomic_loaded() {
     let objects = compile(tmp.path(), &[programs().join("atomic16/main.c")], &["-O2", "-fPIC", "-pthread", "-w"]);
     let native = link_native(tmp.path(), &objects, &[], &["-latomic", "-pthread"]);
     same_as_native("atomic16", &objects, &native, &["libatomic.so.1"], &[]);
-    let out = run(Command::new(ORCJIT).arg("link").args(&objects));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = link_fails(&objects);
     assert!(stderr.contains("__atomic_") && stderr.contains("--dlopen libatomic.so.1"), "{stderr}");
 }
 
@@ -668,9 +668,7 @@ fn a_gcc_lto_object_is_an_error_saying_what_it_holds_and_a_fat_one_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let sources = [programs().join("multi/main.c"), programs().join("multi/lib.c")];
     let slim = compile_gnu(tmp.path(), &sources, &["-O1", "-fPIC", "-fcommon", "-flto"]);
-    let out = run(Command::new(ORCJIT).arg("link").args(&slim));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = link_fails(&slim);
     assert!(stderr.contains("main.o") && stderr.contains("GCC LTO bytecode"), "{stderr}");
     assert!(stderr.contains("-ffat-lto-objects"), "{stderr}");
 
