@@ -107,7 +107,8 @@ pub fn is_c_identifier(name: &[u8]) -> bool {
 ///   static linker brackets every object's section of that name.
 /// - Local-dynamic thread-local storage ([`tls_tie`] of each name): the thread-local
 ///   variables it defines (not local), and the undefined ones its code reaches through
-///   `R_X86_64_DTPOFF32` / `R_X86_64_DTPOFF64` (needed). That code asks `__tls_get_addr` for
+///   `R_X86_64_DTPOFF32` / `R_X86_64_DTPOFF64` (needed; relocations are read only if some
+///   undefined symbol is typed TLS, as assemblers type them). That code asks `__tls_get_addr` for
 ///   its own module's block once and adds each variable's offset in it, so the variable must
 ///   be in the same TLS module: a hidden `extern __thread` variable compiled with `-fPIC`, or
 ///   any with `-ftls-model=local-dynamic`. A static linker makes one module of them all.
@@ -126,9 +127,13 @@ pub fn link_ties(data: &[u8]) -> (Vec<String>, Vec<String>) {
         }
     }
     if let Ok(symbols) = sections.symbols(endian, data, elf::SHT_SYMTAB) {
+        // Assemblers type a thread-local variable TLS where it is only referred to as well:
+        // without one undefined, no relocation needs reading (nearly every object).
+        let mut undefined_tls = false;
         for sym in symbols.iter() {
             let Ok(name) = symbols.symbol_name(endian, sym) else { continue };
             if sym.st_shndx(endian) == elf::SHN_UNDEF {
+                undefined_tls |= sym.st_type() == elf::STT_TLS;
                 let section = name.strip_prefix(b"__start_").or_else(|| name.strip_prefix(b"__stop_"));
                 if let Some(section) = section.filter(|s| is_c_identifier(s)) {
                     needs.push(String::from_utf8_lossy(section).into_owned());
@@ -137,7 +142,7 @@ pub fn link_ties(data: &[u8]) -> (Vec<String>, Vec<String>) {
                 defines.push(tls_tie(name));
             }
         }
-        for sh in sections.iter().filter(|sh| sh.sh_type(endian) == elf::SHT_RELA) {
+        for sh in sections.iter().filter(|sh| undefined_tls && sh.sh_type(endian) == elf::SHT_RELA) {
             // Code's relocations, not debug information's (DWARF locates a variable with one).
             let loaded = sections
                 .section(object::SectionIndex(sh.sh_info(endian) as usize))
