@@ -305,6 +305,29 @@ fn hidden_thread_locals_shared_between_objects_through_the_local_dynamic_model_r
     same_as_native("tlsld (gcc, gnu2)", &objects, &native, &[], &["one"]);
 }
 
+/// The same program with its thread-local variables' object in a static library: the member
+/// that defines them joins the graph of the object that reaches them (a static link pulls it
+/// for the undefined reference anyway), whether that object is given on the command line or
+/// is itself a member (the library alone, whose `main` the C start-up code pulls natively).
+/// Linked apart, the link failed as above. The constructor-only member nothing refers to is
+/// not linked, natively or here.
+#[test]
+fn hidden_thread_locals_of_a_static_library_member_run_as_native() {
+    let dir = programs().join("tlsld");
+    for dialect in ["-mtls-dialect=gnu", "-mtls-dialect=gnu2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = ["main.c", "between.c", "vars.c"].map(|s| dir.join(s));
+        let objects = compile(tmp.path(), &sources, &["-O1", "-fPIC", "-pthread", dialect]);
+        let (library, everything) = (tmp.path().join("libvars.a"), tmp.path().join("libprogram.a"));
+        check(&run(Command::new("ar").arg("rcs").arg(&library).args(&objects[1..])), "ar");
+        check(&run(Command::new("ar").arg("rcs").arg(&everything).args(&objects)), "ar");
+        for inputs in [vec![objects[0].clone(), library.clone()], vec![everything.clone()]] {
+            let native = link_native(tmp.path(), &inputs, &[], &["-pthread"]);
+            same_as_native(&format!("tlsld {dialect} {inputs:?}"), &inputs, &native, &[], &["one"]);
+        }
+    }
+}
+
 /// libstdc++'s `std::call_once` keeps the callable in libstdc++'s own thread-local variables,
 /// which JIT'd code reaches through `__tls_get_addr` from each thread. `orcjit link` loads
 /// libstdc++ with `dlopen`, so those variables live in blocks the loader makes per thread.

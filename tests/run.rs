@@ -344,6 +344,27 @@ fn hidden_thread_locals_shared_between_modules_run_as_native_in_every_mode() {
     }
 }
 
+/// The same with the variables' object in a static library (`--extra-archive`): its member
+/// joins the module's graph, in every mode; natively the link pulls it for main's references.
+#[test]
+fn hidden_thread_locals_of_a_static_library_member_run_from_bitcode_as_native() {
+    let dir = root().join("jit-link/tests/programs/tlsld");
+    let tmp = tempfile::tempdir().unwrap();
+    let sources = [dir.join("main.c"), dir.join("vars.c"), dir.join("between.c")];
+    let (bitcode, _) = build(tmp.path(), &sources, &["-O1", "-fPIC", "-pthread"], &["-pthread"]);
+    let library = tmp.path().join("libvars.a");
+    let members = [tmp.path().join("vars.o"), tmp.path().join("between.o")];
+    check(&run(Command::new("ar").arg("rcs").arg(&library).args(&members)), "ar");
+    let native = tmp.path().join("native-with-library");
+    let main = tmp.path().join("main.o");
+    check(&run(Command::new("clang-19").arg(main).arg(&library).arg("-pthread").arg("-o").arg(&native)), "link");
+    let archive = format!("--extra-archive={}", library.display());
+    for options in MODES {
+        let options: Vec<&str> = options.iter().copied().chain([archive.as_str()]).collect();
+        same_as_native("tlsld (bitcode main, library)", &bitcode[..1], &native, &options, &["a"]);
+    }
+}
+
 /// The C++ table of `jit-link/tests/programs/startstopcxx` (entries that throw, COMDAT
 /// functions with static locals, constructors and destructors on both sides, a
 /// `thread_local`), its walker compiled from bitcode and linked in one graph with the object

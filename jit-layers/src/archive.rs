@@ -92,6 +92,10 @@ impl StaticLibrary {
     pub fn members(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.members.iter().map(|(name, range)| (name.as_str(), &self.bytes[range.clone()]))
     }
+
+    fn member_bytes(&self, m: usize) -> &[u8] {
+        &self.bytes[self.members[m].1.clone()]
+    }
 }
 
 /// Adds a static library's members to the dylib it is attached to when a lookup needs a
@@ -104,10 +108,54 @@ pub struct StaticLibraryGenerator {
     added: Mutex<Vec<bool>>,
 }
 
+/// Objects to link, each with its [`jit_link::link_ties`].
+pub(crate) type TiedObjects = Vec<((String, Arc<[u8]>), Ties)>;
+pub(crate) type Ties = (Vec<String>, Vec<String>);
+
 impl StaticLibraryGenerator {
     pub fn new(layer: &ObjectLinkingLayer, library: StaticLibrary) -> StaticLibraryGenerator {
         let added = Mutex::new(vec![false; library.members.len()]);
         StaticLibraryGenerator { library, layer: layer.clone(), added }
+    }
+
+    /// The members not added yet that define the thread-local variables named by `needs`
+    /// (keys of [`jit_link::link_ties`]; others are ignored), with those they need in turn:
+    /// marked added, and returned to be linked in one graph with the objects that need them.
+    /// Objects whose code reaches a variable with the local-dynamic model must be in its TLS
+    /// module, and a static linker pulls the member that defines it for the undefined
+    /// reference anyway.
+    pub(crate) fn take_tied(&self, needs: &[String]) -> TiedObjects {
+        let mut added = self.added.lock();
+        let first: Vec<usize> = needs.iter().filter_map(|key| self.unadded_definer(&added, key)).collect();
+        self.take_members(&mut added, first)
+    }
+
+    /// The member that defines the thread-local variable of tie `key`, if it is not added.
+    fn unadded_definer(&self, added: &[bool], key: &str) -> Option<usize> {
+        let name = jit_link::tls_tie_name(key)?;
+        self.library.index.get(name).copied().filter(|&m| !added[m])
+    }
+
+    /// Marks `members` added, with the members they need in their graph (see
+    /// [`take_tied`](Self::take_tied)), transitively, and returns them all in that order.
+    fn take_members(&self, added: &mut [bool], members: Vec<usize>) -> TiedObjects {
+        let mut queue = members;
+        let mut taken = Vec::new();
+        while let Some(m) = queue.pop() {
+            if std::mem::replace(&mut added[m], true) {
+                continue;
+            }
+            let ties = jit_link::link_ties(self.library.member_bytes(m));
+            queue.extend(ties.1.iter().filter_map(|key| self.unadded_definer(added, key)));
+            taken.push((m, ties));
+        }
+        taken
+            .into_iter()
+            .map(|(m, ties)| {
+                let name = self.library.members[m].0.clone();
+                ((name, Arc::from(self.library.member_bytes(m))), ties)
+            })
+            .collect()
     }
 }
 
@@ -119,26 +167,24 @@ impl DefinitionGenerator for StaticLibraryGenerator {
         names: &[(SymbolName, SymbolLookupFlags)],
         done: GeneratorDone,
     ) {
-        let wanted: Vec<usize> = {
+        let taken = {
             let mut added = self.added.lock();
-            let mut wanted = Vec::new();
-            for (name, _) in names {
-                if let Some(&m) = self.library.index.get(name.as_str()) {
-                    if !std::mem::replace(&mut added[m], true) {
-                        wanted.push(m);
-                    }
-                }
-            }
-            wanted
+            let mut wanted: Vec<usize> = names
+                .iter()
+                .filter_map(|(name, _)| self.library.index.get(name.as_str()).copied())
+                .filter(|&m| !added[m])
+                .collect();
+            // Popped from the end: the first wanted is taken first.
+            wanted.reverse();
+            self.take_members(&mut added, wanted)
         };
-        for m in wanted {
-            let (member, range) = &self.library.members[m];
-            let bytes: Arc<[u8]> = Arc::from(&self.library.bytes[range.clone()]);
-            if let Err(e) = self.layer.add(dylib, member, bytes) {
-                return done.finish(Err(Error::msg(format!("{member}: {e}"))));
-            }
+        if taken.is_empty() {
+            return done.finish(Ok(()));
         }
-        done.finish(Ok(()));
+        let what = taken.iter().map(|((member, _), _)| member.as_str()).collect::<Vec<_>>().join(" + ");
+        let (objects, ties): (Vec<_>, Vec<_>) = taken.into_iter().unzip();
+        let result = self.layer.add_objects_grouped(dylib, objects, &ties);
+        done.finish(result.map_err(|e| Error::msg(format!("{what}: {e}"))));
     }
 }
 

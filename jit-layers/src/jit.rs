@@ -325,17 +325,26 @@ impl Jit {
     /// modules before objects): modules into one module, objects into one graph, and a module
     /// with objects into one graph with its object (compiled whole, not lazily; see
     /// [`IrTransformLayer::add_with_objects`]). Added apart, each would enclose its own part of
-    /// the section only (lli-19 finds no entry at all). Everything else is added as
+    /// the section only (lli-19 finds no entry at all). A static library's member that defines
+    /// such variables joins the group of what reaches them (see [`ObjectJit::add_objects`]).
+    /// Everything else is added as
     /// [`add_ir`](Self::add_ir) and [`add_objects`](Self::add_objects) add it. Initializers
     /// run in that order: each module's at its place (with those of the objects of its group),
     /// then each object's at its own.
     pub fn add_program(&self, modules: Vec<IrModule>, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
-        if modules.len() + objects.len() < 2 {
+        if modules.len() + objects.len() < 2 && !self.base.has_static_libraries() {
             modules.into_iter().try_for_each(|m| self.add_ir(m))?;
             return self.add_objects(objects);
         }
         let mut ties = crate::ir::link_ties(&modules)?;
         ties.extend(objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)));
+        // The static libraries' members that must share a graph with some of them are pulled
+        // now, to join its group (as the last objects, in the order they are found).
+        let mut objects = objects;
+        for (object, object_ties) in self.base.tied_members(&ties) {
+            objects.push(object);
+            ties.push(object_ties);
+        }
         let first_object = modules.len();
         let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
         let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
@@ -362,7 +371,7 @@ impl Jit {
             .zip(ties.drain(first_object..))
             .filter_map(|(object, ties)| Some((object?, ties)))
             .unzip();
-        self.object_layer().add_objects_grouped(self.main_dylib(), rest, &rest_ties)
+        self.base.add_objects_tied(rest, rest_ties)
     }
 
     /// Adds a `.bc` or `.ll` file to the main dylib.

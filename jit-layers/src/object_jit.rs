@@ -9,12 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jit_core::{
-    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, JitDylib, OnDemandGenerator,
+    DynamicLibraryGenerator, Error, ExecutionSession, ExecutorAddr, FxHashSet, JitDylib, OnDemandGenerator,
     ProcessSymbolsGenerator, ResourceKey, ResourceManager, Result, SymbolDef, SymbolFlags,
 };
 use jit_mem::{ManagerConfig, MemoryManager};
 use parking_lot::Mutex;
 
+use crate::archive::{TiedObjects, Ties};
 use crate::{InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator};
 
 /// Builds an [`ObjectJit`] (and the object half of a [`crate::Jit`]).
@@ -94,16 +95,17 @@ impl ObjectJitBuilder {
         };
         let session = ExecutionSession::with_threads(threads).map_err(Error::other)?;
         let objects = ObjectLinkingLayer::new(&session, memory.clone());
-        let archives = self.archives.into_iter().map(|a| StaticLibraryGenerator::new(&objects, a)).collect();
+        let archives: Vec<Arc<StaticLibraryGenerator>> =
+            self.archives.into_iter().map(|a| Arc::new(StaticLibraryGenerator::new(&objects, a))).collect();
         if self.export_dynamic {
             // For JIT'd `dladdr`, which answers as for a native build linked -rdynamic.
             objects.add_plugin(Arc::new(crate::symbolize::Symbolizer));
         }
-        match main_dylib(&session, &objects, archives, &self.dlopen, self.process_symbols, self.export_dynamic) {
+        match main_dylib(&session, &objects, &archives, &self.dlopen, self.process_symbols, self.export_dynamic) {
             Ok(main) => {
                 let main_args = Arc::new(MainArgs::default());
                 session.register_resource_manager(main_args.clone());
-                Ok(ObjectJit { session, main, objects, memory, main_args })
+                Ok(ObjectJit { session, main, objects, archives, memory, main_args })
             }
             Err(e) => {
                 let _ = session.end_session();
@@ -119,14 +121,14 @@ impl ObjectJitBuilder {
 fn main_dylib(
     session: &ExecutionSession,
     objects: &ObjectLinkingLayer,
-    archives: Vec<StaticLibraryGenerator>,
+    archives: &[Arc<StaticLibraryGenerator>],
     dlopen: &[String],
     process_symbols: bool,
     export_dynamic: bool,
 ) -> Result<JitDylib> {
     let main = session.create_dylib("main")?;
     for archive in archives {
-        main.add_generator(archive);
+        main.add_generator_arc(archive.clone());
     }
     for library in dlopen {
         main.add_generator(DynamicLibraryGenerator::load(library)?);
@@ -177,6 +179,8 @@ pub struct ObjectJit {
     session: ExecutionSession,
     main: JitDylib,
     objects: ObjectLinkingLayer,
+    /// The static libraries' generators, also attached to `main`.
+    archives: Vec<Arc<StaticLibraryGenerator>>,
     memory: Arc<dyn MemoryManager>,
     main_args: Arc<MainArgs>,
 }
@@ -244,9 +248,58 @@ impl ObjectJit {
     }
 
     /// Adds relocatable objects (named, in link order) to the main dylib as a static link
-    /// takes them (see [`ObjectLinkingLayer::add_objects`]).
+    /// takes them (see [`ObjectLinkingLayer::add_objects`]). The members of the static
+    /// libraries that define thread-local variables their code reaches with the local-dynamic
+    /// model (see [`jit_link::link_ties`]) are added with them, in their graph.
     pub fn add_objects(&self, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
-        self.objects.add_objects(&self.main, objects)
+        let ties = objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)).collect();
+        self.add_objects_tied(objects, ties)
+    }
+
+    /// [`add_objects`](Self::add_objects), with each object's [`jit_link::link_ties`] already
+    /// read (`ties`, one per object).
+    pub(crate) fn add_objects_tied(&self, mut objects: Vec<(String, Arc<[u8]>)>, mut ties: Vec<Ties>) -> Result<()> {
+        for (object, object_ties) in self.tied_members(&ties) {
+            objects.push(object);
+            ties.push(object_ties);
+        }
+        self.objects.add_objects_grouped(&self.main, objects, &ties)
+    }
+
+    /// Whether the builder was given static libraries.
+    pub(crate) fn has_static_libraries(&self) -> bool {
+        !self.archives.is_empty()
+    }
+
+    /// The static libraries' members to link with inputs whose [`jit_link::link_ties`] are
+    /// `ties`: those that define the thread-local variables the inputs (and these members,
+    /// transitively) reach with the local-dynamic model and none of them defines. They are
+    /// marked added in their libraries.
+    pub(crate) fn tied_members(&self, ties: &[Ties]) -> TiedObjects {
+        let mut taken: TiedObjects = Vec::new();
+        let mut defined: FxHashSet<String> = ties.iter().flat_map(|(defines, _)| defines.iter().cloned()).collect();
+        let needs = |ties: &mut dyn Iterator<Item = &Ties>, defined: &FxHashSet<String>| -> Vec<String> {
+            let keys = ties.flat_map(|(_, needs)| needs);
+            keys.filter(|key| jit_link::tls_tie_name(key).is_some() && !defined.contains(*key)).cloned().collect()
+        };
+        let mut missing = needs(&mut ties.iter(), &defined);
+        // Rounds until no member taken needs another; in each, the first library that defines
+        // a variable supplies it, as a static linker searches them.
+        while !missing.is_empty() && !self.archives.is_empty() {
+            let from = taken.len();
+            for archive in &self.archives {
+                if missing.is_empty() {
+                    break;
+                }
+                for (object, object_ties) in archive.take_tied(&missing) {
+                    missing.retain(|key| !object_ties.0.contains(key));
+                    defined.extend(object_ties.0.iter().cloned());
+                    taken.push((object, object_ties));
+                }
+            }
+            missing = needs(&mut taken[from..].iter().map(|(_, ties)| ties), &defined);
+        }
+        taken
     }
 
     pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {

@@ -38,7 +38,7 @@ pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, Loo
 pub use elf::{
     enclosure_groups, graph_from_elf_object, graph_from_elf_objects, interface_graph_from_elf_object,
     interface_graph_from_elf_objects, is_c_identifier, link_ties, memory_needed, needs_low_placement,
-    profile_instrumented, relocation_name, tls_tie,
+    profile_instrumented, relocation_name, tls_tie, tls_tie_name,
 };
 pub use error::{BoxError, LinkError};
 pub use far::{ExternalDefinition, FAR_DATA_SECTION, FAR_STUBS_SECTION};

@@ -12,5 +12,6 @@ pub use file::{
 };
 pub use placement::{
     enclosure_groups, is_c_identifier, link_ties, memory_needed, needs_low_placement, profile_instrumented, tls_tie,
+    tls_tie_name,
 };
 pub use relocation::relocation_name;

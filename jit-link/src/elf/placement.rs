@@ -171,9 +171,16 @@ pub fn link_ties(data: &[u8]) -> (Vec<String>, Vec<String>) {
     (defines, needs)
 }
 
+const TLS_TIE: &str = "thread-local ";
+
 /// The [`link_ties`] key of thread-local variable `name` (never a section's: it has a space).
 pub fn tls_tie(name: &[u8]) -> String {
-    format!("thread-local {}", String::from_utf8_lossy(name))
+    format!("{TLS_TIE}{}", String::from_utf8_lossy(name))
+}
+
+/// The thread-local variable a [`link_ties`] key names, if it is a [`tls_tie`].
+pub fn tls_tie_name(key: &str) -> Option<&str> {
+    key.strip_prefix(TLS_TIE)
 }
 
 /// Groups objects (or modules) as a static link must keep them together, from each one's
