@@ -98,6 +98,13 @@ pub trait TaskDispatcher: Send + Sync + 'static {
     fn demanded_backlog(&self) -> usize {
         0
     }
+
+    /// Lets the threads this dispatcher owns exit once the tasks they run are done, keeping
+    /// what is queued: from then on, work runs on the threads that use the dispatcher, demanded
+    /// tasks when dispatched and any task when someone waits (as in a forked child). For a
+    /// JIT about to run a program that must find only its own threads, as natively. Returns
+    /// once they have exited; does nothing on one of them, or on a dispatcher without threads.
+    fn retire_workers(&self) {}
 }
 
 /// Runs every task on the thread that dispatches it.
@@ -186,6 +193,12 @@ struct PoolShared {
     speculative_rx: Receiver<Task>,
     stop_tx: Mutex<Option<Sender<()>>>,
     stop_rx: Receiver<()>,
+    /// Dropped once the workers have retired (see `retire_workers`): wakes the threads that
+    /// waited for them, to run the work themselves.
+    retired_tx: Mutex<Option<Sender<()>>>,
+    retired_rx: Receiver<()>,
+    /// The workers are to retire: an idle one stops polling for work at once.
+    retiring: AtomicBool,
     shut: AtomicBool,
     gate: PauseGate,
     /// The queues of a forked child's copy of the pool (demanded, speculative), which uses
@@ -217,6 +230,25 @@ impl PoolShared {
         self.demanded_rx.try_recv().ok()
     }
 
+    /// Its workers are gone, as a forked child's are (see `PauseGate`) or once they retired:
+    /// queued work moves to the orphan queues, where the threads that use the pool find it.
+    fn orphan(&self) {
+        self.gate.orphaned.store(true, Ordering::SeqCst);
+        self.adopt_channel_tasks();
+    }
+
+    /// Moves the tasks in the channels to the orphan queues. Taking from the (unbounded, list)
+    /// channels takes none of their locks, so a forked child may do it too.
+    fn adopt_channel_tasks(&self) {
+        let mut queues = self.orphan_queues.lock();
+        while let Ok(task) = self.demanded_rx.try_recv() {
+            queues[0].push_back(task);
+        }
+        while let Ok(task) = self.speculative_rx.try_recv() {
+            queues[1].push_back(task);
+        }
+    }
+
     /// Puts a task back in its queue (the send cannot fail: the receivers live in `self`).
     fn requeue(&self, task: Task) {
         if self.orphaned() {
@@ -232,6 +264,11 @@ impl PoolShared {
             Priority::Speculative => &self.speculative_tx,
         };
         let _ = tx.send(task);
+        // The workers retired since the check above, and their pool may have adopted the
+        // channels' tasks already: adopt this one.
+        if self.orphaned() {
+            self.adopt_channel_tasks();
+        }
     }
 
     /// Runs a task a worker took from the queues, unless the pool is paused (a fork is being
@@ -285,6 +322,7 @@ impl ThreadPoolDispatcher {
         let (demanded_tx, demanded_rx) = unbounded();
         let (speculative_tx, speculative_rx) = unbounded();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let (retired_tx, retired_rx) = crossbeam_channel::bounded(0);
         let shared = Arc::new(PoolShared {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             demanded_tx,
@@ -293,6 +331,9 @@ impl ThreadPoolDispatcher {
             speculative_rx,
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx,
+            retired_tx: Mutex::new(Some(retired_tx)),
+            retired_rx,
+            retiring: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             gate: PauseGate::new(n),
             orphan_queues: Mutex::new([VecDeque::new(), VecDeque::new()]),
@@ -361,14 +402,18 @@ fn worker_loop(shared: &PoolShared, i: usize) {
             recv(shared.stop_rx) -> _ => break,
         }
     }
-    shared.drain_after_shutdown();
+    // Stopped by a shutdown, or retired (the queued work stays for the pool's users).
+    if shared.shut.load(Ordering::SeqCst) {
+        shared.drain_after_shutdown();
+    }
 }
 
 /// Polls for a task for [`STAY_AWAKE`], yielding the CPU between polls; `None` once it is
-/// time to sleep (or the pool is shutting down).
+/// time to sleep (or the pool is shutting down, or its workers retiring).
 fn stay_awake(shared: &PoolShared) -> Option<Task> {
     let start = std::time::Instant::now();
-    while start.elapsed() < STAY_AWAKE && !shared.shut.load(Ordering::Relaxed) {
+    let stopping = || shared.shut.load(Ordering::Relaxed) || shared.retiring.load(Ordering::Relaxed);
+    while start.elapsed() < STAY_AWAKE && !stopping() {
         std::thread::yield_now();
         if let Some(task) = shared.try_next() {
             return Some(task);
@@ -434,14 +479,17 @@ impl TaskDispatcher for ThreadPoolDispatcher {
             return;
         }
         if !self.is_worker_thread() {
-            let _ = done.recv();
-            return;
+            select_biased! {
+                recv(done) -> _ => return,
+                // The workers retired meanwhile: this thread runs the work it waits for.
+                recv(self.shared.retired_rx) -> _ => return self.wait(done),
+            }
         }
         self.help_until(done);
     }
 
     fn concurrency(&self) -> usize {
-        self.threads
+        if self.shared.orphaned() { 1 } else { self.threads }
     }
 
     fn demanded_backlog(&self) -> usize {
@@ -449,6 +497,23 @@ impl TaskDispatcher for ThreadPoolDispatcher {
             return self.shared.orphan_queues.lock()[0].len();
         }
         self.shared.demanded_rx.len()
+    }
+
+    fn retire_workers(&self) {
+        if self.is_worker_thread() || self.shared.orphaned() {
+            return;
+        }
+        // Dropping the only stop sender wakes every idle worker; not shut, they leave the
+        // queues as they are.
+        self.shared.retiring.store(true, Ordering::Relaxed);
+        drop(self.shared.stop_tx.lock().take());
+        for w in std::mem::take(&mut *self.workers.lock()) {
+            let _ = w.join();
+        }
+        self.shared.orphan();
+        drop(self.shared.retired_tx.lock().take());
+        // What was dispatched while the workers left, with no one to wait for it.
+        run_demanded_inline(&self.shared);
     }
 
     fn shutdown(&self) {
@@ -590,7 +655,6 @@ impl PauseGate {
 }
 
 mod fork {
-    use std::collections::VecDeque;
     use std::sync::{Arc, Once, Weak};
     use std::time::{Duration, Instant};
 
@@ -653,33 +717,37 @@ mod fork {
         }
     }
 
-    /// Before the fork, on the forking thread: pause every pool.
+    /// Before the fork, on the forking thread: pause every pool, and hold the lock of its
+    /// orphan queues (which the threads of a pool whose workers retired use), so that the
+    /// child's copy of the lock is free.
     extern "C" fn prepare() {
-        *PAUSED.lock() = pause_all();
+        let pools = pause_all();
+        for p in &pools {
+            std::mem::forget(p.orphan_queues.lock());
+        }
+        *PAUSED.lock() = pools;
     }
 
     /// After the fork, in the parent: the workers go on.
     extern "C" fn parent() {
-        resume(std::mem::take(&mut *PAUSED.lock()));
+        let pools = std::mem::take(&mut *PAUSED.lock());
+        for p in &pools {
+            // SAFETY: `prepare` locked it on this thread and forgot the guard.
+            unsafe { p.orphan_queues.force_unlock() };
+        }
+        resume(pools);
     }
 
     /// After the fork, in the child: every pool is orphaned (the tasks its workers took
-    /// while paused are back in its queues). An orphaned pool has no workers to pause at a
-    /// later fork, so it leaves the registry.
+    /// while paused are back in its queues, which move to its orphan queues: sending to or
+    /// selecting on a channel would take a lock a parent's thread may have held). It stays
+    /// registered, so that a fork of the child holds its orphan queues' lock too.
     extern "C" fn child() {
         for p in std::mem::take(&mut *PAUSED.lock()) {
-            // Queued work moves to the child's own queues. Taking from the (unbounded, list)
-            // channels takes none of their locks; sending or selecting would.
-            let mut queues = [VecDeque::new(), VecDeque::new()];
-            while let Ok(task) = p.demanded_rx.try_recv() {
-                queues[0].push_back(task);
-            }
-            while let Ok(task) = p.speculative_rx.try_recv() {
-                queues[1].push_back(task);
-            }
-            // Unlocked: the parent never uses them.
-            *p.orphan_queues.lock() = queues;
-            p.gate.orphaned.store(true, Ordering::SeqCst);
+            // SAFETY: `prepare` locked it on the thread that forked, this child's only thread,
+            // and forgot the guard.
+            unsafe { p.orphan_queues.force_unlock() };
+            p.orphan();
             p.gate.pausers.store(0, Ordering::SeqCst);
             for b in p.gate.busy.iter() {
                 b.0.store(false, Ordering::SeqCst);
@@ -689,9 +757,6 @@ mod fork {
                 // parent to resume; that thread does not exist in the child.
                 unsafe { p.gate.lock.force_unlock() };
             }
-        }
-        if let Some(mut pools) = POOLS.try_lock() {
-            pools.retain(|p| p.upgrade().is_some_and(|p| !p.gate.orphaned.load(Ordering::SeqCst)));
         }
     }
 }
@@ -758,6 +823,66 @@ mod tests {
         }));
         let name = rx.recv_timeout(WATCHDOG).expect("the pool did not resume");
         assert!(name.is_some_and(|n| n.starts_with("orcjit-worker-")));
+        pool.shutdown();
+    }
+
+    /// Once its workers retire, a pool runs demanded work on the thread that dispatches it
+    /// and any work on a thread that waits, and reports one thread of concurrency.
+    #[test]
+    fn a_retired_pool_runs_work_on_the_threads_that_use_it() {
+        let pool = ThreadPoolDispatcher::new(2).unwrap();
+        let (tx, rx) = unbounded();
+        let t = tx.clone();
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            t.send(std::thread::current().name().map(str::to_string)).unwrap();
+        }));
+        let name = rx.recv_timeout(WATCHDOG).expect("the pool did not run the task");
+        assert!(name.is_some_and(|n| n.starts_with("orcjit-worker-")));
+        pool.retire_workers();
+        assert_eq!(pool.concurrency(), 1);
+        let here = std::thread::current().id();
+        let t = tx.clone();
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Demanded, move || {
+            t.send(Some(format!("{:?}", std::thread::current().id()))).unwrap();
+        }));
+        assert_eq!(rx.try_recv().ok(), Some(Some(format!("{here:?}"))), "demanded work runs when dispatched");
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
+            done_tx.send(std::thread::current().id()).unwrap();
+        }));
+        assert!(done_rx.is_empty(), "speculative work waits for a thread that waits");
+        let (woken_tx, woken_rx) = crossbeam_channel::bounded(1);
+        let t = std::thread::spawn(move || {
+            let ran_on = done_rx.recv().unwrap();
+            woken_tx.send(()).unwrap();
+            ran_on
+        });
+        // This thread waits (for the speculative task's effect, seen through `woken`) and runs it.
+        pool.wait(&woken_rx);
+        assert_eq!(t.join().unwrap(), here);
+        pool.shutdown();
+    }
+
+    /// A thread that waited without helping when the workers retired wakes and runs the work
+    /// it waits for itself: no one else would.
+    #[test]
+    fn a_thread_waiting_when_the_workers_retire_runs_the_work_it_waits_for() {
+        let pool = Arc::new(ThreadPoolDispatcher::new(1).unwrap());
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        let (ran_tx, ran_rx) = crossbeam_channel::bounded(1);
+        let p = pool.clone();
+        let waiter = std::thread::spawn(move || {
+            p.wait(&done_rx);
+            std::thread::current().id()
+        });
+        pool.retire_workers();
+        // Queued after the workers left, and speculative: only a waiting thread runs it.
+        pool.dispatch(Task::new(TaskKind::Other, Priority::Speculative, move || {
+            ran_tx.send(std::thread::current().id()).unwrap();
+            done_tx.send(()).unwrap();
+        }));
+        let ran_on = ran_rx.recv_timeout(WATCHDOG).expect("no thread ran the work: the waiter was not woken");
+        assert_eq!(waiter.join().unwrap(), ran_on);
         pool.shutdown();
     }
 
