@@ -446,6 +446,16 @@ fn address_sanitized_code_is_refused_with_the_reason() {
     }
 }
 
+/// The program finds itself alone in its process, as natively (and as under llvm-jitlink-19):
+/// `orcjit link`'s workers link in parallel, then exit before the constructors run
+/// (`program_threads_only`). Before, a constructor and `main` counted three threads, and
+/// `unshare(CLONE_NEWUSER)` failed with EINVAL. A `dlsym` of a function nothing else refers to
+/// links its object on the program's own thread; a forked child is alone too.
+#[test]
+fn the_program_runs_among_its_own_threads_only() {
+    program_case("alone", &["main.c", "late.c"], &[], &["-rdynamic"], &[], &[PIC_SMALL, NOPIC_LARGE]);
+}
+
 /// `dladdr` on JIT'd code answers as for a native build linked with `-rdynamic`.
 #[test]
 fn dladdr_names_jit_d_functions_as_natively() {

@@ -27,6 +27,7 @@ pub struct ObjectJitBuilder {
     dlopen: Vec<String>,
     archives: Vec<StaticLibrary>,
     memory: Option<Arc<dyn MemoryManager>>,
+    program_threads_only: bool,
 }
 
 impl Default for ObjectJitBuilder {
@@ -38,6 +39,7 @@ impl Default for ObjectJitBuilder {
             dlopen: Vec::new(),
             archives: Vec::new(),
             memory: None,
+            program_threads_only: false,
         }
     }
 }
@@ -83,6 +85,18 @@ impl ObjectJitBuilder {
         self
     }
 
+    /// Whether [`ObjectJit::run_main`] lets the session's worker threads exit first, so that the
+    /// program (its constructors, `main`, its exit) runs among its own threads only, as
+    /// natively: Google Test's death tests warn when they find others, and
+    /// `unshare(CLONE_NEWUSER)` fails in a multithreaded process (default: no). Linking still
+    /// uses the workers up to then; what the program needs linked later (a `dlsym` of a
+    /// symbol nothing linked yet) is linked on its own thread (see
+    /// [`jit_core::TaskDispatcher::retire_workers`]).
+    pub fn program_threads_only(mut self, yes: bool) -> Self {
+        self.program_threads_only = yes;
+        self
+    }
+
     /// Builds the JIT. If a step fails (a library that does not load, say), the session it
     /// had started is ended, so its threads do not outlive the error.
     pub fn build(self) -> Result<ObjectJit> {
@@ -105,7 +119,8 @@ impl ObjectJitBuilder {
             Ok(main) => {
                 let main_args = Arc::new(MainArgs::default());
                 session.register_resource_manager(main_args.clone());
-                Ok(ObjectJit { session, main, objects, archives, memory, main_args })
+                let program_threads_only = self.program_threads_only;
+                Ok(ObjectJit { session, main, objects, archives, memory, main_args, program_threads_only })
             }
             Err(e) => {
                 let _ = session.end_session();
@@ -183,6 +198,8 @@ pub struct ObjectJit {
     archives: Vec<Arc<StaticLibraryGenerator>>,
     memory: Arc<dyn MemoryManager>,
     main_args: Arc<MainArgs>,
+    /// See [`ObjectJitBuilder::program_threads_only`].
+    program_threads_only: bool,
 }
 
 /// The argument vectors [`ObjectJit::run_main`] handed to JIT'd code, each with its strings.
@@ -360,6 +377,9 @@ impl ObjectJit {
         // SAFETY: libc's `environ` is the NULL-terminated environment of this process.
         let envp = unsafe { environ };
         let init = InitArgs { argc, argv, envp: envp as *const *const c_char };
+        if self.program_threads_only {
+            self.session.dispatcher().retire_workers();
+        }
         self.initialize(init)?;
         let gate = self.objects.entry_gate()?;
         // SAFETY: 'main' is Ready; C's main takes (int, char **, char **): argv is a

@@ -144,7 +144,8 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
         .map(|(_, bytes)| jit_link::memory_needed(bytes))
         .chain(archives.iter().flat_map(|a| a.members()).map(|(_, bytes)| jit_link::memory_needed(bytes)))
         .fold(0, u64::saturating_add);
-    let mut builder = ObjectJit::builder();
+    // The program runs among its own threads, as natively (and as under llvm-jitlink-19).
+    let mut builder = ObjectJit::builder().program_threads_only(true);
     for archive in archives {
         builder = builder.static_library(archive);
     }
