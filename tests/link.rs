@@ -490,6 +490,29 @@ fn a_static_library_s_members_are_linked_when_needed_as_natively() {
     }
 }
 
+/// Two objects that define one strong symbol: the error names the symbol and both objects,
+/// as a static linker's "multiple definition" does.
+#[test]
+fn a_symbol_two_objects_define_is_an_error_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let late = programs().join("alone/late.c");
+    let objects: Vec<PathBuf> = [&one, &two]
+        .iter()
+        .flat_map(|dir| {
+            std::fs::create_dir(dir).unwrap();
+            compile(dir, std::slice::from_ref(&late), &["-O1", "-fPIC"])
+        })
+        .collect();
+    let stderr = link_fails(&objects);
+    let expected = format!(
+        "duplicate definition of 'late_value' in dylib 'main': by '{}', defined by '{}'",
+        objects[1].display(),
+        objects[0].display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
 #[test]
 fn a_truncated_static_library_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -264,12 +264,18 @@ mod tests {
         jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 1)).unwrap();
         let err = jd.define(FnUnit::resolving(&[(&y, EXPORTED), (&x, EXPORTED)], 2)).unwrap_err();
         assert!(
-            matches!(&err, Error::DuplicateDefinition { symbol, dylib } if *symbol == x && &**dylib == "main"),
+            matches!(&err, Error::DuplicateDefinition { symbol, dylib, .. } if *symbol == x && &**dylib == "main"),
             "{err}"
         );
-        assert_eq!(err.to_string(), "duplicate definition of 'x' in dylib 'main'");
+        // Both units are named, the first while it is not materialized.
+        let both = "duplicate definition of 'x' in dylib 'main': by 'test unit', defined by 'test unit'";
+        assert_eq!(err.to_string(), both);
         assert_eq!(jd.symbol_state(&y), None, "the rejected unit's other symbols were not added");
         assert_eq!(jd.lookup("x").unwrap().addr, ExecutorAddr(1));
+        let err = jd.define(FnUnit::resolving(&[(&x, EXPORTED)], 3)).unwrap_err();
+        assert_eq!(err.to_string(), "duplicate definition of 'x' in dylib 'main': by 'test unit'");
+        let err = jd.define_absolute([(x.clone(), SymbolDef::new(ExecutorAddr(4), EXPORTED))]).unwrap_err();
+        assert_eq!(err.to_string(), "duplicate definition of 'x' in dylib 'main'");
     }
 
     #[test]

@@ -42,8 +42,10 @@ impl fmt::Display for RootCause {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    #[error("duplicate definition of '{symbol}' in dylib '{dylib}'")]
-    DuplicateDefinition { symbol: SymbolName, dylib: Arc<str> },
+    /// `definers` says which definitions clash, where known: the unit that defines the
+    /// symbol again, and the one whose definition is there (while it is not materialized).
+    #[error("duplicate definition of '{symbol}' in dylib '{dylib}'{}", definers.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    DuplicateDefinition { symbol: SymbolName, dylib: Arc<str>, definers: Option<Arc<str>> },
 
     #[error("symbols not found: {}", names(symbols))]
     SymbolsNotFound { symbols: Vec<SymbolName> },

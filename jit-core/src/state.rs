@@ -525,8 +525,14 @@ impl SessionState {
         }
     }
 
-    /// Decides where each new definition goes; fails (changing nothing) on a duplicate.
-    fn place(&self, dylib: DylibId, interface: &Interface) -> Result<SmallVec<[Placement; 2]>> {
+    /// Decides where each new definition goes; fails (changing nothing) on a duplicate, naming
+    /// the unit that defines it anew (`unit`, if a unit does) and the unit that defined it.
+    fn place(
+        &self,
+        dylib: DylibId,
+        interface: &Interface,
+        unit: Option<&dyn MaterializationUnit>,
+    ) -> Result<SmallVec<[Placement; 2]>> {
         if let Some(name) = repeated_name(interface) {
             return Err(Error::msg(format!(
                 "'{name}' appears twice in one definition for dylib '{}'",
@@ -547,13 +553,30 @@ impl SessionState {
                         Placement::Override(sid)
                     } else {
                         let dylib = self.dylib(dylib).name.clone();
-                        return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib });
+                        let definers = self.definers(unit, existing);
+                        return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib, definers });
                     }
                 }
             };
             placements.push(placement);
         }
         Ok(placements)
+    }
+
+    /// For a duplicate definition's error: "by 'NEW', defined by 'OLD'" (as far as known: a
+    /// materialized symbol's unit is gone).
+    fn definers(&self, new: Option<&dyn MaterializationUnit>, existing: &SymbolEntry) -> Option<Arc<str>> {
+        let old = match existing.phase {
+            Phase::NeverSearched(u) => self.units.get(u).map(|u| u.unit.name()),
+            _ => None,
+        };
+        let text = match (new.map(|u| u.name()), old) {
+            (Some(new), Some(old)) => format!("by '{new}', defined by '{old}'"),
+            (Some(new), None) => format!("by '{new}'"),
+            (None, Some(old)) => format!("defined by '{old}'"),
+            (None, None) => return None,
+        };
+        Some(text.into())
     }
 
     fn insert_symbol(
@@ -611,7 +634,7 @@ impl SessionState {
             return Err(Error::SessionEnded);
         }
         self.tracker_alive(tracker, dylib)?;
-        let placements = self.place(dylib, &interface)?;
+        let placements = self.place(dylib, &interface, Some(&*unit))?;
         let uid = self.units.insert(UnitEntry {
             unit,
             discards: Vec::new(),
@@ -668,7 +691,7 @@ impl SessionState {
         let defs: Vec<(SymbolName, SymbolDef)> =
             if skip_existing { defs.into_iter().filter(|(n, _)| !self.defines(dylib, n)).collect() } else { defs };
         let interface: Interface = defs.iter().map(|(n, d)| (n.clone(), d.flags)).collect();
-        let placements = self.place(dylib, &interface)?;
+        let placements = self.place(dylib, &interface, None)?;
         for ((name, def), placement) in defs.into_iter().zip(placements) {
             let sid = match placement {
                 Placement::Lose => continue,
@@ -1405,7 +1428,9 @@ impl SessionState {
             )));
         }
         if let Some((name, _)) = new.iter().find(|(n, _)| self.defines(dylib, n)) {
-            return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib: self.dylib(dylib).name.clone() });
+            let definers = self.symbol_id(dylib, name).and_then(|sid| self.definers(None, &self.symbols[sid]));
+            let dylib = self.dylib(dylib).name.clone();
+            return Err(Error::DuplicateDefinition { symbol: name.clone(), dylib, definers });
         }
         for (name, flags) in new {
             let id = self.insert_symbol(dylib, tracker, name.clone(), flags, Phase::Materializing);

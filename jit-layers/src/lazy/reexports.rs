@@ -154,7 +154,11 @@ impl LazyReexports {
                 )));
             }
             if !seen.insert(s.stub.clone()) {
-                return Err(Error::DuplicateDefinition { symbol: s.stub.clone(), dylib: Arc::from(dylib) });
+                return Err(Error::DuplicateDefinition {
+                    symbol: s.stub.clone(),
+                    dylib: Arc::from(dylib),
+                    definers: None,
+                });
             }
             interface.push(s.stub.clone(), s.flags);
         }
