@@ -1,6 +1,6 @@
-//! Profiling and debugging JIT'd code: under `perf record`, `orcjit run --perf-map` writes the
-//! perf map that `perf report` uses to name samples in JIT'd functions; under gdb, `--gdb`
-//! registers each object through GDB's JIT interface, so a crash's backtrace names the JIT'd
+//! Profiling and debugging JIT'd code: under `perf record`, `orcjit run --perf-map` and
+//! `orcjit link --perf-map` write the perf map that `perf report` uses to name samples in JIT'd
+//! functions; under gdb, `--gdb` registers each object through GDB's JIT interface, so a crash's backtrace names the JIT'd
 //! frames, lazily compiled or not; `--trace` writes a Chrome/Perfetto trace of each thread's
 //! lookups, compiles and links. (The perf and gdb tests say they are skipped, and pass, where
 //! their tool is not installed or not permitted.)
@@ -53,19 +53,23 @@ fn perf_report_names_jit_d_functions_from_the_perf_map() {
         return;
     }
     let src = tmp.path().join("hot.c");
-    let bc = tmp.path().join("hot.bc");
     std::fs::write(&src, HOT).unwrap();
-    let cc = Command::new("clang-19").args(["-O1", "-c", "-emit-llvm"]).arg(&src).arg("-o").arg(&bc).output().unwrap();
-    assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
-    let data = tmp.path().join("perf.data");
-    let (data, bc) = (data.to_str().unwrap(), bc.to_str().unwrap());
-    let recorded = run("perf", &["record", "-q", "-o", data, "--", ORCJIT, "run", "--perf-map", bc]);
-    assert!(recorded.status.success(), "perf record: {}", String::from_utf8_lossy(&recorded.stderr));
-    assert_eq!(String::from_utf8_lossy(&recorded.stdout).trim(), "98.696014");
-    let report = run("perf", &["report", "-i", data, "--stdio", "--sort", "dso,sym"]);
-    let text = String::from_utf8_lossy(&report.stdout);
-    let line = text.lines().find(|l| l.contains("spin_for_a_while"));
-    assert!(line.is_some_and(|l| l.contains("[JIT]")), "perf report names no JIT'd spin_for_a_while:\n{text}");
+    // `orcjit run` on bitcode, and `orcjit link` on the object.
+    for (flags, out, command) in [(&["-emit-llvm"][..], "hot.bc", "run"), (&["-fPIC"][..], "hot.o", "link")] {
+        let input = tmp.path().join(out);
+        let cc = Command::new("clang-19").args(["-O1", "-c"]).args(flags).arg(&src).arg("-o").arg(&input).output();
+        let cc = cc.unwrap();
+        assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
+        let data = tmp.path().join(format!("{command}.data"));
+        let (data, input) = (data.to_str().unwrap(), input.to_str().unwrap());
+        let recorded = run("perf", &["record", "-q", "-o", data, "--", ORCJIT, command, "--perf-map", input]);
+        assert!(recorded.status.success(), "perf record: {}", String::from_utf8_lossy(&recorded.stderr));
+        assert_eq!(String::from_utf8_lossy(&recorded.stdout).trim(), "98.696014");
+        let report = run("perf", &["report", "-i", data, "--stdio", "--sort", "dso,sym"]);
+        let text = String::from_utf8_lossy(&report.stdout);
+        let line = text.lines().find(|l| l.contains("spin_for_a_while"));
+        assert!(line.is_some_and(|l| l.contains("[JIT]")), "{command}: perf report names no JIT'd function:\n{text}");
+    }
 }
 
 /// A crash two JIT'd calls deep.

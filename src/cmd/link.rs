@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{ObjectJit, StaticLibrary};
+use jit_layers::{ObjectJit, PerfMap, StaticLibrary};
 use jit_mem::{ManagerConfig, Placement};
 
 #[derive(clap::Args)]
@@ -26,6 +26,10 @@ pub struct LinkArgs {
     /// `sys.executable`, a shell's `$0`) run the wrapper.
     #[arg(long = "argv0", value_name = "NAME")]
     argv0: Option<String>,
+    /// Write /tmp/perf-PID.map as code is linked, so that `perf report` names JIT'd functions
+    /// (code then goes to anonymous mprotect slabs: perf reads the map only for those).
+    #[arg(long = "perf-map")]
+    perf_map: bool,
     /// Relocatable objects (.o) and static libraries (.a).
     #[arg(required = true, value_name = "OBJECT")]
     objects: Vec<String>,
@@ -82,6 +86,9 @@ fn run_arguments(args: &LinkArgs) -> Result<Option<Vec<OsString>>, Error> {
     }
     run.extend(args.dlopen.iter().map(|lib| format!("--dlopen={lib}").into()));
     run.push(format!("--argv0={}", args.argv0.as_ref().unwrap_or(&args.objects[0])).into());
+    if args.perf_map {
+        run.push("--perf-map".into());
+    }
     run.extend(modules.iter().map(|m| format!("--extra-module={m}").into()));
     run.extend(rest.into_iter().map(OsString::from));
     run.push(main.into());
@@ -158,11 +165,21 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     // Non-PIC small-code-model objects take absolute 32-bit addresses, so their memory must
     // lie below 2 GiB; other programs keep the default placement.
     let memory = memory_config(needed, placement);
-    if memory != ManagerConfig::default() {
+    if args.perf_map {
+        // perf (6.1) credits samples in the dual-mapped slabs' memfd to the memfd, never to
+        // the map; anonymous memory it looks up in the map.
+        let memory = jit_mem::MprotectSlabManager::new(memory)
+            .map_err(|e| Error::msg(format!("cannot set up JIT memory: {e}")))?;
+        builder = builder.memory_manager(std::sync::Arc::new(memory));
+    } else if memory != ManagerConfig::default() {
         builder = builder.memory_manager(jit_mem::default_manager(memory).map_err(Error::other)?);
     }
     // C programs may use libm as they use libc (llvm-jitlink has it in its own process).
     let jit = builder.dlopen("libm.so.6").build()?;
+    if args.perf_map {
+        let map = PerfMap::new().map_err(|e| Error::msg(format!("cannot write the perf map: {e}")))?;
+        jit.object_layer().add_plugin(map);
+    }
     jit.add_objects(objects.into_iter().map(|(path, bytes)| (path.clone(), bytes.into())).collect())?;
     Ok(jit)
 }
