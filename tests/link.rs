@@ -238,8 +238,9 @@ fn gcc_built_programs_run_as_native() {
 }
 
 /// Objects that are LLVM bitcode (what `clang -flto -c` writes), alone or beside ELF objects,
-/// run as natively: `orcjit link` hands them to `orcjit run`, which compiles them and links the
-/// ELF objects beside them, with the same arguments (llvm-jitlink-19 refuses bitcode).
+/// or in a static library, run as natively: `orcjit link` hands them to `orcjit run`, which
+/// compiles them and links the ELF objects beside them, with the same arguments
+/// (llvm-jitlink-19 refuses bitcode).
 #[test]
 fn bitcode_objects_of_an_lto_build_run_as_native_alone_or_beside_elf_objects() {
     let dir = programs().join("multi");
@@ -252,6 +253,28 @@ fn bitcode_objects_of_an_lto_build_run_as_native_alone_or_beside_elf_objects() {
     let lto = compile(&lto_dir, &sources, &["-O1", "-fPIC", "-fcommon", "-flto=thin"]);
     same_as_native("multi (bitcode)", &lto, &native, &[], &["one", "two"]);
     same_as_native("multi (bitcode and ELF)", &[lto[0].clone(), elf[1].clone()], &native, &[], &["one", "two"]);
+    // A static library of bitcode, as `llvm-ar` makes one for an LTO build.
+    let dir = programs().join("archive");
+    let members = ["square.c", "chain_a.c", "chain_b.c", "dup.c", "broken.c"].map(|m| dir.join(m));
+    let (main, members) = (dir.join("main.c"), compile(&lto_dir, &members, &["-O1", "-fPIC", "-flto"]));
+    let library = lto_dir.join("libparts.a");
+    check(&run(Command::new("llvm-ar-19").arg("rcs").arg(&library).args(&members)), "llvm-ar");
+    let elf_members =
+        compile(tmp.path(), &["square.c", "chain_a.c", "chain_b.c"].map(|m| dir.join(m)), &["-O1", "-fPIC"]);
+    let main_elf = compile(tmp.path(), std::slice::from_ref(&main), &["-O1", "-fPIC"]);
+    let native = link_native(tmp.path(), &[main_elf.clone(), elf_members].concat(), &[], &[]);
+    let main_lto = compile(&lto_dir, &[main], &["-O1", "-fPIC", "-flto"]);
+    same_as_native(
+        "archive (bitcode, library of bitcode)",
+        &[main_lto[0].clone(), library.clone()],
+        &native,
+        &[],
+        &["one"],
+    );
+    // Beside ELF objects only, nothing compiles it: the error says what the member is.
+    let stderr = link_fails(&[main_elf[0].clone(), library.clone()]);
+    let member = format!("{}(chain_a.o): unsupported: LLVM bitcode", library.display());
+    assert!(stderr.contains(&member), "{stderr}");
 }
 
 #[test]

@@ -237,6 +237,38 @@ fn extra_objects_and_static_libraries_link_with_the_bitcode_as_natively() {
     }
 }
 
+/// A static library of LLVM bitcode, as an `-flto` build makes one (`clang -flto -c`, then
+/// `llvm-ar`, which indexes the members' symbols): a member a lookup needs is compiled as a
+/// module is, in every mode, and the others are never read, as natively with LTO
+/// (lli-19 refuses such a library: "not recognized as a valid object file").
+#[test]
+fn a_static_library_of_bitcode_members_links_as_natively_in_every_mode() {
+    let programs = root().join("jit-link/tests/programs/archive");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut members, mut objects) = (Vec::new(), Vec::new());
+    for m in ["square", "chain_a", "chain_b", "dup", "broken"] {
+        let (src, bc, obj) =
+            (programs.join(format!("{m}.c")), tmp.path().join(format!("{m}.bc.o")), tmp.path().join(format!("{m}.o")));
+        check(
+            &run(Command::new("clang-19").args(["-O1", "-fPIC", "-flto", "-c"]).arg(&src).arg("-o").arg(&bc)),
+            "clang -flto",
+        );
+        check(&run(Command::new("clang-19").args(["-O1", "-fPIC", "-c"]).arg(&src).arg("-o").arg(&obj)), "clang");
+        members.push(bc);
+        objects.push(obj);
+    }
+    let (library, native_library) = (tmp.path().join("libparts-lto.a"), tmp.path().join("libparts.a"));
+    check(&run(Command::new("llvm-ar-19").arg("rcs").arg(&library).args(&members)), "llvm-ar");
+    check(&run(Command::new("ar").arg("rcs").arg(&native_library).args(&objects)), "ar");
+    let native_arg = native_library.to_str().unwrap();
+    let (main_bc, native) = build(tmp.path(), &[programs.join("main.c")], &["-O1", "-fPIC"], &[native_arg]);
+    let archive = format!("--extra-archive={}", library.display());
+    for options in MODES {
+        let options: Vec<&str> = options.iter().copied().chain([archive.as_str()]).collect();
+        same_as_native("archive of bitcode", &main_bc, &native, &options, &["one", "two"]);
+    }
+}
+
 /// A forked child gets its own copy of JIT'd variables, and compiles the functions its parent
 /// has not called yet although the parent's pool threads do not exist in it.
 #[test]

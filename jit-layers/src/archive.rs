@@ -4,7 +4,7 @@
 //! never parsed past the archive's index, and may refer to symbols that exist nowhere.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use jit_core::{
     DefinitionGenerator, Error, FxHashMap, GeneratorDone, JitDylib, LookupKind, OnDemandGenerator, Result,
@@ -106,7 +106,13 @@ pub struct StaticLibraryGenerator {
     layer: ObjectLinkingLayer,
     /// Members added so far.
     added: Mutex<Vec<bool>>,
+    /// Where bitcode members go (see [`set_bitcode_sink`](Self::set_bitcode_sink)).
+    bitcode: OnceLock<BitcodeSink>,
 }
+
+/// Adds a static library's LLVM bitcode member (named, with its bytes) to a dylib as an IR
+/// module: what a JIT with an IR layer gives [`StaticLibraryGenerator::set_bitcode_sink`].
+pub type BitcodeSink = Arc<dyn Fn(&JitDylib, String, Arc<[u8]>) -> Result<()> + Send + Sync>;
 
 /// Objects to link, each with its [`jit_link::link_ties`].
 pub(crate) type TiedObjects = Vec<((String, Arc<[u8]>), Ties)>;
@@ -115,7 +121,16 @@ pub(crate) type Ties = (Vec<String>, Vec<String>);
 impl StaticLibraryGenerator {
     pub fn new(layer: &ObjectLinkingLayer, library: StaticLibrary) -> StaticLibraryGenerator {
         let added = Mutex::new(vec![false; library.members.len()]);
-        StaticLibraryGenerator { library, layer: layer.clone(), added }
+        StaticLibraryGenerator { library, layer: layer.clone(), added, bitcode: OnceLock::new() }
+    }
+
+    /// Where the library's LLVM bitcode members go (those of an archive of an `-flto` build,
+    /// which `llvm-ar` indexes as it indexes objects): once set (later calls change nothing),
+    /// a member that is bitcode is added through `sink`, as a static link with LTO compiles
+    /// the members it pulls. Without one, such a member fails the lookup that needs it, with
+    /// an error that says it is bitcode.
+    pub fn set_bitcode_sink(&self, sink: BitcodeSink) {
+        let _ = self.bitcode.set(sink);
     }
 
     /// The members not added yet that define the thread-local variables named by `needs`
@@ -177,6 +192,19 @@ impl DefinitionGenerator for StaticLibraryGenerator {
             // Popped from the end: the first wanted is taken first.
             wanted.reverse();
             self.take_members(&mut added, wanted)
+        };
+        let taken = match self.bitcode.get() {
+            Some(sink) => {
+                let (bitcode, objects): (TiedObjects, TiedObjects) =
+                    taken.into_iter().partition(|((_, bytes), _)| jit_link::is_llvm_bitcode(bytes));
+                for ((member, bytes), _) in bitcode {
+                    if let Err(e) = sink(dylib, member.clone(), bytes) {
+                        return done.finish(Err(Error::msg(format!("{member}: {e}"))));
+                    }
+                }
+                objects
+            }
+            None => taken,
         };
         if taken.is_empty() {
             return done.finish(Ok(()));

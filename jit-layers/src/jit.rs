@@ -231,6 +231,18 @@ impl JitBuilder {
                 });
             }
         }
+        // Static libraries' bitcode members (an -flto build's) are compiled as the modules are.
+        let sink: crate::BitcodeSink = match &lazy {
+            Some(lazy) => {
+                let lazy = lazy.clone();
+                Arc::new(move |dylib, name, bytes| lazy.add(dylib, IrModule::bitcode(name, bytes)))
+            }
+            None => {
+                let ir = ir.clone();
+                Arc::new(move |dylib, name, bytes| ir.add(dylib, IrModule::bitcode(name, bytes)))
+            }
+        };
+        base.set_bitcode_sink(&sink);
         Ok(Jit { base, ir, lazy, stubs, speculator })
     }
 }

@@ -27,7 +27,7 @@ mod symbolize;
 mod toolchain;
 mod vfork;
 
-pub use archive::{StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator};
+pub use archive::{BitcodeSink, StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator};
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 pub use export_dynamic::export_dynamic;

@@ -283,6 +283,14 @@ impl ObjectJit {
         self.objects.add_objects_grouped(&self.main, objects, &ties)
     }
 
+    /// Sends the static libraries' LLVM bitcode members to `sink` (see
+    /// [`StaticLibraryGenerator::set_bitcode_sink`]).
+    pub(crate) fn set_bitcode_sink(&self, sink: &crate::BitcodeSink) {
+        for archive in &self.archives {
+            archive.set_bitcode_sink(sink.clone());
+        }
+    }
+
     /// Whether the builder was given static libraries.
     pub(crate) fn has_static_libraries(&self) -> bool {
         !self.archives.is_empty()

@@ -37,7 +37,7 @@ pub use deps::{SymbolDependencies, external_dependencies};
 pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, LookupRequest, LookupResult, link};
 pub use elf::{
     enclosure_groups, graph_from_elf_object, graph_from_elf_objects, interface_graph_from_elf_object,
-    interface_graph_from_elf_objects, is_c_identifier, link_ties, memory_needed, needs_low_placement,
+    interface_graph_from_elf_objects, is_c_identifier, is_llvm_bitcode, link_ties, memory_needed, needs_low_placement,
     profile_instrumented, relocation_name, tls_tie, tls_tie_name,
 };
 pub use error::{BoxError, LinkError};

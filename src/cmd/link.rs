@@ -72,7 +72,7 @@ fn run_arguments(args: &LinkArgs) -> Result<Option<Vec<OsString>>, Error> {
         let mut magic = [0u8; 8];
         let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut magic));
         let n = read.map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
-        if is_bitcode(&magic[..n]) {
+        if jit_link::is_llvm_bitcode(&magic[..n]) {
             bitcode.push(path);
         } else {
             let kind = if StaticLibrary::is_archive(&magic[..n]) { "--extra-archive" } else { "--extra-object" };
@@ -122,11 +122,6 @@ fn memory_config(needed: u64, placement: Placement) -> ManagerConfig {
     };
     let wanted = needed.saturating_add(needed / 4).saturating_add(64 << 20).next_multiple_of(1 << 20);
     ManagerConfig::with_reservation(wanted.clamp(jit_mem::DEFAULT_RESERVATION, most)).with_placement(placement)
-}
-
-/// Bitcode starts with 'BC' 0xC0DE, or with the wrapper magic 0x0B17C0DE.
-fn is_bitcode(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"BC\xC0\xDE") || bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
 }
 
 fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {

@@ -53,7 +53,7 @@ impl IrModule {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;
         let name = path.display().to_string();
-        Ok(if is_bitcode(&bytes) {
+        Ok(if jit_link::is_llvm_bitcode(&bytes) {
             IrModule::bitcode(name, bytes)
         } else {
             IrModule { name, source: IrSource::Text(bytes.into()) }
@@ -63,11 +63,6 @@ impl IrModule {
     pub fn name(&self) -> &str {
         &self.name
     }
-}
-
-/// Bitcode starts with 'BC' 0xC0DE, or with the wrapper magic 0x0B17C0DE.
-fn is_bitcode(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"BC\xC0\xDE") || bytes.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
 }
 
 /// Reads `source` only as far as its globals' headers (bitcode: function bodies are left

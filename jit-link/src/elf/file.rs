@@ -103,6 +103,14 @@ pub(super) struct Builder<'d> {
 impl<'d> Builder<'d> {
     fn new(name: &str, data: &'d [u8], contents: Contents) -> Result<Builder<'d>, LinkError> {
         let malformed = |what: String| LinkError::Malformed { object: name.to_string(), what };
+        if super::is_llvm_bitcode(data) {
+            return Err(LinkError::Unsupported {
+                object: name.to_string(),
+                what: "LLVM bitcode (an -flto build's), not an ELF object: it must be compiled first, as \
+                       `orcjit run` does (`orcjit link` hands a program with bitcode inputs to it)"
+                    .into(),
+            });
+        }
         let header = Elf::parse(data).map_err(|e| malformed(format!("not a 64-bit ELF file: {e}")))?;
         let endian = header.endian().map_err(|e| malformed(e.to_string()))?;
         if header.e_machine(endian) != elf::EM_X86_64 {

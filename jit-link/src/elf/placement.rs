@@ -91,6 +91,12 @@ pub fn profile_instrumented(data: &[u8]) -> bool {
     })
 }
 
+/// Whether `data` is LLVM bitcode (what `clang -flto -c` writes where an object was asked
+/// for): the raw magic 'BC' 0xC0DE, or the wrapper's 0x0B17C0DE.
+pub fn is_llvm_bitcode(data: &[u8]) -> bool {
+    data.starts_with(b"BC\xC0\xDE") || data.starts_with(&[0xDE, 0xC0, 0x17, 0x0B])
+}
+
 /// Whether `name` is a C identifier: the section names a static linker makes `__start_` and
 /// `__stop_` bounds for.
 pub fn is_c_identifier(name: &[u8]) -> bool {
