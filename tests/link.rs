@@ -513,6 +513,26 @@ fn a_static_library_s_members_are_linked_when_needed_as_natively() {
     }
 }
 
+/// The multi-file program with its library object in a static library: the member, pulled for
+/// main's references, brings a strong definition of a function main.o defines weakly, which
+/// wins as natively (weak=42). Pulled lazily, by main.o's own link, it was a duplicate
+/// definition (llvm-jitlink-19 says so too). `orcjit link` now follows, in the symbol tables,
+/// which members its objects pull, and adds those that override a weak definition at once.
+#[test]
+fn a_library_member_s_strong_definition_overrides_an_object_s_weak_one_as_natively() {
+    let dir = programs().join("multi");
+    for case in [PIC_SMALL, NOPIC_LARGE] {
+        let tmp = tempfile::tempdir().unwrap();
+        let flags: Vec<&str> = case.compile.iter().copied().chain(["-fcommon"]).collect();
+        let objects = compile(tmp.path(), &[dir.join("main.c"), dir.join("lib.c")], &flags);
+        let library = tmp.path().join("liblib.a");
+        check(&run(Command::new("ar").arg("rcs").arg(&library).arg(&objects[1])), "ar");
+        let inputs = [objects[0].clone(), library];
+        let native = link_native(tmp.path(), &inputs, case.link, &[]);
+        same_as_native(&format!("multi, library ({})", case.tag), &inputs, &native, &[], &["one", "two"]);
+    }
+}
+
 /// Two objects that define one strong symbol: the error names the symbol and both objects,
 /// as a static linker's "multiple definition" does.
 #[test]

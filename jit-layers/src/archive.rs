@@ -115,7 +115,8 @@ pub struct StaticLibraryGenerator {
 pub type BitcodeSink = Arc<dyn Fn(&JitDylib, String, Arc<[u8]>) -> Result<()> + Send + Sync>;
 
 /// Objects to link, each with its [`jit_link::link_ties`].
-pub(crate) type TiedObjects = Vec<((String, Arc<[u8]>), Ties)>;
+pub(crate) type TiedObjects = Vec<TiedObject>;
+pub(crate) type TiedObject = ((String, Arc<[u8]>), Ties);
 pub(crate) type Ties = (Vec<String>, Vec<String>);
 
 impl StaticLibraryGenerator {
@@ -145,6 +146,24 @@ impl StaticLibraryGenerator {
         self.take_members(&mut added, first)
     }
 
+    /// The object member that defines `name` and is not added yet, with its bytes: what a
+    /// static linker would pull for an undefined reference to it (a bitcode member is left to
+    /// the generator, which has it compiled when a lookup needs it).
+    pub(crate) fn unadded_object_defining(&self, name: &str) -> Option<(usize, &[u8])> {
+        let m = *self.library.index.get(name)?;
+        let bytes = self.library.member_bytes(m);
+        (!self.added.lock()[m] && !jit_link::is_llvm_bitcode(bytes)).then_some((m, bytes))
+    }
+
+    /// Takes member `m` to be linked now, unless it is added already (see
+    /// [`unadded_object_defining`](Self::unadded_object_defining)).
+    pub(crate) fn take(&self, m: usize) -> Option<TiedObject> {
+        if std::mem::replace(&mut self.added.lock()[m], true) {
+            return None;
+        }
+        Some(self.member_object(m, jit_link::link_ties(self.library.member_bytes(m))))
+    }
+
     /// The member that defines the thread-local variable of tie `key`, if it is not added.
     fn unadded_definer(&self, added: &[bool], key: &str) -> Option<usize> {
         let name = jit_link::tls_tie_name(key)?;
@@ -164,13 +183,12 @@ impl StaticLibraryGenerator {
             queue.extend(ties.1.iter().filter_map(|key| self.unadded_definer(added, key)));
             taken.push((m, ties));
         }
-        taken
-            .into_iter()
-            .map(|(m, ties)| {
-                let name = self.library.members[m].0.clone();
-                ((name, Arc::from(self.library.member_bytes(m))), ties)
-            })
-            .collect()
+        taken.into_iter().map(|(m, ties)| self.member_object(m, ties)).collect()
+    }
+
+    /// Member `m` as an object to link (named, with a copy of its bytes), with its `ties`.
+    fn member_object(&self, m: usize, ties: Ties) -> TiedObject {
+        ((self.library.members[m].0.clone(), Arc::from(self.library.member_bytes(m))), ties)
     }
 }
 

@@ -4,6 +4,7 @@
 //! (about 14 ms of start-up on the project's VM); [`crate::Jit`] (feature `llvm`) is this
 //! plus the IR layers.
 
+use std::collections::VecDeque;
 use std::ffi::{CString, c_char};
 use std::path::Path;
 use std::sync::Arc;
@@ -185,6 +186,34 @@ fn main_dylib(
     Ok(main)
 }
 
+/// What a static link's objects define (weakly, for some) and refer to, as
+/// [`ObjectJit::overriding_members`] follows it.
+#[derive(Default)]
+struct SymbolScan {
+    defined: FxHashSet<String>,
+    weak: FxHashSet<String>,
+    /// Names referred to, in order, not looked at yet.
+    needed: VecDeque<String>,
+}
+
+impl SymbolScan {
+    /// Notes an object's names; returns those it defines strongly.
+    fn note(&mut self, bytes: &[u8]) -> Vec<String> {
+        let (defines, needs) = jit_link::defined_and_needed_names(bytes);
+        self.needed.extend(needs);
+        let mut strong = Vec::new();
+        for (name, is_weak) in defines {
+            if is_weak {
+                self.weak.insert(name.clone());
+            } else {
+                strong.push(name.clone());
+            }
+            self.defined.insert(name);
+        }
+        strong
+    }
+}
+
 /// A JIT for relocatable objects: add them, look symbols up, run `main`.
 ///
 /// Contract: everything added goes to the main dylib; nothing is linked before a lookup needs
@@ -276,11 +305,54 @@ impl ObjectJit {
     /// [`add_objects`](Self::add_objects), with each object's [`jit_link::link_ties`] already
     /// read (`ties`, one per object).
     pub(crate) fn add_objects_tied(&self, mut objects: Vec<(String, Arc<[u8]>)>, mut ties: Vec<Ties>) -> Result<()> {
-        for (object, object_ties) in self.tied_members(&ties) {
+        for (object, object_ties) in self.tied_members(&ties).into_iter().chain(self.overriding_members(&objects)) {
             objects.push(object);
             ties.push(object_ties);
         }
         self.objects.add_objects_grouped(&self.main, objects, &ties)
+    }
+
+    /// The static libraries' members that a static link of `objects` pulls and whose strong
+    /// definitions override weak ones of the link, taken to be added with the objects, before
+    /// anything links: then their definitions win, as natively. Pulled by a lookup, while the
+    /// object with the weak definition was being linked, such a member's was a duplicate
+    /// definition (as it is for llvm-jitlink-19). The members the link pulls are those that
+    /// define, in the first library that does, a name the objects (and the members pulled, in
+    /// turn) refer to and none of them defines; found by reading symbol tables only, and, but
+    /// for these, left for lookups to add.
+    fn overriding_members(&self, objects: &[(String, Arc<[u8]>)]) -> TiedObjects {
+        if self.archives.is_empty() {
+            return Vec::new();
+        }
+        let mut scan = SymbolScan::default();
+        // (library, member, its strong definitions) of each member pulled.
+        let mut pulled: Vec<(usize, usize, Vec<String>)> = Vec::new();
+        for (_, bytes) in objects {
+            scan.note(bytes);
+        }
+        while let Some(name) = scan.needed.pop_front() {
+            if scan.defined.contains(&name) {
+                continue;
+            }
+            let found =
+                self.archives.iter().enumerate().find_map(|(a, lib)| Some((a, lib.unadded_object_defining(&name)?)));
+            match found {
+                Some((a, (m, bytes))) if !pulled.iter().any(|&(pa, pm, _)| (pa, pm) == (a, m)) => {
+                    let strong = scan.note(bytes);
+                    pulled.push((a, m, strong));
+                }
+                // Pulled already, or not a member object's: searched once.
+                _ => {
+                    scan.defined.insert(name);
+                }
+            }
+        }
+        let weak = &scan.weak;
+        pulled
+            .into_iter()
+            .filter(|(_, _, strong)| strong.iter().any(|name| weak.contains(name)))
+            .filter_map(|(a, m, _)| self.archives[a].take(m))
+            .collect()
     }
 
     /// Sends the static libraries' LLVM bitcode members to `sink` (see

@@ -36,9 +36,9 @@ pub use builtins::{DSO_HANDLE, define_dso_handle, define_libc_nonshared, define_
 pub use deps::{SymbolDependencies, external_dependencies};
 pub use driver::{LinkContext, LinkedObject, LookupContinuation, LookupFlags, LookupRequest, LookupResult, link};
 pub use elf::{
-    enclosure_groups, graph_from_elf_object, graph_from_elf_objects, interface_graph_from_elf_object,
-    interface_graph_from_elf_objects, is_c_identifier, is_llvm_bitcode, link_ties, memory_needed, needs_low_placement,
-    profile_instrumented, relocation_name, tls_tie, tls_tie_name,
+    defined_and_needed_names, enclosure_groups, graph_from_elf_object, graph_from_elf_objects,
+    interface_graph_from_elf_object, interface_graph_from_elf_objects, is_c_identifier, is_llvm_bitcode, link_ties,
+    memory_needed, needs_low_placement, profile_instrumented, relocation_name, tls_tie, tls_tie_name,
 };
 pub use error::{BoxError, LinkError};
 pub use far::{ExternalDefinition, FAR_DATA_SECTION, FAR_STUBS_SECTION};

@@ -179,6 +179,31 @@ pub fn link_ties(data: &[u8]) -> (Vec<String>, Vec<String>) {
 
 const TLS_TIE: &str = "thread-local ";
 
+/// The names the relocatable object `data` defines (not local; common symbols too), each with
+/// whether the definition is weak, and those it refers to without defining them, strongly:
+/// what a static linker pulls archive members for (a weak reference pulls none). Malformed
+/// input answers nothing.
+pub fn defined_and_needed_names(data: &[u8]) -> (Vec<(String, bool)>, Vec<String>) {
+    let (mut defined, mut needed) = (Vec::new(), Vec::new());
+    let Ok(header) = Elf::parse(data) else { return (defined, needed) };
+    let Ok(endian) = header.endian() else { return (defined, needed) };
+    let Ok(sections) = header.sections(endian, data) else { return (defined, needed) };
+    let Ok(symbols) = sections.symbols(endian, data, elf::SHT_SYMTAB) else { return (defined, needed) };
+    for sym in symbols.iter().skip(1) {
+        let Ok(name) = symbols.symbol_name(endian, sym) else { continue };
+        if name.is_empty() || sym.st_bind() == elf::STB_LOCAL {
+            continue;
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        if sym.st_shndx(endian) != elf::SHN_UNDEF {
+            defined.push((name, sym.st_bind() == elf::STB_WEAK));
+        } else if sym.st_bind() == elf::STB_GLOBAL {
+            needed.push(name);
+        }
+    }
+    (defined, needed)
+}
+
 /// The [`link_ties`] key of thread-local variable `name` (never a section's: it has a space).
 pub fn tls_tie(name: &[u8]) -> String {
     format!("{TLS_TIE}{}", String::from_utf8_lossy(name))
