@@ -23,6 +23,12 @@ const MEMBERS: [(&str, &str); 3] = [
     ),
 ];
 
+/// An object linked with the library: it refers to `af_a` and `af_c`, and defines weakly what
+/// the member defining `af_c` defines strongly, so that `ObjectJit::add_objects` follows the
+/// members it pulls and adds that one with it.
+const USER: &str = "__attribute__((weak)) int af_c_with_a_long_name = 1; int af_a(int); int af_c(void); \
+                    int af_user(void) { return af_a(1) + af_c() + af_c_with_a_long_name; }";
+
 /// Every archive member header is 60 bytes: name (16), date (12), uid (6), gid (6), mode (8),
 /// size (10, decimal), then "`\n" (the System V / GNU `ar` format).
 const HEADER: usize = 60;
@@ -46,17 +52,19 @@ impl Rng {
     }
 }
 
+/// Compiles C `source` to `dir/name.o`.
+fn compile(dir: &Path, name: &str, source: &str) -> std::path::PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let obj = dir.join(format!("{name}.o"));
+    let out = Command::new("clang-19").args(["-O1", "-fPIC", "-c"]).arg(&src).arg("-o").arg(&obj).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    obj
+}
+
 /// Builds `lib.a` from the members, with the symbol index (`ar rcs`) or without (`ar rcS`).
 fn archive(dir: &Path, lib: &str, ar_flags: &str) -> Vec<u8> {
-    let mut objects = Vec::new();
-    for (name, source) in MEMBERS {
-        let src = dir.join(format!("{name}.c"));
-        std::fs::write(&src, source).unwrap();
-        let obj = dir.join(format!("{name}.o"));
-        let out = Command::new("clang-19").args(["-O1", "-fPIC", "-c"]).arg(&src).arg("-o").arg(&obj).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        objects.push(obj);
-    }
+    let objects: Vec<_> = MEMBERS.iter().map(|(name, source)| compile(dir, name, source)).collect();
     let path = dir.join(lib);
     let out = Command::new("ar").arg(ar_flags).arg(&path).args(&objects).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -141,8 +149,9 @@ fn mutate(base: &[u8], headers: &[usize], rng: &mut Rng) -> Vec<u8> {
 }
 
 /// Each case parses its archive; every 8th that parses is also linked: a lookup of `af_a`
-/// and `af_c` pulls members through the generator (errors are fine; nothing is called,
-/// since a mutated member's code is garbage).
+/// and `af_c` pulls members through the generator, and every 16th is first linked with an
+/// object that pulls members itself (errors are fine; nothing is called, since a mutated
+/// member's code is garbage).
 #[test]
 fn mutated_static_libraries_give_ok_or_an_error_never_a_panic_or_hang() {
     let tmp = tempfile::tempdir().unwrap();
@@ -152,6 +161,18 @@ fn mutated_static_libraries_give_ok_or_an_error_never_a_panic_or_hang() {
         assert_eq!(library.members().count(), 3);
     }
     let headers: Vec<Vec<usize>> = bases.iter().map(|b| member_headers(b)).collect();
+    let user = std::fs::read(compile(tmp.path(), "user", USER)).unwrap();
+    for base in &bases {
+        // Unmutated: the member's strong `af_c_with_a_long_name` (7) wins over the object's
+        // weak one (1), as natively: af_a(1) = af_b(1) + 1 = 2 + 'e' + 1 = 104, then 7 twice.
+        let library = StaticLibrary::parse("base.a", base.clone()).unwrap();
+        let jit = ObjectJit::builder().threads(1).static_library(library).build().unwrap();
+        jit.add_objects(vec![("user.o".into(), user.clone().into())]).unwrap();
+        let af_user = jit.lookup::<unsafe extern "C" fn() -> i32>("af_user").unwrap();
+        // SAFETY: af_user is the C function `int af_user(void)`, linked from unmutated objects.
+        assert_eq!(unsafe { af_user() }, 118);
+        jit.end().unwrap();
+    }
     assert!(headers.iter().all(|h| h.len() >= 4), "an index or long-name table and three members");
 
     let seed = env_or("FUZZ_SEED", 0x5DEE_CE66_D1CE_4E5B);
@@ -177,7 +198,8 @@ fn mutated_static_libraries_give_ok_or_an_error_never_a_panic_or_hang() {
         }
         linked += 1;
         let jit = ObjectJit::builder().threads(1).static_library(library).build().expect(&what);
-        for name in ["af_a", "af_c"] {
+        let with_user = parsed % 16 == 0 && jit.add_objects(vec![("user.o".into(), user.clone().into())]).is_ok();
+        for name in ["af_a", "af_c"].into_iter().chain(with_user.then_some("af_user")) {
             found += u64::from(jit.lookup_address(name).is_ok());
         }
         jit.end().expect(&what);
