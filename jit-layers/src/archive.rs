@@ -164,10 +164,12 @@ impl StaticLibraryGenerator {
         Some(self.member_object(m, jit_link::link_ties(self.library.member_bytes(m))))
     }
 
-    /// The member that defines the thread-local variable of tie `key`, if it is not added.
+    /// The object member that defines the thread-local variable of tie `key`, if it is not
+    /// added (a bitcode member has no TLS module of its own to join).
     fn unadded_definer(&self, added: &[bool], key: &str) -> Option<usize> {
         let name = jit_link::tls_tie_name(key)?;
-        self.library.index.get(name).copied().filter(|&m| !added[m])
+        let m = self.library.index.get(name).copied().filter(|&m| !added[m])?;
+        (!jit_link::is_llvm_bitcode(self.library.member_bytes(m))).then_some(m)
     }
 
     /// Marks `members` added, with the members they need in their graph (see

@@ -296,7 +296,8 @@ impl ObjectJit {
     /// Adds relocatable objects (named, in link order) to the main dylib as a static link
     /// takes them (see [`ObjectLinkingLayer::add_objects`]). The members of the static
     /// libraries that define thread-local variables their code reaches with the local-dynamic
-    /// model (see [`jit_link::link_ties`]) are added with them, in their graph.
+    /// model (see [`jit_link::link_ties`]) are added with them, in their graph, and so are the
+    /// members they pull whose strong definitions override weak ones of theirs.
     pub fn add_objects(&self, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
         let ties = objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)).collect();
         self.add_objects_tied(objects, ties)
@@ -327,6 +328,7 @@ impl ObjectJit {
         let mut scan = SymbolScan::default();
         // (library, member, its strong definitions) of each member pulled.
         let mut pulled: Vec<(usize, usize, Vec<String>)> = Vec::new();
+        let mut seen: FxHashSet<(usize, usize)> = FxHashSet::default();
         for (_, bytes) in objects {
             scan.note(bytes);
         }
@@ -337,7 +339,7 @@ impl ObjectJit {
             let found =
                 self.archives.iter().enumerate().find_map(|(a, lib)| Some((a, lib.unadded_object_defining(&name)?)));
             match found {
-                Some((a, (m, bytes))) if !pulled.iter().any(|&(pa, pm, _)| (pa, pm) == (a, m)) => {
+                Some((a, (m, bytes))) if seen.insert((a, m)) => {
                     let strong = scan.note(bytes);
                     pulled.push((a, m, strong));
                 }
