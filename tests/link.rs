@@ -351,6 +351,29 @@ fn hidden_thread_locals_of_a_static_library_member_run_as_native() {
     }
 }
 
+/// A Rust static library, the standard library in it, called from C. Its codegen units reach
+/// a `thread_local!` (and the standard library's own) across units with the local-dynamic TLS
+/// model, so every unit tied so to a member taken is linked in one graph with it. They were
+/// pulled apart, and the link failed with the DtpOffset error (llvm-jitlink-19 rejects
+/// `R_X86_64_TLSLD`).
+#[test]
+fn a_rust_static_library_with_std_runs_as_native() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = programs().join("rustlib");
+    let library = tmp.path().join("librustlib.a");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let built = run(Command::new(rustc)
+        .args(["--edition", "2021", "--crate-type", "staticlib", "-C", "opt-level=2", "-C", "relocation-model=pic"])
+        .arg(dir.join("lib.rs"))
+        .arg("-o")
+        .arg(&library));
+    check(&built, "rustc");
+    let main = compile(tmp.path(), &[dir.join("main.c")], &["-O1", "-fPIC"]);
+    let inputs = [main[0].clone(), library];
+    let native = link_native(tmp.path(), &inputs, &[], &["-lpthread", "-ldl", "-lm"]);
+    same_as_native("rustlib", &inputs, &native, &[], &[]);
+}
+
 /// libstdc++'s `std::call_once` keeps the callable in libstdc++'s own thread-local variables,
 /// which JIT'd code reaches through `__tls_get_addr` from each thread. `orcjit link` loads
 /// libstdc++ with `dlopen`, so those variables live in blocks the loader makes per thread.

@@ -108,6 +108,9 @@ pub struct StaticLibraryGenerator {
     added: Mutex<Vec<bool>>,
     /// Where bitcode members go (see [`set_bitcode_sink`](Self::set_bitcode_sink)).
     bitcode: OnceLock<BitcodeSink>,
+    /// Per member, the index of its group in `tls_groups`: made when a member taken first
+    /// defines or needs a thread-local variable (see [`tls_group`](Self::tls_group)).
+    tls_groups: OnceLock<(Vec<usize>, Vec<Vec<usize>>)>,
 }
 
 /// Adds a static library's LLVM bitcode member (named, with its bytes) to a dylib as an IR
@@ -122,7 +125,13 @@ pub(crate) type Ties = (Vec<String>, Vec<String>);
 impl StaticLibraryGenerator {
     pub fn new(layer: &ObjectLinkingLayer, library: StaticLibrary) -> StaticLibraryGenerator {
         let added = Mutex::new(vec![false; library.members.len()]);
-        StaticLibraryGenerator { library, layer: layer.clone(), added, bitcode: OnceLock::new() }
+        StaticLibraryGenerator {
+            library,
+            layer: layer.clone(),
+            added,
+            bitcode: OnceLock::new(),
+            tls_groups: OnceLock::new(),
+        }
     }
 
     /// Where the library's LLVM bitcode members go (those of an archive of an `-flto` build,
@@ -155,13 +164,39 @@ impl StaticLibraryGenerator {
         (!self.added.lock()[m] && !jit_link::is_llvm_bitcode(bytes)).then_some((m, bytes))
     }
 
-    /// Takes member `m` to be linked now, unless it is added already (see
+    /// Takes member `m` to be linked now, with the members it must share a graph with (see
+    /// [`take_members`](Self::take_members)), unless it is added already (see
     /// [`unadded_object_defining`](Self::unadded_object_defining)).
-    pub(crate) fn take(&self, m: usize) -> Option<TiedObject> {
-        if std::mem::replace(&mut self.added.lock()[m], true) {
-            return None;
-        }
-        Some(self.member_object(m, jit_link::link_ties(self.library.member_bytes(m))))
+    pub(crate) fn take(&self, m: usize) -> TiedObjects {
+        self.take_members(&mut self.added.lock(), vec![m])
+    }
+
+    /// The members that must be linked in one graph with member `m`: those tied to it,
+    /// transitively, by code that reaches another's thread-local variables with the
+    /// local-dynamic model (see [`jit_link::link_ties`]; a static linker makes one TLS module
+    /// of them all). The codegen units of one Rust crate are tied so when its
+    /// `thread_local!`s are used across them. Found over the whole library, the first time a
+    /// member with thread-local variables is taken; a library without any is never read so.
+    fn tls_group(&self, m: usize) -> &[usize] {
+        let (group_of, groups) = self.tls_groups.get_or_init(|| {
+            let ties: Vec<Ties> = (0..self.library.members.len())
+                .map(|m| {
+                    let (defines, needs) = jit_link::link_ties(self.library.member_bytes(m));
+                    let tls =
+                        |keys: Vec<String>| keys.into_iter().filter(|k| jit_link::tls_tie_name(k).is_some()).collect();
+                    (tls(defines), tls(needs))
+                })
+                .collect();
+            let groups = jit_link::enclosure_groups(&ties);
+            let mut group_of = vec![0; ties.len()];
+            for (g, members) in groups.iter().enumerate() {
+                for &m in members {
+                    group_of[m] = g;
+                }
+            }
+            (group_of, groups)
+        });
+        &groups[group_of[m]]
     }
 
     /// The object member that defines the thread-local variable of tie `key`, if it is not
@@ -172,8 +207,8 @@ impl StaticLibraryGenerator {
         (!jit_link::is_llvm_bitcode(self.library.member_bytes(m))).then_some(m)
     }
 
-    /// Marks `members` added, with the members they need in their graph (see
-    /// [`take_tied`](Self::take_tied)), transitively, and returns them all in that order.
+    /// Marks `members` added, with the members they must share a graph with (see
+    /// [`tls_group`](Self::tls_group)), and returns them all in that order.
     fn take_members(&self, added: &mut [bool], members: Vec<usize>) -> TiedObjects {
         let mut queue = members;
         let mut taken = Vec::new();
@@ -182,7 +217,11 @@ impl StaticLibraryGenerator {
                 continue;
             }
             let ties = jit_link::link_ties(self.library.member_bytes(m));
-            queue.extend(ties.1.iter().filter_map(|key| self.unadded_definer(added, key)));
+            let thread_local = ties.0.iter().chain(&ties.1).any(|key| jit_link::tls_tie_name(key).is_some());
+            if thread_local {
+                let bitcode = |o: usize| jit_link::is_llvm_bitcode(self.library.member_bytes(o));
+                queue.extend(self.tls_group(m).iter().copied().filter(|&o| !added[o] && !bitcode(o)));
+            }
             taken.push((m, ties));
         }
         taken.into_iter().map(|(m, ties)| self.member_object(m, ties)).collect()

@@ -353,7 +353,7 @@ impl ObjectJit {
         pulled
             .into_iter()
             .filter(|(_, _, strong)| strong.iter().any(|name| weak.contains(name)))
-            .filter_map(|(a, m, _)| self.archives[a].take(m))
+            .flat_map(|(a, m, _)| self.archives[a].take(m))
             .collect()
     }
 
