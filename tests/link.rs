@@ -556,6 +556,21 @@ fn a_library_member_s_strong_definition_overrides_an_object_s_weak_one_as_native
     }
 }
 
+/// A program that a native link gives `-lz`: without `--dlopen` of libz, the error for the
+/// undefined symbol is followed by a note naming the shared library that defines it (found in
+/// the loader's default directories), and loading that library runs the program as natively.
+#[test]
+fn an_undefined_symbol_a_shared_library_defines_gets_a_note_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = compile(tmp.path(), &[programs().join("zlib/main.c")], &["-O1", "-fPIC"]);
+    let stderr = link_fails(&objects);
+    let note = stderr.lines().find(|l| l.contains("note: '")).unwrap_or_else(|| panic!("no note: {stderr}"));
+    assert!(note.contains("is defined in /") && note.contains("libz.so"), "{stderr}");
+    let library = note.rsplit("--dlopen ").next().unwrap().trim().to_string();
+    let native = link_native(tmp.path(), &objects, &[], &["-lz"]);
+    same_as_native("zlib", &objects, &native, &[library.as_str()], &[]);
+}
+
 /// Two objects that define one strong symbol: the error names the symbol and both objects,
 /// as a static linker's "multiple definition" does.
 #[test]

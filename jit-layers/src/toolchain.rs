@@ -40,6 +40,45 @@ pub fn compiler_rt(file: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
+/// The directories the dynamic loader searches by default on Debian's x86-64 (`/lib` is a link
+/// to `/usr/lib`), most specific first.
+const LIBRARY_DIRS: [&str; 4] = ["/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
+
+/// A shared library in the loader's default directories that exports `symbol` (a global
+/// definition in its dynamic symbol table): for an undefined-symbol error, what to load. A
+/// program that links natively with `-lz` or `-lpython3.11` and not in a JIT that was not told
+/// to load them fails so. Reads only the libraries' symbol tables, through read-only maps,
+/// in name order, skipping what does not parse; `None` if none defines it.
+pub fn shared_library_defining(symbol: &str) -> Option<PathBuf> {
+    use object::{Object, ObjectSymbol};
+    let mut seen = std::collections::HashSet::new();
+    for dir in LIBRARY_DIRS {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+        paths.sort();
+        for path in paths {
+            let is_library = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(".so"));
+            let Some(file) = is_library.then(|| std::fs::canonicalize(&path).ok()).flatten() else { continue };
+            if !file.is_file() || !seen.insert(file.clone()) {
+                continue;
+            }
+            let Ok(opened) = std::fs::File::open(&file) else { continue };
+            // SAFETY: a private read-only map of a system library, only read while it lives;
+            // package managers replace such files by renaming a new one over them, which
+            // leaves this map's pages intact.
+            let Ok(map) = (unsafe { memmap2::Mmap::map(&opened) }) else { continue };
+            let Ok(elf) = object::File::parse(&*map) else { continue };
+            let defines = elf
+                .dynamic_symbols()
+                .any(|s| s.is_definition() && s.is_global() && s.name_bytes().is_ok_and(|n| n == symbol.as_bytes()));
+            if defines {
+                return Some(file);
+            }
+        }
+    }
+    None
+}
+
 /// The library every program's native link ends with: `libgcc.a`, else compiler-rt's builtins.
 pub fn compiler_runtime_library() -> Option<PathBuf> {
     libgcc().or_else(|| compiler_rt("libclang_rt.builtins-x86_64.a"))
@@ -48,6 +87,16 @@ pub fn compiler_runtime_library() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// zlib is on every Debian system (`zlib1g` is required), and nothing else exports its
+    /// version function.
+    #[test]
+    fn the_shared_library_that_exports_a_symbol_is_found() {
+        let zlib = shared_library_defining("zlibVersion").expect("libz exports zlibVersion");
+        let name = zlib.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("libz.so"), "{}", zlib.display());
+        assert_eq!(shared_library_defining("no_library_defines_this_name_1f3a"), None);
+    }
 
     #[test]
     fn versions_sort_numerically_and_other_entries_are_skipped() {

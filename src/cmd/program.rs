@@ -46,10 +46,33 @@ pub fn run_and_exit<J: Program>(
         }
         Err(e) => {
             eprintln!("orcjit {what}: {e}");
+            for symbol in undefined_symbols(&e) {
+                if let Some(library) = jit_layers::shared_library_defining(&symbol) {
+                    let name = library
+                        .file_name()
+                        .map_or_else(|| library.display().to_string(), |n| n.to_string_lossy().into());
+                    eprintln!(
+                        "orcjit {what}: note: '{symbol}' is defined in {}: load it with --dlopen {name}",
+                        library.display()
+                    );
+                }
+            }
             // Exit hooks (a trace's end) run on this way out too.
             at_exit::run_exit_sequence();
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The undefined symbols an error comes down to (a link's, through the failures it caused).
+fn undefined_symbols(e: &Error) -> Vec<String> {
+    match e {
+        Error::FailedToMaterialize { cause, .. } => undefined_symbols(&cause.error),
+        Error::Other(source) => match source.downcast_ref::<jit_link::LinkError>() {
+            Some(jit_link::LinkError::UndefinedSymbol { symbol, .. }) => vec![symbol.to_string()],
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 
