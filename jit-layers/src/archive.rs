@@ -108,9 +108,19 @@ pub struct StaticLibraryGenerator {
     added: Mutex<Vec<bool>>,
     /// Where bitcode members go (see [`set_bitcode_sink`](Self::set_bitcode_sink)).
     bitcode: OnceLock<BitcodeSink>,
-    /// Per member, the index of its group in `tls_groups`: made when a member taken first
-    /// defines or needs a thread-local variable (see [`tls_group`](Self::tls_group)).
-    tls_groups: OnceLock<(Vec<usize>, Vec<Vec<usize>>)>,
+    /// Made when a member taken first defines or needs a thread-local variable (see
+    /// [`tls_group`](Self::tls_group)).
+    tls_groups: OnceLock<TlsGroups>,
+}
+
+/// A library's members grouped by their thread-local ties (see
+/// [`StaticLibraryGenerator::tls_group`]).
+struct TlsGroups {
+    /// Each member's [`jit_link::link_ties`], read for the grouping and kept for taking.
+    ties: Vec<Ties>,
+    /// Each member's group, an index in `groups`.
+    group_of: Vec<usize>,
+    groups: Vec<Vec<usize>>,
 }
 
 /// Adds a static library's LLVM bitcode member (named, with its bytes) to a dylib as an IR
@@ -178,25 +188,22 @@ impl StaticLibraryGenerator {
     /// `thread_local!`s are used across them. Found over the whole library, the first time a
     /// member with thread-local variables is taken; a library without any is never read so.
     fn tls_group(&self, m: usize) -> &[usize] {
-        let (group_of, groups) = self.tls_groups.get_or_init(|| {
-            let ties: Vec<Ties> = (0..self.library.members.len())
-                .map(|m| {
-                    let (defines, needs) = jit_link::link_ties(self.library.member_bytes(m));
-                    let tls =
-                        |keys: Vec<String>| keys.into_iter().filter(|k| jit_link::tls_tie_name(k).is_some()).collect();
-                    (tls(defines), tls(needs))
-                })
-                .collect();
-            let groups = jit_link::enclosure_groups(&ties);
+        let found = self.tls_groups.get_or_init(|| {
+            let ties: Vec<Ties> =
+                (0..self.library.members.len()).map(|m| jit_link::link_ties(self.library.member_bytes(m))).collect();
+            // Only thread-local ties group members: a section's bounds span what a link pulls.
+            let tls = |keys: &[String]| keys.iter().filter(|k| jit_link::tls_tie_name(k).is_some()).cloned().collect();
+            let tls_ties: Vec<Ties> = ties.iter().map(|(defines, needs)| (tls(defines), tls(needs))).collect();
+            let groups = jit_link::enclosure_groups(&tls_ties);
             let mut group_of = vec![0; ties.len()];
             for (g, members) in groups.iter().enumerate() {
                 for &m in members {
                     group_of[m] = g;
                 }
             }
-            (group_of, groups)
+            TlsGroups { ties, group_of, groups }
         });
-        &groups[group_of[m]]
+        &found.groups[found.group_of[m]]
     }
 
     /// The object member that defines the thread-local variable of tie `key`, if it is not
@@ -216,11 +223,13 @@ impl StaticLibraryGenerator {
             if std::mem::replace(&mut added[m], true) {
                 continue;
             }
-            let ties = jit_link::link_ties(self.library.member_bytes(m));
-            let thread_local = ties.0.iter().chain(&ties.1).any(|key| jit_link::tls_tie_name(key).is_some());
-            if thread_local {
-                let bitcode = |o: usize| jit_link::is_llvm_bitcode(self.library.member_bytes(o));
-                queue.extend(self.tls_group(m).iter().copied().filter(|&o| !added[o] && !bitcode(o)));
+            let ties = match self.tls_groups.get() {
+                Some(found) => found.ties[m].clone(),
+                None => jit_link::link_ties(self.library.member_bytes(m)),
+            };
+            // (A bitcode member has no ties, so it is alone in its group.)
+            if ties.0.iter().chain(&ties.1).any(|key| jit_link::tls_tie_name(key).is_some()) {
+                queue.extend(self.tls_group(m).iter().copied().filter(|&o| !added[o]));
             }
             taken.push((m, ties));
         }
