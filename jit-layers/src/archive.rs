@@ -13,12 +13,12 @@ use jit_core::{
 use object::read::archive::ArchiveFile;
 use parking_lot::Mutex;
 
-use crate::ObjectLinkingLayer;
+use crate::{ObjectBytes, ObjectLinkingLayer};
 
 /// A parsed static library: its members and which member defines each symbol.
 pub struct StaticLibrary {
     name: String,
-    bytes: Arc<[u8]>,
+    bytes: ObjectBytes,
     /// Each member's name (`lib.a(member.o)`) and bytes within `bytes`.
     members: Vec<(String, Range<usize>)>,
     /// Symbol name to member: the first member that defines it, in the archive's index order
@@ -34,8 +34,8 @@ impl StaticLibrary {
 
     /// Parses archive `bytes`; `name` (its path) names it in errors. The symbol index is the
     /// archive's own (`ar s`, `ranlib`); without one, each member's defined symbols.
-    pub fn parse(name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<StaticLibrary> {
-        let bytes: Arc<[u8]> = bytes.into();
+    pub fn parse(name: &str, bytes: impl Into<ObjectBytes>) -> Result<StaticLibrary> {
+        let bytes: ObjectBytes = bytes.into();
         let bad = |what: String| Error::msg(format!("{name}: {what}"));
         let archive = ArchiveFile::parse(&*bytes).map_err(|e| bad(format!("not a static library: {e}")))?;
         if archive.is_thin() {
@@ -129,7 +129,7 @@ pub type BitcodeSink = Arc<dyn Fn(&JitDylib, String, Arc<[u8]>) -> Result<()> + 
 
 /// Objects to link, each with its [`jit_link::link_ties`].
 pub(crate) type TiedObjects = Vec<TiedObject>;
-pub(crate) type TiedObject = ((String, Arc<[u8]>), Ties);
+pub(crate) type TiedObject = ((String, ObjectBytes), Ties);
 pub(crate) type Ties = (Vec<String>, Vec<String>);
 
 impl StaticLibraryGenerator {
@@ -236,9 +236,12 @@ impl StaticLibraryGenerator {
         taken.into_iter().map(|(m, ties)| self.member_object(m, ties)).collect()
     }
 
-    /// Member `m` as an object to link (named, with a copy of its bytes), with its `ties`.
+    /// Member `m` as an object to link (named, its bytes shared with the library's), with its
+    /// `ties`.
     fn member_object(&self, m: usize, ties: Ties) -> TiedObject {
-        ((self.library.members[m].0.clone(), Arc::from(self.library.member_bytes(m))), ties)
+        let (name, range) = &self.library.members[m];
+        let bytes = self.library.bytes.slice(range.clone()).expect("member ranges are checked by parse");
+        ((name.clone(), bytes), ties)
     }
 }
 
@@ -266,7 +269,8 @@ impl DefinitionGenerator for StaticLibraryGenerator {
                 let (bitcode, objects): (TiedObjects, TiedObjects) =
                     taken.into_iter().partition(|((_, bytes), _)| jit_link::is_llvm_bitcode(bytes));
                 for ((member, bytes), _) in bitcode {
-                    if let Err(e) = sink(dylib, member.clone(), bytes) {
+                    // (LLVM compiles from a buffer of its own.)
+                    if let Err(e) = sink(dylib, member.clone(), Arc::from(&*bytes)) {
                         return done.finish(Err(Error::msg(format!("{member}: {e}"))));
                     }
                 }
@@ -301,7 +305,7 @@ pub fn compiler_runtime_generator(layer: &ObjectLinkingLayer) -> OnDemandGenerat
             let path = crate::toolchain::compiler_runtime_library()
                 .ok_or_else(|| Error::msg("no libgcc.a or compiler-rt builtins library on this machine"))?;
             let name = path.display().to_string();
-            let bytes = std::fs::read(&path).map_err(|e| Error::msg(format!("cannot read '{name}': {e}")))?;
+            let bytes = ObjectBytes::map_file(&path).map_err(|e| Error::msg(format!("cannot read '{name}': {e}")))?;
             let library = StaticLibrary::parse(&name, bytes)?;
             Ok(Box::new(StaticLibraryGenerator::new(&layer, library)) as Box<dyn DefinitionGenerator>)
         },

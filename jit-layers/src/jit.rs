@@ -14,7 +14,7 @@ use crate::ir::{
 };
 use crate::object_jit::{JitFunction, ObjectJit, ObjectJitBuilder};
 use crate::speculate::{ReplayProfile, SpeculationPolicy, Speculator, StaticCallees};
-use crate::{InitArgs, LazyReexports, ObjectCache, ObjectLinkingLayer};
+use crate::{InitArgs, LazyReexports, ObjectBytes, ObjectCache, ObjectLinkingLayer};
 
 /// When IR added to a [`Jit`] is compiled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -343,7 +343,7 @@ impl Jit {
     /// [`add_ir`](Self::add_ir) and [`add_objects`](Self::add_objects) add it. Initializers
     /// run in that order: each module's at its place (with those of the objects of its group),
     /// then each object's at its own.
-    pub fn add_program(&self, modules: Vec<IrModule>, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+    pub fn add_program(&self, modules: Vec<IrModule>, objects: Vec<(String, ObjectBytes)>) -> Result<()> {
         if modules.len() + objects.len() < 2 && !self.base.has_static_libraries() {
             modules.into_iter().try_for_each(|m| self.add_ir(m))?;
             return self.add_objects(objects);
@@ -359,7 +359,7 @@ impl Jit {
         }
         let first_object = modules.len();
         let mut modules: Vec<Option<IrModule>> = modules.into_iter().map(Some).collect();
-        let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
+        let mut objects: Vec<Option<(String, ObjectBytes)>> = objects.into_iter().map(Some).collect();
         // Groups come in order of their first member: those with a module first, each module
         // taking its place in link order as it is added.
         for group in jit_link::enclosure_groups(&ties) {
@@ -368,7 +368,7 @@ impl Jit {
                 continue;
             }
             let module = crate::ir::linked(ms.into_iter().filter_map(|i| modules[i].take()).collect())?;
-            let group_objects: Vec<(String, Arc<[u8]>)> =
+            let group_objects: Vec<(String, ObjectBytes)> =
                 os.into_iter().filter_map(|i| objects[i - first_object].take()).collect();
             if group_objects.is_empty() {
                 self.add_ir(module)?;
@@ -392,13 +392,13 @@ impl Jit {
     }
 
     /// Adds a relocatable object to the main dylib.
-    pub fn add_object(&self, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<()> {
+    pub fn add_object(&self, name: &str, bytes: impl Into<ObjectBytes>) -> Result<()> {
         self.base.add_object(name, bytes)
     }
 
     /// Adds relocatable objects to the main dylib as a static link takes them (see
     /// [`crate::ObjectLinkingLayer::add_objects`]).
-    pub fn add_objects(&self, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+    pub fn add_objects(&self, objects: Vec<(String, ObjectBytes)>) -> Result<()> {
         self.base.add_objects(objects)
     }
 

@@ -8,6 +8,7 @@
 mod archive;
 pub mod at_exit;
 mod at_fork;
+mod bytes;
 mod cache;
 mod entry;
 mod export_dynamic;
@@ -28,6 +29,7 @@ mod toolchain;
 mod vfork;
 
 pub use archive::{BitcodeSink, StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator};
+pub use bytes::ObjectBytes;
 pub use cache::{CacheError, CacheKey, CacheKeyBuilder, CacheStats, ObjectCache};
 pub use entry::EntryGate;
 pub use export_dynamic::export_dynamic;

@@ -17,7 +17,9 @@ use jit_mem::{ManagerConfig, MemoryManager};
 use parking_lot::Mutex;
 
 use crate::archive::{TiedObjects, Ties};
-use crate::{InitArgs, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator};
+use crate::{
+    InitArgs, ObjectBytes, ObjectLinkingLayer, StaticLibrary, StaticLibraryGenerator, compiler_runtime_generator,
+};
 
 /// Builds an [`ObjectJit`] (and the object half of a [`crate::Jit`]).
 #[must_use]
@@ -289,7 +291,7 @@ impl ObjectJit {
     }
 
     /// Adds a relocatable object to the main dylib.
-    pub fn add_object(&self, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<()> {
+    pub fn add_object(&self, name: &str, bytes: impl Into<ObjectBytes>) -> Result<()> {
         self.objects.add(&self.main, name, bytes)
     }
 
@@ -298,14 +300,14 @@ impl ObjectJit {
     /// libraries that define thread-local variables their code reaches with the local-dynamic
     /// model (see [`jit_link::link_ties`]) are added with them, in their graph, and so are the
     /// members they pull whose strong definitions override weak ones of theirs.
-    pub fn add_objects(&self, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+    pub fn add_objects(&self, objects: Vec<(String, ObjectBytes)>) -> Result<()> {
         let ties = objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)).collect();
         self.add_objects_tied(objects, ties)
     }
 
     /// [`add_objects`](Self::add_objects), with each object's [`jit_link::link_ties`] already
     /// read (`ties`, one per object).
-    pub(crate) fn add_objects_tied(&self, mut objects: Vec<(String, Arc<[u8]>)>, mut ties: Vec<Ties>) -> Result<()> {
+    pub(crate) fn add_objects_tied(&self, mut objects: Vec<(String, ObjectBytes)>, mut ties: Vec<Ties>) -> Result<()> {
         for (object, object_ties) in self.tied_members(&ties).into_iter().chain(self.overriding_members(&objects)) {
             objects.push(object);
             ties.push(object_ties);
@@ -321,7 +323,7 @@ impl ObjectJit {
     /// define, in the first library that does, a name the objects (and the members pulled, in
     /// turn) refer to and none of them defines; found by reading symbol tables only, and, but
     /// for these, left for lookups to add.
-    fn overriding_members(&self, objects: &[(String, Arc<[u8]>)]) -> TiedObjects {
+    fn overriding_members(&self, objects: &[(String, ObjectBytes)]) -> TiedObjects {
         if self.archives.is_empty() {
             return Vec::new();
         }
@@ -403,7 +405,8 @@ impl ObjectJit {
 
     pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;
+        let bytes =
+            ObjectBytes::map_file(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;
         self.add_object(&path.display().to_string(), bytes)
     }
 

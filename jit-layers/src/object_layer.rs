@@ -18,6 +18,7 @@ use jit_link::{
 use jit_mem::{MemoryManager, TargetAddr};
 use parking_lot::{Mutex, RwLock};
 
+use crate::ObjectBytes;
 use crate::entry::EntryGate;
 use crate::initializers::{Initializers, LinkedRecord};
 
@@ -192,7 +193,7 @@ impl ObjectLinkingLayer {
 
     /// Adds the object `bytes` (named `name` in errors) to `dylib`, tracked by its default
     /// tracker.
-    pub fn add(&self, dylib: &JitDylib, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<()> {
+    pub fn add(&self, dylib: &JitDylib, name: &str, bytes: impl Into<ObjectBytes>) -> Result<()> {
         self.add_with_tracker(dylib, name, bytes, None)
     }
 
@@ -200,7 +201,7 @@ impl ObjectLinkingLayer {
         &self,
         dylib: &JitDylib,
         name: &str,
-        bytes: impl Into<Arc<[u8]>>,
+        bytes: impl Into<ObjectBytes>,
         tracker: Option<&ResourceTracker>,
     ) -> Result<()> {
         self.add_objects_with_tracker(dylib, name, vec![(name.to_string(), bytes.into())], tracker)
@@ -216,7 +217,7 @@ impl ObjectLinkingLayer {
     /// (llvm-jitlink-19 finds none). So do objects whose code reaches another's thread-local
     /// variables with the local-dynamic model, which needs them in its own TLS module (see
     /// [`jit_link::link_ties`]). Each object's initializers run at its own place in link order.
-    pub fn add_objects(&self, dylib: &JitDylib, objects: Vec<(String, Arc<[u8]>)>) -> Result<()> {
+    pub fn add_objects(&self, dylib: &JitDylib, objects: Vec<(String, ObjectBytes)>) -> Result<()> {
         let ties: Vec<_> = objects.iter().map(|(_, bytes)| jit_link::link_ties(bytes)).collect();
         self.add_objects_grouped(dylib, objects, &ties)
     }
@@ -227,14 +228,14 @@ impl ObjectLinkingLayer {
     pub(crate) fn add_objects_grouped(
         &self,
         dylib: &JitDylib,
-        objects: Vec<(String, Arc<[u8]>)>,
+        objects: Vec<(String, ObjectBytes)>,
         ties: &[(Vec<String>, Vec<String>)],
     ) -> Result<()> {
         let first = self.reserve_orders(objects.len());
-        let mut objects: Vec<Option<(String, Arc<[u8]>)>> = objects.into_iter().map(Some).collect();
+        let mut objects: Vec<Option<(String, ObjectBytes)>> = objects.into_iter().map(Some).collect();
         for group in jit_link::enclosure_groups(ties) {
             let orders = group.iter().map(|&i| first + i as u64).collect();
-            let members: Vec<(String, Arc<[u8]>)> = group.into_iter().filter_map(|i| objects[i].take()).collect();
+            let members: Vec<(String, ObjectBytes)> = group.into_iter().filter_map(|i| objects[i].take()).collect();
             let name = members.iter().map(|(object, _)| object.as_str()).collect::<Vec<_>>().join(" + ");
             self.add_unit(dylib, &name, members, orders, None)?;
         }
@@ -254,7 +255,7 @@ impl ObjectLinkingLayer {
         &self,
         dylib: &JitDylib,
         name: &str,
-        objects: Vec<(String, Arc<[u8]>)>,
+        objects: Vec<(String, ObjectBytes)>,
         tracker: Option<&ResourceTracker>,
     ) -> Result<()> {
         let first = self.reserve_orders(objects.len());
@@ -266,7 +267,7 @@ impl ObjectLinkingLayer {
         &self,
         dylib: &JitDylib,
         name: &str,
-        objects: Vec<(String, Arc<[u8]>)>,
+        objects: Vec<(String, ObjectBytes)>,
         orders: Vec<u64>,
         tracker: Option<&ResourceTracker>,
     ) -> Result<()> {
@@ -360,7 +361,7 @@ impl ObjectLinkingLayer {
         object: (&str, &[u8]),
         renames: Vec<(String, String)>,
         order: u64,
-        objects: &[(String, Arc<[u8]>)],
+        objects: &[(String, ObjectBytes)],
         discarded: FxHashSet<SymbolName>,
     ) {
         let (name, bytes) = object;
@@ -439,7 +440,7 @@ struct ObjectUnit {
     shared: Arc<LayerShared>,
     name: String,
     /// The object, or the objects linked as one, with their names.
-    objects: Vec<(String, Arc<[u8]>)>,
+    objects: Vec<(String, ObjectBytes)>,
     interface: Interface,
     /// The place in link order of each object.
     orders: Vec<u64>,
@@ -450,7 +451,12 @@ struct ObjectUnit {
 }
 
 impl ObjectUnit {
-    fn new(shared: Arc<LayerShared>, name: &str, objects: Vec<(String, Arc<[u8]>)>, orders: Vec<u64>) -> Result<Self> {
+    fn new(
+        shared: Arc<LayerShared>,
+        name: &str,
+        objects: Vec<(String, ObjectBytes)>,
+        orders: Vec<u64>,
+    ) -> Result<Self> {
         let (mut interface, has_initializers) = objects_interface(&shared.session, name, &objects)?;
         let first = orders.first().copied().unwrap_or_default();
         let init_symbol = has_initializers.then(|| shared.session.intern(&format!("$orcjit.init.{first}.{name}")));
@@ -467,7 +473,7 @@ impl ObjectUnit {
 pub(crate) fn objects_interface(
     session: &ExecutionSession,
     name: &str,
-    objects: &[(String, Arc<[u8]>)],
+    objects: &[(String, ObjectBytes)],
 ) -> Result<(Interface, bool)> {
     let graph = jit_link::interface_graph_from_elf_objects(name, &borrowed(objects)).map_err(link_error)?;
     let mut interface = Interface::new();
@@ -482,7 +488,7 @@ pub(crate) fn objects_interface(
 }
 
 /// A unit's objects as `jit_link::graph_from_elf_objects` and its interface twin take them.
-fn borrowed(objects: &[(String, Arc<[u8]>)]) -> Vec<(&str, &[u8])> {
+fn borrowed(objects: &[(String, ObjectBytes)]) -> Vec<(&str, &[u8])> {
     objects.iter().map(|(object, bytes)| (object.as_str(), &bytes[..])).collect()
 }
 
@@ -532,7 +538,7 @@ fn renamed_graph(
     name: &str,
     bytes: &[u8],
     renames: &[(String, String)],
-    objects: &[(String, Arc<[u8]>)],
+    objects: &[(String, ObjectBytes)],
 ) -> Result<LinkGraph, LinkError> {
     let mut graph = jit_link::graph_from_elf_object(name, bytes)?;
     rename_symbols(&mut graph, renames)?;

@@ -128,7 +128,7 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     let mut objects = Vec::with_capacity(args.objects.len());
     let mut archives = Vec::new();
     for path in &args.objects {
-        let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
+        let bytes = super::program::read_input(path)?;
         if StaticLibrary::is_archive(&bytes) {
             archives.push(StaticLibrary::parse(path, bytes)?);
         } else {
@@ -175,6 +175,6 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
         let map = PerfMap::new().map_err(|e| Error::msg(format!("cannot write the perf map: {e}")))?;
         jit.object_layer().add_plugin(map);
     }
-    jit.add_objects(objects.into_iter().map(|(path, bytes)| (path.clone(), bytes.into())).collect())?;
+    jit.add_objects(objects.into_iter().map(|(path, bytes)| (path.clone(), bytes)).collect())?;
     Ok(jit)
 }

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
 use jit_core::{Error, SymbolFlags};
-use jit_layers::{ObjectJit, at_exit};
+use jit_layers::{ObjectBytes, ObjectJit, at_exit};
 
 /// A JIT whose main dylib holds a C program: [`ObjectJit`], or a [`jit_layers::Jit`] (which
 /// starts its speculator and compiles a lazy `main` before running it).
@@ -140,6 +140,11 @@ fn warn_if_allocator_replaced(jit: &ObjectJit, what: &str) {
             defined.join(", ")
         );
     }
+}
+
+/// The object or static library at `path`, mapped rather than read (see [`ObjectBytes`]).
+pub fn read_input(path: &str) -> Result<ObjectBytes, Error> {
+    ObjectBytes::map_file(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))
 }
 
 /// Warns when objects of the program were built with `-fprofile-instr-generate`: they run, but

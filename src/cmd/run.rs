@@ -12,10 +12,11 @@ use std::process::ExitCode;
 
 use jit_core::Error;
 use jit_layers::{
-    GdbRegistration, IrModule, Jit, Laziness, ObjectJit, PerfMap, ReplayProfile, Speculation, StaticLibrary, TierUp,
+    GdbRegistration, IrModule, Jit, Laziness, ObjectBytes, ObjectJit, PerfMap, ReplayProfile, Speculation,
+    StaticLibrary, TierUp,
 };
 
-use super::program::Program;
+use super::program::{Program, read_input};
 
 /// `--speculate`'s values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -248,12 +249,12 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
     for lib in &args.dlopen {
         builder = builder.dlopen(lib);
     }
-    let objects: Vec<(&String, Vec<u8>)> =
-        args.extra_objects.iter().map(|p| Ok((p, read(p)?))).collect::<Result<_, Error>>()?;
+    let objects: Vec<(&String, ObjectBytes)> =
+        args.extra_objects.iter().map(|p| Ok((p, read_input(p)?))).collect::<Result<_, Error>>()?;
     super::program::warn_if_profile_instrumented(objects.iter().map(|(p, b)| (p.as_str(), &b[..])), "run");
     let mut low = objects.iter().any(|(_, bytes)| jit_link::needs_low_placement(bytes));
     for path in &args.extra_archives {
-        let library = StaticLibrary::parse(path, read(path)?)?;
+        let library = StaticLibrary::parse(path, read_input(path)?)?;
         low |= library.members().any(|(_, bytes)| jit_link::needs_low_placement(bytes));
         builder = builder.static_library(library);
     }
@@ -304,10 +305,6 @@ fn build(args: &RunArgs) -> Result<Jit, Error> {
         modules.push(IrModule::from_file(extra)?);
     }
     // Modules and objects whose section bounds enclose others' entries are linked as one.
-    jit.add_program(modules, objects.into_iter().map(|(path, bytes)| (path.clone(), bytes.into())).collect())?;
+    jit.add_program(modules, objects.into_iter().map(|(path, bytes)| (path.clone(), bytes)).collect())?;
     Ok(jit)
-}
-
-fn read(path: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))
 }

@@ -12,7 +12,7 @@ use super::compile::CompileOptions;
 use super::module::{IrModule, IrSource, has_initializers, interface_of, parse_headers};
 use super::unit::{IrInput, IrUnit, UnitSource};
 use crate::object_layer::objects_interface;
-use crate::{ObjectCache, ObjectLinkingLayer};
+use crate::{ObjectBytes, ObjectCache, ObjectLinkingLayer};
 
 /// A change to a module before it is compiled (an optimization pipeline, instrumentation...).
 ///
@@ -94,7 +94,7 @@ impl IrCompileLayer {
         &self,
         dylib: &JitDylib,
         module: IrModule,
-        objects: Vec<(String, Arc<[u8]>)>,
+        objects: Vec<(String, ObjectBytes)>,
         tracker: Option<&ResourceTracker>,
         transforms: Arc<[Arc<dyn IrTransform>]>,
     ) -> Result<()> {
@@ -213,7 +213,7 @@ impl IrTransformLayer {
         &self,
         dylib: &JitDylib,
         module: IrModule,
-        objects: Vec<(String, Arc<[u8]>)>,
+        objects: Vec<(String, ObjectBytes)>,
         tracker: Option<&ResourceTracker>,
     ) -> Result<()> {
         self.compile.add_transformed(dylib, module, objects, tracker, self.transforms.clone().into())

@@ -16,7 +16,7 @@ use super::layer::{IrShared, IrTransform};
 use super::module::{IrSource, ModuleBuilder, parse, parse_stripped, strip_debug_info, stripped_bitcode};
 use super::partition::{defined_names, keep_partition, plan, promote_locals, split_count};
 use super::wire::{Reader, put_str};
-use crate::{CacheKey, CacheKeyBuilder, ObjectCache};
+use crate::{CacheKey, CacheKeyBuilder, ObjectBytes, ObjectCache};
 
 pub(crate) enum UnitSource {
     Ir(IrInput),
@@ -64,7 +64,7 @@ pub(crate) struct IrUnit {
     /// Its place in link order (reserved when it was added), which orders its initializers.
     pub order: u64,
     /// Relocatable objects linked in the same graph as the module's object.
-    pub objects: Vec<(String, Arc<[u8]>)>,
+    pub objects: Vec<(String, ObjectBytes)>,
     pub discarded: FxHashSet<String>,
 }
 
@@ -105,7 +105,7 @@ struct Job {
     keep: FxHashSet<String>,
     order: u64,
     /// Linked with the module's object as one graph; the module is then compiled whole.
-    objects: Vec<(String, Arc<[u8]>)>,
+    objects: Vec<(String, ObjectBytes)>,
     discarded: FxHashSet<String>,
 }
 
