@@ -142,6 +142,11 @@ impl ExecutionSession {
     }
 
     /// Looks up and waits. On a dispatcher thread, runs queued work while waiting.
+    ///
+    /// A materializer may wait so on other units' symbols (even with a pool of one thread), but
+    /// not on one it is responsible for itself: its responsibility cannot emit that symbol
+    /// while it waits, so the wait never ends (as in LLVM's ORC). Hand the responsibility to
+    /// another task first, or look up asynchronously.
     pub fn lookup_blocking(
         &self,
         order: &SearchOrder,
