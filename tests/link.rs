@@ -558,7 +558,8 @@ fn a_library_member_s_strong_definition_overrides_an_object_s_weak_one_as_native
 
 /// A program that a native link gives `-lz`: without `--dlopen` of libz, the error for the
 /// undefined symbol is followed by a note naming the shared library that defines it (found in
-/// the loader's default directories), and loading that library runs the program as natively.
+/// the loader's default directories) and the `-l` that links it, and loading that library runs
+/// the program as natively.
 #[test]
 fn an_undefined_symbol_a_shared_library_defines_gets_a_note_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -566,9 +567,46 @@ fn an_undefined_symbol_a_shared_library_defines_gets_a_note_naming_it() {
     let stderr = link_fails(&objects);
     let note = stderr.lines().find(|l| l.contains("note: '")).unwrap_or_else(|| panic!("no note: {stderr}"));
     assert!(note.contains("is defined in /") && note.contains("libz.so"), "{stderr}");
+    assert!(note.contains(": link it with -lz, or load it with --dlopen "), "{stderr}");
     let library = note.rsplit("--dlopen ").next().unwrap().trim().to_string();
     let native = link_native(tmp.path(), &objects, &[], &["-lz"]);
     same_as_native("zlib", &objects, &native, &[library.as_str()], &[]);
+}
+
+/// `-l` and `-L` find libraries as a native link does: zlib's shared library (and its static
+/// one, named with `-l:`), a static library in an `-L` directory, and Debian's `libm.so` and
+/// `libc.so`, linker scripts that name the real libraries. A library not found, or an `-L`
+/// that is not a directory, is an error before anything runs.
+#[test]
+fn libraries_named_with_l_are_found_as_a_native_link_finds_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zlib = compile(tmp.path(), &[programs().join("zlib/main.c")], &["-O1", "-fPIC"]);
+    let native = link_native(tmp.path(), &zlib, &[], &["-lz"]);
+    for libs in [&["-lz"][..], &["-l:libz.a"], &["-lc", "-lm", "-lz"]] {
+        let inputs: Vec<PathBuf> = zlib.iter().cloned().chain(libs.iter().map(PathBuf::from)).collect();
+        same_as_native(&format!("zlib {libs:?}"), &inputs, &native, &[], &[]);
+    }
+    // Bitcode inputs go to `orcjit run` with the libraries found.
+    let lto = tmp.path().join("lto");
+    std::fs::create_dir(&lto).unwrap();
+    let bitcode = compile(&lto, &[programs().join("zlib/main.c")], &["-O1", "-fPIC", "-flto"]);
+    for lib in ["-lz", "-l:libz.a"] {
+        same_as_native(&format!("zlib from bitcode, {lib}"), &[bitcode[0].clone(), lib.into()], &native, &[], &[]);
+    }
+
+    let dir = programs().join("multi");
+    let multi = tmp.path().join("multi");
+    std::fs::create_dir(&multi).unwrap();
+    let objects = compile(&multi, &[dir.join("main.c"), dir.join("lib.c")], &["-O1", "-fPIC", "-fcommon"]);
+    check(&run(Command::new("ar").arg("rcs").arg(multi.join("liblib.a")).arg(&objects[1])), "ar");
+    let native = link_native(&multi, &[objects[0].clone(), multi.join("liblib.a")], &[], &[]);
+    let inputs = [objects[0].clone(), "-L".into(), multi.clone(), "-llib".into()];
+    same_as_native("multi, -L -llib", &inputs, &native, &[], &["one", "two"]);
+
+    let missing = link_fails(&[zlib[0].clone(), "-lno_such_library_9c2".into()]);
+    assert!(missing.contains("cannot find -lno_such_library_9c2 (searched "), "{missing}");
+    let not_dir = link_fails(&[zlib[0].clone(), "-L".into(), tmp.path().join("none"), "-lz".into()]);
+    assert!(not_dir.contains("none: not a directory"), "{not_dir}");
 }
 
 /// Two objects that define one strong symbol: the error names the symbol and both objects,

@@ -47,5 +47,5 @@ pub use object_layer::{InitArgs, LinkPlugin, ObjectLinkingLayer};
 pub use perf_map::PerfMap;
 pub use signals::restore_native_signals;
 pub use speculate::{ReplayProfile, SpeculationPolicy, SpeculationStats, Speculator, StaticCallees};
-pub use toolchain::shared_library_defining;
+pub use toolchain::{FoundLibrary, find_library, shared_library_defining};
 pub use vfork::fork as vfork_fork;

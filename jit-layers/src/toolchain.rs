@@ -79,6 +79,114 @@ pub fn shared_library_defining(symbol: &str) -> Option<PathBuf> {
     None
 }
 
+/// A library that `-lNAME` names: a shared library to load, or a static library to search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FoundLibrary {
+    Shared(PathBuf),
+    Static(PathBuf),
+}
+
+/// The libraries `-lNAME` stands for, found as a native link finds them: in each of `dirs` (the
+/// `-L` directories, in order), then in the default ones (the loader's, then the newest GCC's,
+/// which holds `libstdc++.so` and `libatomic.so`), the first `libNAME.so`, else `libNAME.a`
+/// (`-l:FILE` names the file itself). A `.so` that is a linker script (Debian's `libc.so`,
+/// `libm.so`, GCC's `libgcc_s.so`) stands for the libraries it lists. The error says where
+/// it looked.
+pub fn find_library(name: &str, dirs: &[PathBuf]) -> Result<Vec<FoundLibrary>, String> {
+    let search: Vec<PathBuf> = dirs
+        .iter()
+        .cloned()
+        .chain(LIBRARY_DIRS.iter().map(PathBuf::from))
+        .chain(libgcc().and_then(|gcc| gcc.parent().map(Path::to_path_buf)))
+        .collect();
+    find_in(name, &search, 0)
+}
+
+/// [`find_library`] in the directories `search`, from within linker scripts `depth` deep.
+fn find_in(name: &str, search: &[PathBuf], depth: u32) -> Result<Vec<FoundLibrary>, String> {
+    let candidates: Vec<String> = match name.strip_prefix(':') {
+        Some(file) => vec![file.to_string()],
+        None => vec![format!("lib{name}.so"), format!("lib{name}.a")],
+    };
+    for dir in search {
+        for file in &candidates {
+            let path = dir.join(file);
+            if path.is_file() {
+                return library_at(&path, search, depth);
+            }
+        }
+    }
+    let searched: Vec<String> = search.iter().map(|d| d.display().to_string()).collect();
+    Err(format!("cannot find -l{name} (searched {})", searched.join(", ")))
+}
+
+/// The libraries the file at `path` stands for: itself, or what it lists if it is a linker
+/// script, whose entries are paths, names searched for in `search`, or `-lNAME`s (a script
+/// within a script is followed up to a few levels).
+fn library_at(path: &Path, search: &[PathBuf], depth: u32) -> Result<Vec<FoundLibrary>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.starts_with(b"!<arch>\n") || bytes.starts_with(b"!<thin>\n") {
+        return Ok(vec![FoundLibrary::Static(path.to_path_buf())]);
+    }
+    if bytes.starts_with(b"\x7fELF") {
+        return Ok(vec![FoundLibrary::Shared(path.to_path_buf())]);
+    }
+    let bad = || format!("{} is neither a library nor a linker script naming libraries", path.display());
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
+    if depth > 4 {
+        return Err(format!("{}: linker scripts nest too deeply", path.display()));
+    }
+    let mut found = Vec::new();
+    for entry in script_inputs(text).ok_or_else(bad)? {
+        if let Some(name) = entry.strip_prefix("-l") {
+            found.extend(find_in(name, search, depth + 1)?);
+            continue;
+        }
+        let entry_path = Path::new(&entry);
+        let resolved = if entry_path.is_absolute() {
+            entry_path.to_path_buf()
+        } else {
+            let beside = path.parent().map(|dir| dir.join(entry_path)).into_iter();
+            beside
+                .chain(search.iter().map(|dir| dir.join(entry_path)))
+                .find(|p| p.is_file())
+                .ok_or_else(|| format!("{}: cannot find {entry}, which it lists", path.display()))?
+        };
+        found.extend(library_at(&resolved, search, depth + 1)?);
+    }
+    Ok(found)
+}
+
+/// The files a GNU linker script's `GROUP`, `INPUT` and `AS_NEEDED` commands list, in order,
+/// or `None` if it lists none. Comments (`/* */`) are skipped; other commands
+/// (`OUTPUT_FORMAT`) are ignored.
+fn script_inputs(text: &str) -> Option<Vec<String>> {
+    let mut rest = text;
+    let mut plain = String::new();
+    while let Some(start) = rest.find("/*") {
+        plain.push_str(&rest[..start]);
+        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
+    }
+    plain.push_str(rest);
+    let spaced = plain.replace('(', " ( ").replace(')', " ) ").replace(',', " ");
+    let mut inputs = Vec::new();
+    // Open parentheses, each whether it belongs to a command that lists files.
+    let mut open: Vec<bool> = Vec::new();
+    let mut command = "";
+    for token in spaced.split_whitespace() {
+        match token {
+            "(" => open.push(matches!(command, "GROUP" | "INPUT" | "AS_NEEDED")),
+            ")" => {
+                open.pop()?;
+            }
+            _ if open.last() == Some(&true) && token != "AS_NEEDED" => inputs.push(token.to_string()),
+            _ => {}
+        }
+        command = token;
+    }
+    (!inputs.is_empty() && open.is_empty()).then_some(inputs)
+}
+
 /// The library every program's native link ends with: `libgcc.a`, else compiler-rt's builtins.
 pub fn compiler_runtime_library() -> Option<PathBuf> {
     libgcc().or_else(|| compiler_rt("libclang_rt.builtins-x86_64.a"))
@@ -96,6 +204,54 @@ mod tests {
         let name = zlib.file_name().unwrap().to_str().unwrap();
         assert!(name.starts_with("libz.so"), "{}", zlib.display());
         assert_eq!(shared_library_defining("no_library_defines_this_name_1f3a"), None);
+    }
+
+    #[test]
+    fn a_linker_script_s_libraries_are_read_in_order() {
+        let libc = "/* GNU ld script\n   Use the shared library, but some functions are only in\n   the static \
+                    library, so try that secondarily.  */\nOUTPUT_FORMAT(elf64-x86-64)\nGROUP ( \
+                    /lib/x86_64-linux-gnu/libc.so.6 /usr/lib/x86_64-linux-gnu/libc_nonshared.a  AS_NEEDED ( \
+                    /lib64/ld-linux-x86-64.so.2 ) )\n";
+        let expected = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libc_nonshared.a",
+            "/lib64/ld-linux-x86-64.so.2",
+        ];
+        assert_eq!(script_inputs(libc).unwrap(), expected);
+        assert_eq!(script_inputs("GROUP(libgcc_s.so.1,-lgcc)").unwrap(), ["libgcc_s.so.1", "-lgcc"]);
+        assert_eq!(script_inputs("INPUT ( a.so ) INPUT(b.a)").unwrap(), ["a.so", "b.a"]);
+        assert_eq!(script_inputs("OUTPUT_FORMAT(elf64-x86-64)"), None, "lists nothing");
+        assert_eq!(script_inputs("GROUP ( a.so"), None, "unbalanced");
+        assert_eq!(script_inputs("not a script at all"), None);
+    }
+
+    /// Debian's `libm.so` is a linker script naming `libm.so.6` (and libmvec as needed); zlib
+    /// has a shared and a static library (zlib1g-dev, which CI installs), the shared one first.
+    #[test]
+    fn libraries_are_found_as_a_native_link_finds_them() {
+        let libm = find_library("m", &[]).unwrap();
+        assert!(matches!(&libm[0], FoundLibrary::Shared(p) if p.to_str().unwrap().ends_with("libm.so.6")), "{libm:?}");
+        let libz = find_library("z", &[]).unwrap();
+        assert!(matches!(&libz[..], [FoundLibrary::Shared(p)] if p.ends_with("libz.so")), "{libz:?}");
+        let static_z = find_library(":libz.a", &[]).unwrap();
+        assert!(matches!(&static_z[..], [FoundLibrary::Static(p)] if p.ends_with("libz.a")), "{static_z:?}");
+        // An -L directory comes first, and a script's relative names and -l's are searched.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("libz.a"), b"!<arch>\n").unwrap();
+        std::fs::write(tmp.path().join("libboth.so"), b"GROUP ( libz.a -lm )").unwrap();
+        let mine = find_library("z", &[tmp.path().to_path_buf()]).unwrap();
+        assert_eq!(mine, [FoundLibrary::Static(tmp.path().join("libz.a"))]);
+        let both = find_library("both", &[tmp.path().to_path_buf()]).unwrap();
+        assert_eq!(both[0], FoundLibrary::Static(tmp.path().join("libz.a")));
+        assert!(matches!(&both[1], FoundLibrary::Shared(p) if p.to_str().unwrap().ends_with("libm.so.6")));
+        std::fs::write(tmp.path().join("libloop.so"), b"GROUP ( -lloop )").unwrap();
+        let deep = find_library("loop", &[tmp.path().to_path_buf()]).unwrap_err();
+        assert!(deep.contains("nest too deeply"), "{deep}");
+        std::fs::write(tmp.path().join("libjunk.so"), b"\x00\x01binary").unwrap();
+        let junk = find_library("junk", &[tmp.path().to_path_buf()]).unwrap_err();
+        assert!(junk.contains("neither a library nor a linker script"), "{junk}");
+        let missing = find_library("no_such_library_4e1", &[]).unwrap_err();
+        assert!(missing.starts_with("cannot find -lno_such_library_4e1 (searched /usr/local/lib"), "{missing}");
     }
 
     #[test]

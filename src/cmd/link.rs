@@ -1,16 +1,18 @@
-//! `orcjit link [--threads N] [--dlopen LIB]... [--argv0 NAME] a.o b.o libc.a ... [-- args]`: links the
-//! objects into one dylib that searches the static libraries given (a member is linked when a
-//! symbol it defines is needed, as a static linker does), the shared libraries given, libm and
-//! the process, then runs them as a C program (see `program.rs`): the counterpart of
-//! `llvm-jitlink`. argv[0] is the first object, or `--argv0`.
+//! `orcjit link [--threads N] [--dlopen LIB]... [-L DIR]... [-l NAME]... [--argv0 NAME] a.o b.o
+//! libc.a ... [-- args]`: links the objects into one dylib that searches the static libraries
+//! given (a member is linked when a symbol it defines is needed, as a static linker does), the
+//! shared libraries given, libm and the process, then runs them as a C program (see
+//! `program.rs`): the counterpart of `llvm-jitlink`. `-l` finds libraries as a native link
+//! does (see `jit_layers::find_library`). argv[0] is the first object, or `--argv0`.
 //! Nothing here calls LLVM: the `orcjit` binary runs this command without libLLVM loaded.
 //! Inputs that are LLVM bitcode (`clang -flto -c`) are handed, with the rest, to `orcjit run`.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use jit_core::Error;
-use jit_layers::{ObjectJit, PerfMap, StaticLibrary};
+use jit_layers::{FoundLibrary, ObjectJit, PerfMap, StaticLibrary, find_library};
 use jit_mem::{ManagerConfig, Placement};
 
 #[derive(clap::Args)]
@@ -21,6 +23,14 @@ pub struct LinkArgs {
     /// Load a shared library whose symbols the objects may use (libstdc++ is loaded when C++ code needs it).
     #[arg(long = "dlopen", value_name = "LIB")]
     dlopen: Vec<String>,
+    /// Add DIR to the directories -l searches, before the system's (as a native link's -L).
+    #[arg(short = 'L', value_name = "DIR")]
+    library_dirs: Vec<PathBuf>,
+    /// Link library NAME as a native link's -l does: the first libNAME.so (loaded, as with
+    /// --dlopen) or libNAME.a (searched after the static libraries named as inputs) in the -L
+    /// directories, then the system's; -l:FILE names the file itself.
+    #[arg(short = 'l', value_name = "NAME")]
+    libraries: Vec<String>,
     /// The program's argv[0] (default: the first object). A wrapper script that runs
     /// `orcjit link --argv0 "$0" ...` makes a program that runs itself again (Python's
     /// `sys.executable`, a shell's `$0`) run the wrapper.
@@ -39,7 +49,14 @@ pub struct LinkArgs {
 }
 
 pub fn run(args: LinkArgs) -> ExitCode {
-    match run_arguments(&args) {
+    let libraries = match libraries(&args) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("orcjit link: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run_arguments(&args, &libraries) {
         Ok(None) => {}
         Ok(Some(run_args)) => {
             let argv0 = std::env::args_os().next().unwrap_or_else(|| "orcjit".into());
@@ -52,7 +69,7 @@ pub fn run(args: LinkArgs) -> ExitCode {
     }
     pad_heap_growth();
     let argv0 = args.argv0.as_ref().unwrap_or(&args.objects[0]);
-    match super::program::set_program_name(argv0).and_then(|()| build(&args)) {
+    match super::program::set_program_name(argv0).and_then(|()| build(&args, &libraries)) {
         Ok(jit) => super::program::run_and_exit("link", jit, argv0, &args.args, |_| {}),
         Err(e) => {
             eprintln!("orcjit link: {e}");
@@ -61,12 +78,35 @@ pub fn run(args: LinkArgs) -> ExitCode {
     }
 }
 
+/// What the `-l` options found: shared libraries to load and static libraries to search.
+#[derive(Default)]
+struct Libraries {
+    shared: Vec<String>,
+    archives: Vec<String>,
+}
+
+fn libraries(args: &LinkArgs) -> Result<Libraries, Error> {
+    if let Some(dir) = args.library_dirs.iter().find(|dir| !dir.is_dir()) {
+        return Err(Error::msg(format!("-L {}: not a directory", dir.display())));
+    }
+    let mut found = Libraries::default();
+    for name in &args.libraries {
+        for library in find_library(name, &args.library_dirs).map_err(Error::msg)? {
+            match library {
+                FoundLibrary::Shared(path) => found.shared.push(path.display().to_string()),
+                FoundLibrary::Static(path) => found.archives.push(path.display().to_string()),
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The arguments of `orcjit run` for a link some of whose inputs are LLVM bitcode (what
 /// `clang -flto -c` writes as its objects), or `None` when none is. Bitcode needs LLVM, which
 /// this command does not load: `orcjit run --lazy=none` compiles each module when it is first
 /// looked up, as a link binds everything before main, and links the objects and static
 /// libraries beside them, with the same argv[0], threads, libraries and arguments.
-fn run_arguments(args: &LinkArgs) -> Result<Option<Vec<OsString>>, Error> {
+fn run_arguments(args: &LinkArgs, libraries: &Libraries) -> Result<Option<Vec<OsString>>, Error> {
     let (mut bitcode, mut rest) = (Vec::new(), Vec::new());
     for path in &args.objects {
         let mut magic = [0u8; 8];
@@ -84,13 +124,14 @@ fn run_arguments(args: &LinkArgs) -> Result<Option<Vec<OsString>>, Error> {
     if let Some(n) = args.threads {
         run.push(format!("--threads={n}").into());
     }
-    run.extend(args.dlopen.iter().map(|lib| format!("--dlopen={lib}").into()));
+    run.extend(args.dlopen.iter().chain(&libraries.shared).map(|lib| format!("--dlopen={lib}").into()));
     run.push(format!("--argv0={}", args.argv0.as_ref().unwrap_or(&args.objects[0])).into());
     if args.perf_map {
         run.push("--perf-map".into());
     }
     run.extend(modules.iter().map(|m| format!("--extra-module={m}").into()));
     run.extend(rest.into_iter().map(OsString::from));
+    run.extend(libraries.archives.iter().map(|a| format!("--extra-archive={a}").into()));
     run.push(main.into());
     run.push("--".into());
     run.extend(args.args.iter().map(OsString::from));
@@ -124,10 +165,10 @@ fn memory_config(needed: u64, placement: Placement) -> ManagerConfig {
     ManagerConfig::with_reservation(wanted.clamp(jit_mem::DEFAULT_RESERVATION, most)).with_placement(placement)
 }
 
-fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
+fn build(args: &LinkArgs, libraries: &Libraries) -> Result<ObjectJit, Error> {
     let mut objects = Vec::with_capacity(args.objects.len());
     let mut archives = Vec::new();
-    for path in &args.objects {
+    for path in args.objects.iter().chain(&libraries.archives) {
         let bytes = super::program::read_input(path)?;
         if StaticLibrary::is_archive(&bytes) {
             archives.push(StaticLibrary::parse(path, bytes)?);
@@ -154,7 +195,7 @@ fn build(args: &LinkArgs) -> Result<ObjectJit, Error> {
     if let Some(n) = args.threads {
         builder = builder.threads(n);
     }
-    for lib in &args.dlopen {
+    for lib in args.dlopen.iter().chain(&libraries.shared) {
         builder = builder.dlopen(lib);
     }
     // Non-PIC small-code-model objects take absolute 32-bit addresses, so their memory must

@@ -51,8 +51,11 @@ pub fn run_and_exit<J: Program>(
                     let name = library
                         .file_name()
                         .map_or_else(|| library.display().to_string(), |n| n.to_string_lossy().into());
+                    // `orcjit link` also takes -l, the flag a native link had.
+                    let flag = if what == "link" { link_flag_for(&library) } else { None };
+                    let link_it = flag.map(|flag| format!("link it with {flag}, or ")).unwrap_or_default();
                     eprintln!(
-                        "orcjit {what}: note: '{symbol}' is defined in {}: load it with --dlopen {name}",
+                        "orcjit {what}: note: '{symbol}' is defined in {}: {link_it}load it with --dlopen {name}",
                         library.display()
                     );
                 }
@@ -62,6 +65,16 @@ pub fn run_and_exit<J: Program>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `-lNAME` that finds the shared library `library` (`-lz` for `libz.so.1`), if one does:
+/// its development link (`libz.so`) must be installed and lead to it.
+fn link_flag_for(library: &std::path::Path) -> Option<String> {
+    let file = library.file_name()?.to_str()?;
+    let name = file.strip_prefix("lib")?.split(".so").next()?;
+    let found = jit_layers::find_library(name, &[]).ok()?;
+    let same = |path: &std::path::Path| std::fs::canonicalize(path).ok() == std::fs::canonicalize(library).ok();
+    matches!(&found[..], [jit_layers::FoundLibrary::Shared(path)] if same(path)).then(|| format!("-l{name}"))
 }
 
 /// The undefined symbols an error comes down to (a link's, through the failures it caused).
