@@ -124,14 +124,21 @@ fn find_in(name: &str, search: &[PathBuf], depth: u32) -> Result<Vec<FoundLibrar
 /// script, whose entries are paths, names searched for in `search`, or `-lNAME`s (a script
 /// within a script is followed up to a few levels).
 fn library_at(path: &Path, search: &[PathBuf], depth: u32) -> Result<Vec<FoundLibrary>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.starts_with(b"!<arch>\n") || bytes.starts_with(b"!<thin>\n") {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    // The magic decides; only a script (a few hundred bytes) is read whole.
+    let mut magic = Vec::with_capacity(8);
+    file.by_ref().take(8).read_to_end(&mut magic).map_err(cannot)?;
+    if magic.starts_with(b"!<arch>\n") || magic.starts_with(b"!<thin>\n") {
         return Ok(vec![FoundLibrary::Static(path.to_path_buf())]);
     }
-    if bytes.starts_with(b"\x7fELF") {
+    if magic.starts_with(b"\x7fELF") {
         return Ok(vec![FoundLibrary::Shared(path.to_path_buf())]);
     }
     let bad = || format!("{} is neither a library nor a linker script naming libraries", path.display());
+    let mut bytes = magic;
+    file.take(1 << 20).read_to_end(&mut bytes).map_err(cannot)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
     if depth > 4 {
         return Err(format!("{}: linker scripts nest too deeply", path.display()));
