@@ -237,6 +237,35 @@ fn extra_objects_and_static_libraries_link_with_the_bitcode_as_natively() {
     }
 }
 
+/// A program that rebuilds the static library it was started with, in place and shorter (as
+/// GNU `ar` rewrites one), then first calls a function that needs one of its members: compiled
+/// lazily, that function links the member only now, from the bytes read at the start. (With
+/// the library mapped instead, its bytes changed under the JIT: "not a 64-bit ELF file", or a
+/// fault past the file's new end.)
+#[test]
+fn a_static_library_rebuilt_while_the_program_runs_still_links_as_it_was_read() {
+    let programs = root().join("jit-link/tests/programs");
+    let tmp = tempfile::tempdir().unwrap();
+    let late = tmp.path().join("late.o");
+    let mut compile = Command::new("clang-19");
+    compile.args(["-O1", "-fPIC", "-c"]).arg(programs.join("alone/late.c")).arg("-o").arg(&late);
+    check(&run(&mut compile), "compile late.o");
+    let pristine = tmp.path().join("pristine.a");
+    check(&run(Command::new("ar").arg("rcs").arg(&pristine).arg(&late)), "ar");
+    let (bitcode, native) =
+        build(tmp.path(), &[programs.join("rebuilt/main.c")], &["-O1", "-fPIC"], &[pristine.to_str().unwrap()]);
+    let library = tmp.path().join("liblate.a");
+    for options in [&[][..], &["--tier-up", "1"], &["--threads", "1"]] {
+        // Each run, native or not, truncates the library it is given: a fresh copy each.
+        std::fs::copy(&pristine, &library).unwrap();
+        let expected = run(Command::new(&native).arg(&library));
+        std::fs::copy(&pristine, &library).unwrap();
+        let mut cmd = Command::new(ORCJIT);
+        cmd.arg("run").arg(format!("--extra-archive={}", library.display())).args(options);
+        common::assert_runs_as_native(&format!("rebuilt {options:?}"), cmd.arg(&bitcode[0]).arg(&library), &expected);
+    }
+}
+
 /// A static library of LLVM bitcode, as an `-flto` build makes one (`clang -flto -c`, then
 /// `llvm-ar`, which indexes the members' symbols): a member a lookup needs is compiled as a
 /// module is, in every mode, and the others are never read, as natively with LTO

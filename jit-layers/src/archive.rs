@@ -305,6 +305,8 @@ pub fn compiler_runtime_generator(layer: &ObjectLinkingLayer) -> OnDemandGenerat
             let path = crate::toolchain::compiler_runtime_library()
                 .ok_or_else(|| Error::msg("no libgcc.a or compiler-rt builtins library on this machine"))?;
             let name = path.display().to_string();
+            // Mapped: a package manager replaces the file by renaming a new one over it, which
+            // leaves the mapped pages as they were.
             let bytes = ObjectBytes::map_file(&path).map_err(|e| Error::msg(format!("cannot read '{name}': {e}")))?;
             let library = StaticLibrary::parse(&name, bytes)?;
             Ok(Box::new(StaticLibraryGenerator::new(&layer, library)) as Box<dyn DefinitionGenerator>)

@@ -4,10 +4,14 @@
 //! A linker reads its inputs once and keeps them while it links: an object until its unit is
 //! linked, a static library until the last member that could be pulled is. Reading a library
 //! into the heap, sharing it as an `Arc<[u8]>` and copying each pulled member out of it made
-//! three copies of every member before linking started: 42 MB of heap to link OpenSSL's
-//! `openssl` with its libraries, whose peak heap went from 37 to 23 MB without them (DHAT). A
-//! file is mapped instead (as LLVM's `MemoryBuffer` does), and a member is a range of its
-//! library's bytes.
+//! three copies of every member linked: 42 MB of heap to link OpenSSL's `openssl` with its
+//! libraries. Now a buffer read is kept as it came, and a member is a range of its library's.
+//!
+//! A file can also be mapped ([`ObjectBytes::map_file`], as LLVM's `MemoryBuffer` maps), which
+//! is safe only for files replaced by renaming a new one over them (package managers, clang's
+//! outputs): GNU `ar` rewrites a library in place, and reading a mapping past a new, shorter
+//! end of file faults. `orcjit link` and `orcjit run` read their inputs; the compiler's
+//! runtime library, a system file, is mapped.
 
 use std::fmt;
 use std::ops::{Deref, Range};

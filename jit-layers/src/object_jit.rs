@@ -405,8 +405,7 @@ impl ObjectJit {
 
     pub fn add_object_file(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let bytes =
-            ObjectBytes::map_file(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{}': {e}", path.display())))?;
         self.add_object(&path.display().to_string(), bytes)
     }
 

@@ -155,9 +155,12 @@ fn warn_if_allocator_replaced(jit: &ObjectJit, what: &str) {
     }
 }
 
-/// The object or static library at `path`, mapped rather than read (see [`ObjectBytes`]).
+/// The object or static library at `path`, read once into memory that its members share (see
+/// [`ObjectBytes`]). Not mapped: GNU `ar` rewrites a library in place, and a program that runs
+/// on may pull a member after a rebuild truncated the file under the mapping.
 pub fn read_input(path: &str) -> Result<ObjectBytes, Error> {
-    ObjectBytes::map_file(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))
+    let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("cannot read '{path}': {e}")))?;
+    Ok(ObjectBytes::from(bytes))
 }
 
 /// Warns when objects of the program were built with `-fprofile-instr-generate`: they run, but
