@@ -110,7 +110,8 @@ impl From<&[u8]> for ObjectBytes {
 
 impl From<Box<[u8]>> for ObjectBytes {
     fn from(bytes: Box<[u8]>) -> Self {
-        Arc::<[u8]>::from(bytes).into()
+        // A boxed slice is a `Vec` without spare capacity: kept, not copied.
+        bytes.into_vec().into()
     }
 }
 

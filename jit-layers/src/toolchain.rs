@@ -130,7 +130,7 @@ fn library_at(path: &Path, search: &[PathBuf], depth: u32) -> Result<Vec<FoundLi
     // The magic decides; only a script (a few hundred bytes) is read whole.
     let mut magic = Vec::with_capacity(8);
     file.by_ref().take(8).read_to_end(&mut magic).map_err(cannot)?;
-    if magic.starts_with(b"!<arch>\n") || magic.starts_with(b"!<thin>\n") {
+    if crate::StaticLibrary::is_archive(&magic) {
         return Ok(vec![FoundLibrary::Static(path.to_path_buf())]);
     }
     if magic.starts_with(b"\x7fELF") {
