@@ -556,6 +556,44 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_generator_run_hands_the_generators_to_one_queued_lookup_at_a_time() {
+        const QUEUED: usize = 16;
+        let (es, jd) = setup(4);
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let (release, release_rx) = crossbeam_channel::unbounded();
+        jd.add_generator(Gated { started: started_tx, release: release_rx });
+        let first_name = es.intern("first");
+        let (first, first_rx) = oneshot();
+        let (es2, jd2) = (es.clone(), jd.clone());
+        std::thread::spawn(move || {
+            es2.lookup(&jd2.search_order(), SymbolLookupSet::from([first_name]), RequiredState::Ready, first)
+        });
+        recv(&started);
+        // Each queued lookup needs a name of its own, so each runs the generator in turn.
+        let queued: Vec<_> = (0..QUEUED)
+            .map(|i| {
+                let name = es.intern(&format!("queued{i}"));
+                let (done, rx) = oneshot();
+                es.lookup(&jd.search_order(), SymbolLookupSet::from([name.clone()]), RequiredState::Ready, done);
+                (name, rx)
+            })
+            .collect();
+        for _ in 0..=QUEUED {
+            release.send(()).unwrap();
+        }
+        recv(&first_rx).unwrap();
+        for (name, rx) in queued {
+            assert_eq!(recv(&rx).unwrap()[&name].addr, ExecutorAddr(7));
+        }
+        // The first lookup: a pass that starts the generator, one after it. Each queued one: a
+        // pass that queues it, one that runs the generator when it is handed over, one after.
+        // (Resuming every queued lookup after each run rescanned them all: 16 + 15 + ... + 1
+        // passes more.)
+        let passes = es.inner.state.lock().job_passes;
+        assert_eq!(passes, 2 + 3 * QUEUED, "lookups rescanned while they waited for the generator");
+    }
+
+    #[test]
     fn concurrent_lookups_through_one_generator_never_define_twice() {
         let (es, jd) = setup(4);
         jd.add_generator(ProcessSymbolsGenerator::new());

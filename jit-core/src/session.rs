@@ -178,6 +178,7 @@ impl ExecutionSession {
             completion: Completion::Blocking { result: result.clone(), done },
             generators_from: 0,
             implicit_deps: None,
+            holds_generators: None,
         };
         self.inner.run_lookup(job);
         self.inner.dispatcher.wait(&woken);
@@ -284,6 +285,7 @@ impl SessionInner {
             completion: Completion::Callback(on_complete),
             generators_from: 0,
             implicit_deps,
+            holds_generators: None,
         });
     }
 
