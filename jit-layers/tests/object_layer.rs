@@ -1,7 +1,7 @@
 //! The object linking layer on real objects compiled by clang-19: linked code runs, trackers
 //! free what they own (after finalizers; large data allocated apart too), plugins take part,
-//! weak definitions resolve across objects, and mutually dependent objects link on a pool of
-//! one thread.
+//! weak definitions resolve across objects, mutually dependent objects link on a pool of one
+//! thread, and a chain of thousands of objects links without recursing object by object.
 
 use std::path::Path;
 use std::process::Command;
@@ -215,6 +215,71 @@ fn mutually_dependent_objects_link_on_a_pool_of_one_thread() {
     // SAFETY: int f0(int), linked above.
     let f0: extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(f0.addr.0 as usize) };
     assert_eq!(f0(30), 30 % n);
+}
+
+/// `template` with each `(from, to)` name in its string table replaced by one of the same
+/// length, as `objcopy --redefine-sym` would: copies of one compiled object that define and
+/// need names of their own, without a compiler run for each.
+fn renamed(template: &[u8], names: &[(&str, String)]) -> Vec<u8> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(template).unwrap();
+    let strtab = file.section_by_name(".strtab").expect("a string table");
+    let (start, size) = strtab.file_range().unwrap();
+    let mut bytes = template.to_vec();
+    let table = &mut bytes[start as usize..(start + size) as usize];
+    for (from, to) in names {
+        assert_eq!(from.len(), to.len());
+        let needle = format!("\0{from}\0");
+        let at = table.windows(needle.len()).position(|w| w == needle.as_bytes()).expect("the name is in .strtab");
+        table[at + 1..at + 1 + to.len()].copy_from_slice(to.as_bytes());
+    }
+    bytes
+}
+
+/// A chain of 4,000 objects, each calling into the next, links from one lookup of its first
+/// function, in place and on a pool of one thread: each link's lookup of the next object's
+/// symbol is a task of its own, not a call nested in the last one. (llvm-jitlink-19 recurses
+/// through lookup, materialization and link for each object: on such a chain it overflows its
+/// stack between 1,000 and 2,000 objects.)
+#[test]
+fn a_chain_of_thousands_of_objects_links_without_recursing_object_by_object() {
+    const N: usize = 4000;
+    const STACK: usize = 256 << 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let template = object(
+        tmp.path(),
+        "link",
+        "int f_99999(int); int g_00000 = 1;
+         int f_00000(int x) { return x > 0 ? f_99999(x - 1) + g_00000 : g_00000; }",
+    );
+    let last = object(tmp.path(), "last", &format!("int f_{:05}(int x) {{ return 1000 * x; }}", N));
+    for threads in [0, 1] {
+        let es = if threads == 0 { ExecutionSession::in_place() } else { ExecutionSession::with_threads(1).unwrap() };
+        let memory = jit_mem::default_manager(ManagerConfig::default()).unwrap();
+        let layer = ObjectLinkingLayer::new(&es, memory);
+        let jd = es.create_dylib("main").unwrap();
+        for i in 0..N {
+            let names = [
+                ("f_00000", format!("f_{i:05}")),
+                ("g_00000", format!("g_{i:05}")),
+                ("f_99999", format!("f_{:05}", i + 1)),
+            ];
+            layer.add(&jd, &format!("link{i}.o"), renamed(&template, &names)).unwrap();
+        }
+        layer.add(&jd, "last.o", last.clone()).unwrap();
+        // In place, the links run on the thread that looks up: give it a small stack (a
+        // hundred bytes per object would overflow it).
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let looker = std::thread::Builder::new().stack_size(STACK);
+        looker.spawn(move || tx.send(jd.lookup("f_00000"))).unwrap();
+        let first = rx.recv_timeout(WATCHDOG).expect("watchdog: hung").unwrap();
+        // SAFETY: int f_00000(int), linked above: calls down the chain N deep.
+        let first: extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(first.addr.0 as usize) };
+        // Down to the last object: one from each link, 0 from the last.
+        assert_eq!(first(N as i32), N as i32, "in place: {}", threads == 0);
+        // Three links down, then the fourth link's own value.
+        assert_eq!(first(3), 4);
+    }
 }
 
 #[test]
