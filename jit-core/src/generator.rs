@@ -298,7 +298,7 @@ fn dl_error() -> String {
 mod tests {
     use super::*;
     use crate::testutil::*;
-    use crate::{Error, RequiredState, SymbolLookupSet};
+    use crate::{Error, ExecutionSession, RequiredState, SymbolLookupSet, SymbolMap};
 
     /// `name@VERSION` finds that version of `name` (`dlvsym`), as a static linker binds it:
     /// glibc's `memcpy@GLIBC_2.2.5` is the old memcpy, not the default `memcpy@@GLIBC_2.14`.
@@ -526,21 +526,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lookups_queued_behind_a_busy_generator_all_complete_even_when_it_defined_their_names() {
+    /// A 4-thread session whose dylib has a [`Gated`] generator, and a first lookup of `name`,
+    /// started on a thread of its own, that waits in it. Returns the session, the dylib, the
+    /// sender that lets generator runs finish (one each) and the first lookup's answer.
+    fn a_lookup_in_a_gated_generator(
+        name: &str,
+    ) -> (ExecutionSession, JitDylib, crossbeam_channel::Sender<()>, crossbeam_channel::Receiver<Result<SymbolMap>>)
+    {
         let (es, jd) = setup(4);
         let (started_tx, started) = crossbeam_channel::unbounded();
         let (release, release_rx) = crossbeam_channel::unbounded();
         jd.add_generator(Gated { started: started_tx, release: release_rx });
-        let x = es.intern("x");
-        // The first lookup runs the generator, which blocks; three more queue behind it. The
-        // generator defines 'x', so the queued lookups no longer need it when they resume.
         let (first, first_rx) = oneshot();
-        let (es2, jd2, x2) = (es.clone(), jd.clone(), x.clone());
+        let (es2, jd2, name) = (es.clone(), jd.clone(), es.intern(name));
         std::thread::spawn(move || {
-            es2.lookup(&jd2.search_order(), SymbolLookupSet::from([x2]), RequiredState::Ready, first)
+            es2.lookup(&jd2.search_order(), SymbolLookupSet::from([name]), RequiredState::Ready, first)
         });
         recv(&started);
+        (es, jd, release, first_rx)
+    }
+
+    #[test]
+    fn lookups_queued_behind_a_busy_generator_all_complete_even_when_it_defined_their_names() {
+        // The first lookup runs the generator, which blocks; three more queue behind it. The
+        // generator defines 'x', so the queued lookups no longer need it when they resume.
+        let (es, jd, release, first_rx) = a_lookup_in_a_gated_generator("x");
+        let x = es.intern("x");
         let queued: Vec<_> = (0..3)
             .map(|_| {
                 let (done, rx) = oneshot();
@@ -558,17 +569,7 @@ mod tests {
     #[test]
     fn a_finished_generator_run_hands_the_generators_to_one_queued_lookup_at_a_time() {
         const QUEUED: usize = 16;
-        let (es, jd) = setup(4);
-        let (started_tx, started) = crossbeam_channel::unbounded();
-        let (release, release_rx) = crossbeam_channel::unbounded();
-        jd.add_generator(Gated { started: started_tx, release: release_rx });
-        let first_name = es.intern("first");
-        let (first, first_rx) = oneshot();
-        let (es2, jd2) = (es.clone(), jd.clone());
-        std::thread::spawn(move || {
-            es2.lookup(&jd2.search_order(), SymbolLookupSet::from([first_name]), RequiredState::Ready, first)
-        });
-        recv(&started);
+        let (es, jd, release, first_rx) = a_lookup_in_a_gated_generator("first");
         // Each queued lookup needs a name of its own, so each runs the generator in turn.
         let queued: Vec<_> = (0..QUEUED)
             .map(|i| {
