@@ -595,6 +595,25 @@ mod tests {
     }
 
     #[test]
+    fn ending_the_session_fails_the_lookups_waiting_for_a_generator_and_the_one_running_it() {
+        let (es, jd, release, first_rx) = a_lookup_in_a_gated_generator("first");
+        let queued: Vec<_> = (0..3)
+            .map(|i| {
+                let (done, rx) = oneshot();
+                let name = es.intern(&format!("queued{i}"));
+                es.lookup(&jd.search_order(), SymbolLookupSet::from([name]), RequiredState::Ready, done);
+                rx
+            })
+            .collect();
+        es.end_session().unwrap();
+        for rx in queued {
+            assert!(matches!(recv(&rx), Err(Error::SessionEnded)));
+        }
+        release.send(()).unwrap();
+        assert!(matches!(recv(&first_rx), Err(Error::SessionEnded)));
+    }
+
+    #[test]
     fn concurrent_lookups_through_one_generator_never_define_twice() {
         let (es, jd) = setup(4);
         jd.add_generator(ProcessSymbolsGenerator::new());
