@@ -31,8 +31,10 @@ fn object_with(dir: &Path, name: &str, source: &str, flags: &[&str]) -> Vec<u8> 
     std::fs::read(obj).unwrap()
 }
 
+/// A session on a pool of `threads` (in place for 0) with a dylib that finds the process's
+/// symbols, and an object linking layer.
 fn setup(threads: usize) -> (ExecutionSession, JitDylib, ObjectLinkingLayer, Arc<dyn MemoryManager>) {
-    let es = ExecutionSession::with_threads(threads).unwrap();
+    let es = if threads == 0 { ExecutionSession::in_place() } else { ExecutionSession::with_threads(threads).unwrap() };
     let memory = jit_mem::default_manager(ManagerConfig::default()).unwrap();
     let layer = ObjectLinkingLayer::new(&es, memory.clone());
     let jd = es.create_dylib("main").unwrap();
@@ -42,10 +44,17 @@ fn setup(threads: usize) -> (ExecutionSession, JitDylib, ObjectLinkingLayer, Arc
 
 /// Runs `f` on another thread, failing the test if it takes longer than the watchdog.
 fn watched<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    watched_on(std::thread::Builder::new(), f)
+}
+
+/// [`watched`], on a thread made by `thread` (one with a stack of a given size, say).
+fn watched_on<T: Send + 'static>(thread: std::thread::Builder, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
+    thread
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .unwrap();
     rx.recv_timeout(WATCHDOG).expect("watchdog: hung")
 }
 
@@ -254,10 +263,7 @@ fn a_chain_of_thousands_of_objects_links_without_recursing_object_by_object() {
     );
     let last = object(tmp.path(), "last", &format!("int f_{:05}(int x) {{ return 1000 * x; }}", N));
     for threads in [0, 1] {
-        let es = if threads == 0 { ExecutionSession::in_place() } else { ExecutionSession::with_threads(1).unwrap() };
-        let memory = jit_mem::default_manager(ManagerConfig::default()).unwrap();
-        let layer = ObjectLinkingLayer::new(&es, memory);
-        let jd = es.create_dylib("main").unwrap();
+        let (_es, jd, layer, _) = setup(threads);
         for i in 0..N {
             let names = [
                 ("f_00000", format!("f_{i:05}")),
@@ -269,10 +275,7 @@ fn a_chain_of_thousands_of_objects_links_without_recursing_object_by_object() {
         layer.add(&jd, "last.o", last.clone()).unwrap();
         // In place, the links run on the thread that looks up: give it a small stack (a
         // hundred bytes per object would overflow it).
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let looker = std::thread::Builder::new().stack_size(STACK);
-        looker.spawn(move || tx.send(jd.lookup("f_00000"))).unwrap();
-        let first = rx.recv_timeout(WATCHDOG).expect("watchdog: hung").unwrap();
+        let first = watched_on(std::thread::Builder::new().stack_size(STACK), move || jd.lookup("f_00000")).unwrap();
         // SAFETY: int f_00000(int), linked above: calls down the chain N deep.
         let first: extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(first.addr.0 as usize) };
         // Down to the last object: one from each link, 0 from the last.
