@@ -14,6 +14,7 @@ mod generator;
 mod graph;
 mod loaded_symbols;
 mod lookup;
+mod name_slab;
 mod process_tls;
 mod responsibility;
 mod session;

@@ -13,10 +13,12 @@ pub struct DylibId {
 }
 
 impl DylibId {
-    /// The id as one number, for `SymbolName::ready_in`. Session ids start at 1, so it is not
-    /// 0 (the mark of no dylib) until they wrap; readers never trust a 0.
-    pub(crate) fn packed(self) -> u64 {
-        (u64::from(self.session) << 32) | u64::from(self.index)
+    /// The id as a name's Ready mark (`SymbolName::ready_in`): its index plus one, so never 0
+    /// (the mark of no dylib) but for the `u32::MAX`th dylib of a session, which is never
+    /// marked. Marks are written and read only for names of the session's own pool, so the
+    /// session need not be in it.
+    pub(crate) fn ready_mark(self) -> u32 {
+        self.index.wrapping_add(1)
     }
 }
 

@@ -499,7 +499,7 @@ impl SessionState {
     /// Removes entry `sid` from the symbol arena and from wherever its dylib finds it.
     fn remove_symbol(&mut self, sid: SymId) -> Option<SymbolEntry> {
         let e = self.symbols.remove(sid)?;
-        if e.name.ready_in() == e.dylib.packed() {
+        if e.name.is_from(&self.pool) && e.name.ready_in() == e.dylib.ready_mark() {
             e.name.set_ready_in(0);
         }
         let overflow = &mut self.dylib_mut(e.dylib).overflow;
@@ -1046,7 +1046,7 @@ impl SessionState {
     fn mark_ready(&self, sid: SymId) {
         let e = &self.symbols[sid];
         if e.name.is_from(&self.pool) {
-            e.name.set_ready_in(e.dylib.packed());
+            e.name.set_ready_in(e.dylib.ready_mark());
         }
     }
 
@@ -1249,14 +1249,14 @@ impl SessionState {
         }
         // As in `prepare_emit`: every dependency is found before any is used, so that their
         // cache misses overlap.
-        let (mut hints, mut marks) = ([0u64; MAX_DEPS], [0u64; MAX_DEPS]);
+        let (mut hints, mut marks) = ([0u64; MAX_DEPS], [0u32; MAX_DEPS]);
         for ((hint, mark), (_, dep)) in hints.iter_mut().zip(&mut marks).zip(deps) {
             (*hint, *mark) = (dep.hint(), dep.ready_in());
         }
         // Dependencies whose names say they are Ready in the dylibs asked for: the entries need
         // not be read (a function whose callees were compiled long before).
-        let marked_ready = |(&mark, (d, _)): (&u64, &(DylibId, SymbolName))| {
-            mark != 0 && mark == d.packed() && self.check_dylib(*d).is_ok()
+        let marked_ready = |(&mark, (d, dep)): (&u32, &(DylibId, SymbolName))| {
+            mark != 0 && mark == d.ready_mark() && dep.is_from(&self.pool) && self.check_dylib(*d).is_ok()
         };
         if e.node.dependants.is_empty() && marks.iter().zip(deps).all(marked_ready) {
             return Some(OneSymbol::ReadyNow(s.id));

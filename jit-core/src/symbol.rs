@@ -7,45 +7,67 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bitflags::bitflags;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use smallvec::SmallVec;
+
+use crate::name_slab::{self, NameSlab, Slot};
 
 /// An interned symbol name.
 ///
 /// Contract: two `SymbolName`s from the same pool are equal exactly when their strings are
 /// equal, and comparing or hashing them never looks at the string (it is a pointer compare).
-/// Cloning is one atomic increment. Ordering (`Ord`) is by string, so sorted output is stable.
-#[derive(Clone)]
-pub struct SymbolName(Arc<Interned>);
+/// Cloning is one atomic increment on the name's count, packed with other names' counts
+/// (`name_slab`). Ordering (`Ord`) is by string, so sorted output is stable.
+pub struct SymbolName(Slot);
 
-struct Interned {
-    name: Arc<str>,
-    pool: Weak<PoolShared>,
-    /// An entry of this name in its session (see [`SymbolName::hint`]).
-    hint: AtomicU64,
-    /// A dylib in which this name is Ready (see [`SymbolName::ready_in`]).
-    ready_in: AtomicU64,
-}
+// SAFETY: a `SymbolName` is a counted reference to an allocated slot of its pool's slab: the
+// slot's fields that change are atomics, its string is not written while any handle exists,
+// and the slab outlives every handle (see `PoolShared`). So handles may move and be shared
+// between threads as `Arc`s are.
+unsafe impl Send for SymbolName {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SymbolName {}
 
-impl Drop for Interned {
-    fn drop(&mut self) {
-        // The last handle is gone. Take the entry out of the pool unless a concurrent `intern`
-        // has already replaced it with a live one (then its `Weak` upgrades and we keep it).
-        if let Some(pool) = self.pool.upgrade() {
-            pool.map.remove_if(&*self.name, |_, w| w.strong_count() == 0);
-        }
-    }
-}
+/// Handles beyond this many abort, as `Arc` does past `isize::MAX`, rather than wrap the count.
+const MAX_HANDLES: u32 = i32::MAX as u32;
 
 impl SymbolName {
+    fn count(&self) -> &AtomicU32 {
+        // SAFETY: this handle keeps its slot allocated, and the slab that holds it alive.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// A new handle to `slot`, unless its count has reached 0 (its last handle is gone and
+    /// it is being freed: it never comes back).
+    fn upgrade(slot: Slot) -> Option<SymbolName> {
+        // SAFETY: `slot` is read from its pool's map, under the map's lock, so it has not been
+        // freed (a slot is freed after it leaves the map, under the same lock).
+        let count = unsafe { slot.as_ref() };
+        let mut seen = count.load(Ordering::Relaxed);
+        loop {
+            if seen == 0 {
+                return None;
+            }
+            if seen > MAX_HANDLES {
+                std::process::abort();
+            }
+            match count.compare_exchange_weak(seen, seen + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Some(SymbolName(slot)),
+                Err(now) => seen = now,
+            }
+        }
+    }
+
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0.name
+        // SAFETY: this handle keeps its slot allocated for as long as it is borrowed.
+        unsafe { name_slab::name(self.0) }
     }
 
     /// Where this name is defined, kept beside the reference count: the key of a live symbol
@@ -56,36 +78,85 @@ impl SymbolName {
     /// the entry it needs anyway, instead of probing a hash table at a random place. Any value
     /// is safe, so the accesses are relaxed.
     pub(crate) fn hint(&self) -> u64 {
-        self.0.hint.load(Ordering::Relaxed)
+        // SAFETY: this handle keeps its slab alive.
+        unsafe { name_slab::hint(self.0) }.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_hint(&self, hint: u64) {
-        self.0.hint.store(hint, Ordering::Relaxed);
+        // SAFETY: this handle keeps its slab alive.
+        unsafe { name_slab::hint(self.0) }.store(hint, Ordering::Relaxed);
     }
 
-    /// A dylib of this name's session in which the name has a live entry that is Ready, packed
-    /// by the session (`DylibId::packed`), or 0 when none is known: written by the session of
-    /// this name's pool when such an entry becomes Ready, and cleared when it is removed. A
-    /// name Ready in several dylibs marks one. A dependency marked Ready in the dylib it is
-    /// asked for needs no look at its entry, which is a cache miss when its symbol was emitted
-    /// long before. Only that session writes the mark, under its lock, and a reader trusts it
-    /// only for a dylib of its own session, so the accesses are relaxed.
-    pub(crate) fn ready_in(&self) -> u64 {
-        self.0.ready_in.load(Ordering::Relaxed)
+    /// A dylib of this name's session in which the name has a live entry that is Ready
+    /// (`DylibId::ready_mark`), or 0 when none is known: written by the session of this name's
+    /// pool when such an entry becomes Ready, and cleared when it is removed. A name Ready in
+    /// several dylibs marks one. A dependency marked Ready in the dylib it is asked for needs
+    /// no look at its entry, which is a cache miss when its symbol was emitted long before.
+    /// Only that session writes the mark, under its lock, and a reader trusts it only for a
+    /// name of its own pool (`is_from`), so the accesses are relaxed.
+    pub(crate) fn ready_in(&self) -> u32 {
+        // SAFETY: this handle keeps its slab alive.
+        unsafe { name_slab::mark(self.0) }.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_ready_in(&self, packed_dylib: u64) {
-        self.0.ready_in.store(packed_dylib, Ordering::Relaxed);
+    pub(crate) fn set_ready_in(&self, mark: u32) {
+        // SAFETY: this handle keeps its slab alive.
+        unsafe { name_slab::mark(self.0) }.store(mark, Ordering::Relaxed);
     }
 
-    /// Whether this name was interned by `pool` (whose session alone may write its hint).
+    /// Whether this name was interned by `pool` (whose session alone may write its marks).
     pub(crate) fn is_from(&self, pool: &SymbolStringPool) -> bool {
-        std::ptr::eq(self.0.pool.as_ptr(), Arc::as_ptr(&pool.0))
+        // SAFETY: this handle keeps its slot allocated, and so its slab alive.
+        std::ptr::eq(unsafe { name_slab::owner(self.0) }, Arc::as_ptr(&pool.0).cast())
     }
 
     /// The address that identifies this name: equal names share it.
     fn key(&self) -> usize {
-        Arc::as_ptr(&self.0) as usize
+        self.0.as_ptr() as usize
+    }
+
+    /// Frees the slot of the handle that took its count to 0.
+    #[cold]
+    #[inline(never)]
+    fn release(slot: Slot) {
+        // SAFETY: the pool that owns the slot's slab is alive: a shard with an allocated slot
+        // holds a reference to it (`PoolShared`), and this slot is not freed yet.
+        let pool = unsafe { &*name_slab::owner(slot).cast::<PoolShared>() };
+        // SAFETY: the slot is allocated until `free` below.
+        let name = unsafe { name_slab::name(slot) };
+        // Out of the map, unless a concurrent `intern` has already put a fresh slot in its
+        // place. Either way the map's lock is taken, so no `intern` still reads this slot.
+        pool.map.remove_if(name, |_, listed| listed.0 == slot);
+        // SAFETY: the count is 0 and never rises again, and the map no longer lists the slot.
+        let (name, emptied) = unsafe { name_slab::free(slot) };
+        drop(name);
+        if emptied {
+            // SAFETY: the shard took this reference when its first live slot was allocated
+            // (`SymbolStringPool::fresh_slot`); the pool is not used after it is dropped.
+            unsafe { Arc::decrement_strong_count(std::ptr::from_ref(pool)) };
+        }
+    }
+}
+
+impl Clone for SymbolName {
+    #[inline]
+    fn clone(&self) -> Self {
+        if self.count().fetch_add(1, Ordering::Relaxed) > MAX_HANDLES {
+            std::process::abort();
+        }
+        SymbolName(self.0)
+    }
+}
+
+impl Drop for SymbolName {
+    #[inline]
+    fn drop(&mut self) {
+        // As `Arc`: the release makes this handle's uses happen before the slot is freed, and
+        // the acquire fence makes every other handle's uses happen before it too.
+        if self.count().fetch_sub(1, Ordering::Release) == 1 {
+            std::sync::atomic::fence(Ordering::Acquire);
+            SymbolName::release(self.0);
+        }
     }
 }
 
@@ -98,7 +169,7 @@ impl std::ops::Deref for SymbolName {
 
 impl PartialEq for SymbolName {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.0 == other.0
     }
 }
 impl Eq for SymbolName {}
@@ -131,8 +202,25 @@ impl fmt::Debug for SymbolName {
     }
 }
 
+/// A slot as the pool's map lists it.
+#[derive(Clone, Copy, PartialEq)]
+struct Listed(Slot);
+
+// SAFETY: a listed slot is only dereferenced under the map's lock, while it cannot be freed
+// (see `SymbolName::upgrade`); its fields that change are atomics.
+unsafe impl Send for Listed {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Listed {}
+
+/// A pool's map and the slab of its names' slots.
+///
+/// It lives while a pool handle does, and while any of its names does: each shard of the slab
+/// with an allocated slot holds one strong reference (taken when the shard's first live slot
+/// is allocated and dropped when its last is freed), so the slab is freed only after the
+/// last name is.
 struct PoolShared {
-    map: DashMap<Arc<str>, Weak<Interned>, FxBuildHasher>,
+    map: DashMap<Arc<str>, Listed, FxBuildHasher>,
+    slab: NameSlab,
 }
 
 /// The pool that interns symbol names; cheap to clone (all clones share one pool).
@@ -150,27 +238,44 @@ impl Default for SymbolStringPool {
 
 impl SymbolStringPool {
     pub fn new() -> Self {
-        SymbolStringPool(Arc::new(PoolShared { map: DashMap::with_hasher(FxBuildHasher) }))
+        SymbolStringPool(Arc::new(PoolShared { map: DashMap::with_hasher(FxBuildHasher), slab: NameSlab::new() }))
     }
 
     /// Returns the one `SymbolName` for `name` in this pool.
     pub fn intern(&self, name: &str) -> SymbolName {
-        if let Some(live) = self.0.map.get(name).and_then(|w| w.upgrade()) {
-            return SymbolName(live);
+        if let Some(live) = self.0.map.get(name).and_then(|listed| SymbolName::upgrade(listed.0)) {
+            return live;
         }
         let key: Arc<str> = Arc::from(name);
-        let mut slot = self.0.map.entry(key.clone()).or_default();
-        if let Some(live) = slot.upgrade() {
-            return SymbolName(live);
+        match self.0.map.entry(key.clone()) {
+            Entry::Occupied(mut listed) => {
+                if let Some(live) = SymbolName::upgrade(listed.get().0) {
+                    return live;
+                }
+                // Its last handle has just gone and it is on its way out: list a fresh slot
+                // instead (the dying one's `release` leaves it be).
+                let fresh = self.fresh_slot(key);
+                listed.insert(Listed(fresh));
+                SymbolName(fresh)
+            }
+            Entry::Vacant(vacant) => {
+                let fresh = self.fresh_slot(key);
+                vacant.insert(Listed(fresh));
+                SymbolName(fresh)
+            }
         }
-        let fresh = Arc::new(Interned {
-            name: key,
-            pool: Arc::downgrade(&self.0),
-            hint: AtomicU64::new(0),
-            ready_in: AtomicU64::new(0),
-        });
-        *slot = Arc::downgrade(&fresh);
-        SymbolName(fresh)
+    }
+
+    /// A slot for `name`, its count 1.
+    fn fresh_slot(&self, name: Arc<str>) -> Slot {
+        let (slot, first_in_shard) = self.0.slab.alloc(Arc::as_ptr(&self.0).cast(), name);
+        if first_in_shard {
+            // The shard's reference to the pool (see `PoolShared`), dropped by
+            // `SymbolName::release` when the shard's last live slot is freed. Taken while this
+            // handle keeps the pool alive, so the order against that drop does not matter.
+            std::mem::forget(self.0.clone());
+        }
+        slot
     }
 
     /// Number of live entries (names some handle still refers to, give or take concurrent drops).
@@ -443,6 +548,71 @@ mod tests {
         }
         drop(results);
         assert_eq!(pool.len(), 0, "every entry died with its last handle");
+    }
+
+    #[test]
+    fn names_outlive_their_pool_which_goes_with_the_last_of_them() {
+        let pool = SymbolStringPool::new();
+        let shared = Arc::downgrade(&pool.0);
+        let (a, b) = (pool.intern("alpha"), pool.intern("beta"));
+        let a2 = a.clone();
+        drop(pool);
+        assert_eq!((a.as_str(), b.as_str()), ("alpha", "beta"));
+        assert_eq!(a, a2);
+        drop((a, b));
+        assert!(shared.upgrade().is_some(), "a clone of 'alpha' still lives");
+        assert_eq!(a2.as_str(), "alpha");
+        drop(a2);
+        assert!(shared.upgrade().is_none(), "the pool and its slab went with the last name");
+    }
+
+    #[test]
+    fn a_freed_slot_serves_a_new_name_with_clear_marks() {
+        let pool = SymbolStringPool::new();
+        let a = pool.intern("a");
+        a.set_hint(7);
+        a.set_ready_in(3);
+        let slot = a.key();
+        drop(a);
+        let b = pool.intern("b");
+        assert_eq!(b.key(), slot, "the freed slot is reused (same thread, same shard)");
+        assert_eq!((b.as_str(), b.hint(), b.ready_in()), ("b", 0, 0));
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn names_in_many_chunks_from_many_threads_read_back_and_are_all_freed() {
+        // 4 threads x 20,000 names: more than a block of chunks (16,368 slots) per shard.
+        let pool = SymbolStringPool::new();
+        let shared = Arc::downgrade(&pool.0);
+        let kept: Vec<Vec<SymbolName>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let pool = pool.clone();
+                    s.spawn(move || {
+                        let names: Vec<SymbolName> = (0..20_000).map(|i| pool.intern(&format!("t{t}_{i}"))).collect();
+                        for (i, name) in names.iter().enumerate() {
+                            assert_eq!(name.as_str(), format!("t{t}_{i}"));
+                        }
+                        names.into_iter().enumerate().filter(|(i, _)| i % 3 == 0).map(|(_, n)| n).collect()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(pool.len(), kept.iter().map(Vec::len).sum::<usize>());
+        for (t, names) in kept.iter().enumerate() {
+            for (k, name) in names.iter().enumerate() {
+                assert_eq!(*name, pool.intern(&format!("t{t}_{}", 3 * k)));
+            }
+        }
+        // Freed slots serve new names.
+        let fresh: Vec<SymbolName> = (0..30_000).map(|i| pool.intern(&format!("fresh{i}"))).collect();
+        assert!(fresh.iter().enumerate().all(|(i, n)| n.as_str() == format!("fresh{i}")));
+        drop((pool, fresh));
+        assert!(shared.upgrade().is_some());
+        drop(kept);
+        assert!(shared.upgrade().is_none(), "every slot freed, the slab with them");
     }
 
     #[test]
