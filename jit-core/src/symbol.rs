@@ -203,7 +203,7 @@ impl fmt::Debug for SymbolName {
 }
 
 /// A slot as the pool's map lists it.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 struct Listed(Slot);
 
 // SAFETY: a listed slot is only dereferenced under the map's lock, while it cannot be freed
@@ -271,8 +271,8 @@ impl SymbolStringPool {
         let (slot, first_in_shard) = self.0.slab.alloc(Arc::as_ptr(&self.0).cast(), name);
         if first_in_shard {
             // The shard's reference to the pool (see `PoolShared`), dropped by
-            // `SymbolName::release` when the shard's last live slot is freed. Taken while this
-            // handle keeps the pool alive, so the order against that drop does not matter.
+            // `SymbolName::release` when the shard's last live slot is freed. Taken while `self`
+            // keeps the pool alive, so its order against such a drop does not matter.
             std::mem::forget(self.0.clone());
         }
         slot
