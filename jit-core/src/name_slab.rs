@@ -24,8 +24,10 @@ use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::cell::{Cell, UnsafeCell};
 use std::mem::{MaybeUninit, size_of};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::Mutex;
 
 /// A name's slot, as a pointer to its reference count: the number of live handles. The slot
 /// is free (or being freed) when the count is 0, and the count never goes from 0 back up.
@@ -85,12 +87,6 @@ impl NameSlab {
         NameSlab { shards: std::array::from_fn(|_| shard()) }
     }
 
-    fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-        // A panic under a shard's lock leaves the shard consistent (nothing in it unwinds
-        // halfway through an update), so a poisoned lock is still good.
-        shard.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A slot holding `name`, with a count of 1 and clear mark and hint; `owner` is what
     /// [`owner`] returns for it. Also says whether it is its shard's only live slot (the caller
     /// keeps the slab alive while a shard has live slots, see `symbol::PoolShared`).
@@ -104,7 +100,7 @@ impl NameSlab {
             s.get()
         });
         let shard_lock = &self.shards[index];
-        let mut shard = Self::lock(shard_lock);
+        let mut shard = shard_lock.lock();
         let slot = match shard.free.pop() {
             Some(slot) => slot,
             None => {
@@ -232,7 +228,7 @@ pub(crate) unsafe fn owner(slot: Slot) -> *const () {
 pub(crate) unsafe fn free(slot: Slot) -> (Arc<str>, bool) {
     // SAFETY: the slab is live (the slot is allocated), so its shard's mutex is too.
     let shard_lock = unsafe { &*(*locate(slot).0).shard };
-    let mut shard = NameSlab::lock(shard_lock);
+    let mut shard = shard_lock.lock();
     // SAFETY: the slot is allocated, so its string is initialized; it is taken out once,
     // under the shard's lock, and the slot is then listed free.
     let name = unsafe { (*(*cold(slot)).get()).assume_init_read() };
@@ -244,7 +240,7 @@ pub(crate) unsafe fn free(slot: Slot) -> (Arc<str>, bool) {
 impl Drop for NameSlab {
     fn drop(&mut self) {
         for shard in &mut self.shards {
-            let shard = shard.get_mut().unwrap_or_else(|e| e.into_inner());
+            let shard = shard.get_mut();
             debug_assert_eq!(shard.live, 0, "a slab outlives its live names");
             for &block in &shard.blocks {
                 // SAFETY: every block was made by `new_block` and is freed once, here; its
